@@ -1,0 +1,39 @@
+import CorridorPolicy
+
+/// The version `corridor version` prints.
+public enum CorridorVersion {
+    public static let string = "0.1.0"
+}
+
+/// The human summary `corridor check` prints for a valid file.
+public enum CheckSummary {
+    public static func render(_ snapshot: PolicySnapshot, file: String) -> String {
+        let source = snapshot.source
+        let gateway = source.gateway
+        var lines = ["\(file): OK"]
+        let listeners = [("tls", gateway.listeners.tls), ("connect", gateway.listeners.connect), ("admin", gateway.listeners.admin)]
+            .compactMap { name, address in address.map { "\(name) \($0)" } }
+        lines.append("listeners: " + (listeners.isEmpty ? "none" : listeners.joined(separator: ", ")))
+        lines.append("unknown sources: \(gateway.unknownSources.rawValue); ECH: \(gateway.tls.allowECH ? "allowed" : "denied"); "
+            + "private destinations allowed: \(gateway.allowPrivate.isEmpty ? "none" : gateway.allowPrivate.map(\.description).joined(separator: ", "))")
+        lines.append("\(source.externalServices.count) ExternalService(s), \(snapshot.hostPatternCount) host pattern(s):")
+        for service in source.externalServices {
+            lines.append("  \(service.name): \(service.hosts.map(\.description).joined(separator: ", ")) "
+                + "ports \(service.ports.map { "\($0.number)/\($0.protocol.rawValue)" }.joined(separator: ",")) access \(service.access.rawValue)")
+        }
+        lines.append("\(source.egressPolicies.count) EgressPolicy(ies):")
+        for policy in source.egressPolicies {
+            let accounts = policy.serviceAccounts.isEmpty ? "" : " serviceAccounts \(policy.serviceAccounts.joined(separator: ","))"
+            lines.append("  \(policy.metadata.qualifiedName) [\(policy.mode.rawValue)]: pods \(policy.podSelector.summary)\(accounts) -> "
+                + policy.egress.flatMap(\.externalServices).joined(separator: ", "))
+        }
+        lines.append("\(source.workloads.count) Workload(s):")
+        for workload in source.workloads {
+            lines.append("  \(workload.metadata.qualifiedName): \(workload.addresses.map(\.description).joined(separator: ", ")) sa:\(workload.serviceAccount)")
+        }
+        for service in source.externalServices where service.access == .all {
+            lines.append("note: ExternalService \(service.name) is open to every workload (access: All)")
+        }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,47 @@
+import CorridorPolicy
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Reads the config file and builds a snapshot; the one place file mode touches the disk.
+public enum PolicyFile {
+    /// The file's text, or a ConfigErrors naming the file and the reason.
+    public static func read(_ path: String) throws(ConfigErrors) -> String {
+        guard let file = fopen(path, "rb") else {
+            throw ConfigErrors(errors: [ConfigError(file: path, reason: "cannot read: \(String(cString: strerror(errno)))")])
+        }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = fread(&chunk, 1, chunk.count, file)
+            if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
+            if n < chunk.count { break }
+            if bytes.count > 64 << 20 {
+                throw ConfigErrors(errors: [ConfigError(file: path, reason: "larger than 64 MiB")])
+            }
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw ConfigErrors(errors: [ConfigError(file: path, reason: "not UTF-8 text")])
+        }
+        return text
+    }
+
+    public static func load(_ path: String, generation: Int) throws(ConfigErrors) -> PolicySnapshot {
+        let text = try read(path)
+        let source = try ConfigLoader.load(yaml: text, file: path)
+        return PolicySnapshot(source: source, generation: generation)
+    }
+
+    /// What identifies a version of the file cheaply: inode, size, mtime. Follows symlinks, so a
+    /// Kubernetes ConfigMap's atomic `..data` swap is seen too.
+    public static func fingerprint(_ path: String) -> [Int]? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return [Int(info.st_ino), Int(info.st_size), Int(info.st_mtim.tv_sec), Int(info.st_mtim.tv_nsec)]
+    }
+}

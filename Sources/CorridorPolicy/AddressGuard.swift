@@ -1,0 +1,54 @@
+/// Decides whether the gateway may dial a resolved address. Pure.
+///
+/// Blocked by default: every range that is not the public internet (loopback, link-local and the
+/// cloud metadata address, RFC 1918, CGNAT, ULA, multicast, unspecified, documentation, ...), in
+/// IPv4 and in every IPv6 form that embeds IPv4. The exceptions are the operator's `allowPrivate`
+/// ranges and the `addresses` an ExternalService declares for itself.
+public struct AddressGuard: Sendable {
+    public struct BlockedRange: Sendable {
+        public let cidr: CIDR
+        public let name: String
+    }
+
+    /// The ranges a gateway must never dial unless told to, with a name for the log.
+    public static let defaultBlocked: [BlockedRange] = [
+        ("0.0.0.0/8", "unspecified"), ("10.0.0.0/8", "private (RFC 1918)"),
+        ("100.64.0.0/10", "carrier-grade NAT (RFC 6598)"), ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local (includes the 169.254.169.254 metadata service)"),
+        ("172.16.0.0/12", "private (RFC 1918)"), ("192.0.0.0/24", "IETF protocol assignments"),
+        ("192.0.2.0/24", "documentation"), ("192.88.99.0/24", "6to4 relay anycast"),
+        ("192.168.0.0/16", "private (RFC 1918)"), ("198.18.0.0/15", "benchmarking"),
+        ("198.51.100.0/24", "documentation"), ("203.0.113.0/24", "documentation"),
+        ("224.0.0.0/4", "multicast"), ("240.0.0.0/4", "reserved"),
+        ("::/128", "unspecified"), ("::1/128", "loopback"), ("64:ff9b::/96", "NAT64"),
+        ("64:ff9b:1::/48", "local NAT64"), ("100::/64", "discard"), ("2001::/32", "Teredo"),
+        ("2001:db8::/32", "documentation"), ("2002::/16", "6to4"), ("fc00::/7", "unique local (ULA)"),
+        ("fe80::/10", "link-local"), ("fec0::/10", "site-local"), ("ff00::/8", "multicast"),
+    ].map { BlockedRange(cidr: try! CIDR(parsing: $0.0), name: $0.1) }
+
+    public let blocked: [BlockedRange]
+    public let allowPrivate: [CIDR]
+
+    public init(allowPrivate: [CIDR], extraBlocked: [CIDR] = []) {
+        self.allowPrivate = allowPrivate
+        self.blocked = AddressGuard.defaultBlocked + extraBlocked.map { BlockedRange(cidr: $0, name: "blocked by GatewayConfig") }
+    }
+
+    public enum Verdict: Equatable, Sendable {
+        case allowed
+        case blocked(range: String, name: String)
+    }
+
+    /// Judges one resolved address for a service that declares `serviceAddresses`.
+    public func check(_ ip: IPAddress, serviceAddresses: [CIDR] = []) -> Verdict {
+        // Judge an IPv4 address hidden in IPv6 (mapped, compatible) as the IPv4 address it is.
+        let candidates = [ip] + (ip.embeddedIPv4.map { [$0] } ?? [])
+        for candidate in candidates {
+            guard let range = blocked.first(where: { $0.cidr.contains(candidate) }) else { continue }
+            if allowPrivate.contains(where: { $0.contains(candidate) }) { continue }
+            if serviceAddresses.contains(where: { $0.contains(candidate) }) { continue }
+            return .blocked(range: range.cidr.description, name: range.name)
+        }
+        return .allowed
+    }
+}

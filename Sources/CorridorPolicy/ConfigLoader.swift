@@ -1,0 +1,293 @@
+import Yams
+
+/// Everything a config source declared, validated object by object.
+public struct PolicySource: Sendable, Equatable {
+    public var gateway = GatewayConfig()
+    public var externalServices: [ExternalService] = []
+    public var egressPolicies: [EgressPolicy] = []
+    public var workloads: [Workload] = []
+
+    public init() {}
+}
+
+/// Reads the multi-document YAML config file: `GatewayConfig`, `ExternalService`, `EgressPolicy`, `Workload`.
+public enum ConfigLoader {
+    /// Parses and validates YAML text. Throws ``ConfigErrors`` listing every problem found.
+    public static func load(yaml text: String, file: String) throws(ConfigErrors) -> PolicySource {
+        var source = PolicySource()
+        var errors: [ConfigError] = []
+        var sawGateway = false
+        var documents: [Node] = []
+        do {
+            let sequence = try Yams.compose_all(yaml: text)
+            var iterator = sequence.makeIterator()
+            while let node = iterator.next() { documents.append(node) }
+            if let error = iterator.error { throw error }
+        } catch {
+            throw ConfigErrors(errors: [ConfigError(file: file, reason: "not valid YAML: \(yamlMessage(error))")])
+        }
+
+        for (offset, node) in documents.enumerated() {
+            var reader = YAMLReader(file: file, document: offset + 1)
+            do throws(ConfigError) {
+                if case .scalar(let scalar) = node, scalar.string.isEmpty { continue }  // an empty document between `---`
+                let root = try YAMLReader.Fields(reader: reader, path: "", node: node)
+                let apiVersion = try root.requiredString("apiVersion")
+                let kind = try root.requiredString("kind")
+                guard apiVersion == APIGroup.apiVersion else {
+                    throw reader.error("apiVersion", root.node("apiVersion"), "must be \(APIGroup.apiVersion), got '\(apiVersion)'")
+                }
+                guard let metaFields = try root.fields("metadata") else { throw reader.error("metadata", node, "is required") }
+                let namespaced = kind == "EgressPolicy" || kind == "Workload"
+                let meta = try objectMeta(metaFields, namespaced: namespaced, reader: reader)
+                reader.object = "\(kind)/\(meta.qualifiedName)"
+                root.reader = reader
+                var spec = try root.fields("spec")
+                if spec == nil { spec = try YAMLReader.Fields(reader: reader, path: "spec", node: .mapping([:])) }
+                guard let spec else { continue }
+                _ = root.node("status")  // written by the gateway in a cluster; ignored in a file
+                try root.finish()
+                switch kind {
+                case "GatewayConfig":
+                    guard !sawGateway else { throw reader.error("", node, "only one GatewayConfig may be given") }
+                    sawGateway = true
+                    source.gateway = try GatewayConfigReader.read(spec, name: meta.name)
+                case "ExternalService":
+                    source.externalServices.append(try readExternalService(spec, meta: meta))
+                case "EgressPolicy":
+                    source.egressPolicies.append(try readEgressPolicy(spec, meta: meta))
+                case "Workload":
+                    source.workloads.append(try readWorkload(spec, meta: meta))
+                default:
+                    throw reader.error("kind", root.node("kind"), "must be one of GatewayConfig, ExternalService, EgressPolicy, Workload, got '\(kind)'")
+                }
+                try spec.finish()
+            } catch {
+                errors.append(error)
+            }
+        }
+        errors += crossCheck(source, file: file)
+        if !errors.isEmpty { throw ConfigErrors(errors: errors) }
+        return source
+    }
+
+    private static func yamlMessage(_ error: any Error) -> String {
+        "\(error)".split(separator: "\n").prefix(3).joined(separator: " ")
+    }
+
+    static func objectMeta(_ fields: YAMLReader.Fields, namespaced: Bool, reader: YAMLReader) throws(ConfigError) -> ObjectMeta {
+        let name = try fields.requiredString("name")
+        if let problem = dnsLabelProblem(name, maxLength: 253, allowDots: true) {
+            throw reader.error("metadata.name", fields.node("name"), problem)
+        }
+        var namespace = try fields.string("namespace")
+        if let ns = namespace, let problem = dnsLabelProblem(ns, maxLength: 63, allowDots: false) {
+            throw reader.error("metadata.namespace", fields.node("namespace"), problem)
+        }
+        if namespaced { namespace = namespace ?? "default" } else if namespace != nil {
+            throw reader.error("metadata.namespace", fields.node("namespace"), "this kind is cluster-scoped and takes no namespace")
+        }
+        let labels = try fields.stringMap("labels")
+        for (key, value) in labels {
+            if let problem = LabelSyntax.keyProblem(key) ?? LabelSyntax.valueProblem(value) {
+                throw reader.error("metadata.labels.\(key)", fields.node("labels"), problem)
+            }
+        }
+        _ = fields.node("annotations"); _ = fields.node("uid"); _ = fields.node("resourceVersion")
+        _ = fields.node("generation"); _ = fields.node("creationTimestamp")
+        try fields.finish()
+        return ObjectMeta(name: name, namespace: namespace, labels: labels)
+    }
+
+    /// RFC 1123 label (or subdomain, with dots): lower-case alphanumerics and '-'.
+    static func dnsLabelProblem(_ name: String, maxLength: Int, allowDots: Bool) -> String? {
+        let ok = !name.isEmpty && name.utf8.count <= maxLength
+            && name.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || (allowDots && $0 == 0x2e) }
+            && name.first != "-" && name.last != "-" && name.first != "." && name.last != "." && !name.contains("..")
+        return ok ? nil : "must be a lower-case RFC 1123 name (a-z, 0-9, '-'\(allowDots ? ", '.'" : ""), at most \(maxLength) characters), got '\(name)'"
+    }
+
+    static func readExternalService(_ spec: YAMLReader.Fields, meta: ObjectMeta) throws(ConfigError) -> ExternalService {
+        let reader = spec.reader
+        var hosts: [HostPattern] = []
+        for (path, node) in try spec.list("hosts") {
+            let text = try reader.string(node, path)
+            do { hosts.append(try HostPattern(parsing: text)) } catch {
+                switch error {
+                case .invalidName(_, let problem): throw reader.error(path, node, "'\(text)' is not a valid host name: \(problem.explanation)")
+                case .misplacedWildcard: throw reader.error(path, node, "'\(text)': a wildcard must be the whole first label, as in *.example.com")
+                }
+            }
+        }
+        var addresses: [CIDR] = []
+        for (path, node) in try spec.list("addresses") {
+            addresses.append(try cidr(try reader.string(node, path), path: path, node: node, reader: reader))
+        }
+        if hosts.isEmpty {
+            throw reader.error("spec.hosts", spec.node, "at least one host is required (services by address alone come with transparent TCP mode)")
+        }
+        var ports: [ExternalService.Port] = []
+        for (path, node) in try spec.list("ports") {
+            let port = try YAMLReader.Fields(reader: reader, path: path, node: node)
+            guard let number = try port.int("number", in: 1...65535) else { throw reader.error("\(path).number", node, "is required") }
+            guard let proto = try port.enumeration("protocol", ExternalService.PortProtocol.self) else {
+                let given = try? port.string("protocol")
+                if let given, given == "HTTP" || given == "TCP" {
+                    throw reader.error("\(path).protocol", node, "protocol \(given) is not supported by this version (only TLS)")
+                }
+                throw reader.error("\(path).protocol", node, "is required (TLS)")
+            }
+            let name = try port.string("name")
+            try port.finish()
+            if ports.contains(where: { $0.number == number }) { throw reader.error("\(path).number", node, "port \(number) is listed twice") }
+            ports.append(.init(number: number, protocol: proto, name: name))
+        }
+        if ports.isEmpty { throw reader.error("spec.ports", spec.node, "at least one port is required") }
+        let access = try spec.enumeration("access", ExternalService.Access.self) ?? .restricted
+        return ExternalService(metadata: meta, hosts: hosts, addresses: addresses, ports: ports, access: access)
+    }
+
+    static func readEgressPolicy(_ spec: YAMLReader.Fields, meta: ObjectMeta) throws(ConfigError) -> EgressPolicy {
+        let reader = spec.reader
+        let selector = try spec.fields("podSelector").map { fields throws(ConfigError) in try labelSelector(fields) } ?? .everything
+        let serviceAccounts = try spec.stringList("serviceAccounts")
+        for (index, account) in serviceAccounts.enumerated() where dnsLabelProblem(account, maxLength: 253, allowDots: true) != nil {
+            throw reader.error("spec.serviceAccounts[\(index)]", spec.node, dnsLabelProblem(account, maxLength: 253, allowDots: true)!)
+        }
+        var rules: [EgressPolicy.Rule] = []
+        for (path, node) in try spec.list("egress") {
+            let rule = try YAMLReader.Fields(reader: reader, path: path, node: node)
+            var names: [String] = []
+            for (targetPath, targetNode) in try rule.list("to") {
+                let target = try YAMLReader.Fields(reader: reader, path: targetPath, node: targetNode)
+                guard let name = try target.string("externalService") else {
+                    throw reader.error("\(targetPath).externalService", targetNode, "is required")
+                }
+                try target.finish()
+                names.append(name)
+            }
+            if names.isEmpty { throw reader.error("\(path).to", node, "at least one externalService is required") }
+            var ports: [Int] = []
+            for (portPath, portNode) in try rule.list("ports") {
+                guard let text = portNode.scalar?.string, let number = Int(text), (1...65535).contains(number) else {
+                    throw reader.error(portPath, portNode, "must be a port number 1-65535")
+                }
+                ports.append(number)
+            }
+            try rule.finish()
+            rules.append(.init(externalServices: names, ports: ports))
+        }
+        if rules.isEmpty { throw reader.error("spec.egress", spec.node, "at least one egress rule is required") }
+        let mode = try spec.enumeration("mode", EgressPolicy.Mode.self) ?? .enforce
+        return EgressPolicy(metadata: meta, podSelector: selector, serviceAccounts: serviceAccounts, egress: rules, mode: mode)
+    }
+
+    static func labelSelector(_ fields: YAMLReader.Fields) throws(ConfigError) -> LabelSelector {
+        let reader = fields.reader
+        let matchLabels = try fields.stringMap("matchLabels")
+        for (key, value) in matchLabels {
+            if let problem = LabelSyntax.keyProblem(key) ?? LabelSyntax.valueProblem(value) {
+                throw reader.error("\(fields.path).matchLabels.\(key)", fields.node, problem)
+            }
+        }
+        var expressions: [LabelSelector.Requirement] = []
+        for (path, node) in try fields.list("matchExpressions") {
+            let expression = try YAMLReader.Fields(reader: reader, path: path, node: node)
+            let key = try expression.requiredString("key")
+            if let problem = LabelSyntax.keyProblem(key) { throw reader.error("\(path).key", node, problem) }
+            guard let op = try expression.enumeration("operator", LabelSelector.Operator.self) else {
+                throw reader.error("\(path).operator", node, "is required (In, NotIn, Exists, DoesNotExist)")
+            }
+            let values = try expression.stringList("values")
+            let needsValues = op == .in || op == .notIn
+            if needsValues && values.isEmpty {
+                throw reader.error("\(path).values", node, "must be non-empty for operator \(op.rawValue)")
+            }
+            if !needsValues && !values.isEmpty {
+                throw reader.error("\(path).values", node, "must be empty for operator \(op.rawValue)")
+            }
+            try expression.finish()
+            expressions.append(.init(key: key, operator: op, values: values))
+        }
+        try fields.finish()
+        return LabelSelector(matchLabels: matchLabels, matchExpressions: expressions)
+    }
+
+    static func readWorkload(_ spec: YAMLReader.Fields, meta: ObjectMeta) throws(ConfigError) -> Workload {
+        let reader = spec.reader
+        var addresses: [CIDR] = []
+        for (path, node) in try spec.list("addresses") {
+            addresses.append(try cidr(try reader.string(node, path), path: path, node: node, reader: reader))
+        }
+        if addresses.isEmpty { throw reader.error("spec.addresses", spec.node, "at least one address or CIDR is required") }
+        let serviceAccount = try spec.string("serviceAccount") ?? "default"
+        if let problem = dnsLabelProblem(serviceAccount, maxLength: 253, allowDots: true) {
+            throw reader.error("spec.serviceAccount", spec.node("serviceAccount"), problem)
+        }
+        let labels = try spec.stringMap("labels")
+        for (key, value) in labels {
+            if let problem = LabelSyntax.keyProblem(key) ?? LabelSyntax.valueProblem(value) {
+                throw reader.error("spec.labels.\(key)", spec.node("labels"), problem)
+            }
+        }
+        return Workload(metadata: meta, addresses: addresses, serviceAccount: serviceAccount, labels: labels)
+    }
+
+    static func cidr(_ text: String, path: String, node: Node?, reader: YAMLReader) throws(ConfigError) -> CIDR {
+        do { return try CIDR(parsing: text) } catch {
+            switch error {
+            case .notAnAddress: throw reader.error(path, node, "'\(text)' is not an IP address or CIDR")
+            case .badPrefix: throw reader.error(path, node, "'\(text)' has an invalid prefix length")
+            case .hostBitsSet: throw reader.error(path, node, "'\(text)' has bits set beyond its prefix length")
+            }
+        }
+    }
+
+    /// Checks between objects: unique names, references that resolve, unambiguous inventory.
+    static func crossCheck(_ source: PolicySource, file: String) -> [ConfigError] {
+        var errors: [ConfigError] = []
+        var services: [String: ExternalService] = [:]
+        for service in source.externalServices {
+            if services[service.name] != nil {
+                errors.append(ConfigError(file: file, object: "ExternalService/\(service.name)", reason: "another ExternalService has the same name"))
+            }
+            services[service.name] = service
+        }
+        var policyNames = Set<String>()
+        for policy in source.egressPolicies {
+            let object = "EgressPolicy/\(policy.metadata.qualifiedName)"
+            if !policyNames.insert(policy.metadata.qualifiedName).inserted {
+                errors.append(ConfigError(file: file, object: object, reason: "another EgressPolicy has the same namespace and name"))
+            }
+            for (ruleIndex, rule) in policy.egress.enumerated() {
+                for (targetIndex, name) in rule.externalServices.enumerated() {
+                    guard let service = services[name] else {
+                        errors.append(ConfigError(file: file, object: object, field: "spec.egress[\(ruleIndex)].to[\(targetIndex)].externalService",
+                                                  reason: "no ExternalService named '\(name)'"))
+                        continue
+                    }
+                    for port in rule.ports where !service.ports.contains(where: { $0.number == port }) {
+                        errors.append(ConfigError(file: file, object: object, field: "spec.egress[\(ruleIndex)].ports",
+                                                  reason: "ExternalService '\(name)' has no port \(port)"))
+                    }
+                }
+            }
+        }
+        var workloadNames = Set<String>()
+        var claimed: [CIDR: String] = [:]
+        for workload in source.workloads {
+            let object = "Workload/\(workload.metadata.qualifiedName)"
+            if !workloadNames.insert(workload.metadata.qualifiedName).inserted {
+                errors.append(ConfigError(file: file, object: object, reason: "another Workload has the same namespace and name"))
+            }
+            for address in workload.addresses {
+                if let other = claimed[address] {
+                    errors.append(ConfigError(file: file, object: object, field: "spec.addresses",
+                                              reason: "\(address) is already claimed by Workload \(other): a source must have one identity"))
+                }
+                claimed[address] = workload.metadata.qualifiedName
+            }
+        }
+        return errors
+    }
+}

@@ -1,0 +1,83 @@
+/// Decision = f(source identity, destination facts, policy snapshot). Pure: no I/O, no clock.
+/// Every early exit is a deny; the reason names what was missing.
+public enum DecisionEngine {
+    public static func decide(source: SourceIdentity?, sourceAddress: String, facts: DestinationFacts, snapshot: PolicySnapshot) -> Decision {
+        let gateway = snapshot.gateway
+        guard let host = facts.connectHost ?? facts.serverName else {
+            return .deny("no destination host name (no SNI, no CONNECT host)", port: facts.port)
+        }
+        if let sni = facts.serverName, let connectHost = facts.connectHost, sni != connectHost {
+            return .deny("SNI \(sni) does not match CONNECT host \(connectHost)", host: connectHost, port: facts.port)
+        }
+        if facts.hasECH && !gateway.tls.allowECH {
+            return .deny("the ClientHello carries Encrypted Client Hello, so SNI \(host) may not be the real destination", host: host, port: facts.port)
+        }
+        let identity: SourceIdentity
+        if let source {
+            identity = source
+        } else if gateway.unknownSources == .allow {
+            identity = SourceIdentity(namespace: "", workload: "", serviceAccount: "", labels: [:])
+        } else {
+            return .deny("source \(sourceAddress) is not a known workload", host: host, port: facts.port)
+        }
+
+        let candidates = snapshot.hostIndex.lookup(host)
+        guard !candidates.isEmpty else {
+            return auditOrDeny(identity, known: source != nil, snapshot: snapshot,
+                               deny: .deny("no ExternalService matches \(host)", host: host, port: facts.port ?? gateway.tls.upstreamPort))
+        }
+
+        // Among the services that match the name (most specific first), those that serve the port.
+        var firstRefusal: Decision?
+        for serviceIndex in candidates {
+            let service = snapshot.services[serviceIndex]
+            guard let port = choosePort(service, requested: facts.port, preferred: gateway.tls.upstreamPort) else {
+                let what = facts.port.map { "no TLS port \($0)" } ?? "several TLS ports and none is \(gateway.tls.upstreamPort) (spec.tls.upstreamPort)"
+                firstRefusal = firstRefusal ?? .deny("ExternalService \(service.name) has \(what)", host: host, port: facts.port, service: service.name)
+                continue
+            }
+            if service.access == .all {
+                return Decision(verdict: .allow, host: host, port: port, externalService: service.name, egressPolicy: nil,
+                                reason: "ExternalService \(service.name) is open to all workloads", serviceAddresses: service.addresses)
+            }
+            for grant in snapshot.grants[service.name] ?? [] {
+                let policy = snapshot.source.egressPolicies[grant.policy]
+                let rule = policy.egress[grant.rule]
+                guard source != nil, policy.selects(identity), rule.ports.isEmpty || rule.ports.contains(port) else { continue }
+                return Decision(verdict: .allow, host: host, port: port, externalService: service.name,
+                                egressPolicy: policy.metadata.qualifiedName,
+                                reason: "EgressPolicy \(policy.metadata.qualifiedName) grants ExternalService \(service.name)",
+                                serviceAddresses: service.addresses)
+            }
+            let who = source == nil ? "unknown source \(sourceAddress)" : identity.summary
+            firstRefusal = firstRefusal ?? Decision(verdict: .deny, host: host, port: port, externalService: service.name, egressPolicy: nil,
+                                                    reason: "ExternalService \(service.name) is not granted to \(who)",
+                                                    serviceAddresses: service.addresses)
+        }
+        return auditOrDeny(identity, known: source != nil, snapshot: snapshot, deny: firstRefusal!)
+    }
+
+    /// The port a connection to `service` uses: the requested one if the service serves it with
+    /// TLS; with none requested, the service's only TLS port or else the preferred one.
+    static func choosePort(_ service: ExternalService, requested: Int?, preferred: Int) -> Int? {
+        let tlsPorts = service.ports.filter { $0.protocol == .tls }.map(\.number)
+        if let requested { return tlsPorts.contains(requested) ? requested : nil }
+        if tlsPorts.count == 1 { return tlsPorts[0] }
+        return tlsPorts.contains(preferred) ? preferred : nil
+    }
+
+    /// A would-be denial becomes `audit` when an Audit-mode EgressPolicy selects the source.
+    static func auditOrDeny(_ identity: SourceIdentity, known: Bool, snapshot: PolicySnapshot, deny: Decision) -> Decision {
+        guard known, let policies = snapshot.auditPolicies[identity.namespace] else { return deny }
+        for index in policies {
+            let policy = snapshot.source.egressPolicies[index]
+            guard policy.selects(identity) else { continue }
+            var decision = deny
+            decision.verdict = .audit
+            decision.egressPolicy = policy.metadata.qualifiedName
+            decision.reason = "would be denied (\(deny.reason)); EgressPolicy \(policy.metadata.qualifiedName) is in Audit mode"
+            return decision
+        }
+        return deny
+    }
+}

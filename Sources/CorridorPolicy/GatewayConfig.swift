@@ -1,0 +1,130 @@
+/// The gateway's own settings: listeners, resolver, destination guards, limits, logging.
+/// At most one `GatewayConfig` object per config file; every field has a safe default.
+public struct GatewayConfig: Sendable, Equatable {
+    public enum UnknownSources: String, Sendable, Equatable, CaseIterable {
+        /// A connection from an address no Workload (or pod) claims is denied (the default).
+        case deny = "Deny"
+        /// It is judged as an identity with no namespace or labels: only `access: All` services.
+        case allow = "Allow"
+    }
+
+    /// `host:port` or `[v6]:port`.
+    public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        public init?(parsing text: String) {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            var host = String(text[..<colon])
+            let portText = text[text.index(after: colon)...]
+            guard !portText.isEmpty, portText.count <= 5, portText.allSatisfy(\.isASCII), portText.allSatisfy(\.isNumber),
+                  let port = Int(portText), (0...65535).contains(port) else { return nil }
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            guard IPAddress(parsing: host) != nil else { return nil }
+            self.host = host
+            self.port = port
+        }
+
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    public struct Listeners: Sendable, Equatable {
+        /// TLS passthrough: the SNI decides.
+        public var tls: ListenAddress?
+        /// Explicit HTTP CONNECT proxy.
+        public var connect: ListenAddress?
+        /// `/metrics`, `/healthz`, `/readyz`, `/policy`.
+        public var admin: ListenAddress?
+    }
+
+    /// Settings of the TLS passthrough listener.
+    public struct TLSSettings: Sendable, Equatable {
+        /// The upstream port chosen for a connection that arrives on the tls listener directly when
+        /// the matched ExternalService has several TLS ports. With one TLS port, that port is used.
+        public var upstreamPort: Int = 443
+        /// Let ClientHellos with Encrypted Client Hello through (the outer SNI is then not the real
+        /// destination). Off by default.
+        public var allowECH = false
+        /// The largest ClientHello accepted, in bytes, across TLS records.
+        public var maxClientHelloBytes = 65536
+    }
+
+    public struct Limits: Sendable, Equatable {
+        public var maxConnections = 10_000
+        /// Time allowed for the ClientHello (and the CONNECT head) to arrive complete, from accept.
+        public var handshakeTimeout: Duration = .seconds(10)
+        public var connectTimeout: Duration = .seconds(5)
+        /// A relayed connection with no bytes either way for this long is closed.
+        public var idleTimeout: Duration = .seconds(300)
+        /// On SIGTERM, how long live connections may go on before they are cut.
+        public var drainTimeout: Duration = .seconds(30)
+        public var maxConnectHeadBytes = 8192
+    }
+
+    public struct Logging: Sendable, Equatable {
+        /// Where access records go: nil for standard output, else a file path (appended to).
+        public var accessLogFile: String?
+    }
+
+    public var name = "default"
+    public var listeners = Listeners(
+        tls: ListenAddress(host: "127.0.0.1", port: 15443),
+        connect: ListenAddress(host: "127.0.0.1", port: 13128),
+        admin: ListenAddress(host: "127.0.0.1", port: 15000)
+    )
+    public var tls = TLSSettings()
+    /// Names answered from configuration; exact names and `*.suffix` patterns. Other names go to the system resolver.
+    public var staticHosts: [(HostPattern, [IPAddress])] = []
+    /// Whether names not in `staticHosts` are resolved with the system resolver.
+    public var systemResolver = true
+    public var allowPrivate: [CIDR] = []
+    public var extraBlocked: [CIDR] = []
+    public var unknownSources = UnknownSources.deny
+    public var limits = Limits()
+    public var logging = Logging()
+
+    public init() {}
+
+    public static func == (lhs: GatewayConfig, rhs: GatewayConfig) -> Bool {
+        lhs.name == rhs.name && lhs.listeners == rhs.listeners && lhs.tls == rhs.tls
+            && lhs.staticHosts.map(\.0) == rhs.staticHosts.map(\.0) && lhs.staticHosts.map(\.1) == rhs.staticHosts.map(\.1)
+            && lhs.systemResolver == rhs.systemResolver && lhs.allowPrivate == rhs.allowPrivate
+            && lhs.extraBlocked == rhs.extraBlocked && lhs.unknownSources == rhs.unknownSources
+            && lhs.limits == rhs.limits && lhs.logging == rhs.logging
+    }
+}
+
+/// Kubernetes-style durations: `300ms`, `10s`, `5m`, `1h`, `1m30s`.
+public enum DurationSyntax {
+    public static func parse(_ text: String) -> Duration? {
+        var total: Duration = .zero
+        var number = ""
+        var rest = Substring(text)
+        guard !rest.isEmpty else { return nil }
+        while !rest.isEmpty {
+            number = String(rest.prefix { $0.isASCII && $0.isNumber })
+            rest = rest.dropFirst(number.count)
+            guard !number.isEmpty, number.count <= 9, let value = Int64(number) else { return nil }
+            let unit = String(rest.prefix { $0.isLetter })
+            rest = rest.dropFirst(unit.count)
+            switch unit {
+            case "ms": total += .milliseconds(value)
+            case "s": total += .seconds(value)
+            case "m": total += .seconds(value * 60)
+            case "h": total += .seconds(value * 3600)
+            default: return nil
+            }
+        }
+        return total
+    }
+
+    public static func format(_ duration: Duration) -> String {
+        let ms = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        return ms % 1000 == 0 ? "\(ms / 1000)s" : "\(ms)ms"
+    }
+}

@@ -1,0 +1,89 @@
+/// Reads the `spec` of a `GatewayConfig` object.
+enum GatewayConfigReader {
+    static func read(_ spec: YAMLReader.Fields, name: String) throws(ConfigError) -> GatewayConfig {
+        let reader = spec.reader
+        var config = GatewayConfig()
+        config.name = name
+
+        if let listeners = try spec.fields("listeners") {
+            func address(_ key: String) throws(ConfigError) -> GatewayConfig.ListenAddress? {
+                guard let text = try listeners.string(key) else { return nil }
+                guard let address = GatewayConfig.ListenAddress(parsing: text) else {
+                    throw reader.error(listeners.child(key), listeners.node(key), "must be IP:port or [IPv6]:port, got '\(text)'")
+                }
+                return address
+            }
+            config.listeners = .init(tls: try address("tls"), connect: try address("connect"), admin: try address("admin"))
+            try listeners.finish()
+            if config.listeners.tls == nil && config.listeners.connect == nil {
+                throw reader.error("spec.listeners", listeners.node, "at least one of tls and connect is required")
+            }
+        }
+
+        if let tls = try spec.fields("tls") {
+            config.tls.upstreamPort = try tls.int("upstreamPort", in: 1...65535) ?? config.tls.upstreamPort
+            config.tls.allowECH = try tls.bool("allowECH") ?? false
+            config.tls.maxClientHelloBytes = try tls.int("maxClientHelloBytes", in: 1024...(1 << 20)) ?? config.tls.maxClientHelloBytes
+            try tls.finish()
+        }
+
+        if let resolver = try spec.fields("resolver") {
+            if let staticHosts = try resolver.fields("static") {
+                for (key, value) in staticHosts.values {
+                    staticHosts.used.insert(key)
+                    let path = staticHosts.child(key)
+                    let pattern: HostPattern
+                    do { pattern = try HostPattern(parsing: key) } catch {
+                        throw reader.error(path, value, "'\(key)' is not a host name or *.suffix pattern")
+                    }
+                    guard let list = value.sequence, !list.isEmpty else {
+                        throw reader.error(path, value, "must be a non-empty list of IP addresses")
+                    }
+                    var addresses: [IPAddress] = []
+                    for (index, element) in list.enumerated() {
+                        let text = try reader.string(element, "\(path)[\(index)]")
+                        guard let ip = IPAddress(parsing: text) else {
+                            throw reader.error("\(path)[\(index)]", element, "'\(text)' is not an IP address")
+                        }
+                        addresses.append(ip)
+                    }
+                    config.staticHosts.append((pattern, addresses))
+                }
+            }
+            config.systemResolver = try resolver.bool("system") ?? true
+            try resolver.finish()
+        }
+
+        if let destinations = try spec.fields("destinations") {
+            for (path, node) in try destinations.list("allowPrivate") {
+                config.allowPrivate.append(try ConfigLoader.cidr(try reader.string(node, path), path: path, node: node, reader: reader))
+            }
+            for (path, node) in try destinations.list("block") {
+                config.extraBlocked.append(try ConfigLoader.cidr(try reader.string(node, path), path: path, node: node, reader: reader))
+            }
+            try destinations.finish()
+        }
+
+        config.unknownSources = try spec.enumeration("unknownSources", GatewayConfig.UnknownSources.self) ?? .deny
+
+        if let limits = try spec.fields("limits") {
+            config.limits.maxConnections = try limits.int("maxConnections", in: 1...1_000_000) ?? config.limits.maxConnections
+            config.limits.handshakeTimeout = try limits.duration("handshakeTimeout") ?? config.limits.handshakeTimeout
+            config.limits.connectTimeout = try limits.duration("connectTimeout") ?? config.limits.connectTimeout
+            config.limits.idleTimeout = try limits.duration("idleTimeout") ?? config.limits.idleTimeout
+            config.limits.drainTimeout = try limits.duration("drainTimeout") ?? config.limits.drainTimeout
+            config.limits.maxConnectHeadBytes = try limits.int("maxConnectHeadBytes", in: 512...65536) ?? config.limits.maxConnectHeadBytes
+            try limits.finish()
+        }
+
+        if let logging = try spec.fields("logging") {
+            if let access = try logging.fields("accessLog") {
+                let file = try access.string("file")
+                config.logging.accessLogFile = (file == "-" || file == "stdout") ? nil : file
+                try access.finish()
+            }
+            try logging.finish()
+        }
+        return config
+    }
+}

@@ -1,0 +1,79 @@
+/// A host rule of an ExternalService: an exact name (`api.stripe.com`) or a wildcard
+/// (`*.stripe.com`) that matches one or more labels below the suffix, never the suffix itself.
+public enum HostPattern: Hashable, Sendable, CustomStringConvertible {
+    case exact(String)
+    /// The suffix without the `*.`; it matches names ending in `.suffix`.
+    case wildcard(suffix: String)
+
+    public enum Problem: Error, Equatable, Sendable {
+        case invalidName(String, HostName.Problem)
+        case misplacedWildcard(String)
+    }
+
+    /// Parses and normalises a pattern from configuration.
+    public init(parsing text: String) throws(Problem) {
+        if text.hasPrefix("*.") {
+            let suffix = String(text.dropFirst(2))
+            if suffix.contains("*") { throw .misplacedWildcard(text) }
+            switch HostName.normalize(suffix) {
+            case .success(let name): self = .wildcard(suffix: name)
+            case .failure(let problem): throw .invalidName(text, problem)
+            }
+            return
+        }
+        if text.contains("*") { throw .misplacedWildcard(text) }
+        switch HostName.normalize(text) {
+        case .success(let name): self = .exact(name)
+        case .failure(let problem): throw .invalidName(text, problem)
+        }
+    }
+
+    /// Matches an already normalised host name.
+    public func matches(_ name: String) -> Bool {
+        switch self {
+        case .exact(let exact): return name == exact
+        case .wildcard(let suffix):
+            return name.utf8.count > suffix.utf8.count + 1 && name.hasSuffix("." + suffix)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .exact(let name): return name
+        case .wildcard(let suffix): return "*." + suffix
+        }
+    }
+}
+
+/// Maps host names to the entries registered for them, in time proportional to the number of
+/// labels in the name, whatever the number of patterns: exact names in one hash table, wildcard
+/// suffixes in another, looked up once per parent suffix of the name.
+public struct HostIndex<Value: Sendable>: Sendable {
+    private var exact: [String: [Value]] = [:]
+    private var wildcard: [String: [Value]] = [:]
+    public private(set) var patternCount = 0
+
+    public init() {}
+
+    public mutating func insert(_ pattern: HostPattern, _ value: Value) {
+        patternCount += 1
+        switch pattern {
+        case .exact(let name): exact[name, default: []].append(value)
+        case .wildcard(let suffix): wildcard[suffix, default: []].append(value)
+        }
+    }
+
+    /// The values whose pattern matches `name` (normalised), most specific first: the exact
+    /// entries, then wildcards from the longest suffix to the shortest.
+    public func lookup(_ name: String) -> [Value] {
+        var result = exact[name] ?? []
+        if wildcard.isEmpty { return result }
+        // Each proper parent suffix: for a.b.c.d that is b.c.d, c.d, d.
+        var utf8 = name.utf8[...]
+        while let dot = utf8.firstIndex(of: UInt8(ascii: ".")) {
+            utf8 = utf8[utf8.index(after: dot)...]
+            if let values = wildcard[String(Substring(utf8))] { result += values }
+        }
+        return result
+    }
+}

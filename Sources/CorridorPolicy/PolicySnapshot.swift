@@ -1,0 +1,51 @@
+/// An immutable, compiled view of one policy source: what every connection reads once.
+/// Built off the data path (at load and reload), swapped atomically, never mutated.
+public final class PolicySnapshot: Sendable {
+    public let generation: Int
+    public let source: PolicySource
+    public let gateway: GatewayConfig
+    public let inventory: SourceInventory
+    public let addressGuard: AddressGuard
+    let services: [ExternalService]
+    let hostIndex: HostIndex<Int>
+    /// Service name -> the (policy index, rule index) pairs that grant it.
+    let grants: [String: [(policy: Int, rule: Int)]]
+    /// Namespace -> indexes of the Audit-mode policies there.
+    let auditPolicies: [String: [Int]]
+    let staticHosts: HostIndex<[IPAddress]>
+
+    public init(source: PolicySource, generation: Int) {
+        self.generation = generation
+        self.source = source
+        self.gateway = source.gateway
+        self.services = source.externalServices
+        self.inventory = SourceInventory(workloads: source.workloads)
+        self.addressGuard = AddressGuard(allowPrivate: source.gateway.allowPrivate, extraBlocked: source.gateway.extraBlocked)
+        var index = HostIndex<Int>()
+        for (serviceIndex, service) in source.externalServices.enumerated() {
+            for host in service.hosts { index.insert(host, serviceIndex) }
+        }
+        self.hostIndex = index
+        var grants: [String: [(policy: Int, rule: Int)]] = [:]
+        var audit: [String: [Int]] = [:]
+        for (policyIndex, policy) in source.egressPolicies.enumerated() {
+            if policy.mode == .audit { audit[policy.namespace, default: []].append(policyIndex) }
+            for (ruleIndex, rule) in policy.egress.enumerated() {
+                for name in rule.externalServices { grants[name, default: []].append((policyIndex, ruleIndex)) }
+            }
+        }
+        self.grants = grants
+        self.auditPolicies = audit
+        var staticHosts = HostIndex<[IPAddress]>()
+        for (pattern, addresses) in source.gateway.staticHosts { staticHosts.insert(pattern, addresses) }
+        self.staticHosts = staticHosts
+    }
+
+    /// Addresses the configuration gives for `host` (most specific pattern), or nil to use the system resolver.
+    public func staticAddresses(for host: String) -> [IPAddress]? {
+        staticHosts.lookup(host).first
+    }
+
+    public var serviceCount: Int { services.count }
+    public var hostPatternCount: Int { hostIndex.patternCount }
+}

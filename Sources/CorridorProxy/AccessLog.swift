@@ -1,0 +1,211 @@
+import CorridorPolicy
+import NIOCore
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The access log: one JSON object per line per connection, to standard output or a file.
+/// Records are formatted on the connection's event loop into a byte array (no Foundation, no
+/// reflection) and written with one `write(2)` under a lock, so lines never interleave.
+public final class AccessLog: Sendable {
+    private let fd: Mutex<Int32>
+    private let ownsFD: Bool
+
+    /// Standard output.
+    public init() {
+        self.fd = Mutex(1)
+        self.ownsFD = false
+    }
+
+    /// Appends to `path`, creating it (mode 0640) if needed.
+    public init(path: String) throws {
+        let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        guard descriptor >= 0 else {
+            throw AccessLogError(path: path, reason: String(cString: strerror(errno)))
+        }
+        self.fd = Mutex(descriptor)
+        self.ownsFD = true
+    }
+
+    deinit {
+        if ownsFD { fd.withLock { _ = close($0) } }
+    }
+
+    struct AccessLogError: Error, CustomStringConvertible {
+        var path: String
+        var reason: String
+        var description: String { "cannot open access log \(path): \(reason)" }
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    func write(_ record: ConnectionRecord, cause: CloseCause, duration: Duration) {
+        var json = JSONLine()
+        json.string(LogKey.time, Self.rfc3339(record.wallStart))
+        json.number(LogKey.connectionID, Int(truncatingIfNeeded: record.id))
+        json.string(LogKey.listener, record.listener)
+        json.string(LogKey.source, record.source.map(Self.format) ?? "unknown")
+        if let identity = record.identity {
+            json.object(LogKey.identity) { inner in
+                inner.string(LogKey.namespace, identity.namespace)
+                inner.string(LogKey.workload, identity.workload)
+                inner.string(LogKey.serviceAccount, identity.serviceAccount)
+                inner.object(LogKey.labels) { labels in
+                    for (key, value) in identity.labels.sorted(by: { $0.key < $1.key }) { labels.string(key, value) }
+                }
+            }
+        } else {
+            json.string(LogKey.identity, "unknown")
+        }
+        json.optionalString(LogKey.sni, record.sni)
+        json.optionalString(LogKey.connectHost, record.connectHost)
+        if !record.alpn.isEmpty { json.stringArray(LogKey.alpn, record.alpn) }
+        if !record.tlsVersions.isEmpty { json.stringArray(LogKey.tlsVersions, record.tlsVersions.map(Self.tlsVersionName)) }
+        if record.ech { json.bool(LogKey.ech, true) }
+        if let port = record.decision?.port ?? record.port { json.number(LogKey.port, port) }
+        json.optionalString(LogKey.resolved, record.resolved.map(Self.format))
+        let decision = record.decision
+        json.string(LogKey.decision, decision?.verdict.rawValue ?? "deny")
+        json.optionalString(LogKey.externalService, decision?.externalService)
+        json.optionalString(LogKey.egressPolicy, decision?.egressPolicy)
+        json.optionalString(LogKey.reason, decision?.reason)
+        json.number(LogKey.bytesUp, record.bytesUp)
+        json.number(LogKey.bytesDown, record.bytesDown)
+        let ms = Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+        json.decimal(LogKey.durationMs, ms)
+        json.string(LogKey.closeCause, cause.rawValue)
+        if let generation = record.policyGeneration { json.number(LogKey.policyGeneration, generation) }
+        var bytes = json.finish()
+        bytes.append(UInt8(ascii: "\n"))
+        fd.withLock { descriptor in
+            bytes.withUnsafeBytes { raw in
+                var offset = 0
+                while offset < raw.count {
+                    let n = Glibc.write(descriptor, raw.baseAddress! + offset, raw.count - offset)
+                    if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { break }
+                }
+            }
+        }
+    }
+
+    static func format(_ address: SocketAddress) -> String {
+        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
+
+    static func tlsVersionName(_ version: UInt16) -> String {
+        switch version {
+        case 0x0304: return "TLSv1.3"
+        case 0x0303: return "TLSv1.2"
+        case 0x0302: return "TLSv1.1"
+        case 0x0301: return "TLSv1.0"
+        case 0x0300: return "SSLv3"
+        default: return "0x" + String(version, radix: 16)
+        }
+    }
+
+    static func rfc3339(_ seconds: Double) -> String {
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        let millis = Int((seconds - Double(time)) * 1000)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(millis), 3))Z"
+    }
+}
+
+/// A minimal JSON object writer: keys in insertion order, strings escaped per RFC 8259.
+struct JSONLine {
+    private var bytes: [UInt8] = [UInt8(ascii: "{")]
+    private var first = true
+
+    init() { bytes.reserveCapacity(512) }
+
+    private mutating func key(_ key: String) {
+        if !first { bytes.append(UInt8(ascii: ",")) }
+        first = false
+        Self.appendEscaped(key, to: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+    }
+
+    mutating func string(_ name: String, _ value: String) {
+        key(name)
+        Self.appendEscaped(value, to: &bytes)
+    }
+
+    mutating func optionalString(_ name: String, _ value: String?) {
+        if let value { string(name, value) }
+    }
+
+    mutating func number(_ name: String, _ value: Int) {
+        key(name)
+        bytes.append(contentsOf: String(value).utf8)
+    }
+
+    mutating func decimal(_ name: String, _ value: Double) {
+        key(name)
+        let thousandths = Int((value * 1000).rounded())
+        let fraction = String(thousandths % 1000)
+        bytes.append(contentsOf: "\(thousandths / 1000).\(String(repeating: "0", count: 3 - fraction.count))\(fraction)".utf8)
+    }
+
+    mutating func bool(_ name: String, _ value: Bool) {
+        key(name)
+        bytes.append(contentsOf: (value ? "true" : "false").utf8)
+    }
+
+    mutating func stringArray(_ name: String, _ values: [String]) {
+        key(name)
+        bytes.append(UInt8(ascii: "["))
+        for (index, value) in values.enumerated() {
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            Self.appendEscaped(value, to: &bytes)
+        }
+        bytes.append(UInt8(ascii: "]"))
+    }
+
+    mutating func object(_ name: String, _ body: (inout JSONLine) -> Void) {
+        key(name)
+        var inner = JSONLine()
+        body(&inner)
+        bytes.append(contentsOf: inner.finish())
+    }
+
+    mutating func raw(_ name: String, _ json: [UInt8]) {
+        key(name)
+        bytes.append(contentsOf: json)
+    }
+
+    func finish() -> [UInt8] { bytes + [UInt8(ascii: "}")] }
+
+    static func appendEscaped(_ string: String, to bytes: inout [UInt8]) {
+        bytes.append(UInt8(ascii: "\""))
+        for byte in string.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+            case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+            case UInt8(ascii: "\n"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+            case UInt8(ascii: "\r"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+            case UInt8(ascii: "\t"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+            case 0..<0x20, 0x7f:
+                let hex = Array("0123456789abcdef".utf8)
+                bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 0xf)]])
+            default: bytes.append(byte)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+}

@@ -1,0 +1,130 @@
+import CorridorPolicy
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and `/policy`
+/// (a read-only summary of the policy in force). GET only.
+public enum AdminServer {
+    public static func bind(host: String, port: Int, group: any EventLoopGroup, proxy: ProxyContext,
+                            isReady: @escaping @Sendable () -> Bool) async throws -> any Channel {
+        try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline().flatMap {
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(AdminHandler(proxy: proxy, isReady: isReady))
+                    }
+                }
+            }
+            .bind(host: host, port: port)
+            .get()
+    }
+}
+
+final class AdminHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let proxy: ProxyContext
+    private let isReady: @Sendable () -> Bool
+    private var request: HTTPRequestHead?
+
+    init(proxy: ProxyContext, isReady: @escaping @Sendable () -> Bool) {
+        self.proxy = proxy
+        self.isReady = isReady
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): request = head
+        case .body: break
+        case .end:
+            guard let head = request else { return }
+            request = nil
+            respond(context: context, head: head)
+        }
+    }
+
+    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let (status, contentType, body): (HTTPResponseStatus, String, [UInt8])
+        if head.method != .GET && head.method != .HEAD {
+            (status, contentType, body) = (.methodNotAllowed, "text/plain", Array("GET only\n".utf8))
+        } else {
+            switch path {
+            case "/metrics":
+                (status, contentType, body) = (.ok, "text/plain; version=0.0.4", proxy.metrics.render())
+            case "/healthz":
+                (status, contentType, body) = (.ok, "text/plain", Array("ok\n".utf8))
+            case "/readyz":
+                let ready = isReady()
+                (status, contentType, body) = (ready ? .ok : .serviceUnavailable, "text/plain", Array((ready ? "ready\n" : "not ready\n").utf8))
+            case "/policy":
+                (status, contentType, body) = (.ok, "application/json", PolicySummary.json(proxy.policy.current))
+            default:
+                (status, contentType, body) = (.notFound, "text/plain", Array("not found: try /metrics, /healthz, /readyz, /policy\n".utf8))
+            }
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: String(body.count))
+        let keepAlive = head.isKeepAlive
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        if head.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            if !keepAlive { context.close(promise: nil) }
+        }
+    }
+}
+
+@available(*, unavailable)
+extension AdminHandler: Sendable {}
+
+/// A JSON summary of a policy snapshot for `/policy` and `corridor check`.
+public enum PolicySummary {
+    public static func json(_ snapshot: PolicySnapshot) -> [UInt8] {
+        var json = JSONLine()
+        json.number("generation", snapshot.generation)
+        let source = snapshot.source
+        json.object("gateway") { g in
+            g.string("name", source.gateway.name)
+            g.string("unknownSources", source.gateway.unknownSources.rawValue)
+            g.stringArray("allowPrivate", source.gateway.allowPrivate.map(\.description))
+        }
+        json.objectArray("externalServices", source.externalServices) { s, service in
+            s.string("name", service.name)
+            s.stringArray("hosts", service.hosts.map(\.description))
+            s.stringArray("ports", service.ports.map { "\($0.number)/\($0.protocol.rawValue)" })
+            s.string("access", service.access.rawValue)
+        }
+        json.objectArray("egressPolicies", source.egressPolicies) { p, policy in
+            p.string("name", policy.metadata.qualifiedName)
+            p.string("mode", policy.mode.rawValue)
+            p.string("podSelector", policy.podSelector.summary)
+            p.stringArray("serviceAccounts", policy.serviceAccounts)
+            p.stringArray("externalServices", policy.egress.flatMap(\.externalServices))
+        }
+        json.objectArray("workloads", source.workloads) { w, workload in
+            w.string("name", workload.metadata.qualifiedName)
+            w.stringArray("addresses", workload.addresses.map(\.description))
+            w.string("serviceAccount", workload.serviceAccount)
+        }
+        return json.finish() + [UInt8(ascii: "\n")]
+    }
+}
+
+extension JSONLine {
+    mutating func objectArray<T>(_ name: String, _ items: [T], _ body: (inout JSONLine, T) -> Void) {
+        var rendered: [[UInt8]] = []
+        for item in items {
+            var inner = JSONLine()
+            body(&inner, item)
+            rendered.append(inner.finish())
+        }
+        raw(name, Array(("[" + rendered.map { String(decoding: $0, as: UTF8.self) }.joined(separator: ",") + "]").utf8))
+    }
+}

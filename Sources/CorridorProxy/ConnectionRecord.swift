@@ -1,0 +1,54 @@
+import CorridorPolicy
+import NIOCore
+
+/// Everything the access record says about one connection, filled in as the connection
+/// progresses and written once, when it ends (a denial ends it at once).
+/// Confined to the connection's event loop.
+final class ConnectionRecord {
+    let id: UInt64
+    let listener: String
+    let source: SocketAddress?
+    let started: ContinuousClock.Instant
+    let wallStart: Double
+    var identity: SourceIdentity?
+    var sni: String?
+    var connectHost: String?
+    var alpn: [String] = []
+    var tlsVersions: [UInt16] = []
+    var ech = false
+    var port: Int?
+    var resolved: SocketAddress?
+    var decision: Decision?
+    var policyGeneration: Int?
+    var bytesUp = 0
+    var bytesDown = 0
+    private(set) var written = false
+
+    init(id: UInt64, listener: String, source: SocketAddress?) {
+        self.id = id
+        self.listener = listener
+        self.source = source
+        self.started = .now
+        self.wallStart = AccessLog.now()
+    }
+
+    var sourceIP: String { source?.ipAddress ?? "unknown" }
+
+    /// Writes the record, once; later calls do nothing.
+    func finish(_ cause: CloseCause, log: AccessLog, metrics: ProxyMetrics, reason: String? = nil) {
+        guard !written else { return }
+        written = true
+        if decision == nil || reason != nil {
+            // The connection ended before (or instead of) a policy decision: record it as a denial.
+            var d = decision ?? .deny(reason ?? cause.rawValue, host: connectHost ?? sni, port: port)
+            if let reason {
+                d.verdict = .deny
+                d.reason = reason
+            }
+            decision = d
+        }
+        let duration = ContinuousClock.now - started
+        log.write(self, cause: cause, duration: duration)
+        metrics.connectionEnded(listener: listener, verdict: decision?.verdict ?? .deny, cause: cause, up: bytesUp, down: bytesDown)
+    }
+}

@@ -1,0 +1,315 @@
+import CorridorPolicy
+import CorridorWire
+import NIOCore
+
+/// The front of every client connection: reads what the client sends until the destination is
+/// known (the CONNECT request head, then the whole ClientHello), decides, dials the vetted
+/// upstream and hands the connection to a relay. Nothing reaches an upstream before the decision.
+///
+///     accept -> [CONNECT head -> 200] -> ClientHello -> identify + decide -> resolve + vet -> dial -> relay
+///
+/// Every way out before the relay writes the connection's access record as a denial.
+final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    enum Mode: Sendable {
+        /// TLS passthrough listener: the ClientHello comes first.
+        case passthrough
+        /// Explicit proxy: `CONNECT host:port`, then the ClientHello inside the tunnel.
+        case connect
+    }
+
+    private enum State {
+        case readingConnectHead(ConnectHeadParser)
+        case readingClientHello(ClientHelloParser)
+        case dialing
+        case relaying
+        case closed
+    }
+
+    private let mode: Mode
+    private let listenerName: String
+    private let proxy: ProxyContext
+    private var state: State
+    private var snapshot: PolicySnapshot
+    private var record: ConnectionRecord?
+    /// Everything the client sent that has not been relayed yet (after the CONNECT head).
+    private var buffered: ByteBuffer?
+    private var deadline: Scheduled<Void>?
+    private var clientInputClosed = false
+    private var admitted = false
+
+    init(mode: Mode, listenerName: String, proxy: ProxyContext) {
+        self.mode = mode
+        self.listenerName = listenerName
+        self.proxy = proxy
+        self.snapshot = proxy.policy.current
+        let gateway = snapshot.gateway
+        switch mode {
+        case .passthrough: state = .readingClientHello(ClientHelloParser(maxHelloBytes: gateway.tls.maxClientHelloBytes))
+        case .connect: state = .readingConnectHead(ConnectHeadParser(maxHeadBytes: gateway.limits.maxConnectHeadBytes))
+        }
+    }
+
+    // MARK: accept
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        let record = ConnectionRecord(id: proxy.makeConnectionID(), listener: listenerName, source: channel.remoteAddress)
+        self.record = record
+        record.policyGeneration = snapshot.generation
+        proxy.metrics.connectionOpened()
+        let limits = snapshot.gateway.limits
+        guard proxy.admit(limit: limits.maxConnections) else {
+            state = .closed
+            record.finish(.connectionLimit, log: proxy.accessLog, metrics: proxy.metrics,
+                          reason: "the gateway already has \(limits.maxConnections) open connections (spec.limits.maxConnections)")
+            context.close(promise: nil)
+            return
+        }
+        admitted = true
+        let proxy = self.proxy
+        channel.closeFuture.whenComplete { _ in proxy.release() }
+        if let ip = record.source?.ipAddress.flatMap(IPAddress.init(parsing:)) {
+            record.identity = snapshot.inventory.identity(of: ip)
+        }
+        let timeout = limits.handshakeTimeout
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [weak self] in
+            self?.handshakeTimedOut(context: context, after: timeout)
+        }
+        context.fireChannelActive()
+    }
+
+    // MARK: inbound bytes
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        if buffered == nil {
+            buffered = bytes
+        } else {
+            buffered!.writeBuffer(&bytes)
+        }
+        process(context: context)
+    }
+
+    private func process(context: ChannelHandlerContext) {
+        guard let record, let bytes = buffered else { return }
+        switch state {
+        case .readingConnectHead(var parser):
+            let outcome = parser.parse(bytes)
+            state = .readingConnectHead(parser)
+            switch outcome {
+            case .needMoreData:
+                return
+            case .rejected(let rejection):
+                proxy.metrics.connectRequestRejected(rejection.metricLabel)
+                respondHTTP(context: context, status: rejection.status, phrase: rejection.reasonPhrase,
+                            code: "invalid_request", message: rejection.explanation)
+                finishEarly(context: context, cause: .invalidConnectRequest, reason: "invalid CONNECT request: \(rejection.explanation)")
+            case .complete(let request):
+                record.connectHost = request.host
+                record.port = request.port
+                let decision = decide(record: record, facts: DestinationFacts(connectHost: request.host, port: request.port))
+                guard decision.lets else {
+                    record.decision = decision
+                    respondHTTP(context: context, status: 403, phrase: "Forbidden", code: "policy_denied", message: decision.reason)
+                    finishEarly(context: context, cause: .denied, reason: nil)
+                    return
+                }
+                context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: "HTTP/1.1 200 Connection Established\r\n\r\n")), promise: nil)
+                var rest = bytes
+                rest.moveReaderIndex(forwardBy: request.headLength)
+                buffered = rest.readableBytes > 0 ? rest.slice() : nil
+                state = .readingClientHello(ClientHelloParser(maxHelloBytes: snapshot.gateway.tls.maxClientHelloBytes))
+                if buffered != nil { process(context: context) }
+            }
+
+        case .readingClientHello(var parser):
+            let outcome = parser.parse(bytes)
+            state = .readingClientHello(parser)
+            switch outcome {
+            case .needMoreData:
+                return
+            case .rejected(let rejection, let detail):
+                proxy.metrics.clientHelloRejected(rejection)
+                let reason = "invalid ClientHello: \(rejection.explanation)" + (detail.map { " (\($0))" } ?? "")
+                if rejection != .notTLS && rejection != .sslv2 {
+                    context.write(wrapOutboundOut(TLSAlert.decodeError.record(allocator: context.channel.allocator)), promise: nil)
+                }
+                finishEarly(context: context, cause: .invalidClientHello, reason: reason)
+            case .complete(let hello):
+                record.sni = hello.serverName
+                record.alpn = hello.alpn
+                record.tlsVersions = hello.supportedVersions
+                record.ech = hello.hasECH
+                let facts = DestinationFacts(serverName: hello.serverName, connectHost: record.connectHost,
+                                             port: record.port, hasECH: hello.hasECH)
+                let decision = decide(record: record, facts: facts)
+                record.decision = decision
+                guard decision.lets, let host = decision.host, let port = decision.port else {
+                    context.write(wrapOutboundOut(TLSAlert.accessDenied.record(allocator: context.channel.allocator)), promise: nil)
+                    finishEarly(context: context, cause: .denied, reason: nil)
+                    return
+                }
+                deadline?.cancel()
+                state = .dialing
+                context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
+                dial(context: context, host: host, port: port, serviceAddresses: decision.serviceAddresses)
+            }
+
+        case .dialing:
+            return  // keep buffering; replayed once the upstream answers
+        case .relaying, .closed:
+            return
+        }
+    }
+
+    private func decide(record: ConnectionRecord, facts: DestinationFacts) -> Decision {
+        DecisionEngine.decide(source: record.identity, sourceAddress: record.sourceIP, facts: facts, snapshot: snapshot)
+    }
+
+    // MARK: dial and hand over
+
+    private func dial(context: ChannelHandlerContext, host: String, port: Int, serviceAddresses: [CIDR]) {
+        let dialer = UpstreamDialer(context: proxy, snapshot: snapshot, eventLoop: context.eventLoop)
+        dialer.connect(host: host, port: port, serviceAddresses: serviceAddresses).hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let connected):
+                guard case .dialing = self.state else {
+                    // The client went away while we dialled.
+                    connected.channel.close(promise: nil)
+                    return
+                }
+                self.startRelay(context: context, upstream: connected)
+            case .failure(let error):
+                guard case .dialing = self.state, let record = self.record else { return }
+                let (cause, reason): (CloseCause, String?)
+                switch error {
+                case UpstreamDialer.Failure.blocked(let why): (cause, reason) = (.destinationBlocked, why)
+                case UpstreamDialer.Failure.resolveFailed(let why): (cause, reason) = (.resolveFailed, why)
+                case UpstreamDialer.Failure.connectFailed(let why, let timedOut): (cause, reason) = (timedOut ? .connectTimeout : .connectFailed, why)
+                default: (cause, reason) = (.connectFailed, "\(error)")
+                }
+                if cause == .destinationBlocked {
+                    context.write(self.wrapOutboundOut(TLSAlert.accessDenied.record(allocator: context.channel.allocator)), promise: nil)
+                    self.finishEarly(context: context, cause: cause, reason: reason)
+                } else {
+                    // Policy allowed it; the upstream could not be reached. Keep the verdict, say why.
+                    record.decision?.reason += "; \(reason ?? "upstream unreachable")"
+                    context.write(self.wrapOutboundOut(TLSAlert.internalError.record(allocator: context.channel.allocator)), promise: nil)
+                    self.finishEarly(context: context, cause: cause, reason: nil)
+                }
+            }
+        }
+    }
+
+    private func startRelay(context: ChannelHandlerContext, upstream: UpstreamDialer.Connected) {
+        guard let record else { return }
+        state = .relaying
+        record.resolved = upstream.address
+        let session = RelaySession(record: record, context: proxy)
+        let (clientGlue, upstreamGlue) = GlueHandler.matchedPair(session: session)
+        let pending = buffered
+        buffered = nil
+        if let pending { session.count(bytes: pending.readableBytes, fromClient: true) }
+        let idle = snapshot.gateway.limits.idleTimeout
+        do {
+            try upstream.channel.pipeline.syncOperations.addHandler(upstreamGlue)
+            try context.pipeline.syncOperations.addHandlers([
+                IdleStateHandler(allTimeout: .nanoseconds(idle.nanoseconds)),
+                clientGlue,
+            ], position: .after(context.handler))
+        } catch {
+            upstream.channel.close(promise: nil)
+            finishEarly(context: context, cause: .upstreamError, reason: "cannot set up the relay: \(error)")
+            return
+        }
+        if let pending { upstream.channel.writeAndFlush(pending, promise: nil) }
+        if clientInputClosed { upstream.channel.close(mode: .output, promise: nil) }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        upstream.channel.setOption(.autoRead, value: true).whenComplete { _ in }
+        context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
+    }
+
+    // MARK: endings before the relay
+
+    private func handshakeTimedOut(context: ChannelHandlerContext, after timeout: Duration) {
+        switch state {
+        case .readingConnectHead:
+            respondHTTP(context: context, status: 408, phrase: "Request Timeout", code: "handshake_timeout",
+                        message: "no complete CONNECT request within \(DurationSyntax.format(timeout))")
+            finishEarly(context: context, cause: .handshakeTimeout, reason: "no complete CONNECT request within \(DurationSyntax.format(timeout))")
+        case .readingClientHello:
+            finishEarly(context: context, cause: .handshakeTimeout, reason: "no complete ClientHello within \(DurationSyntax.format(timeout))")
+        default:
+            return
+        }
+    }
+
+    /// Writes the record (as a denial when `reason` is given, else with the decision made) and closes.
+    private func finishEarly(context: ChannelHandlerContext, cause: CloseCause, reason: String?) {
+        deadline?.cancel()
+        state = .closed
+        buffered = nil
+        record?.finish(cause, log: proxy.accessLog, metrics: proxy.metrics, reason: reason)
+        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    private func respondHTTP(context: ChannelHandlerContext, status: Int, phrase: String, code: String, message: String) {
+        let body = message + "\n"
+        let head = "HTTP/1.1 \(status) \(phrase)\r\nContent-Type: text/plain; charset=utf-8\r\nCorridor-Decision: deny\r\n"
+            + "Corridor-Reason: \(code)\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
+        context.write(wrapOutboundOut(context.channel.allocator.buffer(string: head + body)), promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        switch state {
+        case .readingConnectHead, .readingClientHello:
+            let sentSomething = buffered.map { $0.readableBytes > 0 } ?? false
+            finishEarly(context: context, cause: .clientClosedEarly,
+                        reason: sentSomething ? "the client closed before sending a complete ClientHello" : "the client closed without sending anything")
+        case .dialing:
+            state = .closed
+            record?.finish(.clientClosedEarly, log: proxy.accessLog, metrics: proxy.metrics)
+        case .relaying, .closed:
+            break
+        }
+        if !admitted, record == nil { return }
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            clientInputClosed = true
+            switch state {
+            case .readingConnectHead, .readingClientHello:
+                finishEarly(context: context, cause: .clientClosedEarly, reason: "the client shut its side before sending a complete ClientHello")
+            default:
+                break
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        switch state {
+        case .readingConnectHead, .readingClientHello, .dialing:
+            finishEarly(context: context, cause: .clientError, reason: "client connection error: \(error)")
+        default:
+            context.close(promise: nil)
+        }
+    }
+}
+
+@available(*, unavailable)
+extension InspectHandler: Sendable {}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
+    }
+}

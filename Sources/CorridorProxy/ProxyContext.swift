@@ -1,0 +1,41 @@
+import CorridorPolicy
+import Logging
+import NIOCore
+import Synchronization
+
+/// What every connection handler shares: the policy store, the resolver, the access log, the
+/// metrics and the connection budget. Immutable references, safe to share across event loops.
+public final class ProxyContext: Sendable {
+    public let policy: PolicyStore
+    public let resolver: Resolver
+    public let accessLog: AccessLog
+    public let metrics: ProxyMetrics
+    public let logger: Logger
+    private let nextID = Atomic<UInt64>(1)
+    private let open = Atomic<Int>(0)
+
+    public init(policy: PolicyStore, resolver: Resolver, accessLog: AccessLog, metrics: ProxyMetrics, logger: Logger) {
+        self.policy = policy
+        self.resolver = resolver
+        self.accessLog = accessLog
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    func makeConnectionID() -> UInt64 { nextID.wrappingAdd(1, ordering: .relaxed).oldValue }
+
+    /// Takes a slot in the connection budget; false when `limit` connections are already open.
+    func admit(limit: Int) -> Bool {
+        let previous = open.wrappingAdd(1, ordering: .relaxed).oldValue
+        if previous >= limit {
+            open.wrappingSubtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func release() { open.wrappingSubtract(1, ordering: .relaxed) }
+
+    /// Client connections open now.
+    public var openConnections: Int { open.load(ordering: .relaxed) }
+}

@@ -1,0 +1,68 @@
+import CorridorPolicy
+import NIOCore
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Resolves an allowed host name to addresses, by the gateway itself: the static map of the
+/// policy snapshot first, else the system resolver (getaddrinfo on a thread pool, never on an
+/// event loop). Only names that policy allowed are ever looked up.
+public struct Resolver: Sendable {
+    public enum Failure: Error, Equatable {
+        case notFound(String)
+        case systemResolverDisabled
+    }
+
+    let threadPool: NIOThreadPool
+
+    public init(threadPool: NIOThreadPool) {
+        self.threadPool = threadPool
+    }
+
+    public func resolve(_ host: String, snapshot: PolicySnapshot, on eventLoop: any EventLoop) -> EventLoopFuture<[IPAddress]> {
+        if let fixed = snapshot.staticAddresses(for: host) { return eventLoop.makeSucceededFuture(fixed) }
+        guard snapshot.gateway.systemResolver else { return eventLoop.makeFailedFuture(Failure.systemResolverDisabled) }
+        return threadPool.runIfActive(eventLoop: eventLoop) {
+            try Self.getaddrinfo(host)
+        }
+    }
+
+    static func getaddrinfo(_ host: String) throws -> [IPAddress] {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_family = AF_UNSPEC
+        var result: UnsafeMutablePointer<addrinfo>?
+        let status = Glibc.getaddrinfo(host, nil, &hints, &result)
+        guard status == 0, let first = result else { throw Failure.notFound(host) }
+        defer { freeaddrinfo(first) }
+        var addresses: [IPAddress] = []
+        var cursor: UnsafeMutablePointer<addrinfo>? = first
+        while let entry = cursor {
+            if let sa = entry.pointee.ai_addr {
+                switch Int32(sa.pointee.sa_family) {
+                case AF_INET:
+                    let v4 = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
+                    addresses.append(.v4(UInt32(bigEndian: v4.s_addr)))
+                case AF_INET6:
+                    let v6 = sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_addr }
+                    addresses.append(IPAddress(in6: v6))
+                default: break
+                }
+            }
+            cursor = entry.pointee.ai_next
+        }
+        var seen = Set<IPAddress>()
+        return addresses.filter { seen.insert($0).inserted }
+    }
+}
+
+extension IPAddress {
+    func socketAddress(port: Int) throws -> SocketAddress {
+        try SocketAddress(ipAddress: description, port: port)
+    }
+}

@@ -1,0 +1,74 @@
+import CorridorPolicy
+import NIOCore
+import NIOPosix
+
+/// Resolves an allowed host, vets every address against the destination guard, and dials the
+/// vetted addresses in order until one answers. The client never chooses the address.
+struct UpstreamDialer {
+    enum Failure: Error {
+        case resolveFailed(String)
+        case blocked(String)
+        case connectFailed(String, timedOut: Bool)
+    }
+
+    struct Connected {
+        var channel: any Channel
+        var address: SocketAddress
+    }
+
+    /// At most this many resolved addresses are tried, each with the connect timeout.
+    static let maxAttempts = 4
+
+    let context: ProxyContext
+    let snapshot: PolicySnapshot
+    let eventLoop: any EventLoop
+
+    func connect(host: String, port: Int, serviceAddresses: [CIDR]) -> EventLoopFuture<Connected> {
+        context.resolver.resolve(host, snapshot: snapshot, on: eventLoop)
+            .flatMapErrorThrowing { error in throw Failure.resolveFailed("cannot resolve \(host): \(error)") }
+            .flatMap { addresses in
+                var vetted: [IPAddress] = []
+                var firstBlock: String?
+                for address in addresses {
+                    switch snapshot.addressGuard.check(address, serviceAddresses: serviceAddresses) {
+                    case .allowed: vetted.append(address)
+                    case .blocked(let range, let name):
+                        firstBlock = firstBlock ?? "\(host) resolved to \(address), which is in blocked range \(range) (\(name))"
+                    }
+                }
+                guard !vetted.isEmpty else {
+                    return eventLoop.makeFailedFuture(Failure.blocked(firstBlock ?? "\(host) resolved to no address"))
+                }
+                return attempt(Array(vetted.prefix(Self.maxAttempts)), port: port, lastError: nil)
+            }
+    }
+
+    private func attempt(_ addresses: [IPAddress], port: Int, lastError: Failure?) -> EventLoopFuture<Connected> {
+        guard let address = addresses.first else {
+            return eventLoop.makeFailedFuture(lastError ?? Failure.connectFailed("no address to try", timedOut: false))
+        }
+        let target: SocketAddress
+        do { target = try address.socketAddress(port: port) } catch {
+            return attempt(Array(addresses.dropFirst()), port: port, lastError: .connectFailed("\(error)", timedOut: false))
+        }
+        let started = ContinuousClock.now
+        let timeout = snapshot.gateway.limits.connectTimeout
+        let metrics = context.metrics
+        return ClientBootstrap(group: eventLoop)
+            .connectTimeout(.nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + Int64(timeout.components.attoseconds / 1_000_000_000)))
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.autoRead, value: false)
+            .connect(to: target)
+            .map { channel in
+                metrics.upstreamConnected(after: ContinuousClock.now - started)
+                return Connected(channel: channel, address: target)
+            }
+            .flatMapError { error in
+                let timedOut: Bool
+                if case ChannelError.connectTimeout = error { timedOut = true } else { timedOut = false }
+                let failure = Failure.connectFailed("connect to \(AccessLog.format(target)) failed: \(error)", timedOut: timedOut)
+                return attempt(Array(addresses.dropFirst()), port: port, lastError: failure)
+            }
+    }
+}

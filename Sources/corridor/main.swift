@@ -1,0 +1,101 @@
+import ArgumentParser
+import CorridorGateway
+import CorridorPolicy
+import Logging
+
+/// The `corridor` command: thin; everything it does lives in the library targets.
+@main
+struct Corridor: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "corridor",
+        abstract: "An egress gateway for Kubernetes: TLS-only, SNI-inspecting, identity-aware.",
+        subcommands: [Run.self, Check.self, Version.self]
+    )
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the gateway on a config file; SIGHUP or a change to the file reloads it, SIGTERM drains and exits.")
+
+    @Option(name: .long, help: "The multi-document YAML config file (GatewayConfig, ExternalService, EgressPolicy, Workload).")
+    var config: String
+
+    @Option(name: .long, help: "Event loop threads for the data plane (default: one per core).")
+    var workers: Int?
+
+    @Option(name: .long, help: "Operational log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    mutating func run() async throws {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "corridor")
+        let gateway: Gateway
+        do {
+            gateway = try Gateway(options: .init(configPath: config, workers: workers ?? Gateway.Options.defaultWorkers), logger: logger)
+        } catch let errors as ConfigErrors {
+            printError(errors.description)
+            throw ExitCode(2)
+        }
+        do {
+            try await gateway.start()
+        } catch {
+            printError("corridor: cannot start: \(error)")
+            await gateway.shutdown(drain: .zero)
+            throw ExitCode(1)
+        }
+        await gateway.runUntilSignalled()
+    }
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Validate a config file and print a summary; exits 2 with file, document, field and reason on error.")
+
+    @Option(name: .long, help: "The config file to validate.")
+    var config: String
+
+    mutating func run() throws {
+        let snapshot: PolicySnapshot
+        do {
+            snapshot = try PolicyFile.load(config, generation: 1)
+        } catch {
+            printError(error.description)
+            printError("\(config): \(error.errors.count) problem\(error.errors.count == 1 ? "" : "s")")
+            throw ExitCode(2)
+        }
+        print(CheckSummary.render(snapshot, file: config))
+    }
+}
+
+struct Version: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the version.")
+    mutating func run() { print("corridor \(CorridorVersion.string)") }
+}
+
+func printError(_ text: String) {
+    var stderr = StandardError()
+    print(text, to: &stderr)
+}
+
+struct StandardError: TextOutputStream {
+    mutating func write(_ string: String) {
+        var bytes = Array(string.utf8)
+        bytes.withUnsafeMutableBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.write(2, raw.baseAddress! + offset, raw.count - offset)
+                if n <= 0 { break }
+                offset += n
+            }
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
