@@ -23,15 +23,18 @@ public struct AddressGuard: Sendable {
         ("::/128", "unspecified"), ("::1/128", "loopback"), ("64:ff9b::/96", "NAT64"),
         ("64:ff9b:1::/48", "local NAT64"), ("100::/64", "discard"), ("2001::/32", "Teredo"),
         ("2001:db8::/32", "documentation"), ("2002::/16", "6to4"), ("fc00::/7", "unique local (ULA)"),
-        ("fe80::/10", "link-local"), ("fec0::/10", "site-local"), ("ff00::/8", "multicast"),
+        ("fe80::/10", "link-local"), ("::ffff:0:0:0/96", "IPv4-translated (RFC 2765)"), ("fec0::/10", "site-local"), ("ff00::/8", "multicast"),
     ].map { BlockedRange(cidr: try! CIDR(parsing: $0.0), name: $0.1) }
 
     public let blocked: [BlockedRange]
+    /// The operator's own `destinations.block` ranges: no exception applies to them.
+    public let alwaysBlocked: [BlockedRange]
     public let allowPrivate: [CIDR]
 
     public init(allowPrivate: [CIDR], extraBlocked: [CIDR] = []) {
         self.allowPrivate = allowPrivate
-        self.blocked = AddressGuard.defaultBlocked + extraBlocked.map { BlockedRange(cidr: $0, name: "blocked by GatewayConfig") }
+        self.blocked = AddressGuard.defaultBlocked
+        self.alwaysBlocked = extraBlocked.map { BlockedRange(cidr: $0, name: "blocked by GatewayConfig spec.destinations.block") }
     }
 
     public enum Verdict: Equatable, Sendable {
@@ -44,6 +47,9 @@ public struct AddressGuard: Sendable {
         // Judge an IPv4 address hidden in IPv6 (mapped, compatible) as the IPv4 address it is.
         let candidates = [ip] + (ip.embeddedIPv4.map { [$0] } ?? [])
         for candidate in candidates {
+            if let range = alwaysBlocked.first(where: { $0.cidr.contains(candidate) }) {
+                return .blocked(range: range.cidr.description, name: range.name)
+            }
             guard let range = blocked.first(where: { $0.cidr.contains(candidate) }) else { continue }
             if allowPrivate.contains(where: { $0.contains(candidate) }) { continue }
             if serviceAddresses.contains(where: { $0.contains(candidate) }) { continue }

@@ -24,18 +24,25 @@ public enum ConfigLoader {
             while let node = iterator.next() { documents.append(node) }
             if let error = iterator.error { throw error }
         } catch {
-            throw ConfigErrors(errors: [ConfigError(file: file, reason: "not valid YAML: \(yamlMessage(error))")])
+            throw ConfigErrors(errors: [ConfigError(file: file, line: yamlLine(error), reason: "not valid YAML: \(yamlMessage(error))")])
         }
 
+        var locations = ObjectLocations()
         for (offset, node) in documents.enumerated() {
             var reader = YAMLReader(file: file, document: offset + 1)
             do throws(ConfigError) {
                 if case .scalar(let scalar) = node, scalar.string.isEmpty { continue }  // an empty document between `---`
                 let root = try YAMLReader.Fields(reader: reader, path: "", node: node)
+                // Name the object in every error, including those found before its metadata is validated.
+                reader.object = objectLabel(node)
+                root.reader = reader
                 let apiVersion = try root.requiredString("apiVersion")
                 let kind = try root.requiredString("kind")
                 guard apiVersion == APIGroup.apiVersion else {
                     throw reader.error("apiVersion", root.node("apiVersion"), "must be \(APIGroup.apiVersion), got '\(apiVersion)'")
+                }
+                guard knownKinds.contains(kind) else {
+                    throw reader.error("kind", root.node("kind"), "must be one of \(knownKinds.joined(separator: ", ")), got '\(kind)'")
                 }
                 guard let metaFields = try root.fields("metadata") else { throw reader.error("metadata", node, "is required") }
                 let namespaced = kind == "EgressPolicy" || kind == "Workload"
@@ -49,15 +56,18 @@ public enum ConfigLoader {
                 try root.finish()
                 switch kind {
                 case "GatewayConfig":
-                    guard !sawGateway else { throw reader.error("", node, "only one GatewayConfig may be given") }
+                    guard !sawGateway else { throw reader.error("kind", root.node("kind"), "only one GatewayConfig may be given") }
                     sawGateway = true
                     source.gateway = try GatewayConfigReader.read(spec, name: meta.name)
                 case "ExternalService":
                     source.externalServices.append(try readExternalService(spec, meta: meta))
+                    locations.externalServices.append((offset + 1, node))
                 case "EgressPolicy":
                     source.egressPolicies.append(try readEgressPolicy(spec, meta: meta))
+                    locations.egressPolicies.append((offset + 1, node))
                 case "Workload":
                     source.workloads.append(try readWorkload(spec, meta: meta))
+                    locations.workloads.append((offset + 1, node))
                 default:
                     throw reader.error("kind", root.node("kind"), "must be one of GatewayConfig, ExternalService, EgressPolicy, Workload, got '\(kind)'")
                 }
@@ -66,13 +76,35 @@ public enum ConfigLoader {
                 errors.append(error)
             }
         }
-        errors += crossCheck(source, file: file)
+        errors += crossCheck(source, file: file, locations: locations)
         if !errors.isEmpty { throw ConfigErrors(errors: errors) }
         return source
     }
 
     private static func yamlMessage(_ error: any Error) -> String {
         "\(error)".split(separator: "\n").prefix(3).joined(separator: " ")
+    }
+
+    private static func yamlLine(_ error: any Error) -> Int? {
+        switch error as? YamlError {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): return mark.line
+        case .duplicatedKeysInMapping(_, let context): return context.mark.line
+        default: return nil
+        }
+    }
+
+    static let knownKinds = ["GatewayConfig", "ExternalService", "EgressPolicy", "Workload"]
+
+    /// `Kind/name` or `Kind/namespace/name` read from the raw node, for errors raised before validation.
+    static func objectLabel(_ node: Node) -> String? {
+        func value(_ key: String, in node: Node?) -> Node? {
+            node?.mapping?.first(where: { $0.key.scalar?.string == key })?.value
+        }
+        guard let kind = value("kind", in: node)?.scalar?.string else { return nil }
+        let metadata = value("metadata", in: node)
+        guard let name = value("name", in: metadata)?.scalar?.string else { return kind }
+        guard kind == "EgressPolicy" || kind == "Workload" else { return "\(kind)/\(name)" }
+        return "\(kind)/\(value("namespace", in: metadata)?.scalar?.string ?? "default")/\(name)"
     }
 
     static func objectMeta(_ fields: YAMLReader.Fields, namespaced: Bool, reader: YAMLReader) throws(ConfigError) -> ObjectMeta {
@@ -130,11 +162,10 @@ public enum ConfigLoader {
         for (path, node) in try spec.list("ports") {
             let port = try YAMLReader.Fields(reader: reader, path: path, node: node)
             guard let number = try port.int("number", in: 1...65535) else { throw reader.error("\(path).number", node, "is required") }
+            if let given = try port.string("protocol"), given == "HTTP" || given == "TCP" {
+                throw reader.error("\(path).protocol", port.node("protocol"), "protocol \(given) is not supported by this version (only TLS)")
+            }
             guard let proto = try port.enumeration("protocol", ExternalService.PortProtocol.self) else {
-                let given = try? port.string("protocol")
-                if let given, given == "HTTP" || given == "TCP" {
-                    throw reader.error("\(path).protocol", node, "protocol \(given) is not supported by this version (only TLS)")
-                }
                 throw reader.error("\(path).protocol", node, "is required (TLS)")
             }
             let name = try port.string("name")
@@ -243,47 +274,86 @@ public enum ConfigLoader {
         }
     }
 
+    /// Where each loaded object came from (document number and its root node), parallel to the
+    /// arrays of ``PolicySource``, so cross-object errors can name document, field and line.
+    struct ObjectLocations {
+        var externalServices: [(document: Int, node: Node)] = []
+        var egressPolicies: [(document: Int, node: Node)] = []
+        var workloads: [(document: Int, node: Node)] = []
+    }
+
+    /// The line of the node at a field path such as `spec.egress[0].to[1].externalService`
+    /// (the key's line for a mapping field).
+    static func line(of path: String, in root: Node?) -> Int? {
+        var node = root
+        var markNode = root
+        for component in path.split(separator: ".") {
+            let parts = component.split(separator: "[")
+            guard let key = parts.first,
+                  let pair = node?.mapping?.first(where: { $0.key.scalar?.string == String(key) }) else { return markNode?.mark?.line }
+            node = pair.value
+            markNode = pair.key
+            for index in parts.dropFirst() {
+                guard let i = Int(index.dropLast()), let sequence = node?.sequence, sequence.indices.contains(i) else {
+                    return markNode?.mark?.line
+                }
+                node = sequence[i]
+                markNode = node
+            }
+        }
+        return markNode?.mark?.line
+    }
+
     /// Checks between objects: unique names, references that resolve, unambiguous inventory.
-    static func crossCheck(_ source: PolicySource, file: String) -> [ConfigError] {
+    static func crossCheck(_ source: PolicySource, file: String, locations: ObjectLocations = ObjectLocations()) -> [ConfigError] {
         var errors: [ConfigError] = []
+        func located(_ list: [(document: Int, node: Node)], _ index: Int, object: String, field: String, reason: String) -> ConfigError {
+            let location = list.indices.contains(index) ? list[index] : nil
+            return ConfigError(file: file, document: location?.document, object: object, field: field,
+                               line: line(of: field, in: location?.node), reason: reason)
+        }
         var services: [String: ExternalService] = [:]
-        for service in source.externalServices {
+        for (serviceIndex, service) in source.externalServices.enumerated() {
             if services[service.name] != nil {
-                errors.append(ConfigError(file: file, object: "ExternalService/\(service.name)", reason: "another ExternalService has the same name"))
+                errors.append(located(locations.externalServices, serviceIndex, object: "ExternalService/\(service.name)",
+                                      field: "metadata.name", reason: "another ExternalService has the same name"))
             }
             services[service.name] = service
         }
         var policyNames = Set<String>()
-        for policy in source.egressPolicies {
+        for (policyIndex, policy) in source.egressPolicies.enumerated() {
             let object = "EgressPolicy/\(policy.metadata.qualifiedName)"
             if !policyNames.insert(policy.metadata.qualifiedName).inserted {
-                errors.append(ConfigError(file: file, object: object, reason: "another EgressPolicy has the same namespace and name"))
+                errors.append(located(locations.egressPolicies, policyIndex, object: object, field: "metadata.name",
+                                      reason: "another EgressPolicy has the same namespace and name"))
             }
             for (ruleIndex, rule) in policy.egress.enumerated() {
                 for (targetIndex, name) in rule.externalServices.enumerated() {
                     guard let service = services[name] else {
-                        errors.append(ConfigError(file: file, object: object, field: "spec.egress[\(ruleIndex)].to[\(targetIndex)].externalService",
-                                                  reason: "no ExternalService named '\(name)'"))
+                        errors.append(located(locations.egressPolicies, policyIndex, object: object,
+                                              field: "spec.egress[\(ruleIndex)].to[\(targetIndex)].externalService",
+                                              reason: "no ExternalService named '\(name)'"))
                         continue
                     }
                     for port in rule.ports where !service.ports.contains(where: { $0.number == port }) {
-                        errors.append(ConfigError(file: file, object: object, field: "spec.egress[\(ruleIndex)].ports",
-                                                  reason: "ExternalService '\(name)' has no port \(port)"))
+                        errors.append(located(locations.egressPolicies, policyIndex, object: object, field: "spec.egress[\(ruleIndex)].ports",
+                                              reason: "ExternalService '\(name)' has no port \(port)"))
                     }
                 }
             }
         }
         var workloadNames = Set<String>()
         var claimed: [CIDR: String] = [:]
-        for workload in source.workloads {
+        for (workloadIndex, workload) in source.workloads.enumerated() {
             let object = "Workload/\(workload.metadata.qualifiedName)"
             if !workloadNames.insert(workload.metadata.qualifiedName).inserted {
-                errors.append(ConfigError(file: file, object: object, reason: "another Workload has the same namespace and name"))
+                errors.append(located(locations.workloads, workloadIndex, object: object, field: "metadata.name",
+                                      reason: "another Workload has the same namespace and name"))
             }
-            for address in workload.addresses {
+            for (addressIndex, address) in workload.addresses.enumerated() {
                 if let other = claimed[address] {
-                    errors.append(ConfigError(file: file, object: object, field: "spec.addresses",
-                                              reason: "\(address) is already claimed by Workload \(other): a source must have one identity"))
+                    errors.append(located(locations.workloads, workloadIndex, object: object, field: "spec.addresses[\(addressIndex)]",
+                                          reason: "\(address) is already claimed by Workload \(other): a source must have one identity"))
                 }
                 claimed[address] = workload.metadata.qualifiedName
             }

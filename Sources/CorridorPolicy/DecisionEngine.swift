@@ -21,13 +21,14 @@ public enum DecisionEngine {
             return .deny("source \(sourceAddress) is not a known workload", host: host, port: facts.port)
         }
 
-        let candidates = snapshot.hostIndex.lookup(host)
+        // The most specific match wins: a broader wildcard never overrides a more specific name.
+        let candidates = snapshot.hostIndex.lookupMostSpecific(host)
         guard !candidates.isEmpty else {
             return auditOrDeny(identity, known: source != nil, snapshot: snapshot,
                                deny: .deny("no ExternalService matches \(host)", host: host, port: facts.port ?? gateway.tls.upstreamPort))
         }
 
-        // Among the services that match the name (most specific first), those that serve the port.
+        // Among the services registering that most specific pattern, those that serve the port.
         var firstRefusal: Decision?
         for serviceIndex in candidates {
             let service = snapshot.services[serviceIndex]

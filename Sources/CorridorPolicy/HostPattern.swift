@@ -50,7 +50,8 @@ public enum HostPattern: Hashable, Sendable, CustomStringConvertible {
 /// suffixes in another, looked up once per parent suffix of the name.
 public struct HostIndex<Value: Sendable>: Sendable {
     private var exact: [String: [Value]] = [:]
-    private var wildcard: [String: [Value]] = [:]
+    /// Keyed by Substring so a lookup can probe each suffix of the name without allocating.
+    private var wildcard: [Substring: [Value]] = [:]
     public private(set) var patternCount = 0
 
     public init() {}
@@ -59,7 +60,7 @@ public struct HostIndex<Value: Sendable>: Sendable {
         patternCount += 1
         switch pattern {
         case .exact(let name): exact[name, default: []].append(value)
-        case .wildcard(let suffix): wildcard[suffix, default: []].append(value)
+        case .wildcard(let suffix): wildcard[Substring(suffix), default: []].append(value)
         }
     }
 
@@ -69,11 +70,24 @@ public struct HostIndex<Value: Sendable>: Sendable {
         var result = exact[name] ?? []
         if wildcard.isEmpty { return result }
         // Each proper parent suffix: for a.b.c.d that is b.c.d, c.d, d.
-        var utf8 = name.utf8[...]
-        while let dot = utf8.firstIndex(of: UInt8(ascii: ".")) {
-            utf8 = utf8[utf8.index(after: dot)...]
-            if let values = wildcard[String(Substring(utf8))] { result += values }
+        var rest = Substring(name)
+        while let dot = rest.utf8.firstIndex(of: UInt8(ascii: ".")) {
+            rest = rest[rest.utf8.index(after: dot)...]
+            if let values = wildcard[rest] { result += values }
         }
         return result
+    }
+
+    /// The values of the most specific pattern that matches `name` only: the exact entries if
+    /// any, else those of the longest matching wildcard suffix. A broader pattern never overrides
+    /// a more specific one.
+    func lookupMostSpecific(_ name: String) -> [Value] {
+        if let values = exact[name], !values.isEmpty { return values }
+        var rest = Substring(name)
+        while let dot = rest.utf8.firstIndex(of: UInt8(ascii: ".")) {
+            rest = rest[rest.utf8.index(after: dot)...]
+            if let values = wildcard[rest], !values.isEmpty { return values }
+        }
+        return []
     }
 }

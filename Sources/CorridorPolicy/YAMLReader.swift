@@ -17,6 +17,8 @@ struct YAMLReader {
         let path: String
         let node: Node
         var values: [(String, Node)] = []
+        /// The key node of each field, so an error about the field itself points at the key's line.
+        var keyNodes: [String: Node] = [:]
         var used = Set<String>()
 
         init(reader: YAMLReader, path: String, node: Node) throws(ConfigError) {
@@ -31,6 +33,7 @@ struct YAMLReader {
                 guard let name = key.scalar?.string else { throw reader.error(path, key, "keys must be strings") }
                 guard seen.insert(name).inserted else { throw reader.error(child(name), key, "the key appears twice") }
                 values.append((name, value))
+                keyNodes[name] = key
             }
         }
 
@@ -39,7 +42,8 @@ struct YAMLReader {
         func node(_ key: String) -> Node? {
             used.insert(key)
             guard let value = values.first(where: { $0.0 == key })?.1 else { return nil }
-            if case .scalar(let scalar) = value, scalar.tag.rawValue == Tag.Name.null.rawValue || (scalar.string.isEmpty && scalar.style == .plain) {
+            // `value.tag` is the resolved tag (`~`, `null`, `Null`, empty plain); `scalar.tag` is still implicit.
+            if case .scalar(let scalar) = value, value.tag.rawValue == Tag.Name.null.rawValue || (scalar.string.isEmpty && scalar.style == .plain) {
                 return nil  // `key:` or `key: null` is the same as absent
             }
             return value
@@ -47,7 +51,7 @@ struct YAMLReader {
 
         func finish() throws(ConfigError) {
             for (key, value) in values where !used.contains(key) {
-                throw reader.error(child(key), value, "unknown field")
+                throw reader.error(child(key), keyNodes[key] ?? value, "unknown field")
             }
         }
 

@@ -84,10 +84,13 @@ struct ClientHelloFailure: Error, Equatable {
 /// Incremental parser for the TLS ClientHello at the start of a connection (RFC 8446, 5246, 6066,
 /// 7301, ECH draft). It only inspects; the caller relays the bytes unchanged.
 ///
-/// The parser keeps how many bytes of complete records it has consumed and the handshake bytes
-/// reassembled from their payloads, so feeding it a buffer that grows one byte at a time costs
-/// linear time in total. Every declared length is checked against its parent and every inner
-/// layer is parsed from a slice of exactly its declared length.
+/// The parser keeps only fixed-size state: how many bytes of complete records it has consumed, how
+/// many handshake bytes their payloads hold and the first four of them (the handshake header). Each
+/// call looks only at bytes past the last complete record; once the records hold the whole
+/// ClientHello, their payloads are gathered in one pass. Feeding it a buffer that grows one byte at a
+/// time therefore costs linear time in total, and copying the parser (for example in and out of an
+/// enum state) never copies a growing buffer. Every declared length is checked against its parent
+/// and every inner layer is parsed from a slice of exactly its declared length.
 public struct ClientHelloParser: Sendable {
     /// The result of a ``parse(_:)`` call.
     public enum Outcome: Sendable, Equatable {
@@ -108,8 +111,10 @@ public struct ClientHelloParser: Sendable {
     public let maxHelloBytes: Int
     /// Bytes of complete records consumed so far, from the caller's readerIndex.
     private var consumed = 0
-    /// Handshake bytes reassembled from complete record payloads.
-    private var handshake = ByteBuffer()
+    /// Handshake bytes carried by the complete records consumed so far.
+    private var handshakeBytes = 0
+    /// The first (up to) four handshake bytes: msg_type and uint24 length.
+    private var handshakeHeader: [UInt8] = []
     /// The first outcome other than needMoreData; later calls return it again.
     private var finished: Outcome?
 
@@ -147,8 +152,8 @@ public struct ClientHelloParser: Sendable {
     ///         opaque fragment[TLSPlaintext.length];
     ///     } TLSPlaintext;
     ///
-    /// Consumes every complete record, appending its payload to `handshake`, until the ClientHello is
-    /// complete. Returns nil when more bytes are needed.
+    /// Consumes every complete record, counting its payload as handshake bytes, until the ClientHello
+    /// is complete. Returns nil when more bytes are needed.
     private mutating func parseRecords(_ buffer: ByteBuffer) throws(ClientHelloFailure) -> ClientHelloInfo? {
         while true {
             let available = buffer.readableBytes - self.consumed
@@ -169,9 +174,12 @@ public struct ClientHelloParser: Sendable {
                 try self.checkHandshakeHeader(peeking: buffer.getBytes(at: payloadStart, length: partial) ?? [])
                 return nil
             }
-            self.handshake.writeImmutableBuffer(payload)
+            if self.handshakeHeader.count < 4 {
+                self.handshakeHeader += payload.getBytes(at: payload.readerIndex, length: min(length, 4 - self.handshakeHeader.count)) ?? []
+            }
+            self.handshakeBytes += length
             self.consumed += Self.recordHeaderLength + length
-            if let info = try self.parseHandshake() { return info }
+            if let info = try self.parseHandshake(buffer) { return info }
         }
     }
 
@@ -226,7 +234,7 @@ public struct ClientHelloParser: Sendable {
         return length
     }
 
-    /// Checks the handshake header from the reassembled bytes plus up to four `peeked` bytes of a
+    /// Checks the handshake header from the complete records' first bytes plus up to four `peeked` bytes of a
     /// record still arriving (RFC 8446 section 4):
     ///
     ///     struct {
@@ -238,8 +246,7 @@ public struct ClientHelloParser: Sendable {
     /// Returns the declared body length once four header bytes are known.
     @discardableResult
     private func checkHandshakeHeader(peeking peeked: [UInt8]) throws(ClientHelloFailure) -> Int? {
-        var header = self.handshake.getBytes(at: self.handshake.readerIndex, length: min(self.handshake.readableBytes, 4)) ?? []
-        header.append(contentsOf: peeked.prefix(4 - header.count))
+        let header = self.handshakeHeader + peeked.prefix(4 - self.handshakeHeader.count)
         guard let type = header.first else { return nil }
         guard type == Self.handshakeTypeClientHello else {
             throw ClientHelloFailure(.notClientHello, "handshake message type \(type)")
@@ -256,13 +263,29 @@ public struct ClientHelloParser: Sendable {
         return length
     }
 
-    /// Once the reassembled handshake bytes hold the whole ClientHello, parses it from a slice of
-    /// exactly its declared length. Handshake bytes after it (a coalesced next message) are ignored.
-    private func parseHandshake() throws(ClientHelloFailure) -> ClientHelloInfo? {
-        guard let length = try self.checkHandshakeHeader(peeking: []) else { return nil }
-        guard self.handshake.readableBytes >= 4 + length,
-            let body = self.handshake.getSlice(at: self.handshake.readerIndex + 4, length: length)
-        else { return nil }
+    /// Once the complete records hold the whole ClientHello, gathers its bytes from their payloads
+    /// (walking the record headers again, once) and parses the body from a slice of exactly its
+    /// declared length. Handshake bytes after it (a coalesced next message) are ignored.
+    private func parseHandshake(_ buffer: ByteBuffer) throws(ClientHelloFailure) -> ClientHelloInfo? {
+        guard let length = try self.checkHandshakeHeader(peeking: []), self.handshakeBytes >= 4 + length else {
+            return nil
+        }
+        var handshake = ByteBuffer()
+        var offset = buffer.readerIndex
+        while handshake.readableBytes < 4 + length, offset < buffer.readerIndex + self.consumed {
+            guard let recordLength = buffer.getInteger(at: offset + 3, as: UInt16.self),
+                let payload = buffer.getSlice(at: offset + Self.recordHeaderLength, length: Int(recordLength))
+            else { throw ClientHelloFailure(.malformed, "the records changed between calls") }
+            if handshake.readableBytes == 0, Int(recordLength) >= 4 + length {
+                handshake = payload  // the usual case, one record: no copy
+            } else {
+                handshake.writeImmutableBuffer(payload)
+            }
+            offset += Self.recordHeaderLength + Int(recordLength)
+        }
+        guard let body = handshake.getSlice(at: handshake.readerIndex + 4, length: length) else {
+            throw ClientHelloFailure(.malformed, "the records changed between calls")
+        }
         return try Self.parseClientHello(body, helloBytes: self.consumed)
     }
 }

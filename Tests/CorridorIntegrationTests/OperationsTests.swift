@@ -1,0 +1,176 @@
+import Foundation
+import Testing
+
+/// Reload, drain, limits, timeouts and the admin listener, over real sockets.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct OperationsTests {
+    @Test func adminEndpointsServeMetricsHealthAndPolicy() async throws {
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        _ = try h.curlViaConnect("https://api.allowed.test:\(h.upstream.port)/")
+        _ = try h.curlViaConnect("https://evil.test:\(h.upstream.port)/")
+        _ = h.record { $0["connectHost"] as? String == "evil.test" }
+        let admin = "http://127.0.0.1:\(h.adminPort)"
+        let metrics = try runCommand("curl", ["-sS", "--max-time", "10", "\(admin)/metrics"]).stdout
+        #expect(metrics.contains(#"corridor_connections_total{listener="connect",decision="allow"} 1"#), "\(metrics)")
+        #expect(metrics.contains(#"corridor_connections_total{listener="connect",decision="deny"} 1"#))
+        #expect(metrics.contains("corridor_upstream_connect_seconds_bucket"))
+        #expect(metrics.contains("corridor_active_connections"))
+        #expect(metrics.contains(#"corridor_policy_reloads_total{result="success"} 1"#))
+        #expect(try runCommand("curl", ["-sS", "--max-time", "10", "\(admin)/healthz"]).stdout == "ok\n")
+        #expect(try runCommand("curl", ["-sS", "--max-time", "10", "\(admin)/readyz"]).stdout == "ready\n")
+        let policy = try runCommand("curl", ["-sS", "--max-time", "10", "\(admin)/policy"]).stdout
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(policy.utf8)) as? [String: Any])
+        #expect((object["externalServices"] as? [[String: Any]])?.first?["name"] as? String == "allowed-api")
+    }
+
+    @Test func clientThatDripsTheHelloIsCutAtTheDeadline() async throws {
+        let h = try await GatewayHarness(gatewayExtra: "  limits: {handshakeTimeout: 1s}")
+        defer { Task { await h.stop() } }
+        let fd = try openRawConnection(port: h.tlsPort)
+        defer { close(fd) }
+        var closedByGateway = false
+        // A valid record header announcing a large hello, then one byte every 100 ms.
+        for byte: UInt8 in [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc] + [UInt8](repeating: 0x03, count: 40) {
+            var b = byte
+            if send(fd, &b, 1, Int32(MSG_NOSIGNAL)) != 1 { closedByGateway = true; break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let record = try #require(h.record { $0["closeCause"] as? String == "handshake_timeout" })
+        #expect(record["reason"] as? String == "no complete ClientHello within 1s")
+        #expect(record["decision"] as? String == "deny")
+        _ = closedByGateway
+    }
+
+    @Test func connectionsOverTheLimitAreRefusedAndLogged() async throws {
+        let h = try await GatewayHarness(gatewayExtra: "  limits: {maxConnections: 2}")
+        defer { Task { await h.stop() } }
+        let a = try openRawConnection(port: h.tlsPort), b = try openRawConnection(port: h.tlsPort)
+        defer { close(a); close(b) }
+        try await Task.sleep(for: .milliseconds(200))
+        let c = try openRawConnection(port: h.tlsPort)
+        defer { close(c) }
+        let record = try #require(h.record { $0["closeCause"] as? String == "connection_limit" })
+        #expect((record["reason"] as? String ?? "").contains("spec.limits.maxConnections"))
+    }
+
+    @Test func fileChangeAndSIGHUPReloadAndABadFileKeepsTheLastGoodPolicy() async throws {
+        let dir = try TempDir()
+        let pki = try TestPKI(in: dir)
+        let upstream = try TLSUpstream(pki: pki, dir: dir)
+        let config = dir.path("corridor.yaml"), log = dir.path("access.log")
+        let base = testConfig(upstreamPort: upstream.port, accessLog: log)
+        // Start with second.allowed.test not registered.
+        let initial = base.replacingOccurrences(of: ", second.allowed.test,", with: ",")
+        try initial.write(toFile: config, atomically: true, encoding: .utf8)
+        let gateway = try BackgroundProcess(Repo.corridorBinary.path, ["run", "--config", config, "--workers", "1"])
+        let ports = try listenerPorts(gateway)
+        let connect = try #require(ports["connect"])
+        func fetch(_ host: String) throws -> CommandResult {
+            try runCommand("curl", ["-sS", "--max-time", "10", "--cacert", pki.caCert, "-x", "http://127.0.0.1:\(connect)",
+                                    "https://\(host):\(upstream.port)/"])
+        }
+        #expect(try fetch("second.allowed.test").status != 0)
+
+        // A live connection survives every reload below.
+        let live = try BackgroundProcess("openssl", ["s_client", "-quiet", "-no_ign_eof", "-connect", "127.0.0.1:\(ports["tls"]!)",
+                                                     "-servername", "api.allowed.test", "-CAfile", pki.caCert], withStdin: true)
+        live.write("ECHO\nbefore\n")
+        #expect(eventually { live.stdoutText.contains("before") })
+
+        try base.write(toFile: config, atomically: true, encoding: .utf8)  // the file watcher picks this up
+        #expect(try eventually(timeout: 15) { try fetch("second.allowed.test").stdout == "ok\n" })
+
+        try base.replacingOccurrences(of: "number: \(upstream.port)", with: "number: 0").write(toFile: config, atomically: true, encoding: .utf8)
+        gateway.signal(SIGHUP)
+        #expect(eventually(timeout: 15) { gateway.stderrText.contains("policy reload rejected") })
+        #expect(gateway.stderrText.contains("spec.ports[0].number: must be between 1 and 65535, got 0"), "\(gateway.stderrText)")
+        #expect(try fetch("second.allowed.test").stdout == "ok\n")
+        #expect(try fetch("api.allowed.test").stdout == "ok\n")
+
+        live.write("after\n")
+        #expect(eventually { live.stdoutText.contains("after") })
+        live.closeStdin()
+        gateway.signal(SIGTERM)
+        #expect(gateway.waitForExit(timeout: 20) == 0)
+    }
+
+    @Test func sigtermStopsAcceptingAndDrainsLiveConnections() async throws {
+        let dir = try TempDir()
+        let pki = try TestPKI(in: dir)
+        let upstream = try TLSUpstream(pki: pki, dir: dir)
+        let config = dir.path("corridor.yaml")
+        try testConfig(upstreamPort: upstream.port, accessLog: dir.path("access.log"), gatewayExtra: "  limits: {drainTimeout: 30s}")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let gateway = try BackgroundProcess(Repo.corridorBinary.path, ["run", "--config", config, "--workers", "1"])
+        let tls = try #require(try listenerPorts(gateway)["tls"])
+        let live = try BackgroundProcess("openssl", ["s_client", "-quiet", "-no_ign_eof", "-connect", "127.0.0.1:\(tls)",
+                                                     "-servername", "api.allowed.test", "-CAfile", pki.caCert], withStdin: true)
+        live.write("ECHO\none\n")
+        #expect(eventually { live.stdoutText.contains("one") })
+        gateway.signal(SIGTERM)
+        #expect(eventually { gateway.stderrText.contains("draining") })
+        #expect((try? openRawConnection(port: tls)) == nil, "the listener must be closed while draining")
+        live.write("two\n")
+        #expect(eventually { live.stdoutText.contains("two") }, "a live connection keeps working during the drain")
+        #expect(gateway.waitForExit(timeout: 0.5) == nil, "the gateway waits for the live connection")
+        live.closeStdin()
+        #expect(gateway.waitForExit(timeout: 20) == 0)
+    }
+
+    @Test func checkCommandReportsFileDocumentFieldAndReason() throws {
+        let dir = try TempDir()
+        let bad = dir.path("bad.yaml")
+        try """
+        apiVersion: corridor.dev/v1alpha1
+        kind: ExternalService
+        metadata: {name: ok}
+        spec: {hosts: [a.test], ports: [{number: 443, protocol: TLS}]}
+        ---
+        apiVersion: corridor.dev/v1alpha1
+        kind: ExternalService
+        metadata: {name: broken}
+        spec: {hosts: ["1.2.3.4"], ports: [{number: 443, protocol: TLS}]}
+        """.write(toFile: bad, atomically: true, encoding: .utf8)
+        let result = try runCommand(Repo.corridorBinary.path, ["check", "--config", bad])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("\(bad):9: document 2 (ExternalService/broken): spec.hosts[0]: '1.2.3.4' is not a valid host name"), "\(result.stderr)")
+        let good = try runCommand(Repo.corridorBinary.path, ["check", "--config", Repo.root.appendingPathComponent("examples/quickstart.yaml").path])
+        #expect(good.status == 0, "\(good.stderr)")
+        #expect(good.stdout.contains("1 ExternalService(s)"))
+    }
+}
+
+/// The ports the gateway logged at start-up, by listener name.
+func listenerPorts(_ gateway: BackgroundProcess) throws -> [String: Int] {
+    var ports: [String: Int] = [:]
+    _ = eventually(timeout: 30) {
+        ports = [:]
+        for line in gateway.stderrText.split(separator: "\n") where line.contains("listening") {
+            guard let listener = line.range(of: "listener=")
+                .map({ String(line[$0.upperBound...].prefix { $0.isLetter }) }),
+                let address = line.range(of: "address=").map({ String(line[$0.upperBound...].prefix { $0 != " " }) }),
+                let port = address.split(separator: ":").last.flatMap({ Int($0) }) else { continue }
+            ports[listener] = port
+        }
+        return ports.count == 3
+    }
+    guard ports.count == 3 else { throw TestError.failed("gateway did not start: \(gateway.stderrText)") }
+    return ports
+}
+
+func openRawConnection(port: Int) throws -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else {
+        close(fd)
+        throw TestError.failed("connect to \(port) failed")
+    }
+    return fd
+}

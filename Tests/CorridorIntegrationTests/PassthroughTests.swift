@@ -1,0 +1,121 @@
+import Foundation
+import Testing
+
+/// The TLS passthrough listener over real sockets, with real clients (openssl s_client, curl, Python ssl).
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct PassthroughTests {
+    @Test func opensslClientWithAllowedSNIReachesUpstreamAndIsLogged() async throws {
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        let result = try runCommand("openssl", ["s_client", "-connect", "127.0.0.1:\(h.tlsPort)", "-servername", "api.allowed.test",
+                                                "-CAfile", h.pki.caCert, "-verify_return_error", "-brief", "-ign_eof"],
+                                    timeout: 20, stdin: Data("GET / HTTP/1.1\r\nHost: api.allowed.test\r\n\r\n".utf8))
+        #expect(result.stdout.hasSuffix("\r\n\r\nok\n"), "stdout: \(result.stdout) stderr: \(result.stderr)")
+        #expect(result.stderr.contains("Verification: OK"))
+        let record = try #require(h.record { $0["sni"] as? String == "api.allowed.test" && $0["decision"] as? String == "allow" })
+        #expect(record["listener"] as? String == "tls")
+        #expect(record["externalService"] as? String == "allowed-api")
+        #expect(record["egressPolicy"] as? String == "payments/checkout-egress")
+        #expect(record["resolved"] as? String == "127.0.0.1:\(h.upstream.port)")
+        #expect(record["port"] as? Int == h.upstream.port)
+        let identity = try #require(record["identity"] as? [String: Any])
+        #expect(identity["namespace"] as? String == "payments")
+        #expect(identity["serviceAccount"] as? String == "checkout")
+        #expect((identity["labels"] as? [String: String]) == ["app": "checkout"])
+        #expect(h.upstream.acceptedNames == ["api.allowed.test"])
+    }
+
+    @Test func deniedSNIGetsTLSAlertAndNeverReachesUpstream() async throws {
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        let result = try runCommand("openssl", ["s_client", "-connect", "127.0.0.1:\(h.tlsPort)", "-servername", "evil.test",
+                                                "-CAfile", h.pki.caCert, "-brief"], timeout: 20, stdin: Data())
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("access denied"), "stderr: \(result.stderr)")
+        let record = try #require(h.record { $0["sni"] as? String == "evil.test" })
+        #expect(record["decision"] as? String == "deny")
+        #expect(record["reason"] as? String == "no ExternalService matches evil.test")
+        #expect(record["closeCause"] as? String == "denied")
+        #expect(record["resolved"] == nil)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(h.upstream.acceptedNames.isEmpty)
+    }
+
+    @Test func wildcardNameIsAllowedAndTheSuffixItselfIsNot() async throws {
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        let ok = try runCommand("curl", ["-sS", "--max-time", "20", "--cacert", h.pki.caCert,
+                                         "--connect-to", "x.wild.allowed.test:443:127.0.0.1:\(h.tlsPort)", "https://x.wild.allowed.test/"])
+        #expect(ok.stdout == "ok\n", "curl: \(ok.stderr)")
+        let bad = try runCommand("curl", ["-sS", "--max-time", "20", "-k",
+                                          "--connect-to", "wild.allowed.test:443:127.0.0.1:\(h.tlsPort)", "https://wild.allowed.test/"])
+        #expect(bad.status != 0)
+        #expect(h.record { $0["sni"] as? String == "wild.allowed.test" && $0["decision"] as? String == "deny" } != nil)
+    }
+
+    @Test func echoOfEightMiBIsByteExact() async throws {
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        let result = try h.pythonClient(["--port", "\(h.tlsPort)", "--sni", "api.allowed.test", "--mode", "ECHO", "--bytes", "\(8 << 20)"])
+        #expect(result["error"] == nil, "\(result)")
+        #expect(result["received"] as? Int == 8 << 20)
+        #expect(result["receivedHash"] as? String == result["sentHash"] as? String)
+        let record = try #require(h.record { $0["decision"] as? String == "allow" && ($0["bytesUp"] as? Int ?? 0) > 8 << 20 })
+        #expect((record["bytesDown"] as? Int ?? 0) > 8 << 20)
+        #expect(record["closeCause"] as? String == "completed")
+    }
+
+    @Test func halfCloseIsPassedOnAndTheAnswerStillComesBack() async throws {
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        let result = try h.pythonClient(["--port", "\(h.tlsPort)", "--sni", "api.allowed.test", "--mode", "SINK", "--bytes", "\(16 << 20)"])
+        #expect(result["error"] == nil, "\(result)")
+        #expect(result["received"] as? Int == 16 << 20)
+        #expect(result["receivedHash"] as? String == result["sentHash"] as? String)
+    }
+
+    @Test func sourceWithAnotherIdentityIsRefusedWithItsIdentityLogged() async throws {
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        let result = try runCommand("curl", ["-sS", "--max-time", "20", "--cacert", h.pki.caCert, "--interface", "127.0.0.3",
+                                             "--connect-to", "api.allowed.test:443:127.0.0.1:\(h.tlsPort)", "https://api.allowed.test/"])
+        #expect(result.status != 0)
+        let record = try #require(h.record { ($0["src"] as? String ?? "").hasPrefix("127.0.0.3:") })
+        #expect(record["decision"] as? String == "deny")
+        #expect(record["reason"] as? String == "ExternalService allowed-api is not granted to analytics/sa:reporting")
+        #expect((record["identity"] as? [String: Any])?["workload"] as? String == "reporting")
+    }
+
+    @Test func unknownSourceIsDenied() async throws {
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        let result = try runCommand("curl", ["-sS", "--max-time", "20", "--cacert", h.pki.caCert, "--interface", "127.0.0.9",
+                                             "--connect-to", "api.allowed.test:443:127.0.0.1:\(h.tlsPort)", "https://api.allowed.test/"])
+        #expect(result.status != 0)
+        let record = try #require(h.record { ($0["src"] as? String ?? "").hasPrefix("127.0.0.9:") })
+        #expect(record["identity"] as? String == "unknown")
+        #expect((record["reason"] as? String ?? "").contains("is not a known workload"))
+    }
+
+    @Test func allowedNameResolvingToABlockedAddressIsRefused() async throws {
+        // private.allowed.test resolves to 127.0.0.2, outside allowPrivate (127.0.0.1/32): never dialled.
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        let result = try runCommand("curl", ["-sS", "--max-time", "20", "-k",
+                                             "--connect-to", "private.allowed.test:443:127.0.0.1:\(h.tlsPort)", "https://private.allowed.test/"])
+        #expect(result.status != 0)
+        let record = try #require(h.record { $0["sni"] as? String == "private.allowed.test" })
+        #expect(record["decision"] as? String == "deny")
+        #expect(record["closeCause"] as? String == "destination_blocked")
+        #expect((record["reason"] as? String ?? "").contains("127.0.0.0/8 (loopback)"))
+    }
+
+    @Test func nonTLSBytesAreRefusedAsSuch() async throws {
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        let result = try runCommand("curl", ["-sS", "--max-time", "20", "http://127.0.0.1:\(h.tlsPort)/"])
+        #expect(result.status != 0)
+        let record = try #require(h.record { $0["closeCause"] as? String == "invalid_client_hello" })
+        #expect((record["reason"] as? String ?? "").hasPrefix("invalid ClientHello"))
+    }
+}
