@@ -84,7 +84,7 @@ public final class Gateway: Sendable {
         }
         proxy.metrics.setReady(true)
         for (name, channel) in bound.sorted(by: { $0.key < $1.key }) {
-            logger.info("listening", metadata: ["listener": "\(name)", "address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+            logger.info("listening", metadata: ["listener": "\(name)", "address": "\(channel.localAddress?.hostPort ?? "?")"])
         }
     }
 

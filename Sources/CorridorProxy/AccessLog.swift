@@ -90,17 +90,14 @@ public final class AccessLog: Sendable {
             bytes.withUnsafeBytes { raw in
                 var offset = 0
                 while offset < raw.count {
-                    let n = Glibc.write(descriptor, raw.baseAddress! + offset, raw.count - offset)
+                    let n = systemWrite(descriptor, raw.baseAddress! + offset, raw.count - offset)
                     if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { break }
                 }
             }
         }
     }
 
-    static func format(_ address: SocketAddress) -> String {
-        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
-        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
-    }
+    static func format(_ address: SocketAddress) -> String { address.hostPort }
 
     static func tlsVersionName(_ version: UInt16) -> String {
         switch version {
@@ -126,6 +123,14 @@ public final class AccessLog: Sendable {
             + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(millis), 3))Z"
     }
 }
+
+#if canImport(Glibc)
+private let systemWrite = Glibc.write
+#elseif canImport(Musl)
+private let systemWrite = Musl.write
+#elseif canImport(Darwin)
+private let systemWrite = Darwin.write
+#endif
 
 /// A minimal JSON object writer: keys in insertion order, strings escaped per RFC 8259.
 struct JSONLine {
@@ -207,5 +212,13 @@ struct JSONLine {
             }
         }
         bytes.append(UInt8(ascii: "\""))
+    }
+}
+
+extension SocketAddress {
+    /// `192.0.2.1:443` or `[2001:db8::1]:443`, as logs print addresses.
+    public var hostPort: String {
+        guard let ip = ipAddress, let port else { return "\(self)" }
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
 }

@@ -38,7 +38,6 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var buffered: ByteBuffer?
     private var deadline: Scheduled<Void>?
     private var clientInputClosed = false
-    private var admitted = false
 
     init(mode: Mode, listenerName: String, proxy: ProxyContext) {
         self.mode = mode
@@ -68,7 +67,6 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
-        admitted = true
         let proxy = self.proxy
         channel.closeFuture.whenComplete { _ in proxy.release() }
         if let ip = record.source?.ipAddress.flatMap(IPAddress.init(parsing:)) {
@@ -267,17 +265,18 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         switch state {
-        case .readingConnectHead, .readingClientHello:
+        case .readingConnectHead:
+            finishEarly(context: context, cause: .clientClosedEarly, reason: "the client closed before sending a complete CONNECT request")
+        case .readingClientHello:
             let sentSomething = buffered.map { $0.readableBytes > 0 } ?? false
             finishEarly(context: context, cause: .clientClosedEarly,
-                        reason: sentSomething ? "the client closed before sending a complete ClientHello" : "the client closed without sending anything")
+                        reason: sentSomething ? "the client closed before sending a complete ClientHello" : "the client closed without sending a ClientHello")
         case .dialing:
             state = .closed
-            record?.finish(.clientClosedEarly, log: proxy.accessLog, metrics: proxy.metrics)
+            record?.finish(.clientClosedWhileConnecting, log: proxy.accessLog, metrics: proxy.metrics)
         case .relaying, .closed:
             break
         }
-        if !admitted, record == nil { return }
         context.fireChannelInactive()
     }
 
@@ -285,7 +284,9 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let event = event as? ChannelEvent, case .inputClosed = event {
             clientInputClosed = true
             switch state {
-            case .readingConnectHead, .readingClientHello:
+            case .readingConnectHead:
+                finishEarly(context: context, cause: .clientClosedEarly, reason: "the client shut its side before sending a complete CONNECT request")
+            case .readingClientHello:
                 finishEarly(context: context, cause: .clientClosedEarly, reason: "the client shut its side before sending a complete ClientHello")
             default:
                 break

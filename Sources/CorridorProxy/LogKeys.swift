@@ -32,6 +32,7 @@ public enum CloseCause: String, Sendable {
     case completed = "completed"
     case denied = "denied"
     case clientClosedEarly = "client_closed_before_hello"
+    case clientClosedWhileConnecting = "client_closed_while_connecting"
     case handshakeTimeout = "handshake_timeout"
     case invalidClientHello = "invalid_client_hello"
     case invalidConnectRequest = "invalid_connect_request"

@@ -1,0 +1,210 @@
+import CorridorPolicy
+import NIOCore
+import NIOEmbedded
+import Testing
+
+@testable import CorridorProxy
+
+/// Counts the `read()` calls that reach it (it sits between the GlueHandler and the channel's head).
+private final class ReadCounter: ChannelOutboundHandler {
+    typealias OutboundIn = Any
+    var reads = 0
+    func read(context: ChannelHandlerContext) {
+        reads += 1
+        context.read()
+    }
+}
+
+/// Records close modes. EmbeddedChannel has no half-close: its core treats `close(mode: .output)`
+/// as a full close. So a `.output` close is recorded and answered here, as a socket that can
+/// half-close would, and only full closes go on to the channel.
+private final class CloseRecorder: ChannelOutboundHandler {
+    typealias OutboundIn = Any
+    var modes: [CloseMode] = []
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        modes.append(mode)
+        if mode == .output {
+            promise?.succeed(())
+        } else {
+            context.close(mode: mode, promise: promise)
+        }
+    }
+}
+
+/// A client channel and an upstream channel on one EmbeddedEventLoop, glued by a matched pair.
+private final class GluedPair {
+    let harness: ProxyHarness
+    let record: ConnectionRecord
+    let client: EmbeddedChannel
+    let upstream: EmbeddedChannel
+    let clientReads = ReadCounter()
+    let upstreamReads = ReadCounter()
+    let clientCloses = CloseRecorder()
+    let upstreamCloses = CloseRecorder()
+
+    init(harness: ProxyHarness) throws {
+        self.harness = harness
+        let source = try SocketAddress(ipAddress: workloadSource, port: 40_100)
+        record = ConnectionRecord(id: 99, listener: "tls", source: source)
+        record.sni = "api.allowed.test"
+        // The decision the InspectHandler would have made for this connection.
+        let snapshot = harness.proxy.policy.current
+        let identity = snapshot.inventory.identity(of: try #require(IPAddress(parsing: workloadSource)))
+        record.identity = identity
+        record.decision = DecisionEngine.decide(source: identity, sourceAddress: workloadSource,
+                                                facts: DestinationFacts(serverName: "api.allowed.test"), snapshot: snapshot)
+        try #require(record.decision?.verdict == .allow, "test setup: the relayed connection must be allowed")
+        let session = RelaySession(record: record, context: harness.proxy)
+        let (clientGlue, upstreamGlue) = GlueHandler.matchedPair(session: session)
+        client = EmbeddedChannel(loop: harness.loop)
+        upstream = EmbeddedChannel(loop: harness.loop)
+        try client.pipeline.syncOperations.addHandlers([clientReads, clientCloses, clientGlue])
+        try upstream.pipeline.syncOperations.addHandlers([upstreamReads, upstreamCloses, upstreamGlue])
+        client.remoteAddress = source
+        upstream.remoteAddress = try SocketAddress(ipAddress: "127.0.0.1", port: 443)
+        try client.connect(to: client.remoteAddress!).wait()
+        try upstream.connect(to: upstream.remoteAddress!).wait()
+    }
+
+    func finish() {
+        _ = try? client.finish(acceptAlreadyClosed: true)
+        _ = try? upstream.finish(acceptAlreadyClosed: true)
+    }
+}
+
+private func withPair(_ body: (GluedPair) throws -> Void) throws {
+    try withHarness { harness in
+        let pair = try GluedPair(harness: harness)
+        defer { pair.finish() }
+        try body(pair)
+    }
+}
+
+private func text(_ buffer: ByteBuffer?) -> String? { buffer.map { String(buffer: $0) } }
+
+@Suite(.timeLimit(.minutes(1)))
+struct GlueHandlerTests {
+    @Test func bytesReadOnOneSideAreWrittenToTheOther() throws {
+        try withPair { pair throws in
+            try pair.client.writeInbound(ByteBuffer(string: "hello upstream"))
+            #expect(text(try pair.upstream.readOutbound(as: ByteBuffer.self)) == "hello upstream")
+            try pair.upstream.writeInbound(ByteBuffer(string: "hello client!"))
+            #expect(text(try pair.client.readOutbound(as: ByteBuffer.self)) == "hello client!")
+            #expect(try pair.client.readInbound(as: ByteBuffer.self) == nil, "the glue consumes what it relays")
+            #expect(pair.record.bytesUp == 14)
+            #expect(pair.record.bytesDown == 13)
+        }
+    }
+
+    @Test func writesAreFlushedAtReadComplete() throws {
+        try withPair { pair throws in
+            pair.client.pipeline.fireChannelRead(ByteBuffer(string: "one"))
+            pair.client.pipeline.fireChannelRead(ByteBuffer(string: "two"))
+            #expect(try pair.upstream.readOutbound(as: ByteBuffer.self) == nil, "written, not yet flushed")
+            pair.client.pipeline.fireChannelReadComplete()
+            #expect(text(try pair.upstream.readOutbound(as: ByteBuffer.self)) == "one")
+            #expect(text(try pair.upstream.readOutbound(as: ByteBuffer.self)) == "two")
+        }
+    }
+
+    @Test func readPassesWhileThePartnerIsWritable() throws {
+        try withPair { pair throws in
+            let before = pair.clientReads.reads
+            pair.client.read()
+            #expect(pair.clientReads.reads == before + 1)
+        }
+    }
+
+    @Test func readWaitsUntilThePartnerIsWritableAgain() throws {
+        try withPair { pair throws in
+            let before = pair.clientReads.reads
+            pair.upstream.isWritable = false
+            pair.upstream.pipeline.fireChannelWritabilityChanged()
+            pair.client.read()
+            #expect(pair.clientReads.reads == before, "held back while the upstream cannot take more")
+
+            // A writability change that is still not writable does not release it.
+            pair.upstream.pipeline.fireChannelWritabilityChanged()
+            #expect(pair.clientReads.reads == before)
+
+            pair.upstream.isWritable = true
+            pair.upstream.pipeline.fireChannelWritabilityChanged()
+            #expect(pair.clientReads.reads == before + 1, "issued once the upstream is writable")
+
+            // Released once only.
+            pair.upstream.pipeline.fireChannelWritabilityChanged()
+            #expect(pair.clientReads.reads == before + 1)
+        }
+    }
+
+    @Test func backpressureWorksInTheOtherDirection() throws {
+        try withPair { pair throws in
+            let before = pair.upstreamReads.reads
+            pair.client.isWritable = false
+            pair.upstream.read()
+            #expect(pair.upstreamReads.reads == before)
+            pair.client.isWritable = true
+            pair.client.pipeline.fireChannelWritabilityChanged()
+            #expect(pair.upstreamReads.reads == before + 1)
+        }
+    }
+
+    @Test func inputClosedHalfClosesThePartnersOutput() throws {
+        try withPair { pair throws in
+            pair.client.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            #expect(pair.upstreamCloses.modes == [.output])
+            #expect(pair.clientCloses.modes.isEmpty, "the client's own side stays open")
+            #expect(pair.upstream.isActive)
+
+            // The other direction goes on.
+            try pair.upstream.writeInbound(ByteBuffer(string: "response"))
+            #expect(text(try pair.client.readOutbound(as: ByteBuffer.self)) == "response")
+            #expect(try pair.harness.records().isEmpty, "no record until both sides close")
+        }
+    }
+
+    @Test func upstreamInputClosedHalfClosesTheClientsOutput() throws {
+        try withPair { pair throws in
+            pair.upstream.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            #expect(pair.clientCloses.modes == [.output])
+            #expect(pair.upstreamCloses.modes.isEmpty)
+        }
+    }
+
+    @Test func closingOneSideClosesTheOtherAndWritesOneRecord() throws {
+        try withPair { pair throws in
+            try pair.client.writeInbound(ByteBuffer(string: "12345"))
+            try pair.upstream.writeInbound(ByteBuffer(string: "1234567"))
+            try pair.client.close().wait()
+            #expect(!pair.upstream.isActive, "the partner is closed fully")
+            #expect(pair.upstreamCloses.modes == [.all])
+            let record = try pair.harness.onlyRecord()
+            #expect(record.string(LogKey.closeCause) == "completed")
+            #expect(record.string(LogKey.decision) == "allow")
+            #expect(record.string(LogKey.reason) == "EgressPolicy payments/checkout-egress grants ExternalService allowed-api")
+            #expect(record[LogKey.bytesUp] as? Int == 5)
+            #expect(record[LogKey.bytesDown] as? Int == 7)
+        }
+    }
+
+    @Test func idleTimeoutClosesTheRelayWithThatCause() throws {
+        try withPair { pair throws in
+            pair.client.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.all)
+            #expect(!pair.client.isActive)
+            #expect(!pair.upstream.isActive)
+            let record = try pair.harness.onlyRecord()
+            #expect(record.string(LogKey.closeCause) == "idle_timeout")
+            #expect(record.string(LogKey.decision) == "allow")
+        }
+    }
+
+    @Test func upstreamErrorClosesTheRelayWithThatCause() throws {
+        try withPair { pair throws in
+            struct Boom: Error {}
+            pair.upstream.pipeline.fireErrorCaught(Boom())
+            #expect(!pair.client.isActive)
+            #expect(!pair.upstream.isActive)
+            #expect(try pair.harness.onlyRecord().string(LogKey.closeCause) == "upstream_error")
+        }
+    }
+}
