@@ -82,6 +82,8 @@ public struct GatewayConfig: Sendable, Equatable {
     public var staticHosts: [(HostPattern, [IPAddress])] = []
     /// Whether names not in `staticHosts` are resolved with the system resolver.
     public var systemResolver = true
+    /// How long an answer of the system resolver is reused; zero disables the cache.
+    public var resolverCacheTTL: Duration = .seconds(5)
     public var allowPrivate: [CIDR] = []
     public var extraBlocked: [CIDR] = []
     public var unknownSources = UnknownSources.deny
@@ -93,7 +95,7 @@ public struct GatewayConfig: Sendable, Equatable {
     public static func == (lhs: GatewayConfig, rhs: GatewayConfig) -> Bool {
         lhs.name == rhs.name && lhs.listeners == rhs.listeners && lhs.tls == rhs.tls
             && lhs.staticHosts.map(\.0) == rhs.staticHosts.map(\.0) && lhs.staticHosts.map(\.1) == rhs.staticHosts.map(\.1)
-            && lhs.systemResolver == rhs.systemResolver && lhs.allowPrivate == rhs.allowPrivate
+            && lhs.systemResolver == rhs.systemResolver && lhs.resolverCacheTTL == rhs.resolverCacheTTL && lhs.allowPrivate == rhs.allowPrivate
             && lhs.extraBlocked == rhs.extraBlocked && lhs.unknownSources == rhs.unknownSources
             && lhs.limits == rhs.limits && lhs.logging == rhs.logging
     }

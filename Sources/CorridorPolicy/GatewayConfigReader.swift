@@ -51,6 +51,12 @@ enum GatewayConfigReader {
                 }
             }
             config.systemResolver = try resolver.bool("system") ?? true
+            if let text = try resolver.string("cacheTTL") {
+                guard let ttl = DurationSyntax.parse(text) else {
+                    throw reader.error("spec.resolver.cacheTTL", resolver.node("cacheTTL"), "must be a duration such as 0s, 5s or 1m, got '\(text)'")
+                }
+                config.resolverCacheTTL = ttl
+            }
             try resolver.finish()
         }
 

@@ -28,7 +28,7 @@ public enum LogKey {
 }
 
 /// Why a connection ended: a stable value for the access record and metrics.
-public enum CloseCause: String, Sendable {
+public enum CloseCause: String, Sendable, CaseIterable {
     case completed = "completed"
     case denied = "denied"
     case clientClosedEarly = "client_closed_before_hello"

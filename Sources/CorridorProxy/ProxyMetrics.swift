@@ -13,6 +13,10 @@ public final class ProxyMetrics: Sendable {
     private let policyGeneration: Gauge
     private let policyServices: Gauge
     private let ready: Gauge
+    /// Counters for every label value known in advance, made once: the hot path only looks them up.
+    private let connections: [String: [Decision.Verdict: Counter]]
+    private let closed: [CloseCause: Counter]
+    private let helloFailures: [ClientHelloRejection: Counter]
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -26,6 +30,30 @@ public final class ProxyMetrics: Sendable {
                       .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5)])
         policyGeneration = registry.makeGauge(descriptor: .init(metricName: "corridor_policy_generation", unitName: "", helpText: "Generation of the policy snapshot in force"))
         policyServices = registry.makeGauge(descriptor: .init(metricName: "corridor_policy_external_services", unitName: "", helpText: "ExternalServices in the policy in force"))
+        var connections: [String: [Decision.Verdict: Counter]] = [:]
+        for listener in ["tls", "connect"] {
+            for verdict in [Decision.Verdict.allow, .deny, .audit] {
+                connections[listener, default: [:]][verdict] = registry.makeCounter(
+                    descriptor: .init(metricName: "corridor_connections_total", unitName: "",
+                                      helpText: "Client connections by listener and decision, counted when they end"),
+                    labels: [("listener", listener), ("decision", verdict.rawValue)])
+            }
+        }
+        self.connections = connections
+        var closed: [CloseCause: Counter] = [:]
+        for cause in CloseCause.allCases {
+            closed[cause] = registry.makeCounter(
+                descriptor: .init(metricName: "corridor_connections_closed_total", unitName: "", helpText: "Client connections by the cause of their end"),
+                labels: [("cause", cause.rawValue)])
+        }
+        self.closed = closed
+        var helloFailures: [ClientHelloRejection: Counter] = [:]
+        for reason in ClientHelloRejection.allCases {
+            helloFailures[reason] = registry.makeCounter(
+                descriptor: .init(metricName: "corridor_clienthello_failures_total", unitName: "", helpText: "ClientHellos refused by the parser, by reason"),
+                labels: [("reason", reason.rawValue)])
+        }
+        self.helloFailures = helloFailures
         ready = registry.makeGauge(descriptor: .init(metricName: "corridor_ready", unitName: "", helpText: "1 when the gateway has a policy and its listeners are bound"))
     }
 
@@ -33,8 +61,8 @@ public final class ProxyMetrics: Sendable {
 
     func connectionEnded(listener: String, verdict: Decision.Verdict, cause: CloseCause, up: Int, down: Int) {
         active.decrement()
-        registry.makeCounter(descriptor: .init(metricName: "corridor_connections_total", unitName: "", helpText: "Client connections by listener and decision, counted when they end"), labels: [("listener", listener), ("decision", verdict.rawValue)]).increment()
-        registry.makeCounter(descriptor: .init(metricName: "corridor_connections_closed_total", unitName: "", helpText: "Client connections by the cause of their end"), labels: [("cause", cause.rawValue)]).increment()
+        connections[listener]?[verdict]?.increment()
+        closed[cause]?.increment()
         if up > 0 { bytesUp.increment(by: Int64(up)) }
         if down > 0 { bytesDown.increment(by: Int64(down)) }
     }
@@ -42,7 +70,7 @@ public final class ProxyMetrics: Sendable {
     func upstreamConnected(after duration: Duration) { connectLatency.record(duration) }
 
     func clientHelloRejected(_ reason: ClientHelloRejection) {
-        registry.makeCounter(descriptor: .init(metricName: "corridor_clienthello_failures_total", unitName: "", helpText: "ClientHellos refused by the parser, by reason"), labels: [("reason", reason.rawValue)]).increment()
+        helloFailures[reason]?.increment()
     }
 
     func connectRequestRejected(_ reason: String) {

@@ -1,6 +1,7 @@
 import CorridorPolicy
 import NIOCore
 import NIOPosix
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -12,13 +13,20 @@ import Darwin
 /// Resolves an allowed host name to addresses, by the gateway itself: the static map of the
 /// policy snapshot first, else the system resolver (getaddrinfo on a thread pool, never on an
 /// event loop). Only names that policy allowed are ever looked up.
+///
+/// Answers of the system resolver are kept for `resolver.cacheTTL` (getaddrinfo reports no TTL),
+/// so a busy name costs one lookup per TTL instead of a thread hop and a lookup per connection.
 public struct Resolver: Sendable {
     public enum Failure: Error, Equatable {
         case notFound(String)
         case systemResolverDisabled
     }
 
+    /// At most this many names are cached; past it, expired entries are dropped, then all.
+    static let maxCachedNames = 10_000
+
     let threadPool: NIOThreadPool
+    private let cache = ResolverCache()
 
     public init(threadPool: NIOThreadPool) {
         self.threadPool = threadPool
@@ -27,8 +35,14 @@ public struct Resolver: Sendable {
     public func resolve(_ host: String, snapshot: PolicySnapshot, on eventLoop: any EventLoop) -> EventLoopFuture<[IPAddress]> {
         if let fixed = snapshot.staticAddresses(for: host) { return eventLoop.makeSucceededFuture(fixed) }
         guard snapshot.gateway.systemResolver else { return eventLoop.makeFailedFuture(Failure.systemResolverDisabled) }
+        let ttl = snapshot.gateway.resolverCacheTTL
+        let now = ContinuousClock.now
+        if ttl > .zero, let cached = cache.lookup(host, now: now) { return eventLoop.makeSucceededFuture(cached) }
+        let cache = self.cache
         return threadPool.runIfActive(eventLoop: eventLoop) {
-            try Self.getaddrinfo(host)
+            let addresses = try Self.getaddrinfo(host)
+            if ttl > .zero { cache.store(host, addresses, until: ContinuousClock.now + ttl, limit: Self.maxCachedNames) }
+            return addresses
         }
     }
 
@@ -64,5 +78,28 @@ public struct Resolver: Sendable {
 extension IPAddress {
     func socketAddress(port: Int) throws -> SocketAddress {
         try SocketAddress(ipAddress: description, port: port)
+    }
+}
+
+/// Positive answers of the system resolver with their expiry.
+final class ResolverCache: Sendable {
+    private let entries = Mutex<[String: (addresses: [IPAddress], expires: ContinuousClock.Instant)]>([:])
+
+    func lookup(_ host: String, now: ContinuousClock.Instant) -> [IPAddress]? {
+        entries.withLock { entries in
+            guard let entry = entries[host], entry.expires > now else { return nil }
+            return entry.addresses
+        }
+    }
+
+    func store(_ host: String, _ addresses: [IPAddress], until expires: ContinuousClock.Instant, limit: Int) {
+        entries.withLock { entries in
+            if entries.count >= limit {
+                let now = ContinuousClock.now
+                entries = entries.filter { $0.value.expires > now }
+                if entries.count >= limit { entries.removeAll(keepingCapacity: true) }
+            }
+            entries[host] = (addresses, expires)
+        }
     }
 }
