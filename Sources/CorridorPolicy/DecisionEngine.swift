@@ -75,6 +75,7 @@ public enum DecisionEngine {
             guard policy.selects(identity) else { continue }
             var decision = deny
             decision.verdict = .audit
+            decision.port = decision.port ?? snapshot.gateway.tls.upstreamPort
             decision.egressPolicy = policy.metadata.qualifiedName
             decision.reason = "would be denied (\(deny.reason)); EgressPolicy \(policy.metadata.qualifiedName) is in Audit mode"
             return decision

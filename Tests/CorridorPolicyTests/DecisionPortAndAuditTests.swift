@@ -115,6 +115,15 @@ struct DecisionAuditTests {
         #expect(decision.reason.contains("ExternalService other is not granted to payments/sa:checkout"))
     }
 
+    @Test("an audited connection always has a port to dial, even when the service had none to offer")
+    func auditedDecisionHasAPort() {
+        let multi = service("multi", hosts: ["multi.test"], ports: [8443, 9443])
+        let snap = snapshot(services: [multi], policies: [Self.rollout])
+        let decision = decide(snap, from: checkoutPod, sni: "multi.test")
+        #expect(decision.verdict == .audit)
+        #expect(decision.port == 443)
+    }
+
     @Test("grants still allow; Audit does not downgrade an allow")
     func allowStaysAllow() {
         let decision = decide(Self.snap(), from: checkoutPod, sni: "api.stripe.com")
