@@ -54,6 +54,22 @@ public struct GatewayConfig: Sendable, Equatable {
         public var maxClientHelloBytes = 65536
     }
 
+    /// Settings of transparent capture (connections redirected to the listeners by iptables).
+    public struct TransparentSettings: Sendable, Equatable {
+        public enum AddressMismatch: String, Sendable, Equatable, CaseIterable {
+            /// Connect to the address the gateway resolved and record the mismatch (the default:
+            /// CDNs answer different clients with different addresses).
+            case log = "Log"
+            /// Refuse a connection whose original destination is not among the addresses the
+            /// gateway resolved for its SNI.
+            case deny = "Deny"
+        }
+
+        /// What to do when a redirected client dialled an address that its SNI does not resolve to.
+        /// Either way the gateway connects only to the address it resolved itself.
+        public var addressMismatch = AddressMismatch.log
+    }
+
     public struct Limits: Sendable, Equatable {
         public var maxConnections = 10_000
         /// Time allowed for the ClientHello (and the CONNECT head) to arrive complete, from accept.
@@ -78,6 +94,7 @@ public struct GatewayConfig: Sendable, Equatable {
         admin: ListenAddress(host: "127.0.0.1", port: 15000)
     )
     public var tls = TLSSettings()
+    public var transparent = TransparentSettings()
     /// Names answered from configuration; exact names and `*.suffix` patterns. Other names go to the system resolver.
     public var staticHosts: [(HostPattern, [IPAddress])] = []
     /// Whether names not in `staticHosts` are resolved with the system resolver.
@@ -93,7 +110,7 @@ public struct GatewayConfig: Sendable, Equatable {
     public init() {}
 
     public static func == (lhs: GatewayConfig, rhs: GatewayConfig) -> Bool {
-        lhs.name == rhs.name && lhs.listeners == rhs.listeners && lhs.tls == rhs.tls
+        lhs.name == rhs.name && lhs.listeners == rhs.listeners && lhs.tls == rhs.tls && lhs.transparent == rhs.transparent
             && lhs.staticHosts.map(\.0) == rhs.staticHosts.map(\.0) && lhs.staticHosts.map(\.1) == rhs.staticHosts.map(\.1)
             && lhs.systemResolver == rhs.systemResolver && lhs.resolverCacheTTL == rhs.resolverCacheTTL && lhs.allowPrivate == rhs.allowPrivate
             && lhs.extraBlocked == rhs.extraBlocked && lhs.unknownSources == rhs.unknownSources

@@ -27,6 +27,12 @@ enum GatewayConfigReader {
             try tls.finish()
         }
 
+        if let transparent = try spec.fields("transparent") {
+            config.transparent.addressMismatch = try transparent.enumeration("addressMismatch", GatewayConfig.TransparentSettings.AddressMismatch.self)
+                ?? config.transparent.addressMismatch
+            try transparent.finish()
+        }
+
         if let resolver = try spec.fields("resolver") {
             if let staticHosts = try resolver.fields("static") {
                 for (key, value) in staticHosts.values {

@@ -73,6 +73,8 @@ public final class AccessLog: Sendable {
         if record.ech { json.bool(LogKey.ech, true) }
         if let port = record.decision?.port ?? record.port { json.number(LogKey.port, port) }
         json.optionalString(LogKey.resolved, record.resolved.map(Self.format))
+        json.optionalString(LogKey.originalDestination, record.originalDestination.map(Self.format))
+        if record.addressMismatch { json.bool(LogKey.addressMismatch, true) }
         let decision = record.decision
         json.string(LogKey.decision, decision?.verdict.rawValue ?? "deny")
         json.optionalString(LogKey.externalService, decision?.externalService)

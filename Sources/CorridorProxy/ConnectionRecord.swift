@@ -18,6 +18,10 @@ final class ConnectionRecord {
     var ech = false
     var port: Int?
     var resolved: SocketAddress?
+    /// Where the client dialled, when iptables redirected the connection to the gateway.
+    var originalDestination: SocketAddress?
+    /// The original destination is not among the addresses the gateway resolved for the name.
+    var addressMismatch = false
     var decision: Decision?
     var policyGeneration: Int?
     var bytesUp = 0

@@ -72,6 +72,12 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let ip = record.source?.ipAddress.flatMap(IPAddress.init(parsing:)) {
             record.identity = snapshot.inventory.identity(of: ip)
         }
+        if mode == .passthrough {
+            // A connection redirected by iptables: its original port selects the service port.
+            OriginalDestination.lookup(channel).assumeIsolated().whenSuccess { original in
+                record.originalDestination = original
+            }
+        }
         let timeout = limits.handshakeTimeout
         deadline = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [weak self] in
             self?.handshakeTimedOut(context: context, after: timeout)
@@ -141,6 +147,7 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
                 record.alpn = hello.alpn
                 record.tlsVersions = hello.supportedVersions
                 record.ech = hello.hasECH
+                if record.port == nil, let original = record.originalDestination { record.port = original.port }
                 let facts = DestinationFacts(serverName: hello.serverName, connectHost: record.connectHost,
                                              port: record.port, hasECH: hello.hasECH)
                 let decision = decide(record: record, facts: facts)
@@ -171,7 +178,8 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func dial(context: ChannelHandlerContext, host: String, port: Int, serviceAddresses: [CIDR]) {
         let dialer = UpstreamDialer(context: proxy, snapshot: snapshot, eventLoop: context.eventLoop)
-        dialer.connect(host: host, port: port, serviceAddresses: serviceAddresses).hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
+        let original = record?.originalDestination?.ipAddress.flatMap(IPAddress.init(parsing:))
+        dialer.connect(host: host, port: port, serviceAddresses: serviceAddresses, originalDestination: original).hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let connected):
                 guard case .dialing = self.state else {
@@ -185,6 +193,9 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
                 let (cause, reason): (CloseCause, String?)
                 switch error {
                 case UpstreamDialer.Failure.blocked(let why): (cause, reason) = (.destinationBlocked, why)
+                case UpstreamDialer.Failure.addressMismatch(let why):
+                    record.addressMismatch = true
+                    (cause, reason) = (.destinationBlocked, why)
                 case UpstreamDialer.Failure.resolveFailed(let why): (cause, reason) = (.resolveFailed, why)
                 case UpstreamDialer.Failure.connectFailed(let why, let timedOut): (cause, reason) = (timedOut ? .connectTimeout : .connectFailed, why)
                 default: (cause, reason) = (.connectFailed, "\(error)")
@@ -206,6 +217,7 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard let record else { return }
         state = .relaying
         record.resolved = upstream.address
+        record.addressMismatch = upstream.addressMismatch
         let session = RelaySession(record: record, context: proxy)
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair(session: session)
         let pending = buffered

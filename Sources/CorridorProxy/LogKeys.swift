@@ -16,6 +16,8 @@ public enum LogKey {
     public static let ech = "ech"
     public static let port = "port"
     public static let resolved = "resolved"
+    public static let originalDestination = "originalDst"
+    public static let addressMismatch = "addressMismatch"
     public static let decision = "decision"
     public static let externalService = "externalService"
     public static let egressPolicy = "egressPolicy"

@@ -8,12 +8,15 @@ struct UpstreamDialer {
     enum Failure: Error {
         case resolveFailed(String)
         case blocked(String)
+        case addressMismatch(String)
         case connectFailed(String, timedOut: Bool)
     }
 
     struct Connected {
         var channel: any Channel
         var address: SocketAddress
+        /// The client's original destination was not among the resolved addresses.
+        var addressMismatch = false
     }
 
     /// At most this many resolved addresses are tried, each with the connect timeout.
@@ -23,10 +26,21 @@ struct UpstreamDialer {
     let snapshot: PolicySnapshot
     let eventLoop: any EventLoop
 
-    func connect(host: String, port: Int, serviceAddresses: [CIDR]) -> EventLoopFuture<Connected> {
+    /// `originalDestination`: where a redirected client dialled; never dialled itself, only compared
+    /// with what the name resolves to.
+    func connect(host: String, port: Int, serviceAddresses: [CIDR], originalDestination: IPAddress? = nil) -> EventLoopFuture<Connected> {
         context.resolver.resolve(host, snapshot: snapshot, on: eventLoop)
             .flatMapErrorThrowing { error in throw Failure.resolveFailed("cannot resolve \(host): \(error)") }
             .flatMap { addresses in
+                var mismatch = false
+                if let original = originalDestination, !addresses.contains(original) {
+                    mismatch = true
+                    if snapshot.gateway.transparent.addressMismatch == .deny {
+                        let list = addresses.map(\.description).joined(separator: ", ")
+                        return eventLoop.makeFailedFuture(Failure.addressMismatch(
+                            "the client dialled \(original), which is not an address of \(host) ([\(list)]) (spec.transparent.addressMismatch: Deny)"))
+                    }
+                }
                 var vetted: [IPAddress] = []
                 var firstBlock: String?
                 for address in addresses {
@@ -40,6 +54,11 @@ struct UpstreamDialer {
                     return eventLoop.makeFailedFuture(Failure.blocked(firstBlock ?? "\(host) resolved to no address"))
                 }
                 return attempt(Array(vetted.prefix(Self.maxAttempts)), port: port, lastError: nil)
+                    .map { connected in
+                        var connected = connected
+                        connected.addressMismatch = mismatch
+                        return connected
+                    }
             }
     }
 

@@ -9,7 +9,7 @@ struct Corridor: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "corridor",
         abstract: "An egress gateway for Kubernetes: TLS-only, SNI-inspecting, identity-aware.",
-        subcommands: [Run.self, Check.self, Version.self]
+        subcommands: [Run.self, Check.self, IPTables.self, Version.self]
     )
 }
 
@@ -69,6 +69,75 @@ struct Check: ParsableCommand {
             throw ExitCode(2)
         }
         print(CheckSummary.render(snapshot, file: config))
+    }
+}
+
+struct IPTables: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "iptables",
+        abstract: "Print (or --apply / --remove) the iptables rules that redirect workload egress to the gateway and refuse the rest.")
+
+    @Option(name: .long, help: "The config file: the tls listener port and the ExternalServices' TLS ports come from it.")
+    var config: String
+
+    @Option(name: .long, help: "node (gateway on the host network, PREROUTING/FORWARD) or pod (gateway beside the app, OUTPUT).")
+    var topology: String = "node"
+
+    @Option(name: .long, parsing: .upToNextOption, help: "Pod CIDRs to capture (node topology).")
+    var podCIDR: [String] = []
+
+    @Option(name: .long, parsing: .upToNextOption, help: "Cluster CIDRs (pods, services) that are neither captured nor refused.")
+    var clusterCIDR: [String] = []
+
+    @Option(name: .long, parsing: .upToNextOption, help: "DNS server addresses the workloads may reach on port 53.")
+    var dns: [String] = []
+
+    @Option(name: .long, help: "The gateway's user ID (pod topology): its own traffic is not captured.")
+    var gatewayUID: Int = 1337
+
+    @Flag(name: .long, help: "IPv6 rules (ip6tables) instead of IPv4.")
+    var ipv6 = false
+
+    @Flag(name: .long, help: "Install the rules (idempotent).")
+    var apply = false
+
+    @Flag(name: .long, help: "Remove the rules (idempotent).")
+    var remove = false
+
+    mutating func run() throws {
+        guard let topology = CaptureRules.Topology(rawValue: topology) else {
+            throw ValidationError("--topology must be node or pod")
+        }
+        let snapshot: PolicySnapshot
+        do { snapshot = try PolicyFile.load(config, generation: 1) } catch {
+            printError(error.description)
+            throw ExitCode(2)
+        }
+        guard let tls = snapshot.gateway.listeners.tls else {
+            throw ValidationError("\(config): spec.listeners.tls is required for transparent capture")
+        }
+        func cidrs(_ texts: [String], _ flag: String) throws -> [CIDR] {
+            try texts.flatMap { $0.split(separator: ",") }.map { text in
+                do { return try CIDR(parsing: String(text)) } catch { throw ValidationError("\(flag): '\(text)' is not a CIDR") }
+            }
+        }
+        let pods = try cidrs(podCIDR, "--pod-cidr")
+        if topology == .node && pods.isEmpty { throw ValidationError("--pod-cidr is required for the node topology") }
+        let dnsServers = try dns.flatMap { $0.split(separator: ",") }.map { text in
+            guard let ip = IPAddress(parsing: String(text)) else { throw ValidationError("--dns: '\(text)' is not an IP address") }
+            return ip
+        }
+        let rules = CaptureRules(topology: topology, podCIDRs: pods, clusterCIDRs: try cidrs(clusterCIDR, "--cluster-cidr"),
+                                 dnsServers: dnsServers, gatewayUID: gatewayUID, tlsListenerPort: tls.port,
+                                 capturedPorts: CaptureRules.ports(for: snapshot.source), ipv6: ipv6)
+        if apply && remove { throw ValidationError("--apply and --remove exclude each other") }
+        if apply {
+            try rules.apply()
+        } else if remove {
+            try rules.remove()
+        } else {
+            print(rules.restoreText, terminator: "")
+        }
     }
 }
 
