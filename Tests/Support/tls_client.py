@@ -6,6 +6,7 @@ import argparse, hashlib, json, os, socket, ssl, sys
 
 p = argparse.ArgumentParser()
 p.add_argument("--port", type=int, required=True)
+p.add_argument("--host", default="127.0.0.1", help="address to connect to (127.0.0.1, or a test namespace's address)")
 p.add_argument("--sni", required=True)
 p.add_argument("--ca", required=True)
 p.add_argument("--connect", help="host:port for an explicit CONNECT first")
@@ -19,7 +20,7 @@ def fail(message, code=3):
     print(json.dumps({"error": message}))
     sys.exit(code)
 
-raw = socket.create_connection(("127.0.0.1", a.port), timeout=30)
+raw = socket.create_connection((a.host, a.port), timeout=30)
 if a.pipelined:
     ctx = ssl.create_default_context(cafile=a.ca)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()

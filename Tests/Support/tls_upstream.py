@@ -70,6 +70,7 @@ def main():
     p.add_argument("--key", required=True)
     p.add_argument("--log", required=True)
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1, or a test namespace's own address)")
     a = p.parse_args()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -82,7 +83,7 @@ def main():
     ctx.sni_callback = on_sni
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", a.port))
+    srv.bind((a.host, a.port))
     srv.listen(128)
     print(f"PORT {srv.getsockname()[1]}", flush=True)
     lock = threading.Lock()

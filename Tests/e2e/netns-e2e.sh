@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# End-to-end proof of transparent capture and bypass prevention, on real Linux networking.
+# Needs root, iproute2, iptables, dnsmasq, curl, openssl, python3.
+#
+# Builds, with no route out of it:
+#   pod A (10.77.1.2, payments/checkout) --\
+#                                           node (Corridor, iptables capture) -- outside (10.88.9.2 real TLS + DNS,
+#   pod B (10.77.2.2, shop/web) -----------/                                              10.88.9.3 decoy TLS)
+# runs unmodified clients in the pods (no proxy settings) and checks what reaches the outside.
+# Everything it creates is removed on exit, whatever happened. Prints "N passed, M failed".
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${CORRIDOR_BIN:-$ROOT/.build/debug/corridor}
+SUPPORT=$ROOT/Tests/Support
+PREFIX=${E2E_PREFIX:-cor$$}
+NS_A=${PREFIX}a NS_B=${PREFIX}b NS_N=${PREFIX}n NS_O=${PREFIX}o
+WORK=$(mktemp -d /tmp/corridor-e2e.XXXXXX)
+PIDS=()
+passed=0 failed=0
+
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    sleep 0.2
+    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
+    for ns in "$NS_A" "$NS_B" "$NS_N" "$NS_O"; do
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
+        ip netns del "$ns" 2>/dev/null
+        rm -rf "/etc/netns/$ns"
+    done
+    [ -n "${KEEP_E2E_WORK:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+check() {  # check NAME COMMAND...: one assertion
+    local name=$1; shift
+    if "$@"; then passed=$((passed + 1)); echo "ok - $name"
+    else failed=$((failed + 1)); echo "not ok - $name"; fi
+}
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+bg_in_ns() { local ns=$1 log=$2; shift 2; ip netns exec "$ns" "$@" >"$log" 2>&1 & PIDS+=($!); }
+log_has() { grep -F -- "$1" "$WORK/access.log" | grep -qF -- "$2"; }
+lines() { [ -f "$1" ] && wc -l <"$1" || echo 0; }
+wait_for() { local i; for i in $(seq 1 100); do "$@" && return 0; sleep 0.1; done; return 1; }
+
+echo "# e2e prefix $PREFIX, work dir $WORK"
+
+# --- topology -------------------------------------------------------------------------------
+for ns in "$NS_A" "$NS_B" "$NS_N" "$NS_O"; do
+    ip netns add "$ns" || exit 1
+    in_ns "$ns" ip link set lo up
+done
+ip link add va netns "$NS_A" type veth peer name na netns "$NS_N"
+ip link add vb netns "$NS_B" type veth peer name nb netns "$NS_N"
+ip link add vo netns "$NS_O" type veth peer name nout netns "$NS_N"
+in_ns "$NS_A" ip addr add 10.77.1.2/24 dev va; in_ns "$NS_A" ip link set va up
+in_ns "$NS_B" ip addr add 10.77.2.2/24 dev vb; in_ns "$NS_B" ip link set vb up
+in_ns "$NS_O" ip addr add 10.88.9.2/24 dev vo; in_ns "$NS_O" ip addr add 10.88.9.3/24 dev vo; in_ns "$NS_O" ip link set vo up
+in_ns "$NS_N" ip addr add 10.77.1.1/24 dev na; in_ns "$NS_N" ip link set na up
+in_ns "$NS_N" ip addr add 10.77.2.1/24 dev nb; in_ns "$NS_N" ip link set nb up
+in_ns "$NS_N" ip addr add 10.88.9.1/24 dev nout; in_ns "$NS_N" ip link set nout up
+in_ns "$NS_A" ip route add default via 10.77.1.1
+in_ns "$NS_B" ip route add default via 10.77.2.1
+in_ns "$NS_O" ip route add 10.77.0.0/16 via 10.88.9.1     # replies to the pods; nothing else
+in_ns "$NS_N" sysctl -qw net.ipv4.ip_forward=1
+for ns in "$NS_A" "$NS_B" "$NS_N"; do
+    mkdir -p "/etc/netns/$ns"
+    echo "nameserver 10.88.9.2" >"/etc/netns/$ns/resolv.conf"
+    printf '127.0.0.1 localhost\n' >"/etc/netns/$ns/hosts"
+done
+
+# --- the outside: DNS, the real service, a decoy, a plain port and a UDP port ------------------
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -keyout "$WORK/ca.key" -out "$WORK/ca.pem" \
+    -subj "/CN=Corridor e2e CA" 2>/dev/null
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/srv.key" -out "$WORK/srv.csr" \
+    -subj /CN=api.outside.test 2>/dev/null
+printf 'subjectAltName=DNS:api.outside.test,DNS:other.outside.test\n' >"$WORK/san.ext"
+openssl x509 -req -in "$WORK/srv.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial -days 1 \
+    -extfile "$WORK/san.ext" -out "$WORK/srv.pem" 2>/dev/null
+bg_in_ns "$NS_O" "$WORK/dnsmasq.out" dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
+    --listen-address=10.88.9.2 --user=root --pid-file="$WORK/dnsmasq.pid" \
+    --address=/api.outside.test/10.88.9.2 --address=/other.outside.test/10.88.9.2
+bg_in_ns "$NS_O" "$WORK/real.out" python3 "$SUPPORT/tls_upstream.py" --host 10.88.9.2 --port 443 \
+    --cert "$WORK/srv.pem" --key "$WORK/srv.key" --log "$WORK/real.log"
+bg_in_ns "$NS_O" "$WORK/decoy.out" python3 "$SUPPORT/tls_upstream.py" --host 10.88.9.3 --port 443 \
+    --cert "$WORK/srv.pem" --key "$WORK/srv.key" --log "$WORK/decoy.log"
+bg_in_ns "$NS_O" "$WORK/plain.out" python3 -c '
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("10.88.9.2", 8080)); s.listen()
+while True:
+    c, a = s.accept(); open(sys.argv[1], "a").write(f"{a}\n"); c.close()' "$WORK/plain.log"
+bg_in_ns "$NS_O" "$WORK/udp.out" python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("10.88.9.2", 443))
+while True:
+    d, a = s.recvfrom(2048); open(sys.argv[1], "a").write(f"{a} {len(d)}\n")' "$WORK/udp.log"
+
+# --- the gateway on the node ------------------------------------------------------------------
+write_config() {  # write_config MISMATCH_MODE
+cat >"$WORK/corridor.yaml" <<YAML
+apiVersion: corridor.dev/v1alpha1
+kind: GatewayConfig
+metadata: {name: e2e}
+spec:
+  listeners: {tls: 0.0.0.0:15443, admin: 127.0.0.1:15000}
+  transparent: {addressMismatch: $1}
+  resolver: {cacheTTL: 0s}
+  logging: {accessLog: {file: $WORK/access.log}}
+---
+apiVersion: corridor.dev/v1alpha1
+kind: Workload
+metadata: {name: checkout, namespace: payments}
+spec: {addresses: [10.77.1.2/32], serviceAccount: checkout, labels: {app: checkout}}
+---
+apiVersion: corridor.dev/v1alpha1
+kind: Workload
+metadata: {name: web, namespace: shop}
+spec: {addresses: [10.77.2.2/32], serviceAccount: web, labels: {app: web}}
+---
+apiVersion: corridor.dev/v1alpha1
+kind: ExternalService
+metadata: {name: outside-api}
+spec:
+  hosts: [api.outside.test]
+  addresses: [10.88.9.0/24]     # the "outside" of this test lives in a private range
+  ports: [{number: 443, protocol: TLS}]
+---
+apiVersion: corridor.dev/v1alpha1
+kind: EgressPolicy
+metadata: {name: checkout-egress, namespace: payments}
+spec:
+  podSelector: {matchLabels: {app: checkout}}
+  egress: [{to: [{externalService: outside-api}]}]
+YAML
+}
+write_config Log
+bg_in_ns "$NS_N" "$WORK/corridor.err" "$BIN" run --config "$WORK/corridor.yaml" --workers 1
+CORRIDOR_PID=${PIDS[-1]}
+in_ns "$NS_N" "$BIN" iptables --config "$WORK/corridor.yaml" --topology node --pod-cidr 10.77.0.0/16 \
+    --cluster-cidr 10.77.0.0/16 --dns 10.88.9.2 --apply || { echo "not ok - corridor iptables --apply"; exit 1; }
+in_ns "$NS_N" "$BIN" iptables --config "$WORK/corridor.yaml" --topology node --pod-cidr 10.77.0.0/16 \
+    --cluster-cidr 10.77.0.0/16 --dns 10.88.9.2 --apply   # twice: idempotent
+check "applying the rules twice installs each jump once" \
+    test "$(in_ns "$NS_N" iptables -t nat -S PREROUTING | grep -c CORRIDOR-CAPTURE)" = 1
+wait_for in_ns "$NS_N" curl -sf -o /dev/null http://127.0.0.1:15000/readyz || { echo "not ok - gateway ready"; cat "$WORK/corridor.err"; exit 1; }
+wait_for test -s "$WORK/dnsmasq.pid"
+wait_for in_ns "$NS_O" python3 -c 'import socket; socket.create_connection(("10.88.9.2", 443), 1).close()'
+wait_for in_ns "$NS_O" python3 -c 'import socket; socket.create_connection(("10.88.9.3", 443), 1).close()'
+: >"$WORK/real.log"; : >"$WORK/decoy.log"
+
+curl_a() { in_ns "$NS_A" curl -sS --max-time 10 --cacert "$WORK/ca.pem" "$@"; }
+curl_b() { in_ns "$NS_B" curl -sS --max-time 10 --cacert "$WORK/ca.pem" "$@"; }
+
+# --- allowed for the granted identity, refused for the other ----------------------------------
+check "pod A (payments/checkout) reaches api.outside.test through the capture" test "$(curl_a https://api.outside.test/)" = "ok"
+check "its record names the identity, the SNI, the rule and the original destination" \
+    log_has '"sni":"api.outside.test"' '"namespace":"payments","workload":"checkout"'
+check "... decided allow by payments/checkout-egress" log_has '"originalDst":"10.88.9.2:443"' '"egressPolicy":"payments/checkout-egress"'
+check "pod B (shop/web) is refused the same name" test -z "$(curl_b https://api.outside.test/ 2>/dev/null)"
+check "its record names shop/web and why" log_has '"namespace":"shop","workload":"web"' 'ExternalService outside-api is not granted to shop/sa:web'
+
+# --- the ways around ------------------------------------------------------------------------
+before=$(lines "$WORK/real.log")
+check "straight to the outside IP (no SNI) is refused" test -z "$(curl_a -k https://10.88.9.2/ 2>/dev/null)"
+check "... and logged as a ClientHello without SNI" log_has '"src":"10.77.1.2:' 'invalid ClientHello'
+check "... and never reached the outside" test "$(lines "$WORK/real.log")" = "$before"
+check "an unregistered port (8080) is refused" test -z "$(curl_a http://10.88.9.2:8080/ 2>/dev/null)"
+check "... and never reached the outside" test "$(lines "$WORK/plain.log")" = 0
+in_ns "$NS_A" python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for port in (443, 443, 8443):
+    s.sendto(b"\x0c" + b"quic?" * 40, ("10.88.9.2", port))' 2>/dev/null
+sleep 0.5
+check "UDP 443 (QUIC) never reaches the outside" test "$(lines "$WORK/udp.log")" = 0
+check "an allowed SNI sent to a forbidden address is served by the resolved address" \
+    test "$(curl_a --resolve api.outside.test:443:10.88.9.3 https://api.outside.test/)" = "ok"
+check "... the decoy address got nothing" test "$(lines "$WORK/decoy.log")" = 0
+check "... the mismatch is recorded" log_has '"originalDst":"10.88.9.3:443"' '"addressMismatch":true'
+
+# --- bytes relayed exactly, both ways, with half-close -------------------------------------------
+echo_result=$(in_ns "$NS_A" python3 "$SUPPORT/tls_client.py" --host 10.88.9.2 --port 443 --sni api.outside.test \
+    --ca "$WORK/ca.pem" --mode ECHO --bytes $((4 << 20)))
+check "4 MiB echoed byte-exact through the capture" python3 -c '
+import json, sys; r = json.loads(sys.argv[1]); sys.exit(0 if r.get("received") == 4 << 20 and r["receivedHash"] == r["sentHash"] else 1)' "$echo_result"
+sink_result=$(in_ns "$NS_A" python3 "$SUPPORT/tls_client.py" --host 10.88.9.2 --port 443 --sni api.outside.test \
+    --ca "$WORK/ca.pem" --mode SINK --bytes $((4 << 20)))
+check "4 MiB uploaded then half-closed, the answer still comes back" python3 -c '
+import json, sys; r = json.loads(sys.argv[1]); sys.exit(0 if r.get("received") == 4 << 20 and r["receivedHash"] == r["sentHash"] else 1)' "$sink_result"
+
+# --- strict mode: the mismatch is denied after a reload ------------------------------------------
+write_config Deny
+kill -HUP "$CORRIDOR_PID"
+wait_for grep -q "generation=2" "$WORK/corridor.err"
+check "with addressMismatch: Deny, the spoofed address is refused" \
+    test -z "$(curl_a --resolve api.outside.test:443:10.88.9.3 https://api.outside.test/ 2>/dev/null)"
+check "... and logged as a denial naming the dialled address" log_has '"addressMismatch":true' 'the client dialled 10.88.9.3'
+check "... while the honest client still gets through" test "$(curl_a https://api.outside.test/)" = "ok"
+check "the decoy never got a connection" test "$(lines "$WORK/decoy.log")" = 0
+
+# --- the rules come off cleanly ---------------------------------------------------------------
+in_ns "$NS_N" "$BIN" iptables --config "$WORK/corridor.yaml" --topology node --pod-cidr 10.77.0.0/16 \
+    --cluster-cidr 10.77.0.0/16 --dns 10.88.9.2 --remove
+check "corridor iptables --remove leaves no corridor chain or jump" \
+    test -z "$(in_ns "$NS_N" iptables-save | grep -i corridor)"
+
+if [ "$failed" -gt 0 ]; then
+    echo "# access log:"; cat "$WORK/access.log"; echo "# gateway:"; tail -20 "$WORK/corridor.err"
+fi
+echo "e2e: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
