@@ -132,7 +132,7 @@ public enum ConfigLoader {
     }
 
     /// RFC 1123 label (or subdomain, with dots): lower-case alphanumerics and '-'.
-    static func dnsLabelProblem(_ name: String, maxLength: Int, allowDots: Bool) -> String? {
+    public static func dnsLabelProblem(_ name: String, maxLength: Int, allowDots: Bool) -> String? {
         let ok = !name.isEmpty && name.utf8.count <= maxLength
             && name.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || (allowDots && $0 == 0x2e) }
             && name.first != "-" && name.last != "-" && name.first != "." && name.last != "." && !name.contains("..")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import CorridorGateway
 import CorridorPolicy
 import Logging
@@ -9,7 +10,7 @@ struct Corridor: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "corridor",
         abstract: "An egress gateway for Kubernetes: TLS-only, SNI-inspecting, identity-aware.",
-        subcommands: [Run.self, Check.self, IPTables.self, Version.self]
+        subcommands: [Run.self, Check.self, IPTables.self, NetPol.self, Version.self]
     )
 }
 
@@ -138,6 +139,69 @@ struct IPTables: ParsableCommand {
         } else {
             print(rules.restoreText, terminator: "")
         }
+    }
+}
+
+struct NetPol: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "netpol",
+        abstract: "Print the NetworkPolicies that let application namespaces reach only DNS and the gateway, and the gateway only the outside.")
+
+    @Option(name: .long, help: "Application namespaces, comma-separated.")
+    var namespaces: String
+
+    @Option(name: .long, help: "The gateway's namespace.")
+    var gatewayNamespace = "corridor-system"
+
+    @Option(name: .long, help: "The gateway pods' labels, key=value[,key=value].")
+    var gatewayLabels = "app.kubernetes.io/name=corridor"
+
+    @Option(name: .long, help: "The gateway's TCP ports applications may use, comma-separated.")
+    var gatewayPorts = "15443,13128"
+
+    @Option(name: .long, help: "The cluster's pod CIDRs, comma-separated.")
+    var podCIDR: String
+
+    @Option(name: .long, help: "The cluster's service CIDRs, comma-separated.")
+    var serviceCIDR: String
+
+    @Option(name: .long, help: "The cluster DNS namespace.")
+    var dnsNamespace = "kube-system"
+
+    @Option(name: .long, help: "The cluster DNS pods' labels, key=value[,key=value].")
+    var dnsLabels = "k8s-app=kube-dns"
+
+    mutating func run() throws {
+        func names(_ text: String, _ flag: String) throws -> [String] {
+            let list = text.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+            for name in list where ConfigLoader.dnsLabelProblem(name, maxLength: 63, allowDots: false) != nil {
+                throw ValidationError("\(flag): '\(name)' is not a namespace name")
+            }
+            guard !list.isEmpty else { throw ValidationError("\(flag) is empty") }
+            return list
+        }
+        func pairs(_ text: String, _ flag: String) throws -> [(String, String)] {
+            try text.split(separator: ",").map { item in
+                let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+                guard parts.count == 2, !parts[0].isEmpty else { throw ValidationError("\(flag): '\(item)' is not key=value") }
+                return (parts[0], parts[1])
+            }
+        }
+        func cidrs(_ text: String, _ flag: String) throws -> [CIDR] {
+            try text.split(separator: ",").map { item in
+                do { return try CIDR(parsing: String(item)) } catch { throw ValidationError("\(flag): '\(item)' is not a CIDR") }
+            }
+        }
+        let ports = try gatewayPorts.split(separator: ",").map { item in
+            guard let port = Int(item), (1...65535).contains(port) else { throw ValidationError("--gateway-ports: '\(item)' is not a port") }
+            return port
+        }
+        let policies = NetworkPolicies(
+            namespaces: try names(namespaces, "--namespaces"), gatewayNamespace: try names(gatewayNamespace, "--gateway-namespace")[0],
+            gatewayLabels: try pairs(gatewayLabels, "--gateway-labels"), gatewayPorts: ports,
+            dnsNamespace: try names(dnsNamespace, "--dns-namespace")[0], dnsLabels: try pairs(dnsLabels, "--dns-labels"),
+            podCIDRs: try cidrs(podCIDR, "--pod-cidr"), serviceCIDRs: try cidrs(serviceCIDR, "--service-cidr"))
+        print(policies.yaml, terminator: "")
     }
 }
 

@@ -1,0 +1,97 @@
+import CorridorGateway
+import CorridorPolicy
+import Foundation
+import Testing
+
+/// `corridor iptables` and `corridor netpol`: what they print.
+@Suite(.timeLimit(.minutes(2)))
+struct CaptureRulesTests {
+    func rules(_ topology: CaptureRules.Topology, ports: [Int] = [443, 8443], ipv6: Bool = false) throws -> CaptureRules {
+        CaptureRules(topology: topology, podCIDRs: [try CIDR(parsing: "10.244.0.0/16"), try CIDR(parsing: "fd00:10:244::/56")],
+                     clusterCIDRs: [try CIDR(parsing: "10.244.0.0/16"), try CIDR(parsing: "10.96.0.0/12")],
+                     dnsServers: [IPAddress(parsing: "10.96.0.10")!], gatewayUID: 1337, tlsListenerPort: 15443,
+                     capturedPorts: ports, ipv6: ipv6)
+    }
+
+    @Test func nodeTopologyRedirectsRegisteredPortsAndRefusesTheRest() throws {
+        let text = try rules(.node).restoreText
+        let lines = text.split(separator: "\n").map(String.init)
+        #expect(lines.contains("-A CORRIDOR-CAPTURE -p tcp -m multiport --dports 443,8443 -j REDIRECT --to-ports 15443"))
+        #expect(lines.contains("-A CORRIDOR-CAPTURE -d 10.96.0.0/12 -j RETURN"))
+        #expect(lines.contains("-A CORRIDOR-EGRESS -d 10.96.0.10 -p udp -m udp --dport 53 -j RETURN"))
+        #expect(lines.contains("-A CORRIDOR-EGRESS -p tcp -j REJECT --reject-with tcp-reset"))
+        #expect(lines.last(where: { $0.hasPrefix("-A CORRIDOR-EGRESS") }) == "-A CORRIDOR-EGRESS -j REJECT --reject-with icmp-port-unreachable")
+        #expect(lines.contains("-A PREROUTING -s 10.244.0.0/16 -j CORRIDOR-CAPTURE"))
+        #expect(lines.contains("-A FORWARD -s 10.244.0.0/16 -j CORRIDOR-EGRESS"))
+        #expect(!text.contains("fd00"), "IPv6 ranges belong in the ip6tables rules")
+        // The refusals come after every exception.
+        let egress = lines.filter { $0.hasPrefix("-A CORRIDOR-EGRESS") }
+        #expect(egress.firstIndex { $0.contains("REJECT") }! > egress.lastIndex { $0.contains("RETURN") }!)
+    }
+
+    @Test func ipv6RulesUseTheIPv6RangesAndRejectType() throws {
+        let text = try rules(.node, ipv6: true).restoreText
+        #expect(text.contains("-A PREROUTING -s fd00:10:244::/56 -j CORRIDOR-CAPTURE"))
+        #expect(text.contains("--reject-with icmp6-port-unreachable"))
+        #expect(!text.contains("10.244.0.0/16"))
+    }
+
+    @Test func podTopologyExemptsTheGatewayUserAndLoopback() throws {
+        let lines = try rules(.pod).restoreText.split(separator: "\n").map(String.init)
+        #expect(lines.contains("-A CORRIDOR-CAPTURE -m owner --uid-owner 1337 -j RETURN"))
+        #expect(lines.contains("-A CORRIDOR-CAPTURE -d 127.0.0.0/8 -j RETURN"))
+        #expect(lines.contains("-A CORRIDOR-EGRESS -m owner --uid-owner 1337 -j RETURN"))
+        #expect(lines.contains("-A OUTPUT -p tcp -j CORRIDOR-CAPTURE"))
+        #expect(lines.contains("-A OUTPUT -j CORRIDOR-EGRESS"))
+    }
+
+    @Test func moreThanFifteenPortsAreSplitAcrossMultiportRules() throws {
+        let text = try rules(.node, ports: Array(9000..<9020)).restoreText
+        #expect(text.components(separatedBy: "--dports").count - 1 == 2)
+    }
+
+    @Test func capturedPortsComeFromTheRegisteredServices() throws {
+        let yaml = """
+        apiVersion: corridor.dev/v1alpha1
+        kind: ExternalService
+        metadata: {name: a}
+        spec: {hosts: [a.test], ports: [{number: 8443, protocol: TLS}, {number: 9443, protocol: TLS}]}
+        """
+        #expect(CaptureRules.ports(for: try ConfigLoader.load(yaml: yaml, file: "t.yaml")) == [443, 8443, 9443])
+    }
+}
+
+@Suite(.timeLimit(.minutes(2)))
+struct NetPolTests {
+    @Test func generatedPoliciesValidateOfflineAgainstKubernetesSchemas() throws {
+        let dir = try TempDir()
+        let file = dir.path("netpol.yaml")
+        let result = try runCommand(Repo.corridorBinary.path, ["netpol", "--namespaces", "payments,shop", "--pod-cidr", "10.244.0.0/16,fd00:10:244::/56",
+                                                               "--service-cidr", "10.96.0.0/12"])
+        #expect(result.status == 0, "\(result.stderr)")
+        try result.stdout.write(toFile: file, atomically: true, encoding: .utf8)
+        let validation = try runCommand("kubernetes-validate", ["--strict", "-k", "1.33.0", file])
+        #expect(validation.status == 0, "\(validation.stdout)\(validation.stderr)")
+        #expect(validation.stdout.components(separatedBy: "passed for resource").count - 1 == 7)
+        // The validator does reject a broken NetworkPolicy (so the check above means something).
+        let broken = try runCommand("kubernetes-validate", ["--strict", "-k", "1.33.0",
+                                                            Repo.root.appendingPathComponent("../shared/k8s/manifests-invalid/np-wrongtype.yaml").standardized.path])
+        #expect(broken.status != 0)
+
+        let text = result.stdout
+        #expect(text.contains("name: corridor-default-deny-egress\n  namespace: \"payments\""))
+        #expect(text.contains("name: corridor-default-deny-egress\n  namespace: \"shop\""))
+        #expect(text.contains("except: [\"10.244.0.0/16\", \"10.96.0.0/12\", \"169.254.169.254/32\"]"))
+        #expect(text.contains("except: [\"fd00:10:244::/56\", \"fd00:ec2::254/128\"]"))
+        #expect(text.contains("- {protocol: UDP, port: 53}"))
+        #expect(text.contains("- {protocol: TCP, port: 15443}"))
+    }
+
+    @Test func badArgumentsAreRefusedWithTheFlagNamed() throws {
+        let result = try runCommand(Repo.corridorBinary.path, ["netpol", "--namespaces", "Payments", "--pod-cidr", "10.0.0.0/8", "--service-cidr", "10.96.0.0/12"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("--namespaces: 'Payments' is not a namespace name"))
+        let cidr = try runCommand(Repo.corridorBinary.path, ["netpol", "--namespaces", "a", "--pod-cidr", "10.0.0.1/8", "--service-cidr", "10.96.0.0/12"])
+        #expect(cidr.stderr.contains("--pod-cidr: '10.0.0.1/8' is not a CIDR"))
+    }
+}
