@@ -24,7 +24,7 @@ public struct CaptureRules: Sendable {
     public var gatewayUID: Int
     /// The gateway's TLS listener port, where captured connections are redirected.
     public var tlsListenerPort: Int
-    /// TCP ports to redirect: every TLS port of a registered ExternalService, plus 443.
+    /// TCP ports to redirect: every TLS and TCP port of a registered ExternalService, plus 443.
     public var capturedPorts: [Int]
     public var ipv6: Bool
 
@@ -43,9 +43,9 @@ public struct CaptureRules: Sendable {
         self.ipv6 = ipv6
     }
 
-    /// The ports to capture for a policy: 443 and every TLS port an ExternalService declares.
+    /// The ports to capture for a policy: 443 and every TLS or TCP port an ExternalService declares.
     public static func ports(for source: PolicySource) -> [Int] {
-        Array(Set([443] + source.externalServices.flatMap { $0.ports.filter { $0.protocol == .tls }.map(\.number) })).sorted()
+        Array(Set([443] + source.externalServices.flatMap { $0.ports.map(\.number) })).sorted()
     }
 
     private func family<T>(_ items: [T], _ isV4: (T) -> Bool) -> [T] { items.filter { isV4($0) != ipv6 } }

@@ -155,18 +155,15 @@ public enum ConfigLoader {
         for (path, node) in try spec.list("addresses") {
             addresses.append(try cidr(try reader.string(node, path), path: path, node: node, reader: reader))
         }
-        if hosts.isEmpty {
-            throw reader.error("spec.hosts", spec.node, "at least one host is required (services by address alone come with transparent TCP mode)")
-        }
         var ports: [ExternalService.Port] = []
         for (path, node) in try spec.list("ports") {
             let port = try YAMLReader.Fields(reader: reader, path: path, node: node)
             guard let number = try port.int("number", in: 1...65535) else { throw reader.error("\(path).number", node, "is required") }
-            if let given = try port.string("protocol"), given == "HTTP" || given == "TCP" {
+            if let given = try port.string("protocol"), given == "HTTP" {
                 throw reader.error("\(path).protocol", port.node("protocol"), "protocol \(given) is not supported by this version (only TLS)")
             }
             guard let proto = try port.enumeration("protocol", ExternalService.PortProtocol.self) else {
-                throw reader.error("\(path).protocol", node, "is required (TLS)")
+                throw reader.error("\(path).protocol", node, "is required (TLS or TCP)")
             }
             let name = try port.string("name")
             try port.finish()
@@ -174,6 +171,16 @@ public enum ConfigLoader {
             ports.append(.init(number: number, protocol: proto, name: name))
         }
         if ports.isEmpty { throw reader.error("spec.ports", spec.node, "at least one port is required") }
+        let hasTLS = ports.contains { $0.protocol == .tls }, hasTCP = ports.contains { $0.protocol == .tcp }
+        if hasTLS && hosts.isEmpty {
+            throw reader.error("spec.hosts", spec.node, "TLS ports need at least one host: the SNI is checked against it")
+        }
+        if hasTCP && addresses.isEmpty {
+            throw reader.error("spec.addresses", spec.node, "TCP ports need addresses: a TCP connection carries no name, so only listed addresses may be reached")
+        }
+        if hosts.isEmpty && addresses.isEmpty {
+            throw reader.error("spec.hosts", spec.node, "at least one host (or, for TCP ports, addresses) is required")
+        }
         let access = try spec.enumeration("access", ExternalService.Access.self) ?? .restricted
         return ExternalService(metadata: meta, hosts: hosts, addresses: addresses, ports: ports, access: access)
     }

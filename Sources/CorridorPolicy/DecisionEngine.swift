@@ -58,6 +58,50 @@ public enum DecisionEngine {
         return auditOrDeny(identity, known: source != nil, snapshot: snapshot, deny: firstRefusal!)
     }
 
+    /// A redirected connection judged by where it was going: the ExternalServices with a TCP port
+    /// `port` whose `addresses` contain `destination`. Returns nil when no TCP service covers that
+    /// address and port and the port is also a TLS port of some service (the connection is then
+    /// judged as TLS, by its SNI); a TCP-only port at an address no service lists is denied at once.
+    public static func decideTCP(source: SourceIdentity?, sourceAddress: String, destination: IPAddress, port: Int,
+                                 snapshot: PolicySnapshot) -> Decision? {
+        guard let candidates = snapshot.tcpServices[port] else { return nil }
+        let matching = candidates.filter { index in snapshot.services[index].addresses.contains { $0.contains(destination) } }
+        let target = "\(destination) port \(port)"
+        if matching.isEmpty {
+            if snapshot.tlsPorts.contains(port) { return nil }
+            return .deny("no ExternalService serves TCP \(target)", port: port)
+        }
+        let identity: SourceIdentity
+        if let source {
+            identity = source
+        } else if snapshot.gateway.unknownSources == .allow {
+            identity = SourceIdentity(namespace: "", workload: "", serviceAccount: "", labels: [:])
+        } else {
+            return .deny("source \(sourceAddress) is not a known workload", port: port)
+        }
+        var refusal: Decision?
+        for index in matching {
+            let service = snapshot.services[index]
+            if service.access == .all {
+                return Decision(verdict: .allow, host: nil, port: port, externalService: service.name, egressPolicy: nil,
+                                reason: "ExternalService \(service.name) is open to all workloads (TCP \(target))", serviceAddresses: service.addresses)
+            }
+            for grant in snapshot.grants[service.name] ?? [] {
+                let policy = snapshot.source.egressPolicies[grant.policy]
+                let rule = policy.egress[grant.rule]
+                guard source != nil, policy.selects(identity), rule.ports.isEmpty || rule.ports.contains(port) else { continue }
+                return Decision(verdict: .allow, host: nil, port: port, externalService: service.name, egressPolicy: policy.metadata.qualifiedName,
+                                reason: "EgressPolicy \(policy.metadata.qualifiedName) grants ExternalService \(service.name) (TCP \(target))",
+                                serviceAddresses: service.addresses)
+            }
+            let who = source == nil ? "unknown source \(sourceAddress)" : identity.summary
+            refusal = refusal ?? Decision(verdict: .deny, host: nil, port: port, externalService: service.name, egressPolicy: nil,
+                                          reason: "ExternalService \(service.name) (TCP \(target)) is not granted to \(who)",
+                                          serviceAddresses: service.addresses)
+        }
+        return auditOrDeny(identity, known: source != nil, snapshot: snapshot, deny: refusal!)
+    }
+
     /// The port a connection to `service` uses: the requested one if the service serves it with
     /// TLS; with none requested, the service's only TLS port or else the preferred one.
     static func choosePort(_ service: ExternalService, requested: Int?, preferred: Int) -> Int? {

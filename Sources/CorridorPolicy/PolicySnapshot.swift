@@ -13,6 +13,10 @@ public final class PolicySnapshot: Sendable {
     /// Namespace -> indexes of the Audit-mode policies there.
     let auditPolicies: [String: [Int]]
     let staticHosts: HostIndex<[IPAddress]>
+    /// Port -> the services with a TCP port of that number (matched by address).
+    let tcpServices: [Int: [Int]]
+    /// Every port number some ExternalService serves with TLS.
+    let tlsPorts: Set<Int>
 
     public init(source: PolicySource, generation: Int) {
         self.generation = generation
@@ -26,6 +30,12 @@ public final class PolicySnapshot: Sendable {
             for host in service.hosts { index.insert(host, serviceIndex) }
         }
         self.hostIndex = index
+        var tcp: [Int: [Int]] = [:]
+        for (serviceIndex, service) in source.externalServices.enumerated() {
+            for port in service.ports where port.protocol == .tcp { tcp[port.number, default: []].append(serviceIndex) }
+        }
+        self.tcpServices = tcp
+        self.tlsPorts = Set(source.externalServices.flatMap { $0.ports.filter { $0.protocol == .tls }.map(\.number) })
         var grants: [String: [(policy: Int, rule: Int)]] = [:]
         var audit: [String: [Int]] = [:]
         for (policyIndex, policy) in source.egressPolicies.enumerated() {
@@ -47,5 +57,7 @@ public final class PolicySnapshot: Sendable {
     }
 
     public var serviceCount: Int { services.count }
+    /// Whether any ExternalService has a TCP port (so redirected connections are checked by address first).
+    public var hasTCPServices: Bool { !tcpServices.isEmpty }
     public var hostPatternCount: Int { hostIndex.patternCount }
 }

@@ -34,6 +34,10 @@ public struct ExternalService: Sendable, Equatable {
     public enum PortProtocol: String, Sendable, Equatable, CaseIterable {
         /// TLS passthrough: the SNI is checked, the bytes are relayed untouched.
         case tls = "TLS"
+        /// Plain TCP to the service's `addresses` (legacy services such as an on-premises
+        /// database), matched by the original destination of a redirected connection; no name is
+        /// checked, so only the listed addresses can be reached.
+        case tcp = "TCP"
     }
 
     public struct Port: Sendable, Equatable {

@@ -38,6 +38,8 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var buffered: ByteBuffer?
     private var deadline: Scheduled<Void>?
     private var clientInputClosed = false
+    /// A plain TCP service's connection: no TLS alert is ever written to it.
+    private var plainTCP = false
 
     init(mode: Mode, listenerName: String, proxy: ProxyContext) {
         self.mode = mode
@@ -74,8 +76,9 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         if mode == .passthrough {
             // A connection redirected by iptables: its original port selects the service port.
-            OriginalDestination.lookup(channel).assumeIsolated().whenSuccess { original in
+            OriginalDestination.lookup(channel).assumeIsolated().whenSuccess { [weak self] original in
                 record.originalDestination = original
+                if let original { self?.judgeAsTCPService(context: context, original: original) }
             }
         }
         let timeout = limits.handshakeTimeout
@@ -170,6 +173,29 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// A redirected connection whose original destination is a TCP ExternalService's address and
+    /// port is decided at once (some TCP protocols wait for the server to speak first) and relayed
+    /// to that address, without TLS inspection. Other connections go on to the ClientHello.
+    private func judgeAsTCPService(context: ChannelHandlerContext, original: SocketAddress) {
+        guard snapshot.hasTCPServices, case .readingClientHello = state, let record,
+              let ip = original.ipAddress.flatMap(IPAddress.init(parsing:)), let port = original.port,
+              let decision = DecisionEngine.decideTCP(source: record.identity, sourceAddress: record.sourceIP,
+                                                      destination: ip, port: port, snapshot: snapshot)
+        else { return }
+        record.port = port
+        record.decision = decision
+        plainTCP = true
+        guard decision.lets else {
+            finishEarly(context: context, cause: .denied, reason: nil)
+            return
+        }
+        deadline?.cancel()
+        state = .dialing
+        context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
+        let dialer = UpstreamDialer(context: proxy, snapshot: snapshot, eventLoop: context.eventLoop)
+        whenDialled(context: context, dialer.connect(address: ip, port: port, serviceAddresses: decision.serviceAddresses))
+    }
+
     private func decide(record: ConnectionRecord, facts: DestinationFacts) -> Decision {
         DecisionEngine.decide(source: record.identity, sourceAddress: record.sourceIP, facts: facts, snapshot: snapshot)
     }
@@ -179,7 +205,12 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func dial(context: ChannelHandlerContext, host: String, port: Int, serviceAddresses: [CIDR]) {
         let dialer = UpstreamDialer(context: proxy, snapshot: snapshot, eventLoop: context.eventLoop)
         let original = record?.originalDestination?.ipAddress.flatMap(IPAddress.init(parsing:))
-        dialer.connect(host: host, port: port, serviceAddresses: serviceAddresses, originalDestination: original).hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
+        whenDialled(context: context, dialer.connect(host: host, port: port, serviceAddresses: serviceAddresses, originalDestination: original))
+    }
+
+    /// Starts the relay once the upstream answers, or ends the connection with the reason it did not.
+    private func whenDialled(context: ChannelHandlerContext, _ future: EventLoopFuture<UpstreamDialer.Connected>) {
+        future.hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let connected):
                 guard case .dialing = self.state else {
@@ -201,12 +232,16 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
                 default: (cause, reason) = (.connectFailed, "\(error)")
                 }
                 if cause == .destinationBlocked {
-                    context.write(self.wrapOutboundOut(TLSAlert.accessDenied.record(allocator: context.channel.allocator)), promise: nil)
+                    if !self.plainTCP {
+                        context.write(self.wrapOutboundOut(TLSAlert.accessDenied.record(allocator: context.channel.allocator)), promise: nil)
+                    }
                     self.finishEarly(context: context, cause: cause, reason: reason)
                 } else {
                     // Policy allowed it; the upstream could not be reached. Keep the verdict, say why.
                     record.decision?.reason += "; \(reason ?? "upstream unreachable")"
-                    context.write(self.wrapOutboundOut(TLSAlert.internalError.record(allocator: context.channel.allocator)), promise: nil)
+                    if !self.plainTCP {
+                        context.write(self.wrapOutboundOut(TLSAlert.internalError.record(allocator: context.channel.allocator)), promise: nil)
+                    }
                     self.finishEarly(context: context, cause: cause, reason: nil)
                 }
             }

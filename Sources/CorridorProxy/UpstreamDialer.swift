@@ -62,6 +62,15 @@ struct UpstreamDialer {
             }
     }
 
+    /// Dials an address the policy named itself (a TCP service's original destination), after the
+    /// same vetting as a resolved address.
+    func connect(address: IPAddress, port: Int, serviceAddresses: [CIDR]) -> EventLoopFuture<Connected> {
+        if case .blocked(let range, let name) = snapshot.addressGuard.check(address, serviceAddresses: serviceAddresses) {
+            return eventLoop.makeFailedFuture(Failure.blocked("\(address) is in blocked range \(range) (\(name))"))
+        }
+        return attempt([address], port: port, lastError: nil)
+    }
+
     private func attempt(_ addresses: [IPAddress], port: Int, lastError: Failure?) -> EventLoopFuture<Connected> {
         guard let address = addresses.first else {
             return eventLoop.makeFailedFuture(lastError ?? Failure.connectFailed("no address to try", timedOut: false))

@@ -88,7 +88,7 @@ struct ConfigLoaderErrorTests {
         BadConfig(name: "port 70000", yaml: servicePorts("{number: 70000, protocol: TLS}"), object: "ExternalService/svc",
                   field: "spec.ports[0].number", line: 7, reason: "between 1 and 65535"),
         BadConfig(name: "unknown protocol", yaml: servicePorts("{number: 443, protocol: UDP}"), object: "ExternalService/svc",
-                  field: "spec.ports[0].protocol", line: 7, reason: "TLS"),
+                  field: "spec.ports[0].protocol", line: 7, reason: "TLS, TCP"),
         BadConfig(name: "protocol HTTP", yaml: servicePorts("{number: 80, protocol: HTTP}"), object: "ExternalService/svc",
                   field: "spec.ports[0].protocol", line: 7, reason: "only TLS"),
         BadConfig(name: "bad CIDR", yaml: workloadAddress("10.0.0.300/24"), object: "Workload/ops/vm", field: "spec.addresses[0]", line: 6,

@@ -95,6 +95,19 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("10.88.9.2", 443))
 while True:
     d, a = s.recvfrom(2048); open(sys.argv[1], "a").write(f"{a} {len(d)}\n")' "$WORK/udp.log"
 
+# A server-speaks-first TCP service (like a database) on both outside addresses.
+for ip in 10.88.9.2 10.88.9.3; do
+    bg_in_ns "$NS_O" "$WORK/db-$ip.out" python3 -c '
+import socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], 5432)); s.listen()
+def serve(c):
+    c.sendall(b"HELLO\n"); f = c.makefile("rb")
+    for line in f: c.sendall(line)
+    c.close()
+while True:
+    c, a = s.accept(); open(sys.argv[2], "a").write(f"{a}\n"); threading.Thread(target=serve, args=(c,), daemon=True).start()' "$ip" "$WORK/db-$ip.log"
+done
+
 # --- the gateway on the node ------------------------------------------------------------------
 write_config() {  # write_config MISMATCH_MODE
 cat >"$WORK/corridor.yaml" <<YAML
@@ -130,7 +143,14 @@ kind: EgressPolicy
 metadata: {name: checkout-egress, namespace: payments}
 spec:
   podSelector: {matchLabels: {app: checkout}}
-  egress: [{to: [{externalService: outside-api}]}]
+  egress: [{to: [{externalService: outside-api}, {externalService: legacy-db}]}]
+---
+apiVersion: corridor.dev/v1alpha1
+kind: ExternalService
+metadata: {name: legacy-db}
+spec:
+  addresses: [10.88.9.2/32]     # TCP: no name to check, so only this address
+  ports: [{number: 5432, protocol: TCP}]
 YAML
 }
 write_config Log
@@ -177,6 +197,25 @@ check "an allowed SNI sent to a forbidden address is served by the resolved addr
     test "$(curl_a --resolve api.outside.test:443:10.88.9.3 https://api.outside.test/)" = "ok"
 check "... the decoy address got nothing" test "$(lines "$WORK/decoy.log")" = 0
 check "... the mismatch is recorded" log_has '"originalDst":"10.88.9.3:443"' '"addressMismatch":true'
+
+# --- a TCP service declared by address -------------------------------------------------------
+db_talk() {  # db_talk NS ADDRESS: prints what a banner-then-echo exchange got back
+    in_ns "$1" python3 -c '
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], 5432), 5); f = s.makefile("rb")
+    banner = f.readline(); s.sendall(b"ping\n"); echo = f.readline()
+    print((banner + echo).decode().replace("\n", " ").strip())
+except OSError as e:
+    print("error", e)' "$2"
+}
+check "pod A reaches the TCP service at its declared address (server speaks first)" test "$(db_talk "$NS_A" 10.88.9.2)" = "HELLO ping"
+check "... the record names the service and the rule" log_has '"originalDst":"10.88.9.2:5432"' 'grants ExternalService legacy-db (TCP 10.88.9.2 port 5432)'
+check "pod B is refused the TCP service" test "$(db_talk "$NS_B" 10.88.9.2)" != "HELLO ping"
+check "... the record says why" log_has '"namespace":"shop"' 'ExternalService legacy-db (TCP 10.88.9.2 port 5432) is not granted to shop/sa:web'
+check "the same port at an address no service lists is refused" test "$(db_talk "$NS_A" 10.88.9.3)" != "HELLO ping"
+check "... with the reason" log_has '"originalDst":"10.88.9.3:5432"' 'no ExternalService serves TCP 10.88.9.3 port 5432'
+check "... and nothing reached that address" test "$(lines "$WORK/db-10.88.9.3.log")" = 0
 
 # --- bytes relayed exactly, both ways, with half-close -------------------------------------------
 echo_result=$(in_ns "$NS_A" python3 "$SUPPORT/tls_client.py" --host 10.88.9.2 --port 443 --sni api.outside.test \
