@@ -76,6 +76,9 @@ public struct CaptureRules: Sendable {
             nat.append("-A \(Self.captureChain) -d \(loopback) -j RETURN")
             filter.append("-A \(Self.egressChain) -m owner --uid-owner \(gatewayUID) -j RETURN")
             filter.append("-A \(Self.egressChain) -o lo -j RETURN")
+            // A connection REDIRECTed to the gateway: its destination is loopback by the time the
+            // filter table sees it, whatever interface the first route lookup chose.
+            filter.append("-A \(Self.egressChain) -d \(loopback) -j RETURN")
         }
         for cidr in cluster {
             nat.append("-A \(Self.captureChain) -d \(cidr) -j RETURN")

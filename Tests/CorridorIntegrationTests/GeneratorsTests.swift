@@ -41,6 +41,7 @@ struct CaptureRulesTests {
         #expect(lines.contains("-A CORRIDOR-CAPTURE -m owner --uid-owner 1337 -j RETURN"))
         #expect(lines.contains("-A CORRIDOR-CAPTURE -d 127.0.0.0/8 -j RETURN"))
         #expect(lines.contains("-A CORRIDOR-EGRESS -m owner --uid-owner 1337 -j RETURN"))
+        #expect(lines.contains("-A CORRIDOR-EGRESS -d 127.0.0.0/8 -j RETURN"), "redirected connections reach the filter table with a loopback destination")
         #expect(lines.contains("-A OUTPUT -p tcp -j CORRIDOR-CAPTURE"))
         #expect(lines.contains("-A OUTPUT -j CORRIDOR-EGRESS"))
     }

@@ -13,7 +13,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${CORRIDOR_BIN:-$ROOT/.build/debug/corridor}
 SUPPORT=$ROOT/Tests/Support
 PREFIX=${E2E_PREFIX:-cor$$}
-NS_A=${PREFIX}a NS_B=${PREFIX}b NS_N=${PREFIX}n NS_O=${PREFIX}o
+NS_A=${PREFIX}a NS_B=${PREFIX}b NS_C=${PREFIX}c NS_N=${PREFIX}n NS_O=${PREFIX}o
 WORK=$(mktemp -d /tmp/corridor-e2e.XXXXXX)
 PIDS=()
 passed=0 failed=0
@@ -22,7 +22,7 @@ cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     sleep 0.2
     for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-    for ns in "$NS_A" "$NS_B" "$NS_N" "$NS_O"; do
+    for ns in "$NS_A" "$NS_B" "$NS_C" "$NS_N" "$NS_O"; do
         ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
         ip netns del "$ns" 2>/dev/null
         rm -rf "/etc/netns/$ns"
@@ -46,13 +46,16 @@ wait_for() { local i; for i in $(seq 1 100); do "$@" && return 0; sleep 0.1; don
 echo "# e2e prefix $PREFIX, work dir $WORK"
 
 # --- topology -------------------------------------------------------------------------------
-for ns in "$NS_A" "$NS_B" "$NS_N" "$NS_O"; do
+for ns in "$NS_A" "$NS_B" "$NS_C" "$NS_N" "$NS_O"; do
     ip netns add "$ns" || exit 1
     in_ns "$ns" ip link set lo up
 done
 ip link add va netns "$NS_A" type veth peer name na netns "$NS_N"
 ip link add vb netns "$NS_B" type veth peer name nb netns "$NS_N"
 ip link add vo netns "$NS_O" type veth peer name nout netns "$NS_N"
+ip link add vc netns "$NS_C" type veth peer name nc netns "$NS_N"
+in_ns "$NS_C" ip addr add 10.66.3.2/24 dev vc; in_ns "$NS_C" ip link set vc up
+in_ns "$NS_N" ip addr add 10.66.3.1/24 dev nc; in_ns "$NS_N" ip link set nc up
 in_ns "$NS_A" ip addr add 10.77.1.2/24 dev va; in_ns "$NS_A" ip link set va up
 in_ns "$NS_B" ip addr add 10.77.2.2/24 dev vb; in_ns "$NS_B" ip link set vb up
 in_ns "$NS_O" ip addr add 10.88.9.2/24 dev vo; in_ns "$NS_O" ip addr add 10.88.9.3/24 dev vo; in_ns "$NS_O" ip link set vo up
@@ -61,9 +64,11 @@ in_ns "$NS_N" ip addr add 10.77.2.1/24 dev nb; in_ns "$NS_N" ip link set nb up
 in_ns "$NS_N" ip addr add 10.88.9.1/24 dev nout; in_ns "$NS_N" ip link set nout up
 in_ns "$NS_A" ip route add default via 10.77.1.1
 in_ns "$NS_B" ip route add default via 10.77.2.1
+in_ns "$NS_C" ip route add default via 10.66.3.1
 in_ns "$NS_O" ip route add 10.77.0.0/16 via 10.88.9.1     # replies to the pods; nothing else
+in_ns "$NS_O" ip route add 10.66.0.0/16 via 10.88.9.1
 in_ns "$NS_N" sysctl -qw net.ipv4.ip_forward=1
-for ns in "$NS_A" "$NS_B" "$NS_N"; do
+for ns in "$NS_A" "$NS_B" "$NS_C" "$NS_N"; do
     mkdir -p "/etc/netns/$ns"
     echo "nameserver 10.88.9.2" >"/etc/netns/$ns/resolv.conf"
     printf '127.0.0.1 localhost\n' >"/etc/netns/$ns/hosts"
@@ -236,6 +241,56 @@ check "with addressMismatch: Deny, the spoofed address is refused" \
 check "... and logged as a denial naming the dialled address" log_has '"addressMismatch":true' 'the client dialled 10.88.9.3'
 check "... while the honest client still gets through" test "$(curl_a https://api.outside.test/)" = "ok"
 check "the decoy never got a connection" test "$(lines "$WORK/decoy.log")" = 0
+
+# --- per-pod topology: a gateway beside the app, the pod's own OUTPUT captured ---------------------
+# Pod C (10.66.3.2, outside the node's captured pod CIDR) runs its own Corridor as root (the gateway
+# user, exempt from capture) and the app as nobody.
+chmod 755 "$WORK"; chmod 644 "$WORK/ca.pem"
+cat >"$WORK/sidecar.yaml" <<YAML
+apiVersion: corridor.dev/v1alpha1
+kind: GatewayConfig
+metadata: {name: sidecar}
+spec:
+  listeners: {tls: 127.0.0.1:15443, admin: 127.0.0.1:15000}
+  resolver: {cacheTTL: 0s}
+  logging: {accessLog: {file: $WORK/sidecar-access.log}}
+---
+apiVersion: corridor.dev/v1alpha1
+kind: Workload
+metadata: {name: reports, namespace: finance}
+spec: {addresses: [10.66.3.2/32, 127.0.0.1/32], serviceAccount: reports, labels: {app: reports}}
+---
+apiVersion: corridor.dev/v1alpha1
+kind: ExternalService
+metadata: {name: outside-api}
+spec: {hosts: [api.outside.test], addresses: [10.88.9.0/24], ports: [{number: 443, protocol: TLS}]}
+---
+apiVersion: corridor.dev/v1alpha1
+kind: EgressPolicy
+metadata: {name: reports-egress, namespace: finance}
+spec: {egress: [{to: [{externalService: outside-api}]}]}
+YAML
+bg_in_ns "$NS_C" "$WORK/sidecar.err" "$BIN" run --config "$WORK/sidecar.yaml" --workers 1
+in_ns "$NS_C" "$BIN" iptables --config "$WORK/sidecar.yaml" --topology pod --gateway-uid 0 --dns 10.88.9.2 --apply \
+    || echo "not ok - corridor iptables --topology pod --apply"
+wait_for in_ns "$NS_C" curl -sf -o /dev/null http://127.0.0.1:15000/readyz
+as_app() { in_ns "$NS_C" setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+sidecar_has() { grep -F -- "$1" "$WORK/sidecar-access.log" | grep -qF -- "$2"; }
+check "pod topology: the app (as nobody) reaches api.outside.test through its own gateway" \
+    test "$(as_app curl -sS --max-time 10 --cacert "$WORK/ca.pem" https://api.outside.test/)" = "ok"
+check "... recorded with the pod's identity and original destination" sidecar_has '"namespace":"finance"' '"originalDst":"10.88.9.2:443"'
+check "pod topology: an unregistered name is refused" \
+    test -z "$(as_app curl -sS --max-time 10 --cacert "$WORK/ca.pem" https://other.outside.test/ 2>/dev/null)"
+check "... with the reason" sidecar_has '"sni":"other.outside.test"' 'no ExternalService matches other.outside.test'
+plain_before=$(lines "$WORK/plain.log")
+check "pod topology: an unregistered port is refused" test -z "$(as_app curl -sS --max-time 5 http://10.88.9.2:8080/ 2>/dev/null)"
+check "... and never reached the outside" test "$(lines "$WORK/plain.log")" = "$plain_before"
+check "pod topology: UDP 443 (QUIC) from the app is refused at once (the send fails)" \
+    sh -c "! ip netns exec $NS_C setpriv --reuid=65534 --regid=65534 --clear-groups bash -c 'printf quic >/dev/udp/10.88.9.2/443' 2>/dev/null"
+sleep 0.3
+check "pod topology: UDP 443 never reaches the outside" test "$(lines "$WORK/udp.log")" = 0
+in_ns "$NS_C" "$BIN" iptables --config "$WORK/sidecar.yaml" --topology pod --gateway-uid 0 --dns 10.88.9.2 --remove
+check "pod topology: --remove leaves no corridor chain or jump" test -z "$(in_ns "$NS_C" iptables-save | grep -i corridor)"
 
 # --- the rules come off cleanly ---------------------------------------------------------------
 in_ns "$NS_N" "$BIN" iptables --config "$WORK/corridor.yaml" --topology node --pod-cidr 10.77.0.0/16 \
