@@ -19,16 +19,20 @@ enum OriginalDestination {
         guard let provider = channel as? any SocketOptionProvider, let local = channel.localAddress else {
             return channel.eventLoop.makeSucceededFuture(nil)
         }
-        let original: EventLoopFuture<SocketAddress>
+        // An IPv4 client on a dual-stack (`[::]`) listener has an IPv4 conntrack entry.
+        let useIPv4: Bool
         switch local {
-        case .v4:
+        case .v4: useIPv4 = true
+        case .v6: useIPv4 = local.ipAddress.map { $0.hasPrefix("::ffff:") && $0.contains(".") } ?? false
+        default: return channel.eventLoop.makeSucceededFuture(nil)
+        }
+        let original: EventLoopFuture<SocketAddress>
+        if useIPv4 {
             original = provider.unsafeGetSocketOption(level: SocketOptionLevel(IPPROTO_IP), name: SocketOptionName(optionName))
                 .map { (address: sockaddr_in) in SocketAddress(address, host: "") }
-        case .v6:
+        } else {
             original = provider.unsafeGetSocketOption(level: SocketOptionLevel(IPPROTO_IPV6), name: SocketOptionName(optionName))
                 .map { (address: sockaddr_in6) in SocketAddress(address, host: "") }
-        default:
-            return channel.eventLoop.makeSucceededFuture(nil)
         }
         return original
             .map { address -> SocketAddress? in

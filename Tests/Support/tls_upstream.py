@@ -81,7 +81,7 @@ def main():
     def on_sni(sslobj, name, _ctx):
         sslobj.corridor_sni = name
     ctx.sni_callback = on_sni
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv = socket.socket(socket.AF_INET6 if ":" in a.host else socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((a.host, a.port))
     srv.listen(128)

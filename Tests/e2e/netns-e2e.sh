@@ -65,6 +65,14 @@ in_ns "$NS_N" ip addr add 10.88.9.1/24 dev nout; in_ns "$NS_N" ip link set nout 
 in_ns "$NS_A" ip route add default via 10.77.1.1
 in_ns "$NS_B" ip route add default via 10.77.2.1
 in_ns "$NS_C" ip route add default via 10.66.3.1
+# IPv6 for pod A and the outside (nodad: usable at once).
+in_ns "$NS_A" ip -6 addr add fd77:1::2/64 dev va nodad
+in_ns "$NS_N" ip -6 addr add fd77:1::1/64 dev na nodad
+in_ns "$NS_O" ip -6 addr add fd88:9::2/64 dev vo nodad
+in_ns "$NS_N" ip -6 addr add fd88:9::1/64 dev nout nodad
+in_ns "$NS_A" ip -6 route add default via fd77:1::1
+in_ns "$NS_O" ip -6 route add fd77::/16 via fd88:9::1
+in_ns "$NS_N" sysctl -qw net.ipv6.conf.all.forwarding=1
 in_ns "$NS_O" ip route add 10.77.0.0/16 via 10.88.9.1     # replies to the pods; nothing else
 in_ns "$NS_O" ip route add 10.66.0.0/16 via 10.88.9.1
 in_ns "$NS_N" sysctl -qw net.ipv4.ip_forward=1
@@ -79,14 +87,16 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -ke
     -subj "/CN=Corridor e2e CA" 2>/dev/null
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/srv.key" -out "$WORK/srv.csr" \
     -subj /CN=api.outside.test 2>/dev/null
-printf 'subjectAltName=DNS:api.outside.test,DNS:other.outside.test\n' >"$WORK/san.ext"
+printf 'subjectAltName=DNS:api.outside.test,DNS:other.outside.test,DNS:api6.outside.test\n' >"$WORK/san.ext"
 openssl x509 -req -in "$WORK/srv.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial -days 1 \
     -extfile "$WORK/san.ext" -out "$WORK/srv.pem" 2>/dev/null
 bg_in_ns "$NS_O" "$WORK/dnsmasq.out" dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
     --listen-address=10.88.9.2 --user=root --pid-file="$WORK/dnsmasq.pid" \
-    --address=/api.outside.test/10.88.9.2 --address=/other.outside.test/10.88.9.2
+    --address=/api.outside.test/10.88.9.2 --address=/other.outside.test/10.88.9.2 --address=/api6.outside.test/fd88:9::2
 bg_in_ns "$NS_O" "$WORK/real.out" python3 "$SUPPORT/tls_upstream.py" --host 10.88.9.2 --port 443 \
     --cert "$WORK/srv.pem" --key "$WORK/srv.key" --log "$WORK/real.log"
+bg_in_ns "$NS_O" "$WORK/real6.out" python3 "$SUPPORT/tls_upstream.py" --host fd88:9::2 --port 443 \
+    --cert "$WORK/srv.pem" --key "$WORK/srv.key" --log "$WORK/real6.log"
 bg_in_ns "$NS_O" "$WORK/decoy.out" python3 "$SUPPORT/tls_upstream.py" --host 10.88.9.3 --port 443 \
     --cert "$WORK/srv.pem" --key "$WORK/srv.key" --log "$WORK/decoy.log"
 bg_in_ns "$NS_O" "$WORK/plain.out" python3 -c '
@@ -120,7 +130,7 @@ apiVersion: corridor.dev/v1alpha1
 kind: GatewayConfig
 metadata: {name: e2e}
 spec:
-  listeners: {tls: 0.0.0.0:15443, admin: 127.0.0.1:15000}
+  listeners: {tls: "[::]:15443", admin: 127.0.0.1:15000}   # dual-stack
   transparent: {addressMismatch: $1}
   resolver: {cacheTTL: 0s}
   logging: {accessLog: {file: $WORK/access.log}}
@@ -128,7 +138,7 @@ spec:
 apiVersion: corridor.dev/v1alpha1
 kind: Workload
 metadata: {name: checkout, namespace: payments}
-spec: {addresses: [10.77.1.2/32], serviceAccount: checkout, labels: {app: checkout}}
+spec: {addresses: [10.77.1.2/32, fd77:1::2/128], serviceAccount: checkout, labels: {app: checkout}}
 ---
 apiVersion: corridor.dev/v1alpha1
 kind: Workload
@@ -139,8 +149,8 @@ apiVersion: corridor.dev/v1alpha1
 kind: ExternalService
 metadata: {name: outside-api}
 spec:
-  hosts: [api.outside.test]
-  addresses: [10.88.9.0/24]     # the "outside" of this test lives in a private range
+  hosts: [api.outside.test, api6.outside.test]
+  addresses: [10.88.9.0/24, "fd88:9::/64"]   # the "outside" of this test lives in private ranges
   ports: [{number: 443, protocol: TLS}]
 ---
 apiVersion: corridor.dev/v1alpha1
@@ -165,6 +175,8 @@ in_ns "$NS_N" "$BIN" iptables --config "$WORK/corridor.yaml" --topology node --p
     --cluster-cidr 10.77.0.0/16 --dns 10.88.9.2 --apply || { echo "not ok - corridor iptables --apply"; exit 1; }
 in_ns "$NS_N" "$BIN" iptables --config "$WORK/corridor.yaml" --topology node --pod-cidr 10.77.0.0/16 \
     --cluster-cidr 10.77.0.0/16 --dns 10.88.9.2 --apply   # twice: idempotent
+in_ns "$NS_N" "$BIN" iptables --config "$WORK/corridor.yaml" --topology node --pod-cidr fd77::/16 \
+    --cluster-cidr fd77::/16 --ipv6 --apply || { echo "not ok - corridor iptables --ipv6 --apply"; exit 1; }
 check "applying the rules twice installs each jump once" \
     test "$(in_ns "$NS_N" iptables -t nat -S PREROUTING | grep -c CORRIDOR-CAPTURE)" = 1
 wait_for in_ns "$NS_N" curl -sf -o /dev/null http://127.0.0.1:15000/readyz || { echo "not ok - gateway ready"; cat "$WORK/corridor.err"; exit 1; }
@@ -183,6 +195,13 @@ check "its record names the identity, the SNI, the rule and the original destina
 check "... decided allow by payments/checkout-egress" log_has '"originalDst":"10.88.9.2:443"' '"egressPolicy":"payments/checkout-egress"'
 check "pod B (shop/web) is refused the same name" test -z "$(curl_b https://api.outside.test/ 2>/dev/null)"
 check "its record names shop/web and why" log_has '"namespace":"shop","workload":"web"' 'ExternalService outside-api is not granted to shop/sa:web'
+
+# --- IPv6: captured and judged the same way -------------------------------------------------------
+check "IPv6: pod A reaches api6.outside.test through the capture" test "$(curl_a -6 https://api6.outside.test/)" = "ok"
+check "... recorded with the IPv6 original destination and pod A's identity" \
+    log_has '"originalDst":"[fd88:9::2]:443"' '"namespace":"payments","workload":"checkout"'
+check "IPv6: straight to the outside IPv6 address (no SNI) is refused" test -z "$(curl_a -6 -k 'https://[fd88:9::2]/' 2>/dev/null)"
+check "IPv6: an unregistered port is refused" test -z "$(curl_a -6 'http://[fd88:9::2]:8080/' 2>/dev/null)"
 
 # --- the ways around ------------------------------------------------------------------------
 before=$(lines "$WORK/real.log")
@@ -295,8 +314,10 @@ check "pod topology: --remove leaves no corridor chain or jump" test -z "$(in_ns
 # --- the rules come off cleanly ---------------------------------------------------------------
 in_ns "$NS_N" "$BIN" iptables --config "$WORK/corridor.yaml" --topology node --pod-cidr 10.77.0.0/16 \
     --cluster-cidr 10.77.0.0/16 --dns 10.88.9.2 --remove
+in_ns "$NS_N" "$BIN" iptables --config "$WORK/corridor.yaml" --topology node --pod-cidr fd77::/16 \
+    --cluster-cidr fd77::/16 --ipv6 --remove
 check "corridor iptables --remove leaves no corridor chain or jump" \
-    test -z "$(in_ns "$NS_N" iptables-save | grep -i corridor)"
+    test -z "$(in_ns "$NS_N" iptables-save | grep -i corridor)$(in_ns "$NS_N" ip6tables-save | grep -i corridor)"
 
 if [ "$failed" -gt 0 ]; then
     echo "# access log:"; cat "$WORK/access.log"; echo "# gateway:"; tail -20 "$WORK/corridor.err"
