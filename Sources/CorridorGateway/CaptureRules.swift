@@ -22,30 +22,41 @@ public struct CaptureRules: Sendable {
     public var dnsServers: [IPAddress]
     /// Pod topology: the user ID the gateway runs as.
     public var gatewayUID: Int
-    /// The gateway's TLS listener port, where captured connections are redirected.
+    /// The gateway's TLS listener port, where captured connections are redirected (0: none; TLS ports are then refused).
     public var tlsListenerPort: Int
     /// TCP ports to redirect: every TLS and TCP port of a registered ExternalService, plus 443.
     public var capturedPorts: [Int]
+    /// The gateway's plain-HTTP listener port (TLS origination), if it has one.
+    public var httpListenerPort: Int?
+    /// TCP ports redirected to the HTTP listener: the registered HTTP ports.
+    public var httpPorts: [Int]
     public var ipv6: Bool
 
     public static let captureChain = "CORRIDOR-CAPTURE"
     public static let egressChain = "CORRIDOR-EGRESS"
 
     public init(topology: Topology, podCIDRs: [CIDR], clusterCIDRs: [CIDR], dnsServers: [IPAddress], gatewayUID: Int,
-                tlsListenerPort: Int, capturedPorts: [Int], ipv6: Bool = false) {
+                tlsListenerPort: Int, capturedPorts: [Int], httpListenerPort: Int? = nil, httpPorts: [Int] = [], ipv6: Bool = false) {
         self.topology = topology
         self.podCIDRs = podCIDRs
         self.clusterCIDRs = clusterCIDRs
         self.dnsServers = dnsServers
         self.gatewayUID = gatewayUID
         self.tlsListenerPort = tlsListenerPort
-        self.capturedPorts = Array(Set(capturedPorts)).sorted()
+        self.capturedPorts = Array(Set(capturedPorts).subtracting(httpListenerPort == nil ? [] : httpPorts)).sorted()
+        self.httpListenerPort = httpListenerPort
+        self.httpPorts = httpListenerPort == nil ? [] : Array(Set(httpPorts)).sorted()
         self.ipv6 = ipv6
     }
 
     /// The ports to capture for a policy: 443 and every TLS or TCP port an ExternalService declares.
     public static func ports(for source: PolicySource) -> [Int] {
-        Array(Set([443] + source.externalServices.flatMap { $0.ports.map(\.number) })).sorted()
+        Array(Set([443] + source.externalServices.flatMap { $0.ports.filter { $0.protocol != .http }.map(\.number) })).sorted()
+    }
+
+    /// The plain-HTTP ports of a policy (redirected to the http listener for TLS origination).
+    public static func httpPorts(for source: PolicySource) -> [Int] {
+        Array(Set(source.externalServices.flatMap { $0.ports.filter { $0.protocol == .http }.map(\.number) })).sorted()
     }
 
     private func family<T>(_ items: [T], _ isV4: (T) -> Bool) -> [T] { items.filter { isV4($0) != ipv6 } }
@@ -93,9 +104,11 @@ public struct CaptureRules: Sendable {
             filter.append("-A \(Self.egressChain) -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN")
         }
         // multiport takes at most 15 ports per rule.
-        for start in stride(from: 0, to: capturedPorts.count, by: 15) {
-            let group = capturedPorts[start..<min(capturedPorts.count, start + 15)].map(String.init).joined(separator: ",")
-            nat.append("-A \(Self.captureChain) -p tcp -m multiport --dports \(group) -j REDIRECT --to-ports \(tlsListenerPort)")
+        for (ports, listener) in [(capturedPorts, tlsListenerPort), (httpPorts, httpListenerPort ?? 0)] where !ports.isEmpty && listener != 0 {
+            for start in stride(from: 0, to: ports.count, by: 15) {
+                let group = ports[start..<min(ports.count, start + 15)].map(String.init).joined(separator: ",")
+                nat.append("-A \(Self.captureChain) -p tcp -m multiport --dports \(group) -j REDIRECT --to-ports \(listener)")
+            }
         }
         // Everything not redirected and not cluster-internal is refused, loudly, so clients fall
         // back or fail fast: UDP 443 (QUIC) and unregistered ports included.

@@ -7,11 +7,17 @@ public enum CorridorVersion {
 
 /// The human summary `corridor check` prints for a valid file.
 public enum CheckSummary {
+    static func describe(_ port: ExternalService.Port) -> String {
+        if let originate = port.originateTLS { return "\(port.number)/HTTP->TLS:\(originate.port)" }
+        return "\(port.number)/\(port.protocol.rawValue)"
+    }
+
     public static func render(_ snapshot: PolicySnapshot, file: String) -> String {
         let source = snapshot.source
         let gateway = source.gateway
         var lines = ["\(file): OK"]
-        let listeners = [("tls", gateway.listeners.tls), ("connect", gateway.listeners.connect), ("admin", gateway.listeners.admin)]
+        let listeners = [("tls", gateway.listeners.tls), ("connect", gateway.listeners.connect), ("http", gateway.listeners.http),
+                         ("admin", gateway.listeners.admin)]
             .compactMap { name, address in address.map { "\(name) \($0)" } }
         lines.append("listeners: " + (listeners.isEmpty ? "none" : listeners.joined(separator: ", ")))
         lines.append("unknown sources: \(gateway.unknownSources.rawValue); ECH: \(gateway.tls.allowECH ? "allowed" : "denied"); "
@@ -19,7 +25,7 @@ public enum CheckSummary {
         lines.append("\(source.externalServices.count) ExternalService(s), \(snapshot.hostPatternCount) host pattern(s):")
         for service in source.externalServices {
             lines.append("  \(service.name): \(service.hosts.map(\.description).joined(separator: ", ")) "
-                + "ports \(service.ports.map { "\($0.number)/\($0.protocol.rawValue)" }.joined(separator: ",")) access \(service.access.rawValue)")
+                + "ports \(service.ports.map(Self.describe).joined(separator: ",")) access \(service.access.rawValue)")
         }
         lines.append("\(source.egressPolicies.count) EgressPolicy(ies):")
         for policy in source.egressPolicies {
@@ -30,6 +36,11 @@ public enum CheckSummary {
         lines.append("\(source.workloads.count) Workload(s):")
         for workload in source.workloads {
             lines.append("  \(workload.metadata.qualifiedName): \(workload.addresses.map(\.description).joined(separator: ", ")) sa:\(workload.serviceAccount)")
+        }
+        for service in source.externalServices {
+            for port in service.ports where port.allowPlaintext {
+                lines.append("warning: ExternalService \(service.name) port \(port.number) sends plain-text HTTP upstream (allowPlaintext: true)")
+            }
         }
         for service in source.externalServices where service.access == .all {
             lines.append("note: ExternalService \(service.name) is open to every workload (access: All)")

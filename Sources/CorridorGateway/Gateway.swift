@@ -45,12 +45,12 @@ public final class Gateway: Sendable {
         self.options = options
         self.logger = logger
         let fingerprint = PolicyFile.fingerprint(options.configPath)
-        let snapshot = try PolicyFile.load(options.configPath, generation: 1)
+        let (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: 1)
         let accessLog = try snapshot.gateway.logging.accessLogFile.map { try AccessLog(path: $0) } ?? AccessLog()
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: options.workers)
         self.threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
-        self.proxy = ProxyContext(policy: PolicyStore(snapshot), resolver: Resolver(threadPool: threadPool),
+        self.proxy = ProxyContext(policy: PolicyStore(snapshot, origination: origination), resolver: Resolver(threadPool: threadPool),
                                   accessLog: accessLog, metrics: metrics, logger: logger)
         metrics.policyReload(succeeded: true, snapshot: snapshot)
         state.withLock {
@@ -69,6 +69,9 @@ public final class Gateway: Sendable {
             }
             if let address = gateway.listeners.connect {
                 bound["connect"] = try await Listeners.bind(.connect, host: address.host, port: address.port, group: group, proxy: proxy)
+            }
+            if let address = gateway.listeners.http {
+                bound["http"] = try await Listeners.bind(.http, host: address.host, port: address.port, group: group, proxy: proxy)
             }
             if let address = gateway.listeners.admin {
                 let isReady: @Sendable () -> Bool = { [weak self] in self?.isReady ?? false }
@@ -103,8 +106,8 @@ public final class Gateway: Sendable {
         let fingerprint = PolicyFile.fingerprint(options.configPath)
         let old = proxy.policy.current
         do {
-            let snapshot = try PolicyFile.load(options.configPath, generation: next)
-            proxy.policy.replace(with: snapshot)
+            let (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: next)
+            proxy.policy.replace(with: snapshot, origination: origination)
             state.withLock {
                 $0.generation = next
                 $0.fingerprint = fingerprint

@@ -1,4 +1,5 @@
 import CorridorPolicy
+import CorridorProxy
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -32,9 +33,20 @@ public enum PolicyFile {
     }
 
     public static func load(_ path: String, generation: Int) throws(ConfigErrors) -> PolicySnapshot {
+        try loadCompiled(path, generation: generation).snapshot
+    }
+
+    /// The snapshot and the TLS origination contexts compiled from it: a CA bundle or key that
+    /// cannot be loaded makes the file invalid, like any other error in it.
+    public static func loadCompiled(_ path: String, generation: Int) throws(ConfigErrors) -> (snapshot: PolicySnapshot, origination: OriginationContexts) {
         let text = try read(path)
         let source = try ConfigLoader.load(yaml: text, file: path)
-        return PolicySnapshot(source: source, generation: generation)
+        let snapshot = PolicySnapshot(source: source, generation: generation)
+        do {
+            return (snapshot, try OriginationContexts(snapshot: snapshot))
+        } catch {
+            throw ConfigErrors(errors: error.problems.map { ConfigError(file: path, object: $0.object, field: $0.field, reason: $0.reason) })
+        }
     }
 
     /// What identifies a version of the file cheaply: inode, size, mtime. Follows symlinks, so a

@@ -159,21 +159,31 @@ public enum ConfigLoader {
         for (path, node) in try spec.list("ports") {
             let port = try YAMLReader.Fields(reader: reader, path: path, node: node)
             guard let number = try port.int("number", in: 1...65535) else { throw reader.error("\(path).number", node, "is required") }
-            if let given = try port.string("protocol"), given == "HTTP" {
-                throw reader.error("\(path).protocol", port.node("protocol"), "protocol \(given) is not supported by this version (only TLS)")
-            }
             guard let proto = try port.enumeration("protocol", ExternalService.PortProtocol.self) else {
-                throw reader.error("\(path).protocol", node, "is required (TLS or TCP)")
+                throw reader.error("\(path).protocol", node, "is required (TLS, HTTP or TCP)")
             }
             let name = try port.string("name")
+            let originate = try port.fields("originateTLS").map { fields throws(ConfigError) in try readOriginateTLS(fields) }
+            let allowPlaintext = try port.bool("allowPlaintext") ?? false
             try port.finish()
             if ports.contains(where: { $0.number == number }) { throw reader.error("\(path).number", node, "port \(number) is listed twice") }
-            ports.append(.init(number: number, protocol: proto, name: name))
+            if proto == .http {
+                if originate == nil && !allowPlaintext {
+                    throw reader.error("\(path).originateTLS", node,
+                                       "an HTTP port needs originateTLS (the gateway speaks TLS to the service); plain text leaves only with allowPlaintext: true")
+                }
+                if originate != nil && allowPlaintext {
+                    throw reader.error("\(path).allowPlaintext", node, "originateTLS and allowPlaintext exclude each other")
+                }
+            } else if originate != nil || allowPlaintext {
+                throw reader.error("\(path).protocol", node, "originateTLS and allowPlaintext apply to protocol HTTP only")
+            }
+            ports.append(.init(number: number, protocol: proto, name: name, originateTLS: originate, allowPlaintext: allowPlaintext))
         }
         if ports.isEmpty { throw reader.error("spec.ports", spec.node, "at least one port is required") }
-        let hasTLS = ports.contains { $0.protocol == .tls }, hasTCP = ports.contains { $0.protocol == .tcp }
+        let hasTLS = ports.contains { $0.protocol == .tls || $0.protocol == .http }, hasTCP = ports.contains { $0.protocol == .tcp }
         if hasTLS && hosts.isEmpty {
-            throw reader.error("spec.hosts", spec.node, "TLS ports need at least one host: the SNI is checked against it")
+            throw reader.error("spec.hosts", spec.node, "TLS and HTTP ports need at least one host: the SNI or Host is checked against it")
         }
         if hasTCP && addresses.isEmpty {
             throw reader.error("spec.addresses", spec.node, "TCP ports need addresses: a TCP connection carries no name, so only listed addresses may be reached")
@@ -183,6 +193,32 @@ public enum ConfigLoader {
         }
         let access = try spec.enumeration("access", ExternalService.Access.self) ?? .restricted
         return ExternalService(metadata: meta, hosts: hosts, addresses: addresses, ports: ports, access: access)
+    }
+
+    static func readOriginateTLS(_ fields: YAMLReader.Fields) throws(ConfigError) -> ExternalService.OriginateTLS {
+        let reader = fields.reader
+        guard let port = try fields.int("port", in: 1...65535) else { throw reader.error(fields.child("port"), fields.node, "is required") }
+        let file = try fields.string("caBundleFile"), inline = try fields.string("caBundle")
+        if file != nil && inline != nil { throw reader.error(fields.child("caBundle"), fields.node, "give caBundleFile or caBundle, not both") }
+        if let inline, !inline.contains("-----BEGIN CERTIFICATE-----") {
+            throw reader.error(fields.child("caBundle"), fields.node("caBundle"), "must hold PEM certificates (-----BEGIN CERTIFICATE-----)")
+        }
+        let certificate = try fields.string("clientCertificateFile"), key = try fields.string("clientKeyFile")
+        if (certificate == nil) != (key == nil) {
+            throw reader.error(fields.child(certificate == nil ? "clientCertificateFile" : "clientKeyFile"), fields.node,
+                               "clientCertificateFile and clientKeyFile go together")
+        }
+        var sni: String?
+        if let text = try fields.string("sni") {
+            switch HostName.normalize(text) {
+            case .success(let name): sni = name
+            case .failure(let problem): throw reader.error(fields.child("sni"), fields.node("sni"), "'\(text)' is not a host name: \(problem.explanation)")
+            }
+        }
+        let minVersion = try fields.enumeration("minVersion", ExternalService.OriginateTLS.MinimumVersion.self) ?? .tls12
+        try fields.finish()
+        return .init(port: port, caBundle: file.map { .file($0) } ?? inline.map { .inline($0) },
+                     clientCertificateFile: certificate, clientKeyFile: key, sni: sni, minVersion: minVersion)
     }
 
     static func readEgressPolicy(_ spec: YAMLReader.Fields, meta: ObjectMeta) throws(ConfigError) -> EgressPolicy {

@@ -18,6 +18,8 @@ public struct Decision: Sendable, Equatable {
     public var reason: String
     /// Extra ranges the resolved addresses may fall in (the service's `addresses`).
     public var serviceAddresses: [CIDR] = []
+    /// The service port that matched (its protocol and, for HTTP, how to reach the service).
+    public var servicePort: ExternalService.Port?
 
     public var lets: Bool { verdict != .deny }
 
@@ -36,11 +38,19 @@ public struct DestinationFacts: Sendable, Equatable {
     /// connection); nil when the tls listener is reached directly and the service's port applies.
     public var port: Int?
     public var hasECH = false
+    /// What the client speaks: TLS (judged by SNI) or plain HTTP (judged by Host, for TLS origination).
+    public var kind: Kind
 
-    public init(serverName: String? = nil, connectHost: String? = nil, port: Int? = nil, hasECH: Bool = false) {
+    public enum Kind: Sendable, Equatable {
+        case tls
+        case http
+    }
+
+    public init(serverName: String? = nil, connectHost: String? = nil, port: Int? = nil, hasECH: Bool = false, kind: Kind = .tls) {
         self.serverName = serverName
         self.connectHost = connectHost
         self.port = port
         self.hasECH = hasECH
+        self.kind = kind
     }
 }

@@ -32,14 +32,17 @@ public enum DecisionEngine {
         var firstRefusal: Decision?
         for serviceIndex in candidates {
             let service = snapshot.services[serviceIndex]
-            guard let port = choosePort(service, requested: facts.port, preferred: gateway.tls.upstreamPort) else {
-                let what = facts.port.map { "no TLS port \($0)" } ?? "several TLS ports and none is \(gateway.tls.upstreamPort) (spec.tls.upstreamPort)"
+            guard let servicePort = choosePort(service, requested: facts.port, preferred: gateway.tls.upstreamPort, kind: facts.kind) else {
+                let kind = facts.kind == .http ? "HTTP" : "TLS"
+                let what = facts.port.map { "no \(kind) port \($0)" } ?? "several TLS ports and none is \(gateway.tls.upstreamPort) (spec.tls.upstreamPort)"
                 firstRefusal = firstRefusal ?? .deny("ExternalService \(service.name) has \(what)", host: host, port: facts.port, service: service.name)
                 continue
             }
+            let port = servicePort.number
             if service.access == .all {
                 return Decision(verdict: .allow, host: host, port: port, externalService: service.name, egressPolicy: nil,
-                                reason: "ExternalService \(service.name) is open to all workloads", serviceAddresses: service.addresses)
+                                reason: "ExternalService \(service.name) is open to all workloads", serviceAddresses: service.addresses,
+                                servicePort: servicePort)
             }
             for grant in snapshot.grants[service.name] ?? [] {
                 let policy = snapshot.source.egressPolicies[grant.policy]
@@ -48,12 +51,12 @@ public enum DecisionEngine {
                 return Decision(verdict: .allow, host: host, port: port, externalService: service.name,
                                 egressPolicy: policy.metadata.qualifiedName,
                                 reason: "EgressPolicy \(policy.metadata.qualifiedName) grants ExternalService \(service.name)",
-                                serviceAddresses: service.addresses)
+                                serviceAddresses: service.addresses, servicePort: servicePort)
             }
             let who = source == nil ? "unknown source \(sourceAddress)" : identity.summary
             firstRefusal = firstRefusal ?? Decision(verdict: .deny, host: host, port: port, externalService: service.name, egressPolicy: nil,
                                                     reason: "ExternalService \(service.name) is not granted to \(who)",
-                                                    serviceAddresses: service.addresses)
+                                                    serviceAddresses: service.addresses, servicePort: servicePort)
         }
         return auditOrDeny(identity, known: source != nil, snapshot: snapshot, deny: firstRefusal!)
     }
@@ -104,11 +107,13 @@ public enum DecisionEngine {
 
     /// The port a connection to `service` uses: the requested one if the service serves it with
     /// TLS; with none requested, the service's only TLS port or else the preferred one.
-    static func choosePort(_ service: ExternalService, requested: Int?, preferred: Int) -> Int? {
-        let tlsPorts = service.ports.filter { $0.protocol == .tls }.map(\.number)
-        if let requested { return tlsPorts.contains(requested) ? requested : nil }
-        if tlsPorts.count == 1 { return tlsPorts[0] }
-        return tlsPorts.contains(preferred) ? preferred : nil
+    static func choosePort(_ service: ExternalService, requested: Int?, preferred: Int, kind: DestinationFacts.Kind = .tls) -> ExternalService.Port? {
+        let wanted: ExternalService.PortProtocol = kind == .http ? .http : .tls
+        let ports = service.ports.filter { $0.protocol == wanted }
+        if let requested { return ports.first { $0.number == requested } }
+        if kind == .http { return ports.first { $0.number == 80 } }
+        if ports.count == 1 { return ports[0] }
+        return ports.first { $0.number == preferred }
     }
 
     /// A would-be denial becomes `audit` when an Audit-mode EgressPolicy selects the source.

@@ -36,8 +36,17 @@ public struct GatewayConfig: Sendable, Equatable {
     public struct Listeners: Sendable, Equatable {
         /// TLS passthrough: the SNI decides.
         public var tls: ListenAddress?
-        /// Explicit HTTP CONNECT proxy.
+        /// Explicit HTTP CONNECT proxy (which also takes absolute-form plain HTTP).
         public var connect: ListenAddress?
+        /// Plain HTTP from apps, originated over TLS to the service.
+        public var http: ListenAddress?
+
+        public init(tls: ListenAddress? = nil, connect: ListenAddress? = nil, admin: ListenAddress? = nil, http: ListenAddress? = nil) {
+            self.tls = tls
+            self.connect = connect
+            self.admin = admin
+            self.http = http
+        }
         /// `/metrics`, `/healthz`, `/readyz`, `/policy`.
         public var admin: ListenAddress?
     }
@@ -85,13 +94,16 @@ public struct GatewayConfig: Sendable, Equatable {
     public struct Logging: Sendable, Equatable {
         /// Where access records go: nil for standard output, else a file path (appended to).
         public var accessLogFile: String?
+        /// Record the request path of plain-HTTP requests (off by default: paths can carry secrets).
+        public var includePath = false
     }
 
     public var name = "default"
     public var listeners = Listeners(
         tls: ListenAddress(host: "127.0.0.1", port: 15443),
         connect: ListenAddress(host: "127.0.0.1", port: 13128),
-        admin: ListenAddress(host: "127.0.0.1", port: 15000)
+        admin: ListenAddress(host: "127.0.0.1", port: 15000),
+        http: nil
     )
     public var tls = TLSSettings()
     public var transparent = TransparentSettings()

@@ -13,10 +13,11 @@ enum GatewayConfigReader {
                 }
                 return address
             }
-            config.listeners = .init(tls: try address("tls"), connect: try address("connect"), admin: try address("admin"))
+            config.listeners = .init(tls: try address("tls"), connect: try address("connect"), admin: try address("admin"),
+                                     http: try address("http"))
             try listeners.finish()
-            if config.listeners.tls == nil && config.listeners.connect == nil {
-                throw reader.error("spec.listeners", listeners.node, "at least one of tls and connect is required")
+            if config.listeners.tls == nil && config.listeners.connect == nil && config.listeners.http == nil {
+                throw reader.error("spec.listeners", listeners.node, "at least one of tls, connect and http is required")
             }
         }
 
@@ -92,6 +93,7 @@ enum GatewayConfigReader {
             if let access = try logging.fields("accessLog") {
                 let file = try access.string("file")
                 config.logging.accessLogFile = (file == "-" || file == "stdout") ? nil : file
+                config.logging.includePath = try access.bool("includePath") ?? false
                 try access.finish()
             }
             try logging.finish()

@@ -38,17 +38,61 @@ public struct ExternalService: Sendable, Equatable {
         /// database), matched by the original destination of a redirected connection; no name is
         /// checked, so only the listed addresses can be reached.
         case tcp = "TCP"
+        /// Plain HTTP from the app to the gateway; the gateway originates verified TLS to the
+        /// service (`originateTLS`), or, only where `allowPlaintext` says so, plain HTTP.
+        case http = "HTTP"
+    }
+
+    /// How the gateway speaks TLS to a service whose port the apps reach with plain HTTP.
+    public struct OriginateTLS: Sendable, Equatable {
+        public enum PEM: Sendable, Equatable {
+            case file(String)
+            case inline(String)
+        }
+
+        public enum MinimumVersion: String, Sendable, Equatable, CaseIterable {
+            case tls12 = "TLSv1.2"
+            case tls13 = "TLSv1.3"
+        }
+
+        /// The upstream TLS port.
+        public var port: Int
+        /// Roots to verify the service's certificate against; nil for the system trust store.
+        public var caBundle: PEM?
+        /// A client certificate chain and key for mutual TLS.
+        public var clientCertificateFile: String?
+        public var clientKeyFile: String?
+        /// The SNI (and the name verified in the certificate); default the request's host.
+        public var sni: String?
+        public var minVersion: MinimumVersion
+
+        public init(port: Int, caBundle: PEM? = nil, clientCertificateFile: String? = nil, clientKeyFile: String? = nil,
+                    sni: String? = nil, minVersion: MinimumVersion = .tls12) {
+            self.port = port
+            self.caBundle = caBundle
+            self.clientCertificateFile = clientCertificateFile
+            self.clientKeyFile = clientKeyFile
+            self.sni = sni
+            self.minVersion = minVersion
+        }
     }
 
     public struct Port: Sendable, Equatable {
         public var number: Int
         public var `protocol`: PortProtocol
         public var name: String?
+        /// HTTP ports: TLS origination to the service.
+        public var originateTLS: OriginateTLS?
+        /// HTTP ports: let plain HTTP leave as it came (an explicit, audited exception).
+        public var allowPlaintext: Bool
 
-        public init(number: Int, protocol: PortProtocol = .tls, name: String? = nil) {
+        public init(number: Int, protocol: PortProtocol = .tls, name: String? = nil,
+                    originateTLS: OriginateTLS? = nil, allowPlaintext: Bool = false) {
             self.number = number
             self.protocol = `protocol`
             self.name = name
+            self.originateTLS = originateTLS
+            self.allowPlaintext = allowPlaintext
         }
     }
 

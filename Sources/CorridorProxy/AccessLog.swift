@@ -68,6 +68,10 @@ public final class AccessLog: Sendable {
         }
         json.optionalString(LogKey.sni, record.sni)
         json.optionalString(LogKey.connectHost, record.connectHost)
+        json.optionalString(LogKey.method, record.httpMethod)
+        json.optionalString(LogKey.host, record.httpHost)
+        json.optionalString(LogKey.path, record.httpPath)
+        if let status = record.httpStatus { json.number(LogKey.status, status) }
         if !record.alpn.isEmpty { json.stringArray(LogKey.alpn, record.alpn) }
         if !record.tlsVersions.isEmpty { json.stringArray(LogKey.tlsVersions, record.tlsVersions.map(Self.tlsVersionName)) }
         if record.ech { json.bool(LogKey.ech, true) }

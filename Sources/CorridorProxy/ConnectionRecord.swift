@@ -24,6 +24,11 @@ final class ConnectionRecord {
     var addressMismatch = false
     var decision: Decision?
     var policyGeneration: Int?
+    /// Plain-HTTP requests (TLS origination): method, Host, status, and the path when configured.
+    var httpMethod: String?
+    var httpHost: String?
+    var httpPath: String?
+    var httpStatus: Int?
     var bytesUp = 0
     var bytesDown = 0
     private(set) var written = false
@@ -38,13 +43,20 @@ final class ConnectionRecord {
 
     var sourceIP: String { source?.ipAddress ?? "unknown" }
 
+    /// The connection went on as plain HTTP, whose requests are recorded one by one: this record is dropped.
+    func handedOver(metrics: ProxyMetrics) {
+        guard !written else { return }
+        written = true
+        metrics.connectionHandedOver()
+    }
+
     /// Writes the record, once; later calls do nothing.
     func finish(_ cause: CloseCause, log: AccessLog, metrics: ProxyMetrics, reason: String? = nil) {
         guard !written else { return }
         written = true
         if decision == nil || reason != nil {
             // The connection ended before (or instead of) a policy decision: record it as a denial.
-            var d = decision ?? .deny(reason ?? cause.rawValue, host: connectHost ?? sni, port: port)
+            var d = decision ?? .deny(reason ?? cause.rawValue, host: connectHost ?? sni ?? httpHost, port: port)
             if let reason {
                 d.verdict = .deny
                 d.reason = reason

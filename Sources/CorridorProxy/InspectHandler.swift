@@ -12,6 +12,7 @@ import NIOCore
 final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
+    typealias InboundOut = ByteBuffer
 
     enum Mode: Sendable {
         /// TLS passthrough listener: the ClientHello comes first.
@@ -109,6 +110,9 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
             switch outcome {
             case .needMoreData:
                 return
+            case .rejected(.methodNotAllowed) where Self.isAbsoluteFormHTTP(bytes):
+                // `GET http://host/path`: an explicit proxy client speaking plain HTTP. Originate TLS for it.
+                handOverToHTTP(context: context, bytes: bytes)
             case .rejected(let rejection):
                 proxy.metrics.connectRequestRejected(rejection.metricLabel)
                 respondHTTP(context: context, status: rejection.status, phrase: rejection.reasonPhrase,
@@ -194,6 +198,31 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
         let dialer = UpstreamDialer(context: proxy, snapshot: snapshot, eventLoop: context.eventLoop)
         whenDialled(context: context, dialer.connect(address: ip, port: port, serviceAddresses: decision.serviceAddresses))
+    }
+
+    /// True if the request line is `METHOD http://...`.
+    static func isAbsoluteFormHTTP(_ bytes: ByteBuffer) -> Bool {
+        let view = bytes.readableBytesView.prefix(64)
+        guard let space = view.firstIndex(of: UInt8(ascii: " ")) else { return false }
+        let target = view[view.index(after: space)...].prefix(7)
+        return String(decoding: target, as: UTF8.self).lowercased() == "http://"
+    }
+
+    private func handOverToHTTP(context: ChannelHandlerContext, bytes: ByteBuffer) {
+        deadline?.cancel()
+        state = .closed
+        buffered = nil
+        record?.handedOver(metrics: proxy.metrics)
+        do {
+            try HTTPProxyPipeline.add(to: context.pipeline.syncOperations, listenerName: listenerName, proxy: proxy,
+                                      countsConnection: false, position: .after(context.handler))
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelRead(wrapInboundOut(bytes))
+        context.fireChannelReadComplete()
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 
     private func decide(record: ConnectionRecord, facts: DestinationFacts) -> Decision {

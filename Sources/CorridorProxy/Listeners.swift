@@ -1,5 +1,6 @@
 import CorridorPolicy
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 
 /// Binds the data-plane listeners. Each accepted connection starts with an ``InspectHandler``.
@@ -12,14 +13,20 @@ public enum Listeners {
         group: any EventLoopGroup,
         proxy: ProxyContext
     ) async throws -> any Channel {
+        if mode == .http {
+            return try await bootstrap(group: group)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try HTTPProxyPipeline.add(to: channel.pipeline.syncOperations, listenerName: "http", proxy: proxy,
+                                                  countsConnection: true, position: .last)
+                    }
+                }
+                .bind(host: host, port: port)
+                .get()
+        }
         let name = mode == .passthrough ? "tls" : "connect"
         let handlerMode: InspectHandler.Mode = mode == .passthrough ? .passthrough : .connect
-        return try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 4096)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelOption(.maxMessagesPerRead, value: 4)
+        return try await bootstrap(group: group)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(InspectHandler(mode: handlerMode, listenerName: name, proxy: proxy))
@@ -28,10 +35,42 @@ public enum Listeners {
             .bind(host: host, port: port)
             .get()
     }
+
+    private static func bootstrap(group: any EventLoopGroup) -> ServerBootstrap {
+        ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+    }
+}
+
+/// The handlers of a plain-HTTP connection (the http listener, or a CONNECT-listener connection
+/// whose first request is absolute-form plain HTTP).
+enum HTTPProxyPipeline {
+    /// Request heads over 64 KiB in all are refused with 400.
+    static let maxHeaderBytes = 64 * 1024
+
+    static func add(to pipeline: ChannelPipeline.SynchronousOperations, listenerName: String, proxy: ProxyContext,
+                    countsConnection: Bool, position: ChannelPipeline.SynchronousOperations.Position) throws {
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldSize = maxHeaderBytes
+        limits.maxHeaderListSize = maxHeaderBytes
+        let handlers: [any ChannelHandler] = [
+            HTTPResponseEncoder(),
+            ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)),
+            HTTPServerPipelineHandler(),
+            HTTPProxyHandler(listenerName: listenerName, proxy: proxy, countsConnection: countsConnection),
+        ]
+        try pipeline.addHandlers(handlers, position: position)
+    }
 }
 
 /// Which kind of data-plane listener to bind.
 public enum InspectHandlerMode: Sendable {
     case passthrough
     case connect
+    /// Plain HTTP, originated over TLS.
+    case http
 }

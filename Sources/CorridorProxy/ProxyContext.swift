@@ -12,6 +12,8 @@ public final class ProxyContext: Sendable {
     public let metrics: ProxyMetrics
     public let logger: Logger
     private let nextID = Atomic<UInt64>(1)
+    /// One pool of idle upstream HTTP connections per event loop.
+    private let pools = Mutex<[ObjectIdentifier: NIOLoopBound<UpstreamPool>]>([:])
     private let open = Atomic<Int>(0)
 
     public init(policy: PolicyStore, resolver: Resolver, accessLog: AccessLog, metrics: ProxyMetrics, logger: Logger) {
@@ -20,6 +22,15 @@ public final class ProxyContext: Sendable {
         self.accessLog = accessLog
         self.metrics = metrics
         self.logger = logger
+    }
+
+    /// The upstream pool of `eventLoop`; call on that event loop.
+    func pool(for eventLoop: any EventLoop) -> UpstreamPool {
+        let key = ObjectIdentifier(eventLoop)
+        if let bound = pools.withLock({ $0[key] }) { return bound.value }
+        let bound = NIOLoopBound(UpstreamPool(eventLoop: eventLoop), eventLoop: eventLoop)
+        pools.withLock { $0[key] = $0[key] ?? bound }
+        return pools.withLock { $0[key]! }.value
     }
 
     func makeConnectionID() -> UInt64 { nextID.wrappingAdd(1, ordering: .relaxed).oldValue }

@@ -67,6 +67,9 @@ public final class ProxyMetrics: Sendable {
         if down > 0 { bytesDown.increment(by: Int64(down)) }
     }
 
+    /// A connection counted as open turned into per-request records (plain HTTP on the CONNECT listener).
+    func connectionHandedOver() { active.decrement() }
+
     func upstreamConnected(after duration: Duration) { connectLatency.record(duration) }
 
     func clientHelloRejected(_ reason: ClientHelloRejection) {

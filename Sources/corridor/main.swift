@@ -63,7 +63,7 @@ struct Check: ParsableCommand {
     mutating func run() throws {
         let snapshot: PolicySnapshot
         do {
-            snapshot = try PolicyFile.load(config, generation: 1)
+            snapshot = try PolicyFile.loadCompiled(config, generation: 1).snapshot
         } catch {
             printError(error.description)
             printError("\(config): \(error.errors.count) problem\(error.errors.count == 1 ? "" : "s")")
@@ -114,8 +114,9 @@ struct IPTables: ParsableCommand {
             printError(error.description)
             throw ExitCode(2)
         }
-        guard let tls = snapshot.gateway.listeners.tls else {
-            throw ValidationError("\(config): spec.listeners.tls is required for transparent capture")
+        let listeners = snapshot.gateway.listeners
+        guard listeners.tls != nil || listeners.http != nil else {
+            throw ValidationError("\(config): spec.listeners.tls or spec.listeners.http is required for transparent capture")
         }
         func cidrs(_ texts: [String], _ flag: String) throws -> [CIDR] {
             try texts.flatMap { $0.split(separator: ",") }.map { text in
@@ -129,8 +130,10 @@ struct IPTables: ParsableCommand {
             return ip
         }
         let rules = CaptureRules(topology: topology, podCIDRs: pods, clusterCIDRs: try cidrs(clusterCIDR, "--cluster-cidr"),
-                                 dnsServers: dnsServers, gatewayUID: gatewayUID, tlsListenerPort: tls.port,
-                                 capturedPorts: CaptureRules.ports(for: snapshot.source), ipv6: ipv6)
+                                 dnsServers: dnsServers, gatewayUID: gatewayUID, tlsListenerPort: listeners.tls?.port ?? 0,
+                                 capturedPorts: CaptureRules.ports(for: snapshot.source),
+                                 httpListenerPort: snapshot.gateway.listeners.http?.port, httpPorts: CaptureRules.httpPorts(for: snapshot.source),
+                                 ipv6: ipv6)
         if apply && remove { throw ValidationError("--apply and --remove exclude each other") }
         if apply {
             try rules.apply()

@@ -89,8 +89,8 @@ struct ConfigLoaderErrorTests {
                   field: "spec.ports[0].number", line: 7, reason: "between 1 and 65535"),
         BadConfig(name: "unknown protocol", yaml: servicePorts("{number: 443, protocol: UDP}"), object: "ExternalService/svc",
                   field: "spec.ports[0].protocol", line: 7, reason: "TLS, TCP"),
-        BadConfig(name: "protocol HTTP", yaml: servicePorts("{number: 80, protocol: HTTP}"), object: "ExternalService/svc",
-                  field: "spec.ports[0].protocol", line: 7, reason: "only TLS"),
+        BadConfig(name: "protocol HTTP without origination", yaml: servicePorts("{number: 80, protocol: HTTP}"), object: "ExternalService/svc",
+                  field: "spec.ports[0].originateTLS", line: 7, reason: "needs originateTLS"),
         BadConfig(name: "bad CIDR", yaml: workloadAddress("10.0.0.300/24"), object: "Workload/ops/vm", field: "spec.addresses[0]", line: 6,
                   reason: "not an IP address or CIDR"),
         BadConfig(name: "host bits set", yaml: workloadAddress("10.0.0.1/24"), object: "Workload/ops/vm", field: "spec.addresses[0]", line: 6,
@@ -140,14 +140,27 @@ struct ConfigLoaderErrorTests {
         #expect(error.description.hasPrefix("bad.yaml:\(BadConfig.prefixLines + bad.line): document \(BadConfig.prefixDocuments + bad.document)"))
     }
 
-    @Test("protocol HTTP is refused because only TLS is supported in this version")
+    @Test("an HTTP port without originateTLS or allowPlaintext is refused: nothing leaves in clear text by default")
     func httpMessage() throws {
         let errors = loadErrors(BadConfig.prefix + servicePorts("{number: 80, protocol: HTTP}"))
         let reason = try #require(errors.first?.reason)
-        #expect(reason.contains("HTTP"))
-        #expect(reason.contains("not supported"))
-        #expect(reason.contains("version"))
-        #expect(reason.contains("TLS"))
+        #expect(reason.contains("originateTLS"))
+        #expect(reason.contains("allowPlaintext: true"))
+        #expect(errors.first?.field == "spec.ports[0].originateTLS")
+    }
+
+    @Test("originateTLS is checked field by field", arguments: [
+        Named("both and neither", ("{number: 80, protocol: HTTP, allowPlaintext: true, originateTLS: {port: 443}}", "exclude each other")),
+        Named("no port", ("{number: 80, protocol: HTTP, originateTLS: {caBundleFile: /x.pem}}", "is required")),
+        Named("key without certificate", ("{number: 80, protocol: HTTP, originateTLS: {port: 443, clientKeyFile: /k.pem}}", "go together")),
+        Named("inline bundle that is not PEM", ("{number: 80, protocol: HTTP, originateTLS: {port: 443, caBundle: hello}}", "PEM")),
+        Named("bad SNI", ("{number: 80, protocol: HTTP, originateTLS: {port: 443, sni: 1.2.3.4}}", "not a host name")),
+        Named("bad version", ("{number: 80, protocol: HTTP, originateTLS: {port: 443, minVersion: TLSv1.1}}", "TLSv1.2, TLSv1.3")),
+        Named("on a TLS port", ("{number: 443, protocol: TLS, originateTLS: {port: 443}}", "protocol HTTP only")),
+    ])
+    func originateTLSFields(_ example: Named<(String, String)>) {
+        let errors = loadErrors(BadConfig.prefix + servicePorts(example.value.0))
+        #expect(errors.contains { $0.reason.contains(example.value.1) }, "\(errors)")
     }
 
     @Test("invalid YAML is an error, not a crash", arguments: [

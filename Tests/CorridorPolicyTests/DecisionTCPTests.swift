@@ -56,8 +56,8 @@ struct DecisionTCPTests {
 
     @Test("TCP ports need addresses; TLS ports need hosts", arguments: [
         Named("TCP without addresses", ("hosts: [db.test]\n  ports: [{number: 5432, protocol: TCP}]", "TCP ports need addresses")),
-        Named("TLS without hosts", ("addresses: [10.0.0.0/8]\n  ports: [{number: 443, protocol: TLS}]", "TLS ports need at least one host")),
-        Named("neither", ("ports: [{number: 443, protocol: TLS}]", "TLS ports need at least one host")),
+        Named("TLS without hosts", ("addresses: [10.0.0.0/8]\n  ports: [{number: 443, protocol: TLS}]", "TLS and HTTP ports need at least one host")),
+        Named("neither", ("ports: [{number: 443, protocol: TLS}]", "TLS and HTTP ports need at least one host")),
     ])
     func validation(_ example: Named<(String, String)>) {
         let yaml = """

@@ -65,7 +65,7 @@ struct GatewayConfigLoadTests {
     @Test("bad GatewayConfig fields are located", arguments: [
         Named("listener host name", ("  listeners: {tls: \"localhost:443\"}\n", "spec.listeners.tls", 5, "IP:port")),
         Named("listener port out of range", ("  listeners: {connect: \"127.0.0.1:70000\"}\n", "spec.listeners.connect", 5, "IP:port")),
-        Named("no data listener", ("  listeners: {admin: \"127.0.0.1:15000\"}\n", "spec.listeners", 5, "at least one of tls and connect")),
+        Named("no data listener", ("  listeners: {admin: \"127.0.0.1:15000\"}\n", "spec.listeners", 5, "at least one of tls, connect and http")),
         Named("upstreamPort 0", ("  tls: {upstreamPort: 0}\n", "spec.tls.upstreamPort", 5, "between 1 and 65535")),
         Named("allowECH yes", ("  tls: {allowECH: yes}\n", "spec.tls.allowECH", 5, "true or false")),
         Named("static host pattern", ("  resolver:\n    static: {\"a*.test\": [127.0.0.1]}\n", "spec.resolver.static.a*.test", 6, "host name")),

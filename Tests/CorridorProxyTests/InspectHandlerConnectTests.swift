@@ -83,10 +83,12 @@ struct InspectHandlerConnectTests {
         }
     }
 
+    /// Absolute-form plain HTTP (`GET http://...`) is handed to TLS origination (see the
+    /// integration tests); any other non-CONNECT request is refused.
     @Test func otherMethodsGet405() throws {
         try withHarness { harness in
             let channel = try harness.connect(.connect)
-            try channel.send("GET http://api.allowed.test/ HTTP/1.1\r\n\r\n")
+            try channel.send("GET / HTTP/1.1\r\nHost: api.allowed.test\r\n\r\n")
             let response = try parseResponse(try channel.drainOutboundText())
             #expect(response.status == "HTTP/1.1 405 Method Not Allowed")
             #expect(!channel.isActive)

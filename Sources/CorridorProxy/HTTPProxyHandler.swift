@@ -1,0 +1,420 @@
+import CorridorPolicy
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+
+/// Plain HTTP from an app, judged request by request and originated over verified TLS.
+///
+///     request head -> target (absolute form or Host) -> identify + decide -> pooled upstream (TLS) -> stream both ways
+///
+/// Every request on a keep-alive connection is decided again. Refusals are HTTP responses with a
+/// one-line reason and a `Corridor-Reason` code; each request writes one access record.
+final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        case idle
+        /// Waiting for an upstream; request parts that arrived meanwhile are kept (reads are held).
+        case connecting(pending: [HTTPServerRequestPart])
+        case forwarding(UpstreamHTTPConnection)
+        /// A refusal was sent; the rest of the request is dropped, then the connection closes.
+        case refusing
+        case closed
+    }
+
+    private struct Exchange {
+        var record: ConnectionRecord
+        var keepAlive: Bool
+        var requestEnded = false
+        var responseStarted = false
+        var responseEnded = false
+    }
+
+    private let listenerName: String
+    private let proxy: ProxyContext
+    private let snapshot: PolicySnapshot
+    private let origination: OriginationContexts
+    private let countsConnection: Bool
+    private var state = State.idle
+    private var exchange: Exchange?
+    private var context: ChannelHandlerContext?
+    private var identity: SourceIdentity?
+    private var pendingRead = false
+    /// The client shut its side: answer what it asked, then close.
+    private var clientInputClosed = false
+
+    /// `countsConnection`: false when the connection was already admitted (the CONNECT listener hands over).
+    init(listenerName: String, proxy: ProxyContext, countsConnection: Bool) {
+        self.listenerName = listenerName
+        self.proxy = proxy
+        (self.snapshot, self.origination) = proxy.policy.currentWithOrigination
+        self.countsConnection = countsConnection
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { setUp(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        setUp(context: context)
+        context.fireChannelActive()
+    }
+
+    private var isSetUp = false
+
+    private func setUp(context: ChannelHandlerContext) {
+        guard !isSetUp else { return }
+        isSetUp = true
+        if let ip = context.channel.remoteAddress?.ipAddress.flatMap(IPAddress.init(parsing:)) {
+            identity = snapshot.inventory.identity(of: ip)
+        }
+        guard countsConnection else { return }
+        let limit = snapshot.gateway.limits.maxConnections
+        guard proxy.admit(limit: limit) else {
+            let record = newRecord(context: context)
+            proxy.metrics.connectionOpened()
+            record.finish(.connectionLimit, log: proxy.accessLog, metrics: proxy.metrics,
+                          reason: "the gateway already has \(limit) open connections (spec.limits.maxConnections)")
+            state = .closed
+            context.close(promise: nil)
+            return
+        }
+        let proxy = self.proxy
+        context.channel.closeFuture.whenComplete { _ in proxy.release() }
+    }
+
+    private func newRecord(context: ChannelHandlerContext) -> ConnectionRecord {
+        let record = ConnectionRecord(id: proxy.makeConnectionID(), listener: listenerName, source: context.channel.remoteAddress)
+        record.identity = identity
+        record.policyGeneration = snapshot.generation
+        return record
+    }
+
+    // MARK: requests
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        switch (state, part) {
+        case (.idle, .head(let head)):
+            begin(context: context, head: head)
+        case (.idle, _):
+            break  // the rest of a request already answered
+        case (.connecting(var pending), _):
+            pending.append(part)
+            state = .connecting(pending: pending)
+            if case .end = part { exchange?.requestEnded = true }
+        case (.forwarding(let upstream), .body(let buffer)):
+            exchange?.record.bytesUp += buffer.readableBytes
+            upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
+        case (.forwarding(let upstream), .end(let trailers)):
+            exchange?.requestEnded = true
+            upstream.channel.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
+            completeIfDone(context: context)
+        case (.forwarding, .head):
+            break  // HTTPServerPipelineHandler holds the next request until this response ends
+        case (.refusing, .end):
+            context.close(promise: nil)
+        case (.refusing, _), (.closed, _):
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .forwarding(let upstream) = state { upstream.channel.flush() }
+        context.fireChannelReadComplete()
+    }
+
+    private func begin(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        let record = newRecord(context: context)
+        proxy.metrics.connectionOpened()
+        record.httpMethod = head.method.rawValue
+        exchange = Exchange(record: record, keepAlive: head.isKeepAlive)
+        let target: HTTPTarget
+        switch HTTPTarget.parse(head) {
+        case .failure(let problem):
+            refuse(context: context, status: .badRequest, code: "bad_request", reason: problem.reason)
+            return
+        case .success(let parsed):
+            target = parsed
+        }
+        record.httpHost = target.host
+        record.port = target.port
+        if snapshot.gateway.logging.includePath { record.httpPath = target.path }
+        let decision = DecisionEngine.decide(source: identity, sourceAddress: record.sourceIP,
+                                             facts: DestinationFacts(connectHost: target.host, port: target.port, kind: .http),
+                                             snapshot: snapshot)
+        record.decision = decision
+        guard decision.lets, let service = decision.externalService, let servicePort = decision.servicePort else {
+            refuse(context: context, status: .forbidden, code: "policy_denied", reason: decision.reason, keepDecision: true)
+            return
+        }
+        let originate = servicePort.originateTLS
+        let sslContext = origination.context(service: service, port: servicePort.number)
+        if originate != nil && sslContext == nil {
+            refuse(context: context, status: .badGateway, code: "upstream_tls_unavailable", reason: "no TLS context for \(service)")
+            return
+        }
+        let upstreamPort = originate?.port ?? servicePort.number
+        let key = "\(snapshot.generation)/\(service)/\(servicePort.number)/\(target.host)"
+        state = .connecting(pending: [])
+        var forwarded = head
+        forwarded.uri = target.path
+        HTTPHeaders.removeHopByHop(&forwarded.headers)
+        forwarded.headers.remove(name: "Proxy-Authorization")
+        if !forwarded.headers.contains(name: "Host") { forwarded.headers.add(name: "Host", value: target.hostHeader) }
+        let pool = proxy.pool(for: context.eventLoop)
+        if let connection = pool.take(key) {
+            startForwarding(context: context, upstream: connection, head: forwarded)
+            return
+        }
+        let dialer = UpstreamDialer(context: proxy, snapshot: snapshot, eventLoop: context.eventLoop)
+        UpstreamPool.connect(key: key, host: target.host, originate: originate, context: sslContext, port: upstreamPort,
+                             serviceAddresses: decision.serviceAddresses, dialer: dialer)
+            .hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
+                guard case .connecting = self.state else {
+                    if case .success(let connection) = result { connection.channel.close(promise: nil) }
+                    return
+                }
+                switch result {
+                case .success(let connection):
+                    self.startForwarding(context: context, upstream: connection, head: forwarded)
+                case .failure(let error):
+                    let (status, code, reason) = Self.classify(error, host: target.host, port: upstreamPort)
+                    self.refuse(context: context, status: status, code: code, reason: reason, keepDecision: true,
+                                cause: code == "destination_blocked" ? .destinationBlocked : (status == .gatewayTimeout ? .connectTimeout : .connectFailed))
+                }
+            }
+    }
+
+    private func startForwarding(context: ChannelHandlerContext, upstream: UpstreamHTTPConnection, head: HTTPRequestHead) {
+        guard case .connecting(let pending) = state, let handler = upstream.handler else {
+            upstream.channel.close(promise: nil)
+            return
+        }
+        handler.delegate = self
+        exchange?.record.resolved = upstream.channel.remoteAddress
+        state = .forwarding(upstream)
+        upstream.channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        for part in pending {
+            switch part {
+            case .body(let buffer):
+                exchange?.record.bytesUp += buffer.readableBytes
+                upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
+            case .end(let trailers):
+                upstream.channel.write(HTTPClientRequestPart.end(trailers), promise: nil)
+            case .head:
+                break
+            }
+        }
+        upstream.channel.flush()
+        resumeClientReads(context: context)
+    }
+
+    // MARK: responses from the upstream
+
+    func upstreamResponse(_ part: HTTPClientResponsePart) {
+        guard let context, case .forwarding = state else { return }
+        switch part {
+        case .head(var head):
+            exchange?.responseStarted = true
+            exchange?.record.httpStatus = Int(head.status.code)
+            HTTPHeaders.removeHopByHop(&head.headers)
+            if !(exchange?.keepAlive ?? false) { head.headers.replaceOrAdd(name: "Connection", value: "close") }
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status, headers: head.headers))), promise: nil)
+        case .body(let buffer):
+            exchange?.record.bytesDown += buffer.readableBytes
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        case .end(let trailers):
+            exchange?.responseEnded = true
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            completeIfDone(context: context)
+        }
+    }
+
+    func upstreamReadComplete() { context?.flush() }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        if isWritable, let context { resumeClientReads(context: context) }
+    }
+
+    func upstreamFailed(_ error: any Error) { upstreamEnded(error: error) }
+
+    func upstreamClosed() { upstreamEnded(error: nil) }
+
+    var clientIsWritable: Bool { context?.channel.isWritable ?? false }
+
+    private func upstreamEnded(error: (any Error)?) {
+        guard let context, case .forwarding(let upstream) = state, let exchange, !exchange.responseEnded else { return }
+        upstream.reusable = false
+        if !exchange.responseStarted {
+            let timedOut = error.map { "\($0)".contains("timeout") } ?? false
+            refuse(context: context, status: timedOut ? .gatewayTimeout : .badGateway, code: timedOut ? "upstream_timeout" : "upstream_closed",
+                   reason: "the upstream closed before answering" + (error.map { ": \($0)" } ?? ""), keepDecision: true,
+                   cause: .upstreamError)
+        } else {
+            // Part of a response went out: the client must see the connection end.
+            finishExchange(cause: .upstreamError)
+            state = .closed
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: endings
+
+    private func completeIfDone(context: ChannelHandlerContext) {
+        guard let exchange, exchange.requestEnded, exchange.responseEnded, case .forwarding(let upstream) = state else { return }
+        upstream.handler?.delegate = nil
+        proxy.pool(for: context.eventLoop).put(upstream)
+        finishExchange(cause: .completed)
+        if exchange.keepAlive && !clientInputClosed {
+            state = .idle
+            resumeClientReads(context: context)
+        } else {
+            state = .closed
+            context.close(promise: nil)
+        }
+    }
+
+    private func finishExchange(cause: CloseCause) {
+        guard let exchange else { return }
+        self.exchange = nil
+        exchange.record.finish(cause, log: proxy.accessLog, metrics: proxy.metrics)
+    }
+
+    /// Answers the current request with an error of ours and closes the connection afterwards.
+    private func refuse(context: ChannelHandlerContext, status: HTTPResponseStatus, code: String, reason: String,
+                        keepDecision: Bool = false, cause: CloseCause = .denied) {
+        if case .forwarding(let upstream) = state {
+            upstream.reusable = false
+            upstream.handler?.delegate = nil
+            upstream.channel.close(promise: nil)
+        }
+        let requestEnded = exchange?.requestEnded ?? true
+        state = requestEnded ? .closed : .refusing
+        if let record = exchange?.record {
+            record.httpStatus = Int(status.code)
+            if !keepDecision || record.decision == nil || record.decision?.verdict == .deny {
+                if record.decision == nil || record.decision?.verdict != .deny { record.decision = .deny(reason, host: record.httpHost, port: record.port) }
+            } else {
+                record.decision?.reason += "; \(reason)"
+            }
+        }
+        finishExchange(cause: cause)
+        let body = reason + "\n"
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+        headers.add(name: "Content-Length", value: String(body.utf8.count))
+        headers.add(name: "Corridor-Decision", value: status == .forbidden ? "deny" : "error")
+        headers.add(name: "Corridor-Reason", value: code)
+        headers.add(name: "Connection", value: "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            if requestEnded { context.close(promise: nil) }
+        }
+        resumeClientReads(context: context)  // drain the refused request's body, if any
+    }
+
+    static func classify(_ error: any Error, host: String, port: Int) -> (HTTPResponseStatus, String, String) {
+        switch error {
+        case UpstreamDialer.Failure.blocked(let why):
+            return (.forbidden, "destination_blocked", why)
+        case UpstreamDialer.Failure.resolveFailed(let why):
+            return (.badGateway, "upstream_unreachable", why)
+        case UpstreamDialer.Failure.connectFailed(let why, let timedOut):
+            return timedOut ? (.gatewayTimeout, "upstream_timeout", why) : (.badGateway, "upstream_unreachable", why)
+        case UpstreamHTTPFailure.handshakeTimeout:
+            return (.gatewayTimeout, "upstream_timeout", "the TLS handshake with \(host):\(port) did not complete in time")
+        case let error as NIOSSLExtraError where error == .failedToValidateHostname:
+            return (.badGateway, "upstream_tls_verification_failed", "the certificate of \(host):\(port) is not valid for \(host): \(error)")
+        case let error as NIOSSLError:
+            let text = "\(error)"
+            if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("certificate verify failed") {
+                return (.badGateway, "upstream_tls_verification_failed", "the certificate of \(host):\(port) failed verification: \(text)")
+            }
+            return (.badGateway, "upstream_tls_failed", "TLS with \(host):\(port) failed: \(text)")
+        default:
+            return (.badGateway, "upstream_unreachable", "cannot reach \(host):\(port): \(error)")
+        }
+    }
+
+    // MARK: connection
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, case .forwarding(let upstream) = state { upstream.handler?.resumeReading() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Reads from the client only while the request can go somewhere (upload backpressure).
+    func read(context: ChannelHandlerContext) {
+        switch state {
+        case .connecting:
+            pendingRead = true
+        case .forwarding(let upstream) where !upstream.channel.isWritable:
+            pendingRead = true
+        default:
+            context.read()
+        }
+    }
+
+    private func resumeClientReads(context: ChannelHandlerContext) {
+        if pendingRead {
+            pendingRead = false
+            read(context: context)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            clientInputClosed = true
+            if case .idle = state {
+                state = .closed
+                context.close(promise: nil)
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .forwarding(let upstream) = state {
+            upstream.reusable = false
+            upstream.handler?.delegate = nil
+            upstream.channel.close(promise: nil)
+        }
+        if exchange != nil { finishExchange(cause: .clientError) }
+        state = .closed
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is HTTPParserError, case .idle = state {
+            let record = newRecord(context: context)
+            proxy.metrics.connectionOpened()
+            exchange = Exchange(record: record, keepAlive: false, requestEnded: true)
+            refuse(context: context, status: .badRequest, code: "bad_request", reason: "malformed HTTP request: \(error)")
+            return
+        }
+        if error is HTTPParserError, exchange != nil {
+            refuse(context: context, status: .badRequest, code: "bad_request", reason: "malformed HTTP request: \(error)")
+            return
+        }
+        context.close(promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension HTTPProxyHandler: Sendable {}
+
+extension HTTPHeaders {
+    /// Removes the hop-by-hop headers (RFC 9110 section 7.6.1), including those the Connection header names.
+    static func removeHopByHop(_ headers: inout HTTPHeaders) {
+        let named: [String] = headers[canonicalForm: "connection"].map { String($0).lowercased() }
+        for name in ["connection", "proxy-connection", "keep-alive", "te", "trailer", "upgrade"] + named {
+            headers.remove(name: name)
+        }
+    }
+}

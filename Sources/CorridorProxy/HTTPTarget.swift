@@ -1,0 +1,60 @@
+import CorridorPolicy
+import NIOHTTP1
+
+/// Where a plain-HTTP request is going: from the absolute-form URI of an explicit proxy client
+/// (`GET http://host:port/path`), else from the Host header of an origin-form request (`GET /path`).
+struct HTTPTarget: Equatable {
+    /// Why a request has no usable target: a sentence for the 400 response.
+    struct Problem: Error, Equatable {
+        var reason: String
+    }
+
+    var host: String
+    var port: Int
+    /// Origin form, what the upstream is sent.
+    var path: String
+    /// The Host header value to send when the request had none.
+    var hostHeader: String
+
+    static func parse(_ head: HTTPRequestHead) -> Result<HTTPTarget, HTTPTarget.Problem> {
+        let uri = head.uri
+        let hosts = head.headers["Host"]
+        if uri.lowercased().hasPrefix("http://") {
+            let rest = uri.dropFirst(7)
+            let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
+            let authority = String(rest[..<authorityEnd])
+            var path = String(rest[authorityEnd...])
+            if path.isEmpty || path.first != "/" { path = "/" + path }
+            return target(authority: authority, path: path)
+        }
+        if uri.lowercased().hasPrefix("https://") {
+            return .failure(Problem(reason: "https:// targets go through CONNECT (the client speaks TLS itself)"))
+        }
+        guard uri.hasPrefix("/") else { return .failure(Problem(reason: "unsupported request target '\(uri.prefix(100))'")) }
+        guard hosts.count == 1 else {
+            return .failure(Problem(reason: hosts.isEmpty ? "the request has no Host header" : "the request has \(hosts.count) Host headers"))
+        }
+        return target(authority: hosts[0], path: uri)
+    }
+
+    private static func target(authority: String, path: String) -> Result<HTTPTarget, HTTPTarget.Problem> {
+        if authority.contains("@") { return .failure(Problem(reason: "userinfo in the request target is not allowed")) }
+        var host = authority
+        var port = 80
+        if let colon = authority.lastIndex(of: ":"), !authority.hasSuffix("]") {
+            let portText = authority[authority.index(after: colon)...]
+            guard !portText.isEmpty, portText.count <= 5, portText.allSatisfy({ $0.isASCII && $0.isNumber }),
+                  let number = Int(portText), (1...65535).contains(number) else {
+                return .failure(Problem(reason: "invalid port in '\(authority.prefix(100))'"))
+            }
+            port = number
+            host = String(authority[..<colon])
+        }
+        switch HostName.normalize(host) {
+        case .success(let name):
+            return .success(HTTPTarget(host: name, port: port, path: path, hostHeader: port == 80 ? name : "\(name):\(port)"))
+        case .failure(let problem):
+            return .failure(Problem(reason: "'\(host.prefix(100))' is not an allowed host name: \(problem.explanation)"))
+        }
+    }
+}

@@ -1,0 +1,213 @@
+import CorridorPolicy
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import NIOTLS
+
+/// One upstream connection for originated HTTP: TLS (verified against the service's roots and
+/// name) or, where the policy allows plain text, plain TCP; HTTP/1.1 framing on top. It carries
+/// one request at a time; between requests it waits in the event loop's ``UpstreamPool``.
+final class UpstreamHTTPConnection {
+    let channel: any Channel
+    let key: String
+    var reusable = true
+    fileprivate var idleSince: NIODeadline = .now()
+
+    init(channel: any Channel, key: String) {
+        self.channel = channel
+        self.key = key
+    }
+
+    var handler: UpstreamHTTPHandler? { try? channel.pipeline.syncOperations.handler(type: UpstreamHTTPHandler.self) }
+}
+
+@available(*, unavailable)
+extension UpstreamHTTPConnection: Sendable {}
+
+/// What the upstream side tells the client side. Called on the shared event loop.
+protocol UpstreamHTTPDelegate: AnyObject {
+    func upstreamResponse(_ part: HTTPClientResponsePart)
+    func upstreamReadComplete()
+    func upstreamWritabilityChanged(isWritable: Bool)
+    func upstreamFailed(_ error: any Error)
+    func upstreamClosed()
+    /// Whether the client can take more response bytes now (read gating for downloads).
+    var clientIsWritable: Bool { get }
+}
+
+/// The last handler of an upstream pipeline: hands response parts to the current delegate and
+/// reads from the upstream only while the client can take more (backpressure).
+final class UpstreamHTTPHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    weak var delegate: (any UpstreamHTTPDelegate)?
+    private var context: ChannelHandlerContext?
+    private var pendingRead = false
+    private var handshake: EventLoopPromise<Void>?
+    var onClose: (() -> Void)?
+
+    init(handshake: EventLoopPromise<Void>?) {
+        self.handshake = handshake
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.fireChannelActive()
+        if handshake == nil { return }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
+            handshake?.succeed(())
+            handshake = nil
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        delegate?.upstreamResponse(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) { delegate?.upstreamReadComplete() }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        delegate?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let handshake {
+            self.handshake = nil
+            handshake.fail(error)
+        } else {
+            delegate?.upstreamFailed(error)
+        }
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let handshake {
+            self.handshake = nil
+            handshake.fail(ChannelError.eof)
+        }
+        onClose?()
+        delegate?.upstreamClosed()
+        delegate = nil
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if delegate?.clientIsWritable ?? true {
+            context.read()
+        } else {
+            pendingRead = true
+        }
+    }
+
+    /// The client can take more: issue the read that was held back.
+    func resumeReading() {
+        if pendingRead {
+            pendingRead = false
+            context?.read()
+        }
+    }
+}
+
+@available(*, unavailable)
+extension UpstreamHTTPHandler: Sendable {}
+
+/// Idle upstream connections of one event loop, per (ExternalService, port, policy generation),
+/// reused for later requests and closed after `idleTimeout`. Confined to its event loop.
+final class UpstreamPool {
+    static let maxIdlePerKey = 8
+    static let idleTimeout: TimeAmount = .seconds(30)
+
+    private var idle: [String: [UpstreamHTTPConnection]] = [:]
+    private let eventLoop: any EventLoop
+    private var sweep: Scheduled<Void>?
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    /// An idle connection for `key`, if one is still open.
+    func take(_ key: String) -> UpstreamHTTPConnection? {
+        while var list = idle[key], let connection = list.popLast() {
+            idle[key] = list
+            if connection.channel.isActive { return connection }
+        }
+        return nil
+    }
+
+    /// Returns a connection after a complete exchange; closes it if it cannot be reused.
+    func put(_ connection: UpstreamHTTPConnection) {
+        guard connection.reusable, connection.channel.isActive, (idle[connection.key]?.count ?? 0) < Self.maxIdlePerKey else {
+            connection.channel.close(promise: nil)
+            return
+        }
+        connection.idleSince = .now()
+        connection.handler?.delegate = nil
+        idle[connection.key, default: []].append(connection)
+        scheduleSweep()
+    }
+
+    private func scheduleSweep() {
+        guard sweep == nil else { return }
+        sweep = eventLoop.assumeIsolated().scheduleTask(in: Self.idleTimeout) { [weak self] in
+            guard let self else { return }
+            self.sweep = nil
+            let cutoff = NIODeadline.now() - Self.idleTimeout
+            for (key, list) in self.idle {
+                let (stale, fresh) = (list.filter { $0.idleSince <= cutoff }, list.filter { $0.idleSince > cutoff })
+                stale.forEach { $0.channel.close(promise: nil) }
+                self.idle[key] = fresh.isEmpty ? nil : fresh
+            }
+            if !self.idle.isEmpty { self.scheduleSweep() }
+        }
+    }
+
+    /// Dials a new upstream connection for `decision` (already allowed): resolve and vet through
+    /// the same dialer as passthrough, then TLS with verification (or plain, where allowed).
+    static func connect(key: String, host: String, originate: ExternalService.OriginateTLS?, context sslContext: NIOSSLContext?,
+                        port: Int, serviceAddresses: [CIDR], dialer: UpstreamDialer) -> EventLoopFuture<UpstreamHTTPConnection> {
+        let eventLoop = dialer.eventLoop
+        return dialer.connect(host: host, port: port, serviceAddresses: serviceAddresses).flatMap { connected in
+            let channel = connected.channel
+            let handshake: EventLoopPromise<Void>? = sslContext == nil ? nil : eventLoop.makePromise()
+            do {
+                let sync = channel.pipeline.syncOperations
+                if let sslContext {
+                    try sync.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: originate?.sni ?? host))
+                }
+                try sync.addHandler(HTTPRequestEncoder())
+                try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
+                try sync.addHandler(UpstreamHTTPHandler(handshake: handshake))
+            } catch {
+                channel.close(promise: nil)
+                return eventLoop.makeFailedFuture(error)
+            }
+            channel.setOption(.autoRead, value: true).whenComplete { _ in }
+            let connection = UpstreamHTTPConnection(channel: channel, key: key)
+            guard let handshake else { return eventLoop.makeSucceededFuture(connection) }
+            let timeout = dialer.snapshot.gateway.limits.connectTimeout
+            let timer = eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
+                handshake.fail(UpstreamHTTPFailure.handshakeTimeout)
+                channel.close(promise: nil)
+            }
+            return handshake.futureResult.map { _ in
+                timer.cancel()
+                return connection
+            }
+        }
+    }
+}
+
+@available(*, unavailable)
+extension UpstreamPool: Sendable {}
+
+enum UpstreamHTTPFailure: Error {
+    case handshakeTimeout
+}

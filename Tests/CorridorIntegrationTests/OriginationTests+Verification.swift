@@ -1,0 +1,136 @@
+import Foundation
+import Testing
+
+/// TLS origination: the upstream's certificate is verified, client certificates are presented, and
+/// an upstream that cannot be reached or does not answer is reported as such.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct OriginationVerificationTests {
+    /// A 502 with the verification code, a one-line body naming the certificate problem, an access
+    /// record with status 502, and nothing served upstream.
+    private func expectVerificationFailure(_ h: OriginationHarness, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let result = try h.curlViaProxy("http://billing.example.test/x")
+        #expect(result.status == 502, "\(result.status) \(result.body) \(result.clientError)", sourceLocation: sourceLocation)
+        #expect(result.reason == "upstream_tls_verification_failed", "\(result.headers)", sourceLocation: sourceLocation)
+        #expect(result.bodyIsOneLine, "\(result.body.debugDescription)", sourceLocation: sourceLocation)
+        #expect(result.body.lowercased().contains("certificate"), "the body says why: \(result.body)", sourceLocation: sourceLocation)
+        let record = h.record { $0["host"] as? String == "billing.example.test" }
+        #expect(record?["status"] as? Int == 502, "\(String(describing: record))", sourceLocation: sourceLocation)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(h.upstream.requests.isEmpty, "no request may be sent over an unverified connection", sourceLocation: sourceLocation)
+    }
+
+    @Test func upstreamSignedByAnotherCAIsRefusedWith502() async throws {
+        let h = try await OriginationHarness(configure: { o, pki in o.trust = .caFile(pki.otherCACert) })
+        defer { Task { await h.stop() } }
+        try await expectVerificationFailure(h)
+    }
+
+    @Test func expiredUpstreamCertificateIsRefusedWith502() async throws {
+        let h = try await OriginationHarness(upstreamCert: { ($0.expiredCert, $0.expiredKey) })
+        defer { Task { await h.stop() } }
+        try await expectVerificationFailure(h)
+    }
+
+    @Test func upstreamCertificateForAnotherNameIsRefusedWith502() async throws {
+        let h = try await OriginationHarness(upstreamCert: { ($0.mismatchCert, $0.mismatchKey) })
+        defer { Task { await h.stop() } }
+        try await expectVerificationFailure(h)
+    }
+
+    @Test func sniOverrideDoesNotMakeAMismatchedCertificatePass() async throws {
+        // The certificate is for wrong.example.test only; an SNI of other.example.test changes nothing.
+        let h = try await OriginationHarness(upstreamCert: { ($0.mismatchCert, $0.mismatchKey) },
+                                             configure: { o, _ in o.sni = "other.example.test" })
+        defer { Task { await h.stop() } }
+        try await expectVerificationFailure(h)
+    }
+
+    @Test func withoutCABundleTheSystemTrustStoreIsUsedAndRefusesTheTestCA() async throws {
+        let h = try await OriginationHarness(configure: { o, _ in o.trust = .system })
+        defer { Task { await h.stop() } }
+        try await expectVerificationFailure(h)
+    }
+
+    @Test func inlineCABundleIsTrusted() async throws {
+        let h = try await OriginationHarness(configure: { o, pki in
+            o.trust = .inlineCA((try? String(contentsOfFile: pki.caCert, encoding: .utf8)) ?? "")
+        })
+        defer { Task { await h.stop() } }
+        let result = try h.curlViaProxy("http://billing.example.test/x")
+        #expect(result.status == 200, "\(result.status) \(result.body) \(result.clientError)")
+        #expect(result.body == "ok /x\n")
+    }
+
+    @Test func clientCertificateIsPresentedForMutualTLS() async throws {
+        let h = try await OriginationHarness(requireClientCert: true, configure: { o, pki in
+            o.clientCertificate = (pki.clientCert, pki.clientKey)
+        })
+        defer { Task { await h.stop() } }
+        let result = try h.curlViaProxy("http://billing.example.test/x")
+        #expect(result.status == 200, "\(result.status) \(result.body) \(result.clientError)")
+        #expect(result.body == "ok /x\n")
+        let seen = try #require(h.upstream.requests.first)
+        #expect(seen["clientCert"] as? String == "corridor-gateway")
+        #expect(seen["sni"] as? String == "billing.example.test")
+    }
+
+    @Test func withoutAClientCertificateAnUpstreamThatRequiresOneRefusesAnd502IsReturned() async throws {
+        let h = try await OriginationHarness(requireClientCert: true)
+        defer { Task { await h.stop() } }
+        let result = try h.curlViaProxy("http://billing.example.test/x")
+        #expect(result.status == 502, "\(result.status) \(result.body) \(result.clientError)")
+        #expect(result.reason != nil, "a refusal always carries Corridor-Reason: \(result.headers)")
+        #expect(result.bodyIsOneLine, "\(result.body.debugDescription)")
+        #expect(h.upstream.requests.isEmpty)
+        #expect(eventually { !h.upstream.failedHandshakes.isEmpty }, "the upstream refused the handshake")
+    }
+
+    @Test func closedUpstreamPortIs502UpstreamUnreachable() async throws {
+        let closed = try unusedPort()
+        let h = try await OriginationHarness(configure: { o, _ in o.port = closed })
+        defer { Task { await h.stop() } }
+        let result = try h.curlViaProxy("http://billing.example.test/x")
+        #expect(result.status == 502, "\(result.status) \(result.body) \(result.clientError)")
+        #expect(result.reason == "upstream_unreachable", "\(result.headers)")
+        #expect(result.bodyIsOneLine, "\(result.body.debugDescription)")
+        #expect(h.record { $0["host"] as? String == "billing.example.test" }?["status"] as? Int == 502)
+    }
+
+    @Test func upstreamThatNeverAnswersIs504UpstreamTimeout() async throws {
+        // Accepts TCP (the kernel completes the handshake from the backlog) and never says a word.
+        let silent = try BackgroundProcess("python3", ["-c", """
+        import socket, time
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(16)
+        print(f"PORT {s.getsockname()[1]}", flush=True)
+        time.sleep(600)
+        """])
+        var port: Int?
+        _ = eventually { port = silent.stdoutText.split(separator: "\n").first { $0.hasPrefix("PORT ") }.flatMap { Int($0.dropFirst(5)) }; return port != nil }
+        let silentPort = try #require(port)
+        let h = try await OriginationHarness(gatewayExtra: "  limits: {connectTimeout: 1s, handshakeTimeout: 2s, idleTimeout: 5s}",
+                                             configure: { o, _ in o.port = silentPort })
+        defer { Task { await h.stop() } }
+        let started = Date()
+        let result = try h.curlViaProxy("http://billing.example.test/x", maxTime: 60)
+        #expect(result.status == 504, "\(result.status) \(result.body) \(result.clientError)")
+        #expect(result.reason == "upstream_timeout", "\(result.headers)")
+        #expect(result.bodyIsOneLine, "\(result.body.debugDescription)")
+        #expect(Date().timeIntervalSince(started) < 30)
+    }
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then closed).
+func unusedPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard ok else { throw TestError.failed("could not bind an ephemeral port") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
