@@ -39,7 +39,9 @@ check() {  # check NAME COMMAND...: one assertion
 }
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 bg_in_ns() { local ns=$1 log=$2; shift 2; ip netns exec "$ns" "$@" >"$log" 2>&1 & PIDS+=($!); }
-log_has() { grep -F -- "$1" "$WORK/access.log" | grep -qF -- "$2"; }
+# A record is written when its connection ends, which can be a moment after the client is done.
+log_has_now() { grep -F -- "$1" "$WORK/access.log" | grep -qF -- "$2"; }
+log_has() { local i; for i in $(seq 1 30); do log_has_now "$1" "$2" && return 0; sleep 0.1; done; return 1; }
 lines() { [ -f "$1" ] && wc -l <"$1" || echo 0; }
 wait_for() { local i; for i in $(seq 1 100); do "$@" && return 0; sleep 0.1; done; return 1; }
 
@@ -294,7 +296,8 @@ in_ns "$NS_C" "$BIN" iptables --config "$WORK/sidecar.yaml" --topology pod --gat
     || echo "not ok - corridor iptables --topology pod --apply"
 wait_for in_ns "$NS_C" curl -sf -o /dev/null http://127.0.0.1:15000/readyz
 as_app() { in_ns "$NS_C" setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
-sidecar_has() { grep -F -- "$1" "$WORK/sidecar-access.log" | grep -qF -- "$2"; }
+sidecar_has_now() { grep -F -- "$1" "$WORK/sidecar-access.log" | grep -qF -- "$2"; }
+sidecar_has() { local i; for i in $(seq 1 30); do sidecar_has_now "$1" "$2" && return 0; sleep 0.1; done; return 1; }
 check "pod topology: the app (as nobody) reaches api.outside.test through its own gateway" \
     test "$(as_app curl -sS --max-time 10 --cacert "$WORK/ca.pem" https://api.outside.test/)" = "ok"
 check "... recorded with the pod's identity and original destination" sidecar_has '"namespace":"finance"' '"originalDst":"10.88.9.2:443"'
