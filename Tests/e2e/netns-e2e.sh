@@ -132,7 +132,7 @@ apiVersion: corridor.dev/v1alpha1
 kind: GatewayConfig
 metadata: {name: e2e}
 spec:
-  listeners: {tls: "[::]:15443", admin: 127.0.0.1:15000}   # dual-stack
+  listeners: {tls: "[::]:15443", http: "[::]:15080", admin: 127.0.0.1:15000}   # dual-stack
   transparent: {addressMismatch: $1}
   resolver: {cacheTTL: 0s}
   logging: {accessLog: {file: $WORK/access.log}}
@@ -153,7 +153,9 @@ metadata: {name: outside-api}
 spec:
   hosts: [api.outside.test, api6.outside.test]
   addresses: [10.88.9.0/24, "fd88:9::/64"]   # the "outside" of this test lives in private ranges
-  ports: [{number: 443, protocol: TLS}]
+  ports:
+    - {number: 443, protocol: TLS}
+    - {number: 80, protocol: HTTP, originateTLS: {port: 443, caBundleFile: $WORK/ca.pem}}
 ---
 apiVersion: corridor.dev/v1alpha1
 kind: EgressPolicy
@@ -223,6 +225,16 @@ check "an allowed SNI sent to a forbidden address is served by the resolved addr
     test "$(curl_a --resolve api.outside.test:443:10.88.9.3 https://api.outside.test/)" = "ok"
 check "... the decoy address got nothing" test "$(lines "$WORK/decoy.log")" = 0
 check "... the mismatch is recorded" log_has '"originalDst":"10.88.9.3:443"' '"addressMismatch":true'
+
+# --- plain HTTP leaves as TLS ---------------------------------------------------------------------
+tls_before=$(lines "$WORK/real.log")
+check "plain HTTP from pod A to api.outside.test:80 is answered through TLS origination" \
+    test "$(in_ns "$NS_A" curl -sS --max-time 10 http://api.outside.test/plain)" = "ok"
+check "... the upstream got it over TLS, with the right SNI" \
+    test "$(tail -n +$((tls_before + 1)) "$WORK/real.log" | grep -c '^api.outside.test TLSv1')" -ge 1
+check "... one record per request, with method, host and status" log_has '"listener":"http"' '"method":"GET","host":"api.outside.test"'
+check "plain HTTP from pod B is refused with 403" \
+    test "$(in_ns "$NS_B" curl -s -o /dev/null -w '%{http_code}' --max-time 10 http://api.outside.test/plain)" = "403"
 
 # --- a TCP service declared by address -------------------------------------------------------
 db_talk() {  # db_talk NS ADDRESS: prints what a banner-then-echo exchange got back
