@@ -89,6 +89,8 @@ public struct GatewayConfig: Sendable, Equatable {
         /// On SIGTERM, how long live connections may go on before they are cut.
         public var drainTimeout: Duration = .seconds(30)
         public var maxConnectHeadBytes = 8192
+        /// Plain-HTTP requests: how long the upstream may take to start its response (504 after that).
+        public var upstreamResponseTimeout: Duration = .seconds(60)
     }
 
     public struct Logging: Sendable, Equatable {

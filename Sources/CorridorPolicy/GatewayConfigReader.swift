@@ -86,6 +86,7 @@ enum GatewayConfigReader {
             config.limits.idleTimeout = try limits.duration("idleTimeout") ?? config.limits.idleTimeout
             config.limits.drainTimeout = try limits.duration("drainTimeout") ?? config.limits.drainTimeout
             config.limits.maxConnectHeadBytes = try limits.int("maxConnectHeadBytes", in: 512...65536) ?? config.limits.maxConnectHeadBytes
+            config.limits.upstreamResponseTimeout = try limits.duration("upstreamResponseTimeout") ?? config.limits.upstreamResponseTimeout
             try limits.finish()
         }
 

@@ -44,6 +44,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     private var pendingRead = false
     /// The client shut its side: answer what it asked, then close.
     private var clientInputClosed = false
+    /// Fires if the upstream has not started its response in `limits.upstreamResponseTimeout`.
+    private var responseTimer: Scheduled<Void>?
 
     /// `countsConnection`: false when the connection was already admitted (the CONNECT listener hands over).
     init(listenerName: String, proxy: ProxyContext, countsConnection: Bool) {
@@ -135,7 +137,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         let target: HTTPTarget
         switch HTTPTarget.parse(head) {
         case .failure(let problem):
-            refuse(context: context, status: .badRequest, code: "bad_request", reason: problem.reason)
+            refuse(context: context, status: .badRequest, code: "bad_request", reason: problem.reason, kind: .denial)
             return
         case .success(let parsed):
             target = parsed
@@ -148,13 +150,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                                              snapshot: snapshot)
         record.decision = decision
         guard decision.lets, let service = decision.externalService, let servicePort = decision.servicePort else {
-            refuse(context: context, status: .forbidden, code: "policy_denied", reason: decision.reason, keepDecision: true)
+            refuse(context: context, status: .forbidden, code: "policy_denied", reason: decision.reason, kind: .policy)
             return
         }
         let originate = servicePort.originateTLS
         let sslContext = origination.context(service: service, port: servicePort.number)
         if originate != nil && sslContext == nil {
-            refuse(context: context, status: .badGateway, code: "upstream_tls_unavailable", reason: "no TLS context for \(service)")
+            refuse(context: context, status: .badGateway, code: "upstream_tls_unavailable", reason: "no TLS context for \(service)",
+                   kind: .upstreamFailure, cause: .upstreamError)
             return
         }
         let upstreamPort = originate?.port ?? servicePort.number
@@ -183,8 +186,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                     self.startForwarding(context: context, upstream: connection, head: forwarded)
                 case .failure(let error):
                     let (status, code, reason) = Self.classify(error, host: target.host, port: upstreamPort)
-                    self.refuse(context: context, status: status, code: code, reason: reason, keepDecision: true,
-                                cause: code == "destination_blocked" ? .destinationBlocked : (status == .gatewayTimeout ? .connectTimeout : .connectFailed))
+                    let blocked = code == "destination_blocked"
+                    self.refuse(context: context, status: status, code: code, reason: reason, kind: blocked ? .denial : .upstreamFailure,
+                                cause: blocked ? .destinationBlocked : (status == .gatewayTimeout ? .connectTimeout : .connectFailed))
                 }
             }
     }
@@ -210,6 +214,13 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             }
         }
         upstream.channel.flush()
+        let timeout = snapshot.gateway.limits.upstreamResponseTimeout
+        responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [weak self] in
+            guard let self, case .forwarding = self.state, !(self.exchange?.responseStarted ?? true) else { return }
+            self.refuse(context: context, status: .gatewayTimeout, code: "upstream_timeout",
+                        reason: "the upstream did not answer within \(DurationSyntax.format(timeout)) (spec.limits.upstreamResponseTimeout)",
+                        kind: .upstreamFailure, cause: .upstreamTimeout)
+        }
         resumeClientReads(context: context)
     }
 
@@ -220,6 +231,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         switch part {
         case .head(var head):
             exchange?.responseStarted = true
+            responseTimer?.cancel()
+            responseTimer = nil
             exchange?.record.httpStatus = Int(head.status.code)
             HTTPHeaders.removeHopByHop(&head.headers)
             if !(exchange?.keepAlive ?? false) { head.headers.replaceOrAdd(name: "Connection", value: "close") }
@@ -250,9 +263,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         guard let context, case .forwarding(let upstream) = state, let exchange, !exchange.responseEnded else { return }
         upstream.reusable = false
         if !exchange.responseStarted {
-            let timedOut = error.map { "\($0)".contains("timeout") } ?? false
-            refuse(context: context, status: timedOut ? .gatewayTimeout : .badGateway, code: timedOut ? "upstream_timeout" : "upstream_closed",
-                   reason: "the upstream closed before answering" + (error.map { ": \($0)" } ?? ""), keepDecision: true,
+            refuse(context: context, status: .badGateway, code: "upstream_closed",
+                   reason: "the upstream closed before answering" + (error.map { ": \($0)" } ?? ""), kind: .upstreamFailure,
                    cause: .upstreamError)
         } else {
             // Part of a response went out: the client must see the connection end.
@@ -284,9 +296,21 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         exchange.record.finish(cause, log: proxy.accessLog, metrics: proxy.metrics)
     }
 
+    /// How a refusal relates to the policy decision, for the access record.
+    private enum Refusal {
+        /// The policy denied it: the decision already says why.
+        case policy
+        /// The request was unusable or its destination not allowed: recorded as a denial with this reason.
+        case denial
+        /// Policy allowed it, the upstream failed it: the verdict stays, the reason grows.
+        case upstreamFailure
+    }
+
     /// Answers the current request with an error of ours and closes the connection afterwards.
     private func refuse(context: ChannelHandlerContext, status: HTTPResponseStatus, code: String, reason: String,
-                        keepDecision: Bool = false, cause: CloseCause = .denied) {
+                        kind: Refusal, cause: CloseCause = .denied) {
+        responseTimer?.cancel()
+        responseTimer = nil
         if case .forwarding(let upstream) = state {
             upstream.reusable = false
             upstream.handler?.delegate = nil
@@ -296,9 +320,15 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         state = requestEnded ? .closed : .refusing
         if let record = exchange?.record {
             record.httpStatus = Int(status.code)
-            if !keepDecision || record.decision == nil || record.decision?.verdict == .deny {
-                if record.decision == nil || record.decision?.verdict != .deny { record.decision = .deny(reason, host: record.httpHost, port: record.port) }
-            } else {
+            switch kind {
+            case .policy:
+                break
+            case .denial:
+                var denial = record.decision ?? .deny(reason, host: record.httpHost, port: record.port)
+                denial.verdict = .deny
+                denial.reason = reason
+                record.decision = denial
+            case .upstreamFailure:
                 record.decision?.reason += "; \(reason)"
             }
         }
@@ -395,11 +425,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             let record = newRecord(context: context)
             proxy.metrics.connectionOpened()
             exchange = Exchange(record: record, keepAlive: false, requestEnded: true)
-            refuse(context: context, status: .badRequest, code: "bad_request", reason: "malformed HTTP request: \(error)")
+            refuse(context: context, status: .badRequest, code: "bad_request", reason: "malformed HTTP request: \(error)", kind: .denial)
             return
         }
         if error is HTTPParserError, exchange != nil {
-            refuse(context: context, status: .badRequest, code: "bad_request", reason: "malformed HTTP request: \(error)")
+            refuse(context: context, status: .badRequest, code: "bad_request", reason: "malformed HTTP request: \(error)", kind: .denial)
             return
         }
         context.close(promise: nil)

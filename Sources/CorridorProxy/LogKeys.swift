@@ -46,6 +46,7 @@ public enum CloseCause: String, Sendable, CaseIterable {
     case destinationBlocked = "destination_blocked"
     case connectFailed = "connect_failed"
     case connectTimeout = "connect_timeout"
+    case upstreamTimeout = "upstream_timeout"
     case idleTimeout = "idle_timeout"
     case connectionLimit = "connection_limit"
     case clientError = "client_error"

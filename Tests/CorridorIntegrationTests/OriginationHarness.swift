@@ -137,6 +137,11 @@ final class HTTPSUpstream: @unchecked Sendable {
         }
     }
 
+    func stop() {
+        process.signal(SIGTERM)
+        if process.waitForExit(timeout: 2) == nil { process.signal(SIGKILL) }
+    }
+
     /// Handshakes the upstream refused (printed on its stderr).
     var failedHandshakes: [String] {
         process.stderrText.split(separator: "\n").filter { $0.hasPrefix("handshake failed") }.map(String.init)
@@ -302,7 +307,10 @@ final class OriginationHarness: @unchecked Sendable {
         adminPort = admin
     }
 
-    func stop() async { await gateway.shutdown(drain: .seconds(2)) }
+    func stop() async {
+        await gateway.shutdown(drain: .seconds(2))
+        upstream.stop()
+    }
 
     /// Every access record written so far, parsed.
     func records() -> [[String: Any]] {

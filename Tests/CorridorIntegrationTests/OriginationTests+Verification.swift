@@ -119,6 +119,25 @@ struct OriginationVerificationTests {
     }
 }
 
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct OriginationResponseTimeoutTests {
+    @Test func upstreamThatTakesTooLongToAnswerIs504WithTheSettingNamed() async throws {
+        let h = try await OriginationHarness(gatewayExtra: "  limits: {upstreamResponseTimeout: 1s}")
+        defer { Task { await h.stop() } }
+        let started = Date()
+        let result = try h.curlViaProxy("http://billing.example.test/stall/20", maxTime: 30)
+        #expect(result.status == 504, "\(result.status) \(result.body) \(result.clientError)")
+        #expect(result.reason == "upstream_timeout", "\(result.headers)")
+        #expect(result.body.contains("spec.limits.upstreamResponseTimeout"))
+        #expect(Date().timeIntervalSince(started) < 15)
+        let record = try #require(h.record { $0["status"] as? Int == 504 })
+        #expect(record["decision"] as? String == "allow", "policy allowed it; the upstream failed it")
+        #expect(record["closeCause"] as? String == "upstream_timeout")
+        // A quick request right after is served normally.
+        #expect(try h.curlViaProxy("http://billing.example.test/x").status == 200)
+    }
+}
+
 /// A port on 127.0.0.1 that nothing listens on (bound, then closed).
 func unusedPort() throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

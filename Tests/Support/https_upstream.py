@@ -12,7 +12,7 @@ Routes:
   POST|PUT /sink     reads the body (Content-Length or chunked), answers "<bytes> <sha256>\\n"
   anything else      reads any body, answers "ok <path>\\n"
 """
-import argparse, hashlib, json, socket, ssl, sys, threading
+import argparse, hashlib, json, os, signal, socket, ssl, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BLOCK = bytes((i * 7 + 3) & 0xFF for i in range(65536))
@@ -123,6 +123,9 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             for chunk in pattern_chunks(n):
                 self.wfile.write(chunk)
+        elif path.startswith("/stall/"):
+            time.sleep(float(path.split("/")[2]))  # an upstream that takes its time to answer
+            self.answer(f"ok {path}\n")
         elif self.command in ("POST", "PUT") and path.split("?")[0] == "/sink":
             self.answer(f"{body_bytes} {body_sha}\n")
         else:
@@ -161,7 +164,19 @@ class Server(ThreadingHTTPServer):
         super().process_request_thread(conn, client_address)
 
 
+def exit_with_parent():
+    """Tests that end without stopping their upstream leave no orphan behind."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
 def main():
+    # A parent's blocked signal mask is inherited: let SIGTERM end this process.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    threading.Thread(target=exit_with_parent, daemon=True).start()
     p = argparse.ArgumentParser()
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
