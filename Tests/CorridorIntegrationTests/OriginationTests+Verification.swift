@@ -153,3 +153,38 @@ func unusedPort() throws -> Int {
     guard ok else { throw TestError.failed("could not bind an ephemeral port") }
     return Int(UInt16(bigEndian: address.sin_port))
 }
+
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct OriginationPlaintextTests {
+    @Test func allowPlaintextLetsPlainHTTPThroughToThatPortOnly() async throws {
+        let plain = try BackgroundProcess("python3", ["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
+        var port: Int?
+        _ = eventually {
+            port = plain.stdoutText.split(separator: "\n").first { $0.contains(" port ") }
+                .flatMap { line in line.split(separator: " ").firstIndex(of: "port").map { Int(line.split(separator: " ")[$0 + 1]) } ?? nil }
+            return port != nil
+        }
+        let plainPort = try #require(port, "http.server did not start: \(plain.stdoutText) \(plain.stderrText)")
+        let h = try await OriginationHarness(moreServices: { _, _ in [
+            """
+            apiVersion: corridor.dev/v1alpha1
+            kind: ExternalService
+            metadata: {name: legacy}
+            spec:
+              hosts: [other.example.test]
+              ports: [{number: \(plainPort), protocol: HTTP, allowPlaintext: true}]
+              access: All
+            """,
+        ] })
+        defer { Task { await h.stop() } }
+        let result = try h.curlViaProxy("http://other.example.test:\(plainPort)/")
+        #expect(result.status == 200, "\(result.status) \(result.body) \(result.clientError)")
+        #expect(result.body.contains("Directory listing"))
+        let record = try #require(h.record { $0["externalService"] as? String == "legacy" })
+        #expect(record["decision"] as? String == "allow")
+        // The same host on another port is not registered: refused.
+        let other = try h.curlViaProxy("http://other.example.test:\(plainPort + 1)/")
+        #expect(other.status == 403)
+        #expect(other.reason == "policy_denied")
+    }
+}
