@@ -122,7 +122,9 @@ extension UpstreamHTTPHandler: Sendable {}
 /// Idle upstream connections of one event loop, per (ExternalService, port, policy generation),
 /// reused for later requests and closed after `idleTimeout`. Confined to its event loop.
 final class UpstreamPool {
-    static let maxIdlePerKey = 8
+    /// Idle connections kept per (service, port, host) on each event loop: enough for a busy
+    /// client pool's concurrency, so steady keep-alive load opens no new upstream handshakes.
+    static let maxIdlePerKey = 128
     static let idleTimeout: TimeAmount = .seconds(30)
 
     private var idle: [String: [UpstreamHTTPConnection]] = [:]
