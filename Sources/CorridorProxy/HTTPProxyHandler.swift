@@ -46,6 +46,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     private var clientInputClosed = false
     /// Fires if the upstream has not started its response in `limits.upstreamResponseTimeout`.
     private var responseTimer: Scheduled<Void>?
+    /// Fires if no complete request head arrives in time (see ``armHeadDeadline(context:)``).
+    private var headDeadline: Scheduled<Void>?
+    /// True while the end of a response is being written; request parts delivered meanwhile wait.
+    private var writingResponseEnd = false
+    private var deferredParts: [HTTPServerRequestPart] = []
 
     /// `countsConnection`: false when the connection was already admitted (the CONNECT listener hands over).
     init(listenerName: String, proxy: ProxyContext, countsConnection: Bool) {
@@ -60,6 +65,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         if context.channel.isActive { setUp(context: context) }
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        responseTimer?.cancel()
+        headDeadline?.cancel()
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         setUp(context: context)
         context.fireChannelActive()
@@ -70,6 +81,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     private func setUp(context: ChannelHandlerContext) {
         guard !isSetUp else { return }
         isSetUp = true
+        armHeadDeadline(context: context)
         if let ip = context.channel.remoteAddress?.ipAddress.flatMap(IPAddress.init(parsing:)) {
             identity = snapshot.inventory.identity(of: ip)
         }
@@ -99,6 +111,16 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
+        if writingResponseEnd {
+            // HTTPServerPipelineHandler hands over a pipelined request from inside our write of the
+            // previous response's end; take it up once that write has gone down the pipeline.
+            deferredParts.append(part)
+            return
+        }
+        handle(part, context: context)
+    }
+
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch (state, part) {
         case (.idle, .head(let head)):
             begin(context: context, head: head)
@@ -116,7 +138,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             upstream.channel.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
             completeIfDone(context: context)
         case (.forwarding, .head):
-            break  // HTTPServerPipelineHandler holds the next request until this response ends
+            // HTTPServerPipelineHandler holds the next request until this exchange is over; a head
+            // now would mean bytes of one request could reach another's upstream. Never reuse it.
+            refuse(context: context, status: .badRequest, code: "bad_request",
+                   reason: "a new request arrived before the previous exchange ended", kind: .denial)
         case (.refusing, .end):
             context.close(promise: nil)
         case (.refusing, _), (.closed, _):
@@ -130,10 +155,17 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     }
 
     private func begin(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        headDeadline?.cancel()
+        headDeadline = nil
         let record = newRecord(context: context)
         proxy.metrics.connectionOpened()
         record.httpMethod = head.method.rawValue
         exchange = Exchange(record: record, keepAlive: head.isKeepAlive)
+        if let framing = HTTPHeaders.framingNamedByConnection(head.headers) {
+            refuse(context: context, status: .badRequest, code: "bad_request",
+                   reason: "the Connection header names \(framing), which frames the message and cannot be hop-by-hop", kind: .denial)
+            return
+        }
         let target: HTTPTarget
         switch HTTPTarget.parse(head) {
         case .failure(let problem):
@@ -149,8 +181,15 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                                              facts: DestinationFacts(connectHost: target.host, port: target.port, kind: .http),
                                              snapshot: snapshot)
         record.decision = decision
-        guard decision.lets, let service = decision.externalService, let servicePort = decision.servicePort else {
+        guard decision.lets else {
             refuse(context: context, status: .forbidden, code: "policy_denied", reason: decision.reason, kind: .policy)
+            return
+        }
+        guard let service = decision.externalService, let servicePort = decision.servicePort, servicePort.protocol == .http else {
+            // Audit mode lets unregistered destinations through, but plain HTTP needs a registered
+            // HTTP port to know how to reach the service over TLS: refused, and recorded as such.
+            refuse(context: context, status: .forbidden, code: "policy_denied",
+                   reason: "\(decision.reason); plain HTTP needs a registered HTTP port with originateTLS, so it is refused", kind: .denial)
             return
         }
         let originate = servicePort.originateTLS
@@ -165,9 +204,13 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         state = .connecting(pending: [])
         var forwarded = head
         forwarded.uri = target.path
+        // Always HTTP/1.1 upstream: the body's framing (Content-Length or chunked, as the client's
+        // request was decoded) is re-encoded, never sent as it came.
+        forwarded.version = .http1_1
         HTTPHeaders.removeHopByHop(&forwarded.headers)
         forwarded.headers.remove(name: "Proxy-Authorization")
-        if !forwarded.headers.contains(name: "Host") { forwarded.headers.add(name: "Host", value: target.hostHeader) }
+        // The upstream sees the host that was judged, whatever Host header the client added.
+        forwarded.headers.replaceOrAdd(name: "Host", value: target.hostHeader)
         let pool = proxy.pool(for: context.eventLoop)
         if let connection = pool.take(key) {
             startForwarding(context: context, upstream: connection, head: forwarded)
@@ -230,6 +273,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         guard let context, case .forwarding = state else { return }
         switch part {
         case .head(var head):
+            if !head.isKeepAlive, case .forwarding(let upstream) = state { upstream.reusable = false }
             exchange?.responseStarted = true
             responseTimer?.cancel()
             responseTimer = nil
@@ -242,8 +286,16 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
             exchange?.responseEnded = true
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
-            completeIfDone(context: context)
+            // Settle this exchange first: writing `.end` lets HTTPServerPipelineHandler deliver a
+            // pipelined next request at once, and that request must find us idle, not forwarding.
+            let closeAfter = completeIfDone(context: context, closeNow: false)
+            writingResponseEnd = true
+            let written = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
+            writingResponseEnd = false
+            if closeAfter { written.assumeIsolated().whenComplete { _ in context.close(promise: nil) } }
+            while !deferredParts.isEmpty, self.context != nil {
+                handle(deferredParts.removeFirst(), context: context)
+            }
         }
     }
 
@@ -276,17 +328,42 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
 
     // MARK: endings
 
-    private func completeIfDone(context: ChannelHandlerContext) {
-        guard let exchange, exchange.requestEnded, exchange.responseEnded, case .forwarding(let upstream) = state else { return }
+    /// Ends the exchange once both the request and the response are complete: the upstream goes
+    /// back to the pool, the record is written, and the connection waits for the next request or
+    /// closes. Returns whether the connection is to close (done here unless `closeNow` is false).
+    @discardableResult
+    private func completeIfDone(context: ChannelHandlerContext, closeNow: Bool = true) -> Bool {
+        guard let exchange, exchange.requestEnded, exchange.responseEnded, case .forwarding(let upstream) = state else { return false }
+        responseTimer?.cancel()
+        responseTimer = nil
         upstream.handler?.delegate = nil
         proxy.pool(for: context.eventLoop).put(upstream)
         finishExchange(cause: .completed)
         if exchange.keepAlive && !clientInputClosed {
             state = .idle
+            armHeadDeadline(context: context)
             resumeClientReads(context: context)
-        } else {
-            state = .closed
-            context.close(promise: nil)
+            return false
+        }
+        state = .closed
+        if closeNow { context.close(promise: nil) }
+        return true
+    }
+
+    /// A request head must arrive complete within `limits.handshakeTimeout` of the connection
+    /// opening or the previous exchange ending; so must the rest of a refused request.
+    private func armHeadDeadline(context: ChannelHandlerContext) {
+        headDeadline?.cancel()
+        let timeout = snapshot.gateway.limits.handshakeTimeout
+        headDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [weak self] in
+            guard let self else { return }
+            switch self.state {
+            case .idle, .refusing:
+                self.state = .closed
+                context.close(promise: nil)
+            default:
+                break
+            }
         }
     }
 
@@ -318,6 +395,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         }
         let requestEnded = exchange?.requestEnded ?? true
         state = requestEnded ? .closed : .refusing
+        if !requestEnded { armHeadDeadline(context: context) }
         if let record = exchange?.record {
             record.httpStatus = Int(status.code)
             switch kind {
@@ -410,6 +488,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        responseTimer?.cancel()
+        headDeadline?.cancel()
         if case .forwarding(let upstream) = state {
             upstream.reusable = false
             upstream.handler?.delegate = nil
@@ -440,6 +520,13 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
 extension HTTPProxyHandler: Sendable {}
 
 extension HTTPHeaders {
+    /// A header the Connection header names that must never be dropped as hop-by-hop: the
+    /// message framing and the Host (dropping them would let a body be re-read as another request).
+    static func framingNamedByConnection(_ headers: HTTPHeaders) -> String? {
+        let named = headers[canonicalForm: "connection"].map { String($0).lowercased() }
+        return named.first { ["content-length", "transfer-encoding", "host"].contains($0) }
+    }
+
     /// Removes the hop-by-hop headers (RFC 9110 section 7.6.1), including those the Connection header names.
     static func removeHopByHop(_ headers: inout HTTPHeaders) {
         let named: [String] = headers[canonicalForm: "connection"].map { String($0).lowercased() }

@@ -36,7 +36,9 @@ enum OriginalDestination {
         }
         return original
             .map { address -> SocketAddress? in
-                guard let port = address.port, port != 0, !(address.ipAddress == local.ipAddress && port == local.port) else { return nil }
+                // Not redirected: conntrack names the listener's own address (IPv4-mapped on a dual-stack listener).
+                let ownIP = local.ipAddress.map { $0.hasPrefix("::ffff:") && $0.contains(".") ? String($0.dropFirst(7)) : $0 }
+                guard let port = address.port, port != 0, !(address.ipAddress == ownIP && port == local.port) else { return nil }
                 return address
             }
             .recover { _ in nil }

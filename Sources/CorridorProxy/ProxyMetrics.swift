@@ -31,7 +31,7 @@ public final class ProxyMetrics: Sendable {
         policyGeneration = registry.makeGauge(descriptor: .init(metricName: "corridor_policy_generation", unitName: "", helpText: "Generation of the policy snapshot in force"))
         policyServices = registry.makeGauge(descriptor: .init(metricName: "corridor_policy_external_services", unitName: "", helpText: "ExternalServices in the policy in force"))
         var connections: [String: [Decision.Verdict: Counter]] = [:]
-        for listener in ["tls", "connect"] {
+        for listener in ["tls", "connect", "http"] {
             for verdict in [Decision.Verdict.allow, .deny, .audit] {
                 connections[listener, default: [:]][verdict] = registry.makeCounter(
                     descriptor: .init(metricName: "corridor_connections_total", unitName: "",

@@ -55,12 +55,14 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
-    func channelActive(context: ChannelHandlerContext) {
-        context.fireChannelActive()
-        if handshake == nil { return }
-    }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            // The upstream is done with this connection: never pool or reuse it.
+            context.close(promise: nil)
+            return
+        }
         if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
             handshake?.succeed(())
             handshake = nil
@@ -125,6 +127,8 @@ final class UpstreamPool {
     /// Idle connections kept per (service, port, host) on each event loop: enough for a busy
     /// client pool's concurrency, so steady keep-alive load opens no new upstream handshakes.
     static let maxIdlePerKey = 128
+    /// Idle connections kept in all on each event loop (wildcard services make many keys).
+    static let maxIdle = 1024
     static let idleTimeout: TimeAmount = .seconds(30)
 
     private var idle: [String: [UpstreamHTTPConnection]] = [:]
@@ -146,7 +150,9 @@ final class UpstreamPool {
 
     /// Returns a connection after a complete exchange; closes it if it cannot be reused.
     func put(_ connection: UpstreamHTTPConnection) {
-        guard connection.reusable, connection.channel.isActive, (idle[connection.key]?.count ?? 0) < Self.maxIdlePerKey else {
+        let total = idle.values.reduce(0) { $0 + $1.count }
+        guard connection.reusable, connection.channel.isActive, (idle[connection.key]?.count ?? 0) < Self.maxIdlePerKey,
+              total < Self.maxIdle else {
             connection.channel.close(promise: nil)
             return
         }
@@ -199,10 +205,8 @@ final class UpstreamPool {
                 handshake.fail(UpstreamHTTPFailure.handshakeTimeout)
                 channel.close(promise: nil)
             }
-            return handshake.futureResult.map { _ in
-                timer.cancel()
-                return connection
-            }
+            handshake.futureResult.whenComplete { _ in timer.cancel() }
+            return handshake.futureResult.map { _ in connection }
         }
     }
 }

@@ -1,0 +1,80 @@
+import Foundation
+import Testing
+
+/// Request smuggling and fronting attempts against TLS origination (found in review): each must be
+/// refused or neutralised, and nothing undecided may reach an upstream.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct OriginationSmugglingTests {
+    @Test(arguments: ["content-length", "Transfer-Encoding", "host"])
+    func connectionHeaderNamingFramingIs400(named: String) async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let smuggled = "GET /smuggled HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+        let request = "GET /a HTTP/1.1\r\nHost: billing.example.test\r\nConnection: \(named)\r\nContent-Length: \(smuggled.utf8.count)\r\n\r\n" + smuggled
+        let result = try rawHTTPExchange(port: h.httpPort, bytes: Array(request.utf8))
+        #expect(result.status == 400, "\(result.status) \(result.body)")
+        #expect(result.reason == "bad_request")
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(h.upstream.requests.isEmpty, "\(h.upstream.requests)")
+    }
+
+    @Test func pipelinedRequestsAreEachJudgedAndNeverSpliced() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let inner = "GET /smuggled HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+        let pipelined = "GET /first HTTP/1.1\r\nHost: billing.example.test\r\n\r\n"
+            + "POST /sink HTTP/1.1\r\nHost: billing.example.test\r\nContent-Length: \(inner.utf8.count)\r\n\r\n" + inner
+            + "GET /third HTTP/1.1\r\nHost: evil.example.test\r\nConnection: close\r\n\r\n"
+        let script = """
+        import socket, sys
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+        s.sendall(sys.argv[2].encode())
+        buf = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk: break
+                buf += chunk
+        except socket.timeout:
+            pass
+        sys.stdout.write(buf.decode("latin-1"))
+        """
+        let result = try runCommand("python3", ["-c", script, "\(h.httpPort)", pipelined], timeout: 30)
+        let statuses = result.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+            .filter { $0.hasPrefix("HTTP/1.1 ") }
+        #expect(statuses.count == 3, "\(result.stdout)")
+        #expect(statuses.first?.hasPrefix("HTTP/1.1 200") ?? false)
+        #expect(statuses.last?.hasPrefix("HTTP/1.1 403") ?? false, "the third request names a host that is not allowed")
+        #expect(result.stdout.contains("\(inner.utf8.count) "), "the POST body reached /sink as a body: \(result.stdout)")
+        try await Task.sleep(for: .milliseconds(300))
+        let paths = h.upstream.requests.map { $0["path"] as? String ?? "" }
+        #expect(paths == ["/first", "/sink"], "\(paths)")
+    }
+
+    @Test func absoluteFormSendsTheJudgedHostNotTheClientsHostHeader() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let request = "GET http://billing.example.test/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+        let result = try rawHTTPExchange(port: h.httpPort, bytes: Array(request.utf8))
+        #expect(result.status == 200, "\(result.status) \(result.body)")
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(h.upstream.requests.map { $0["host"] as? String ?? "" } == ["billing.example.test"], "\(h.upstream.requests)")
+    }
+
+    @Test func aRequestHeadThatNeverCompletesIsCutAtTheDeadline() async throws {
+        let h = try await OriginationHarness(gatewayExtra: "  limits: {handshakeTimeout: 1s}")
+        defer { Task { await h.stop() } }
+        let script = """
+        import socket, sys, time
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\\r\\nHost: bill")
+        start = time.time()
+        try:
+            print("closed" if s.recv(1) == b"" else "data", round(time.time() - start, 1))
+        except socket.timeout:
+            print("open")
+        """
+        let result = try runCommand("python3", ["-c", script, "\(h.httpPort)"], timeout: 30)
+        #expect(result.stdout.hasPrefix("closed"), "\(result.stdout) \(result.stderr)")
+    }
+}
