@@ -20,6 +20,7 @@ public struct Resolver: Sendable {
     public enum Failure: Error, Equatable {
         case notFound(String)
         case systemResolverDisabled
+        case timedOut(String)
     }
 
     /// At most this many names are cached; past it, expired entries are dropped, then all.
@@ -39,11 +40,28 @@ public struct Resolver: Sendable {
         let now = ContinuousClock.now
         if ttl > .zero, let cached = cache.lookup(host, now: now) { return eventLoop.makeSucceededFuture(cached) }
         let cache = self.cache
-        return threadPool.runIfActive(eventLoop: eventLoop) {
+        let lookup = threadPool.runIfActive(eventLoop: eventLoop) {
             let addresses = try Self.getaddrinfo(host)
             if ttl > .zero { cache.store(host, addresses, until: ContinuousClock.now + ttl, limit: Self.maxCachedNames) }
             return addresses
         }
+        // A slow resolver must not hold an allowed connection for ever: the lookup gets the
+        // connect timeout too (the lookup itself finishes on its thread and fills the cache).
+        let timeout = snapshot.gateway.limits.connectTimeout
+        let promise = eventLoop.makePromise(of: [IPAddress].self)
+        let settled = NIOLoopBoundBox(false, eventLoop: eventLoop)
+        let timer = eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
+            guard !settled.value else { return }
+            settled.value = true
+            promise.fail(Failure.timedOut(host))
+        }
+        lookup.hop(to: eventLoop).whenComplete { result in
+            timer.cancel()
+            guard !settled.value else { return }
+            settled.value = true
+            promise.completeWith(result)
+        }
+        return promise.futureResult
     }
 
     static func getaddrinfo(_ host: String) throws -> [IPAddress] {
