@@ -118,18 +118,13 @@ struct IPTables: ParsableCommand {
         guard listeners.tls != nil || listeners.http != nil else {
             throw ValidationError("\(config): spec.listeners.tls or spec.listeners.http is required for transparent capture")
         }
-        func cidrs(_ texts: [String], _ flag: String) throws -> [CIDR] {
-            try texts.flatMap { $0.split(separator: ",") }.map { text in
-                do { return try CIDR(parsing: String(text)) } catch { throw ValidationError("\(flag): '\(text)' is not a CIDR") }
-            }
-        }
-        let pods = try cidrs(podCIDR, "--pod-cidr")
+        let pods = try parseCIDRs(podCIDR, flag: "--pod-cidr")
         if topology == .node && pods.isEmpty { throw ValidationError("--pod-cidr is required for the node topology") }
         let dnsServers = try dns.flatMap { $0.split(separator: ",") }.map { text in
             guard let ip = IPAddress(parsing: String(text)) else { throw ValidationError("--dns: '\(text)' is not an IP address") }
             return ip
         }
-        let rules = CaptureRules(topology: topology, podCIDRs: pods, clusterCIDRs: try cidrs(clusterCIDR, "--cluster-cidr"),
+        let rules = CaptureRules(topology: topology, podCIDRs: pods, clusterCIDRs: try parseCIDRs(clusterCIDR, flag: "--cluster-cidr"),
                                  dnsServers: dnsServers, gatewayUID: gatewayUID, tlsListenerPort: listeners.tls?.port ?? 0,
                                  capturedPorts: CaptureRules.ports(for: snapshot.source),
                                  httpListenerPort: snapshot.gateway.listeners.http?.port, httpPorts: CaptureRules.httpPorts(for: snapshot.source),
@@ -190,11 +185,6 @@ struct NetPol: ParsableCommand {
                 return (parts[0], parts[1])
             }
         }
-        func cidrs(_ text: String, _ flag: String) throws -> [CIDR] {
-            try text.split(separator: ",").map { item in
-                do { return try CIDR(parsing: String(item)) } catch { throw ValidationError("\(flag): '\(item)' is not a CIDR") }
-            }
-        }
         let ports = try gatewayPorts.split(separator: ",").map { item in
             guard let port = Int(item), (1...65535).contains(port) else { throw ValidationError("--gateway-ports: '\(item)' is not a port") }
             return port
@@ -203,7 +193,7 @@ struct NetPol: ParsableCommand {
             namespaces: try names(namespaces, "--namespaces"), gatewayNamespace: try names(gatewayNamespace, "--gateway-namespace")[0],
             gatewayLabels: try pairs(gatewayLabels, "--gateway-labels"), gatewayPorts: ports,
             dnsNamespace: try names(dnsNamespace, "--dns-namespace")[0], dnsLabels: try pairs(dnsLabels, "--dns-labels"),
-            podCIDRs: try cidrs(podCIDR, "--pod-cidr"), serviceCIDRs: try cidrs(serviceCIDR, "--service-cidr"))
+            podCIDRs: try parseCIDRs([podCIDR], flag: "--pod-cidr"), serviceCIDRs: try parseCIDRs([serviceCIDR], flag: "--service-cidr"))
         print(policies.yaml, terminator: "")
     }
 }
@@ -211,6 +201,13 @@ struct NetPol: ParsableCommand {
 struct Version: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the version.")
     mutating func run() { print("corridor \(CorridorVersion.string)") }
+}
+
+/// CIDRs from repeated and/or comma-separated option values; the error names the flag.
+func parseCIDRs(_ values: [String], flag: String) throws -> [CIDR] {
+    try values.flatMap { $0.split(separator: ",") }.map { item in
+        do { return try CIDR(parsing: String(item)) } catch { throw ValidationError("\(flag): '\(item)' is not a CIDR") }
+    }
 }
 
 func printError(_ text: String) {

@@ -53,8 +53,33 @@ func testConfig(upstreamPort: Int, accessLog: String, gatewayExtra: String = "",
     """
 }
 
+/// A harness whose gateway writes its access log to a file: read and wait for records.
+protocol AccessLogReading {
+    var accessLogPath: String { get }
+}
+
+extension AccessLogReading {
+    /// Every access record written so far, parsed.
+    func records() -> [[String: Any]] {
+        let text = (try? String(contentsOfFile: accessLogPath, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
+        }
+    }
+
+    /// Waits for a record matching `predicate` and returns it.
+    func record(timeout: TimeInterval = 10, where predicate: ([String: Any]) -> Bool) -> [String: Any]? {
+        var found: [String: Any]?
+        _ = eventually(timeout: timeout) {
+            found = records().first(where: predicate)
+            return found != nil
+        }
+        return found
+    }
+}
+
 /// One in-process gateway on ephemeral ports, with a TLS upstream and a test PKI.
-final class GatewayHarness: @unchecked Sendable {
+final class GatewayHarness: AccessLogReading, @unchecked Sendable {
     let dir: TempDir
     let pki: TestPKI
     let upstream: TLSUpstream
@@ -85,23 +110,6 @@ final class GatewayHarness: @unchecked Sendable {
 
     func stop() async { await gateway.shutdown(drain: .seconds(2)) }
 
-    /// Every access record written so far, parsed.
-    func records() -> [[String: Any]] {
-        let text = (try? String(contentsOfFile: accessLogPath, encoding: .utf8)) ?? ""
-        return text.split(separator: "\n").compactMap {
-            (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
-        }
-    }
-
-    /// Waits for a record matching `predicate` and returns it.
-    func record(timeout: TimeInterval = 10, where predicate: ([String: Any]) -> Bool) -> [String: Any]? {
-        var found: [String: Any]?
-        _ = eventually(timeout: timeout) {
-            found = records().first(where: predicate)
-            return found != nil
-        }
-        return found
-    }
 
     func curlViaConnect(_ url: String, extra: [String] = []) throws -> CommandResult {
         try runCommand("curl", ["-sS", "--max-time", "20", "--cacert", pki.caCert, "-x", "http://127.0.0.1:\(connectPort)"] + extra + [url])

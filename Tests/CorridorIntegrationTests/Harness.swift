@@ -125,8 +125,19 @@ final class BackgroundProcess: @unchecked Sendable {
         } else {
             process.standardInput = FileHandle.nullDevice
         }
-        out.fileHandleForReading.readabilityHandler = { [stdout] h in stdout.append(h.availableData) }
-        err.fileHandleForReading.readabilityHandler = { [stderr] h in stderr.append(h.availableData) }
+        // Plain threads reading until EOF: FileHandle.readabilityHandler (a dispatch source) has been
+        // seen to crash libdispatch's manager thread on Linux when many processes come and go.
+        for (pipe, sink) in [(out, stdout), (err, stderr)] {
+            let handle = pipe.fileHandleForReading
+            let thread = Thread {
+                while true {
+                    let data = handle.availableData
+                    if data.isEmpty { break }
+                    sink.append(data)
+                }
+            }
+            thread.start()
+        }
         try process.run()
     }
 

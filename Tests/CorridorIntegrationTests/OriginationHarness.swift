@@ -258,7 +258,7 @@ struct HTTPResult {
 }
 
 /// One in-process gateway on ephemeral ports in front of one HTTPS upstream, with the origination PKI.
-final class OriginationHarness: @unchecked Sendable {
+final class OriginationHarness: AccessLogReading, @unchecked Sendable {
     let dir: TempDir
     let pki: OriginationPKI
     let upstream: HTTPSUpstream
@@ -312,23 +312,6 @@ final class OriginationHarness: @unchecked Sendable {
         upstream.stop()
     }
 
-    /// Every access record written so far, parsed.
-    func records() -> [[String: Any]] {
-        let text = (try? String(contentsOfFile: accessLogPath, encoding: .utf8)) ?? ""
-        return text.split(separator: "\n").compactMap {
-            (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
-        }
-    }
-
-    /// Waits for a record matching `predicate` and returns it.
-    func record(timeout: TimeInterval = 10, where predicate: ([String: Any]) -> Bool) -> [String: Any]? {
-        var found: [String: Any]?
-        _ = eventually(timeout: timeout) {
-            found = records().first(where: predicate)
-            return found != nil
-        }
-        return found
-    }
 
     /// curl through the gateway with the URL in absolute form (`-x`), on the http listener unless
     /// `port` says otherwise.

@@ -12,7 +12,8 @@ Routes:
   POST|PUT /sink     reads the body (Content-Length or chunked), answers "<bytes> <sha256>\\n"
   anything else      reads any body, answers "ok <path>\\n"
 """
-import argparse, hashlib, json, os, signal, socket, ssl, sys, threading, time
+import argparse, hashlib, json, os, socket, ssl, sys, threading, time
+from testproc import bind_to_parent
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BLOCK = bytes((i * 7 + 3) & 0xFF for i in range(65536))
@@ -164,19 +165,8 @@ class Server(ThreadingHTTPServer):
         super().process_request_thread(conn, client_address)
 
 
-def exit_with_parent():
-    """Tests that end without stopping their upstream leave no orphan behind."""
-    parent = os.getppid()
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(0)
-
-
 def main():
-    # A parent's blocked signal mask is inherited: let SIGTERM end this process.
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    threading.Thread(target=exit_with_parent, daemon=True).start()
+    bind_to_parent()
     p = argparse.ArgumentParser()
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)

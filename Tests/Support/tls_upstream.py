@@ -7,7 +7,8 @@ connection to --log: "<sni> <tls version> <alpn>". Per connection, the first lin
   SINK\n            read to EOF, then answer "<bytes> <sha256>\n" and close
   GET /...          HTTP/1.1: /size/N returns N deterministic bytes (see pattern()), else "ok\n"
 """
-import argparse, hashlib, os, signal, socket, ssl, sys, threading, time
+import argparse, hashlib, socket, ssl, sys, threading
+from testproc import bind_to_parent
 
 def pattern(n):
     block = bytes((i * 7 + 3) & 0xFF for i in range(65536))
@@ -64,18 +65,8 @@ def handle(conn, log, lock):
         except OSError:
             pass
 
-def exit_with_parent():
-    """A test that ends without stopping its upstream leaves no orphan behind."""
-    parent = os.getppid()
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(0)
-
 def main():
-    # A parent's blocked signal mask is inherited: let SIGTERM end this process.
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    threading.Thread(target=exit_with_parent, daemon=True).start()
+    bind_to_parent()
     p = argparse.ArgumentParser()
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
