@@ -1,0 +1,52 @@
+import Foundation
+import Testing
+
+/// The CRDs in deploy/crds: structural, valid for Kubernetes 1.33 offline, and they accept and
+/// reject the same objects as the file-mode validator (`corridor check`).
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct CRDTests {
+    static let crdDir = Repo.root.appendingPathComponent("deploy/crds").path
+    static var crdFiles: [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: crdDir)) ?? []).filter { $0.hasSuffix(".yaml") }.sorted()
+            .map { "\(crdDir)/\($0)" }
+    }
+
+    @Test func crdsAreStructuralAndValidOffline() throws {
+        #expect(Self.crdFiles.count == 2)
+        let structural = try runCommand("python3", [Repo.root.appendingPathComponent("../shared/k8s/tools/check_crd_structural.py").standardized.path]
+                                        + Self.crdFiles)
+        #expect(structural.status == 0, "\(structural.stdout)\(structural.stderr)")
+        let validation = try runCommand("kubernetes-validate", ["--strict", "-k", "1.33.0"] + Self.crdFiles)
+        #expect(validation.status == 0, "\(validation.stdout)\(validation.stderr)")
+    }
+
+    @Test func theQuickstartObjectsValidateAgainstTheCRDs() throws {
+        let result = try runCommand("python3", [Repo.support.appendingPathComponent("validate_cr.py").path, Self.crdDir,
+                                                Repo.root.appendingPathComponent("examples/quickstart.yaml").path])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("OK") && result.stdout.contains("ExternalService/allowed-api"))
+        #expect(result.stdout.contains("EgressPolicy/checkout-egress"))
+    }
+
+    @Test(arguments: [
+        ("port 0", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [a.test], ports: [{number: 0, protocol: TLS}]}"),
+        ("unknown protocol", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [a.test], ports: [{number: 443, protocol: UDP}]}"),
+        ("no ports", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [a.test]}"),
+        ("bad host", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [\"a..test\"], ports: [{number: 443, protocol: TLS}]}"),
+        ("bad access", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [a.test], ports: [{number: 443, protocol: TLS}], access: Everyone}"),
+        ("bad minVersion", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [a.test], ports: [{number: 80, protocol: HTTP, originateTLS: {port: 443, minVersion: TLSv1.1}}]}"),
+        ("bad mode", "kind: EgressPolicy\nmetadata: {name: p, namespace: n}\nspec: {mode: Sometimes, egress: [{to: [{externalService: s}]}]}"),
+        ("no egress", "kind: EgressPolicy\nmetadata: {name: p, namespace: n}\nspec: {mode: Audit}"),
+        ("empty to", "kind: EgressPolicy\nmetadata: {name: p, namespace: n}\nspec: {egress: [{to: []}]}"),
+        ("bad operator", "kind: EgressPolicy\nmetadata: {name: p, namespace: n}\nspec: {podSelector: {matchExpressions: [{key: a, operator: Is}]}, egress: [{to: [{externalService: s}]}]}"),
+    ])
+    func invalidObjectsAreRejectedByTheCRDAndByCheck(name: String, body: String) throws {
+        let dir = try TempDir()
+        let file = dir.path("bad.yaml")
+        try ("apiVersion: corridor.dev/v1alpha1\n" + body + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let schema = try runCommand("python3", [Repo.support.appendingPathComponent("validate_cr.py").path, Self.crdDir, file])
+        #expect(schema.status != 0, "the CRD schema accepted \(name): \(schema.stdout)")
+        let check = try runCommand(Repo.corridorBinary.path, ["check", "--config", file])
+        #expect(check.status == 2, "corridor check accepted \(name): \(check.stdout)")
+    }
+}
