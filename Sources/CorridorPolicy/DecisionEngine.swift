@@ -12,12 +12,7 @@ public enum DecisionEngine {
         if facts.hasECH && !gateway.tls.allowECH {
             return .deny("the ClientHello carries Encrypted Client Hello, so SNI \(host) may not be the real destination", host: host, port: facts.port)
         }
-        let identity: SourceIdentity
-        if let source {
-            identity = source
-        } else if gateway.unknownSources == .allow {
-            identity = SourceIdentity(namespace: "", workload: "", serviceAccount: "", labels: [:])
-        } else {
+        guard let identity = identity(of: source, gateway: gateway) else {
             return .deny("source \(sourceAddress) is not a known workload", host: host, port: facts.port)
         }
 
@@ -38,25 +33,10 @@ public enum DecisionEngine {
                 firstRefusal = firstRefusal ?? .deny("ExternalService \(service.name) has \(what)", host: host, port: facts.port, service: service.name)
                 continue
             }
-            let port = servicePort.number
-            if service.access == .all {
-                return Decision(verdict: .allow, host: host, port: port, externalService: service.name, egressPolicy: nil,
-                                reason: "ExternalService \(service.name) is open to all workloads", serviceAddresses: service.addresses,
-                                servicePort: servicePort)
-            }
-            for grant in snapshot.grants[service.name] ?? [] {
-                let policy = snapshot.source.egressPolicies[grant.policy]
-                let rule = policy.egress[grant.rule]
-                guard source != nil, policy.selects(identity), rule.ports.isEmpty || rule.ports.contains(port) else { continue }
-                return Decision(verdict: .allow, host: host, port: port, externalService: service.name,
-                                egressPolicy: policy.metadata.qualifiedName,
-                                reason: "EgressPolicy \(policy.metadata.qualifiedName) grants ExternalService \(service.name)",
-                                serviceAddresses: service.addresses, servicePort: servicePort)
-            }
-            let who = source == nil ? "unknown source \(sourceAddress)" : identity.summary
-            firstRefusal = firstRefusal ?? Decision(verdict: .deny, host: host, port: port, externalService: service.name, egressPolicy: nil,
-                                                    reason: "ExternalService \(service.name) is not granted to \(who)",
-                                                    serviceAddresses: service.addresses, servicePort: servicePort)
+            let decision = judge(service, port: servicePort, host: host, target: nil, identity: identity, known: source != nil,
+                                 sourceAddress: sourceAddress, snapshot: snapshot)
+            if decision.verdict == .allow { return decision }
+            firstRefusal = firstRefusal ?? decision
         }
         return auditOrDeny(identity, known: source != nil, snapshot: snapshot, deny: firstRefusal!)
     }
@@ -74,35 +54,52 @@ public enum DecisionEngine {
             if snapshot.tlsPorts.contains(port) { return nil }
             return .deny("no ExternalService serves TCP \(target)", port: port)
         }
-        let identity: SourceIdentity
-        if let source {
-            identity = source
-        } else if snapshot.gateway.unknownSources == .allow {
-            identity = SourceIdentity(namespace: "", workload: "", serviceAccount: "", labels: [:])
-        } else {
+        guard let identity = identity(of: source, gateway: snapshot.gateway) else {
             return .deny("source \(sourceAddress) is not a known workload", port: port)
         }
         var refusal: Decision?
         for index in matching {
             let service = snapshot.services[index]
-            if service.access == .all {
-                return Decision(verdict: .allow, host: nil, port: port, externalService: service.name, egressPolicy: nil,
-                                reason: "ExternalService \(service.name) is open to all workloads (TCP \(target))", serviceAddresses: service.addresses)
-            }
-            for grant in snapshot.grants[service.name] ?? [] {
-                let policy = snapshot.source.egressPolicies[grant.policy]
-                let rule = policy.egress[grant.rule]
-                guard source != nil, policy.selects(identity), rule.ports.isEmpty || rule.ports.contains(port) else { continue }
-                return Decision(verdict: .allow, host: nil, port: port, externalService: service.name, egressPolicy: policy.metadata.qualifiedName,
-                                reason: "EgressPolicy \(policy.metadata.qualifiedName) grants ExternalService \(service.name) (TCP \(target))",
-                                serviceAddresses: service.addresses)
-            }
-            let who = source == nil ? "unknown source \(sourceAddress)" : identity.summary
-            refusal = refusal ?? Decision(verdict: .deny, host: nil, port: port, externalService: service.name, egressPolicy: nil,
-                                          reason: "ExternalService \(service.name) (TCP \(target)) is not granted to \(who)",
-                                          serviceAddresses: service.addresses)
+            guard let servicePort = service.ports.first(where: { $0.protocol == .tcp && $0.number == port }) else { continue }
+            let decision = judge(service, port: servicePort, host: nil, target: "TCP \(target)", identity: identity, known: source != nil,
+                                 sourceAddress: sourceAddress, snapshot: snapshot)
+            if decision.verdict == .allow { return decision }
+            refusal = refusal ?? decision
         }
-        return auditOrDeny(identity, known: source != nil, snapshot: snapshot, deny: refusal!)
+        return auditOrDeny(identity, known: source != nil, snapshot: snapshot, deny: refusal ?? .deny("no ExternalService serves TCP \(target)", port: port))
+    }
+
+    /// The identity a source is judged as: itself, or for an unknown source an empty identity
+    /// (namespace "", no labels) where `unknownSources: Allow`; nil means deny.
+    static func identity(of source: SourceIdentity?, gateway: GatewayConfig) -> SourceIdentity? {
+        if let source { return source }
+        return gateway.unknownSources == .allow ? SourceIdentity(namespace: "", workload: "", serviceAccount: "", labels: [:]) : nil
+    }
+
+    /// Whether `service`, on `port`, is open to this source: by `access: All` or a grant of an
+    /// Enforce or Audit EgressPolicy that selects it. Returns the allow, or the refusal to report.
+    /// `target` (e.g. "TCP 10.0.0.5 port 5432") is named in the reason when the connection had no host.
+    static func judge(_ service: ExternalService, port: ExternalService.Port, host: String?, target: String?,
+                      identity: SourceIdentity, known: Bool, sourceAddress: String, snapshot: PolicySnapshot) -> Decision {
+        let about = target.map { " (\($0))" } ?? ""
+        if service.access == .all {
+            return Decision(verdict: .allow, host: host, port: port.number, externalService: service.name, egressPolicy: nil,
+                            reason: "ExternalService \(service.name) is open to all workloads\(about)",
+                            serviceAddresses: service.addresses, servicePort: port)
+        }
+        for grant in snapshot.grants[service.name] ?? [] {
+            let policy = snapshot.source.egressPolicies[grant.policy]
+            let rule = policy.egress[grant.rule]
+            guard known, policy.selects(identity), rule.ports.isEmpty || rule.ports.contains(port.number) else { continue }
+            return Decision(verdict: .allow, host: host, port: port.number, externalService: service.name,
+                            egressPolicy: policy.metadata.qualifiedName,
+                            reason: "EgressPolicy \(policy.metadata.qualifiedName) grants ExternalService \(service.name)\(about)",
+                            serviceAddresses: service.addresses, servicePort: port)
+        }
+        let who = known ? identity.summary : "unknown source \(sourceAddress)"
+        return Decision(verdict: .deny, host: host, port: port.number, externalService: service.name, egressPolicy: nil,
+                        reason: "ExternalService \(service.name)\(about) is not granted to \(who)",
+                        serviceAddresses: service.addresses, servicePort: port)
     }
 
     /// The port a connection to `service` uses: the requested one if the service serves it with

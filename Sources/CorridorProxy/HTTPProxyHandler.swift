@@ -87,17 +87,15 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         }
         guard countsConnection else { return }
         let limit = snapshot.gateway.limits.maxConnections
-        guard proxy.admit(limit: limit) else {
+        guard proxy.admit(context.channel, limit: limit) else {
             let record = newRecord(context: context)
             proxy.metrics.connectionOpened()
             record.finish(.connectionLimit, log: proxy.accessLog, metrics: proxy.metrics,
-                          reason: "the gateway already has \(limit) open connections (spec.limits.maxConnections)")
+                          reason: ProxyContext.connectionLimitReason(limit))
             state = .closed
             context.close(promise: nil)
             return
         }
-        let proxy = self.proxy
-        context.channel.closeFuture.whenComplete { _ in proxy.release() }
     }
 
     private func newRecord(context: ChannelHandlerContext) -> ConnectionRecord {

@@ -63,15 +63,13 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         record.policyGeneration = snapshot.generation
         proxy.metrics.connectionOpened()
         let limits = snapshot.gateway.limits
-        guard proxy.admit(limit: limits.maxConnections) else {
+        guard proxy.admit(channel, limit: limits.maxConnections) else {
             state = .closed
             record.finish(.connectionLimit, log: proxy.accessLog, metrics: proxy.metrics,
-                          reason: "the gateway already has \(limits.maxConnections) open connections (spec.limits.maxConnections)")
+                          reason: ProxyContext.connectionLimitReason(limits.maxConnections))
             context.close(promise: nil)
             return
         }
-        let proxy = self.proxy
-        channel.closeFuture.whenComplete { _ in proxy.release() }
         if let ip = record.source?.ipAddress.flatMap(IPAddress.init(parsing:)) {
             record.identity = snapshot.inventory.identity(of: ip)
         }

@@ -35,17 +35,22 @@ public final class ProxyContext: Sendable {
 
     func makeConnectionID() -> UInt64 { nextID.wrappingAdd(1, ordering: .relaxed).oldValue }
 
-    /// Takes a slot in the connection budget; false when `limit` connections are already open.
-    func admit(limit: Int) -> Bool {
+    /// Takes a slot in the connection budget for `channel`, given back when the channel closes;
+    /// false when `limit` connections are already open.
+    func admit(_ channel: any Channel, limit: Int) -> Bool {
         let previous = open.wrappingAdd(1, ordering: .relaxed).oldValue
         if previous >= limit {
             open.wrappingSubtract(1, ordering: .relaxed)
             return false
         }
+        channel.closeFuture.whenComplete { [self] _ in open.wrappingSubtract(1, ordering: .relaxed) }
         return true
     }
 
-    func release() { open.wrappingSubtract(1, ordering: .relaxed) }
+    /// The reason recorded for a connection refused by ``admit(_:limit:)``.
+    static func connectionLimitReason(_ limit: Int) -> String {
+        "the gateway already has \(limit) open connections (spec.limits.maxConnections)"
+    }
 
     /// Client connections open now.
     public var openConnections: Int { open.load(ordering: .relaxed) }
