@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "CorridorPolicy", targets: ["CorridorPolicy"]),
         .library(name: "CorridorWire", targets: ["CorridorWire"]),
         .library(name: "CorridorProxy", targets: ["CorridorProxy"]),
+        .library(name: "CorridorKubernetes", targets: ["CorridorKubernetes"]),
         .library(name: "CorridorGateway", targets: ["CorridorGateway"]),
     ],
     dependencies: [
@@ -45,21 +46,38 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
-        // Composition: the policy store, config reload, signals, drain.
+        // The Kubernetes control plane: API client (in-cluster, kubeconfig), list+watch
+        // reflectors, and the compiler from watched objects to a policy source.
+        .target(
+            name: "CorridorKubernetes",
+            dependencies: [
+                "CorridorPolicy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // Composition: the policy store, config reload, signals, drain, cluster sync.
         .target(
             name: "CorridorGateway",
             dependencies: [
                 "CorridorPolicy",
                 "CorridorProxy",
+                "CorridorKubernetes",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .executableTarget(
             name: "corridor",
             dependencies: [
                 "CorridorGateway",
+                "CorridorKubernetes",
                 "CorridorPolicy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -71,6 +89,10 @@ let package = Package(
             path: "bench/DecisionBench"
         ),
         .testTarget(name: "CorridorPolicyTests", dependencies: ["CorridorPolicy"]),
+        .testTarget(
+            name: "CorridorKubernetesTests",
+            dependencies: ["CorridorKubernetes", "CorridorPolicy", .product(name: "NIOPosix", package: "swift-nio")]
+        ),
         .testTarget(
             name: "CorridorWireTests",
             dependencies: ["CorridorWire", "CorridorPolicy", .product(name: "NIOCore", package: "swift-nio")]
@@ -88,7 +110,7 @@ let package = Package(
         .testTarget(
             name: "CorridorIntegrationTests",
             dependencies: [
-                "CorridorGateway", "CorridorProxy", "CorridorPolicy",
+                "CorridorGateway", "CorridorProxy", "CorridorPolicy", "CorridorKubernetes",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -13,7 +13,9 @@ public struct PolicySource: Sendable, Equatable {
 /// Reads the multi-document YAML config file: `GatewayConfig`, `ExternalService`, `EgressPolicy`, `Workload`.
 public enum ConfigLoader {
     /// Parses and validates YAML text. Throws ``ConfigErrors`` listing every problem found.
-    public static func load(yaml text: String, file: String) throws(ConfigErrors) -> PolicySource {
+    /// `crossCheck: false` validates each object on its own (names unique, references resolve and
+    /// the inventory unambiguous are then the caller's job, as for objects read from the API).
+    public static func load(yaml text: String, file: String, crossCheck checkAcross: Bool = true) throws(ConfigErrors) -> PolicySource {
         var source = PolicySource()
         var errors: [ConfigError] = []
         var sawGateway = false
@@ -76,7 +78,7 @@ public enum ConfigLoader {
                 errors.append(error)
             }
         }
-        errors += crossCheck(source, file: file, locations: locations)
+        if checkAcross { errors += crossCheck(source, file: file, locations: locations) }
         if !errors.isEmpty { throw ConfigErrors(errors: errors) }
         return source
     }

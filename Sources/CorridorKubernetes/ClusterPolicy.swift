@@ -1,0 +1,273 @@
+import CorridorPolicy
+import Foundation
+
+/// What the watches hold at one moment: the input of a policy build.
+public struct ClusterObjects: Sendable {
+    public var pods: [Pod]
+    public var externalServices: [CustomResource]
+    public var egressPolicies: [CustomResource]
+
+    public init(pods: [Pod] = [], externalServices: [CustomResource] = [], egressPolicies: [CustomResource] = []) {
+        self.pods = pods
+        self.externalServices = externalServices
+        self.egressPolicies = egressPolicies
+    }
+}
+
+/// An `Accepted` condition to write to one object's status.
+public struct StatusUpdate: Sendable, Equatable {
+    public var resource: APIResource
+    public var namespace: String?
+    public var name: String
+    public var condition: KubeCondition
+
+    public var path: String { resource.objectPath(namespace: namespace, name: name) + "/status" }
+}
+
+/// The result of one build.
+public struct ClusterPolicy: Sendable {
+    public var source: PolicySource
+    /// Conditions that differ from what the objects' status says now.
+    public var statusUpdates: [StatusUpdate]
+    /// Objects whose current spec is invalid (enforced at their last good generation, or not at all).
+    public var rejected: [String]
+    /// Pods that own at least one address in the inventory.
+    public var podIdentities: Int
+}
+
+/// Builds a policy source from the watched objects: each ExternalService and EgressPolicy is
+/// validated on its own by the same loader as the config file (unknown fields, bad hosts, bad
+/// selectors are errors); an invalid object is never half-applied: it is enforced as it was at
+/// its last accepted generation, or not at all, and its `Accepted` condition says why. Pods
+/// become the source inventory (see ``PodInventory``).
+///
+/// Stateful only to remember each object's last good version and to skip re-validating specs
+/// that did not change (10,000 ExternalServices rebuild without re-parsing).
+public final class ClusterPolicyCompiler {
+    private struct Parsed<Value> {
+        /// uid and generation (or resourceVersion): what identifies the spec that was parsed.
+        var version: String
+        var result: Result<Value, ConfigErrors>
+    }
+
+    private struct Good<Value> {
+        var uid: String?
+        var generation: Int64?
+        var value: Value
+    }
+
+    private var parsedServices: [String: Parsed<ExternalService>] = [:]
+    private var parsedPolicies: [String: Parsed<EgressPolicy>] = [:]
+    private var goodServices: [String: Good<ExternalService>] = [:]
+    private var goodPolicies: [String: Good<EgressPolicy>] = [:]
+    private let now: () -> String
+
+    public init(now: @escaping () -> String = KubeTime.now) {
+        self.now = now
+    }
+
+    /// `base` holds the GatewayConfig (and any file Workloads); `unusable` names ExternalServices
+    /// to leave out with a reason (TLS material that cannot be loaded).
+    public func build(base: PolicySource, objects: ClusterObjects, unusable: [String: String] = [:]) -> ClusterPolicy {
+        var source = base
+        var updates: [StatusUpdate] = []
+        var rejected: [String] = []
+
+        // ExternalServices.
+        var serviceNames = Set<String>()
+        var servicePorts: [String: Set<Int>] = [:]
+        var liveServiceKeys = Set<String>()
+        for object in objects.externalServices {
+            guard let name = object.metadata.name else { continue }
+            liveServiceKeys.insert(object.metadata.key)
+            let parsed = parse(object, kind: "ExternalService", cache: &parsedServices) { $0.externalServices.first }
+            var condition: KubeCondition
+            switch parsed {
+            case .success(let service):
+                if let reason = unusable[name] {
+                    condition = accepted(false, "InvalidTLSMaterial", "\(reason); not enforced", object)
+                    rejected.append("ExternalService/\(name)")
+                } else {
+                    goodServices[object.metadata.key] = Good(uid: object.metadata.uid, generation: object.metadata.generation, value: service)
+                    source.externalServices.append(service)
+                    serviceNames.insert(name)
+                    servicePorts[name] = Set(service.ports.map(\.number))
+                    condition = accepted(true, "Valid", "accepted", object)
+                }
+            case .failure(let errors):
+                rejected.append("ExternalService/\(name)")
+                let kept: ExternalService?
+                (kept, condition) = lastGood(goodServices, object, errors)
+                if let kept {
+                    if let reason = unusable[name] {
+                        condition = accepted(false, "InvalidTLSMaterial", "\(Self.summary(errors)); the last accepted version: \(reason); not enforced", object)
+                    } else {
+                        source.externalServices.append(kept)
+                        serviceNames.insert(name)
+                        servicePorts[name] = Set(kept.ports.map(\.number))
+                    }
+                }
+            }
+            if let update = update(.externalServices, object, condition) { updates.append(update) }
+        }
+        goodServices = goodServices.filter { liveServiceKeys.contains($0.key) }
+        parsedServices = parsedServices.filter { liveServiceKeys.contains($0.key) }
+
+        // EgressPolicies: references to services that do not exist (yet) grant nothing; say so.
+        var livePolicyKeys = Set<String>()
+        for object in objects.egressPolicies {
+            guard object.metadata.name != nil else { continue }
+            livePolicyKeys.insert(object.metadata.key)
+            let parsed = parse(object, kind: "EgressPolicy", cache: &parsedPolicies) { $0.egressPolicies.first }
+            var condition: KubeCondition
+            switch parsed {
+            case .success(let policy):
+                goodPolicies[object.metadata.key] = Good(uid: object.metadata.uid, generation: object.metadata.generation, value: policy)
+                source.egressPolicies.append(policy)
+                let notes = Self.unresolved(policy, services: serviceNames, ports: servicePorts)
+                condition = accepted(true, notes.isEmpty ? "Valid" : "UnresolvedReferences",
+                                     notes.isEmpty ? "accepted" : "accepted; \(notes.joined(separator: "; ")) (granting nothing until it exists)", object)
+            case .failure(let errors):
+                rejected.append("EgressPolicy/\(object.metadata.key)")
+                let kept: EgressPolicy?
+                (kept, condition) = lastGood(goodPolicies, object, errors)
+                if let kept { source.egressPolicies.append(kept) }
+            }
+            if let update = update(.egressPolicies, object, condition) { updates.append(update) }
+        }
+        goodPolicies = goodPolicies.filter { livePolicyKeys.contains($0.key) }
+        parsedPolicies = parsedPolicies.filter { livePolicyKeys.contains($0.key) }
+
+        let inventory = PodInventory.workloads(from: objects.pods)
+        source.workloads += inventory
+        return ClusterPolicy(source: source, statusUpdates: updates, rejected: rejected, podIdentities: inventory.count)
+    }
+
+    /// An invalid spec: the object's last accepted version if it is still the same object (uid),
+    /// else nothing; and the condition that says which.
+    private func lastGood<Value>(_ goods: [String: Good<Value>], _ object: CustomResource, _ errors: ConfigErrors) -> (Value?, KubeCondition) {
+        guard let good = goods[object.metadata.key], good.uid == object.metadata.uid else {
+            return (nil, accepted(false, "Invalid", "\(Self.summary(errors)); not enforced", object))
+        }
+        let which = good.generation.map { "generation \($0)" } ?? "the last accepted version"
+        return (good.value, accepted(false, "Invalid", "\(Self.summary(errors)); still enforcing \(which)", object))
+    }
+
+    /// Validates one object's spec (cached per uid and generation).
+    private func parse<Value>(_ object: CustomResource, kind: String, cache: inout [String: Parsed<Value>],
+                              extract: (PolicySource) -> Value?) -> Result<Value, ConfigErrors> {
+        let version = "\(object.metadata.uid ?? "")/\(object.metadata.generation.map(String.init) ?? object.metadata.resourceVersion ?? "")"
+        if let cached = cache[object.metadata.key], cached.version == version { return cached.result }
+        let result: Result<Value, ConfigErrors>
+        do {
+            let source = try ConfigLoader.load(yaml: Self.document(object, kind: kind), file: "\(kind)/\(object.metadata.key)", crossCheck: false)
+            if let value = extract(source) { result = .success(value) } else {
+                result = .failure(ConfigErrors(errors: [ConfigError(file: kind, reason: "the object is not a \(kind)")]))
+            }
+        } catch {
+            result = .failure(error)
+        }
+        cache[object.metadata.key] = Parsed(version: version, result: result)
+        return result
+    }
+
+    /// The object as the config loader reads it: apiVersion, kind, name, namespace, labels, spec
+    /// (server-set metadata and status left out).
+    static func document(_ object: CustomResource, kind: String) -> String {
+        var metadata: [(String, JSONValue)] = [("name", .string(object.metadata.name ?? ""))]
+        if let namespace = object.metadata.namespace { metadata.append(("namespace", .string(namespace))) }
+        if let labels = object.metadata.labels, !labels.isEmpty {
+            metadata.append(("labels", .object(labels.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })))
+        }
+        var root: [(String, JSONValue)] = [("apiVersion", .string(APIGroup.apiVersion)), ("kind", .string(kind)), ("metadata", .object(metadata))]
+        if let spec = object.spec { root.append(("spec", spec)) }
+        return JSONValue.object(root).rendered
+    }
+
+    static func summary(_ errors: ConfigErrors) -> String {
+        errors.errors.map { [$0.field, $0.reason].compactMap { $0 }.joined(separator: ": ") }.joined(separator: "; ")
+    }
+
+    static func unresolved(_ policy: EgressPolicy, services: Set<String>, ports: [String: Set<Int>]) -> [String] {
+        var notes: [String] = []
+        for (ruleIndex, rule) in policy.egress.enumerated() {
+            for (targetIndex, name) in rule.externalServices.enumerated() {
+                guard services.contains(name) else {
+                    notes.append("spec.egress[\(ruleIndex)].to[\(targetIndex)]: no ExternalService named '\(name)'")
+                    continue
+                }
+                for port in rule.ports where !(ports[name]?.contains(port) ?? false) {
+                    notes.append("spec.egress[\(ruleIndex)].ports: ExternalService '\(name)' has no port \(port)")
+                }
+            }
+        }
+        return notes
+    }
+
+    private func accepted(_ ok: Bool, _ reason: String, _ message: String, _ object: CustomResource) -> KubeCondition {
+        // The API limits a condition message to 32 KiB; keep well inside it.
+        let bounded = message.utf8.count > 4096 ? String(decoding: message.utf8.prefix(4096), as: UTF8.self) + "..." : message
+        return KubeCondition(type: "Accepted", status: ok ? "True" : "False", reason: reason, message: bounded,
+                             observedGeneration: object.metadata.generation)
+    }
+
+    /// The update to write, or nil when the object's status already says this.
+    private func update(_ resource: APIResource, _ object: CustomResource, _ condition: KubeCondition) -> StatusUpdate? {
+        let observed = object.condition("Accepted")
+        if let observed, observed.sameState(as: condition) { return nil }
+        var written = condition
+        written.lastTransitionTime = observed?.status == condition.status ? (observed?.lastTransitionTime ?? now()) : now()
+        return StatusUpdate(resource: resource, namespace: object.metadata.namespace, name: object.metadata.name ?? "", condition: written)
+    }
+}
+
+/// Pod IPs to workload identities, by the rules of the API: an address is claimed only by a pod
+/// that has networking of its own (not hostNetwork: those share the node's address) and is not
+/// finished (Succeeded and Failed pods keep reporting an IP the network may already have given
+/// to another pod). A pod being deleted keeps its address until it is gone. When two live pods
+/// report the same address (a reused IP seen before the old pod's deletion), the newer pod wins.
+public enum PodInventory {
+    public static func workloads(from pods: [Pod]) -> [Workload] {
+        var owner: [IPAddress: Pod] = [:]
+        for pod in pods {
+            guard pod.spec?.hostNetwork != true, pod.status?.phase != "Succeeded", pod.status?.phase != "Failed" else { continue }
+            for text in pod.addresses {
+                guard let address = IPAddress(parsing: text) else { continue }
+                if let other = owner[address], !isNewer(pod, than: other) { continue }
+                owner[address] = pod
+            }
+        }
+        var addresses: [String: (pod: Pod, cidrs: [CIDR])] = [:]
+        for (address, pod) in owner {
+            addresses[pod.metadata.key, default: (pod, [])].cidrs.append(CIDR(address: address, prefixLength: address.isIPv4 ? 32 : 128))
+        }
+        return addresses.values.sorted { $0.pod.metadata.key < $1.pod.metadata.key }.map { entry in
+            let pod = entry.pod
+            let account = pod.spec?.serviceAccountName ?? pod.spec?.serviceAccount ?? "default"
+            return Workload(metadata: ObjectMeta(name: pod.metadata.name ?? "", namespace: pod.metadata.namespace ?? "default"),
+                            addresses: entry.cidrs.sorted { $0.description < $1.description },
+                            serviceAccount: account, labels: pod.metadata.labels ?? [:])
+        }
+    }
+
+    static func isNewer(_ pod: Pod, than other: Pod) -> Bool {
+        // A pod being deleted yields to one that is not.
+        if (pod.metadata.deletionTimestamp == nil) != (other.metadata.deletionTimestamp == nil) { return pod.metadata.deletionTimestamp == nil }
+        let a = pod.metadata.creationTimestamp ?? "", b = other.metadata.creationTimestamp ?? ""
+        if a != b { return a > b }  // RFC 3339 UTC timestamps order as text
+        return pod.metadata.key > other.metadata.key
+    }
+}
+
+/// RFC 3339 timestamps as the API writes them (`2026-11-27T05:00:00Z`).
+public enum KubeTime {
+    @Sendable public static func now() -> String {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        var t = time_t(time.tv_sec)
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+    }
+}

@@ -1,0 +1,296 @@
+import Foundation
+import Logging
+import NIOCore
+import Synchronization
+
+/// A resource the gateway watches.
+public struct APIResource: Sendable, Equatable {
+    /// The plural, as in URLs and metric labels: `pods`.
+    public var plural: String
+    public var kind: String
+    /// `/api/v1` or `/apis/corridor.dev/v1alpha1`.
+    public var groupPath: String
+    public var namespaced: Bool
+
+    public static let pods = APIResource(plural: "pods", kind: "Pod", groupPath: "/api/v1", namespaced: true)
+    public static let externalServices = APIResource(plural: "externalservices", kind: "ExternalService", groupPath: "/apis/corridor.dev/v1alpha1", namespaced: false)
+    public static let egressPolicies = APIResource(plural: "egresspolicies", kind: "EgressPolicy", groupPath: "/apis/corridor.dev/v1alpha1", namespaced: true)
+
+    /// Every object of the resource, in every namespace.
+    public var listPath: String { "\(groupPath)/\(plural)" }
+
+    public func objectPath(namespace: String?, name: String) -> String {
+        if namespaced, let namespace { return "\(groupPath)/namespaces/\(namespace)/\(plural)/\(name)" }
+        return "\(groupPath)/\(plural)/\(name)"
+    }
+}
+
+/// The objects of one resource as last listed and watched, keyed by `namespace/name`.
+public final class ResourceCache<Object: KubeObject>: Sendable {
+    private struct State {
+        var objects: [String: Object] = [:]
+        var synced = false
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// True once a full list has been stored.
+    public var isSynced: Bool { state.withLock { $0.synced } }
+    public var count: Int { state.withLock { $0.objects.count } }
+    /// The objects, in key order.
+    public var objects: [Object] { state.withLock { $0.objects.sorted { $0.key < $1.key }.map(\.value) } }
+
+    public func replace(with objects: [Object]) {
+        var map: [String: Object] = [:]
+        for object in objects where object.metadata.name != nil { map[object.metadata.key] = object }
+        state.withLock {
+            $0.objects = map
+            $0.synced = true
+        }
+    }
+
+    public func upsert(_ object: Object) {
+        guard object.metadata.name != nil else { return }
+        state.withLock { $0.objects[object.metadata.key] = object }
+    }
+
+    public func remove(_ object: Object) {
+        _ = state.withLock { $0.objects.removeValue(forKey: object.metadata.key) }
+    }
+}
+
+/// What a reflector reports, for metrics and readiness.
+public struct ReflectorObserver: Sendable {
+    /// The cache changed (a list was stored, or watch events applied).
+    public var changed: @Sendable () -> Void
+    /// A request to the API failed or a stream was refused: `(resource, reason)`.
+    public var failed: @Sendable (_ resource: String, _ reason: String) -> Void
+    /// Whether the resource's list/watch is currently healthy.
+    public var healthy: @Sendable (_ resource: String, _ up: Bool) -> Void
+    /// A watch restarted: `(resource, why)`: `timeout`, `dropped`, `expired`.
+    public var rewatched: @Sendable (_ resource: String, _ why: String) -> Void
+
+    public init(changed: @escaping @Sendable () -> Void = {}, failed: @escaping @Sendable (String, String) -> Void = { _, _ in },
+                healthy: @escaping @Sendable (String, Bool) -> Void = { _, _ in }, rewatched: @escaping @Sendable (String, String) -> Void = { _, _ in }) {
+        self.changed = changed
+        self.failed = failed
+        self.healthy = healthy
+        self.rewatched = rewatched
+    }
+}
+
+/// Exponential backoff with jitter, as client-go's reflector: 800 ms, doubling, up to +100 %
+/// jitter, capped at 30 s.
+public struct Backoff: Sendable {
+    public var initial: Duration
+    public var cap: Duration
+    private var current: Duration?
+
+    public init(initial: Duration = .milliseconds(800), cap: Duration = .seconds(30)) {
+        self.initial = initial
+        self.cap = cap
+    }
+
+    public mutating func next() -> Duration {
+        let base = current.map { min($0 * 2, cap) } ?? initial
+        current = base
+        return min(base * Double.random(in: 1...2), cap)
+    }
+
+    public mutating func reset() { current = nil }
+}
+
+/// List+watch for one resource, per the API conventions: a paged list (`limit`/`continue`;
+/// an expired continue token falls back to one full list), then a watch from the list's
+/// resourceVersion with bookmarks and a server-side timeout. A clean end or a dropped stream
+/// re-watches from the last resourceVersion seen (bookmarks included) with no relist; 410 Gone
+/// (in-band ERROR or HTTP status) clears nothing until a fresh full list replaces the cache;
+/// any other error backs off with jitter and relists. The cache always holds the last complete
+/// view, so an API outage leaves the gateway on its last snapshot.
+public final class Reflector<Object: KubeObject>: Sendable {
+    public let resource: APIResource
+    public let cache: ResourceCache<Object>
+    private let client: KubeAPIClient
+    private let observer: ReflectorObserver
+    private let logger: Logger
+    private let pageSize: Int
+    private let watchSeconds: ClosedRange<Int>
+    private let initialBackoff: Duration
+
+    public init(resource: APIResource, client: KubeAPIClient, cache: ResourceCache<Object> = ResourceCache(), observer: ReflectorObserver,
+                logger: Logger, pageSize: Int = 500, watchSeconds: ClosedRange<Int> = 300...600, initialBackoff: Duration = .milliseconds(800)) {
+        self.resource = resource
+        self.client = client
+        self.cache = cache
+        self.observer = observer
+        self.logger = logger
+        self.pageSize = pageSize
+        self.watchSeconds = watchSeconds
+        self.initialBackoff = initialBackoff
+    }
+
+    private struct Expired: Error { var status: KubeStatus? }
+
+    /// Runs until the task is cancelled.
+    public func run() async {
+        var backoff = Backoff(initial: initialBackoff)
+        var resourceVersion: String?
+        let name = resource.plural
+        while !Task.isCancelled {
+            do {
+                let listed: String
+                if let resourceVersion { listed = resourceVersion } else {
+                    listed = try await list()
+                    resourceVersion = listed
+                    observer.healthy(name, true)
+                }
+                let started = ContinuousClock.now
+                let outcome = try await watch(from: listed)
+                resourceVersion = outcome.resourceVersion
+                observer.healthy(name, true)
+                if outcome.events == 0 && ContinuousClock.now - started < .seconds(1) {
+                    // A watch that ends at once with nothing in it: something is wrong; back off and relist.
+                    logger.warning("watch ended at once; relisting", metadata: ["resource": "\(name)", "end": "\(outcome.end)"])
+                    observer.rewatched(name, "short")
+                    resourceVersion = nil
+                    try? await Task.sleep(for: backoff.next())
+                    continue
+                }
+                backoff.reset()
+                if case .dropped(let why) = outcome.end {
+                    logger.info("watch dropped; resuming from the last resource version", metadata: ["resource": "\(name)", "resourceVersion": "\(outcome.resourceVersion)", "error": "\(why)"])
+                    observer.rewatched(name, "dropped")
+                } else {
+                    observer.rewatched(name, "timeout")
+                }
+            } catch let expired as Expired {
+                logger.notice("resource version expired (410); relisting", metadata: ["resource": "\(name)", "status": "\(expired.status?.description ?? "")"])
+                observer.rewatched(name, "expired")
+                resourceVersion = nil
+                try? await Task.sleep(for: backoff.next())
+            } catch {
+                if Task.isCancelled { break }
+                let delay = backoff.next()
+                logger.warning("kubernetes API request failed; keeping the last known objects and retrying",
+                               metadata: ["resource": "\(name)", "error": "\(error)", "retryIn": "\(delay)"])
+                observer.failed(name, Self.reason(error))
+                observer.healthy(name, false)
+                // Whatever failed (the list, a refused watch, a bad event), relist: the resource
+                // version may no longer be served, and a fresh list replaces the cache whole.
+                resourceVersion = nil
+                try? await Task.sleep(for: delay)
+            }
+        }
+    }
+
+    static func reason(_ error: any Error) -> String {
+        switch error as? KubeAPIError {
+        case .status(let code, _): return "http_\(code)"
+        case .transport: return "transport"
+        case .tooLarge: return "too_large"
+        case .decoding: return "decoding"
+        case .credentials: return "credentials"
+        case nil: return error is DecodingError ? "decoding" : "other"
+        }
+    }
+
+    /// Lists every object (paged), replaces the cache, and returns the list's resourceVersion.
+    func list() async throws -> String {
+        let decoder = JSONDecoder()
+        var items: [Object] = []
+        var resourceVersion: String?
+        var token: String?
+        repeat {
+            var query = [("limit", "\(pageSize)")]
+            if let token { query.append(("continue", token)) }
+            let body: [UInt8]
+            do {
+                body = try await client.get(resource.listPath, query: query)
+            } catch let error as KubeAPIError where error.isExpired && token != nil {
+                // The continue token expired between pages: one full, unpaged list instead.
+                logger.notice("list continue token expired; listing in one page", metadata: ["resource": "\(resource.plural)"])
+                let page = try decode(ListPage<Object>.self, try await client.get(resource.listPath), decoder)
+                items = page.items ?? []
+                resourceVersion = page.metadata.resourceVersion
+                break
+            }
+            let page = try decode(ListPage<Object>.self, body, decoder)
+            items += page.items ?? []
+            resourceVersion = page.metadata.resourceVersion
+            token = page.metadata.continue.flatMap { $0.isEmpty ? nil : $0 }
+        } while token != nil
+        guard let resourceVersion, !resourceVersion.isEmpty else { throw KubeAPIError.decoding("a \(resource.kind)List without metadata.resourceVersion") }
+        cache.replace(with: items)
+        logger.info("listed", metadata: ["resource": "\(resource.plural)", "objects": "\(items.count)", "resourceVersion": "\(resourceVersion)"])
+        observer.changed()
+        return resourceVersion
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ body: [UInt8], _ decoder: JSONDecoder) throws -> T {
+        do { return try decoder.decode(type, from: Data(body)) } catch { throw KubeAPIError.decoding("\(resource.kind) list: \(error)") }
+    }
+
+    private final class Progress: Sendable {
+        struct State {
+            var resourceVersion: String
+            var events = 0
+            var carry: [UInt8] = []
+        }
+
+        let state: Mutex<State>
+        init(_ resourceVersion: String) { state = Mutex(State(resourceVersion: resourceVersion)) }
+    }
+
+    /// One watch stream from `resourceVersion`; applies events to the cache as they arrive.
+    func watch(from resourceVersion: String) async throws -> (end: StreamEnd, resourceVersion: String, events: Int) {
+        let seconds = Int.random(in: watchSeconds)
+        let query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("resourceVersion", resourceVersion), ("timeoutSeconds", "\(seconds)")]
+        let progress = Progress(resourceVersion)
+        let cache = self.cache, observer = self.observer, limit = client.maxBodyBytes, kind = resource.kind
+        let end: StreamEnd
+        do {
+            end = try await client.stream(resource.listPath, query: query, timeout: .seconds(seconds + 30)) { buffer in
+                let changed = try progress.state.withLock { state throws -> Bool in
+                    state.carry.append(contentsOf: buffer.readableBytesView)
+                    var changed = false
+                    var start = 0
+                    while let newline = state.carry[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                        let line = state.carry[start..<newline]
+                        start = newline + 1
+                        if line.allSatisfy({ $0 == 0x20 || $0 == 0x0d }) { continue }
+                        let event: WatchEvent<Object>
+                        do { event = try WatchEvent<Object>.decode(Data(line)) } catch {
+                            throw KubeAPIError.decoding("\(kind) watch event: \(error)")
+                        }
+                        state.events += 1
+                        switch event {
+                        case .added(let object), .modified(let object):
+                            cache.upsert(object)
+                            changed = true
+                            if let rv = object.metadata.resourceVersion { state.resourceVersion = rv }
+                        case .deleted(let object):
+                            cache.remove(object)
+                            changed = true
+                            if let rv = object.metadata.resourceVersion { state.resourceVersion = rv }
+                        case .bookmark(let rv):
+                            state.resourceVersion = rv
+                        case .error(let status):
+                            if status.isExpired { throw Expired(status: status) }
+                            throw KubeAPIError.status(code: status.code ?? 500, status)
+                        }
+                    }
+                    state.carry.removeFirst(start)
+                    if state.carry.count > limit { throw KubeAPIError.tooLarge(limit: limit) }
+                    return changed
+                }
+                if changed { observer.changed() }
+            }
+        } catch let error as KubeAPIError where error.isExpired {
+            throw Expired(status: { if case .status(_, let s) = error { return s }; return nil }())
+        }
+        let final = progress.state.withLock { $0 }
+        return (end, final.resourceVersion, final.events)
+    }
+}
