@@ -1,3 +1,4 @@
+import CorridorKubernetes
 import CorridorPolicy
 import CorridorProxy
 import Logging
@@ -7,30 +8,44 @@ import Synchronization
 
 /// A running gateway: the policy store, the listeners, reload and drain.
 ///
-/// `start()` loads the config file (a bad file is an error: nothing starts), binds every listener
-/// the GatewayConfig names and serves. `reload()` validates the file again and swaps the snapshot
-/// atomically, or keeps the last good one and says why. `shutdown()` stops accepting, lets live
-/// connections finish up to the drain deadline, then closes what is left.
+/// `init` loads the config file (a bad file is an error: nothing starts); `start()` binds every
+/// listener the GatewayConfig names and serves. `reload()` validates the file again and swaps the
+/// snapshot atomically, or keeps the last good one and says why. `shutdown()` stops accepting,
+/// lets live connections finish up to the drain deadline, then closes what is left.
+///
+/// In Kubernetes mode (`Options.kubernetes`) the file holds only the GatewayConfig (and any
+/// static Workloads); ExternalServices, EgressPolicies and pod identities come from the API
+/// through ``ClusterSync``, and the gateway is not ready, and denies everything, until the first
+/// full sync.
 public final class Gateway: Sendable {
     public struct Options: Sendable {
         public var configPath: String
         /// Event loop threads; the data plane's parallelism.
         public var workers: Int
+        /// The API server to take the policy and pod identities from; nil for file mode.
+        public var kubernetes: KubeEndpoint?
 
         /// One event loop per core.
         public static var defaultWorkers: Int { System.coreCount }
 
-        public init(configPath: String, workers: Int = System.coreCount) {
+        public init(configPath: String, workers: Int = System.coreCount, kubernetes: KubeEndpoint? = nil) {
             self.configPath = configPath
             self.workers = max(1, workers)
+            self.kubernetes = kubernetes
         }
     }
 
     private struct State {
         var listeners: [String: any Channel] = [:]
-        var generation = 0
         var fingerprint: [Int]?
         var ready = false
+    }
+
+    /// Snapshot generations, shared by file reloads and cluster rebuilds.
+    final class Generations: Sendable {
+        private let value = Atomic<Int>(1)
+        var current: Int { value.load(ordering: .relaxed) }
+        func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).newValue }
     }
 
     public let options: Options
@@ -39,24 +54,45 @@ public final class Gateway: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let threadPool: NIOThreadPool
     private let state = Mutex(State())
+    private let generations = Generations()
+    /// Kubernetes mode's watches and policy builds.
+    private let cluster: ClusterSync?
 
-    /// Loads the config; throws ConfigErrors if it is invalid.
+    /// Loads the config; throws ConfigErrors if it is invalid, KubeConfigError if the API
+    /// server's CA or client certificate cannot be loaded.
     public init(options: Options, logger: Logger, metrics: ProxyMetrics = ProxyMetrics()) throws {
         self.options = options
         self.logger = logger
         let fingerprint = PolicyFile.fingerprint(options.configPath)
-        let (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: 1)
+        let snapshot: PolicySnapshot, origination: OriginationContexts
+        if options.kubernetes != nil {
+            // Until the first sync the snapshot has no ExternalServices: everything is denied.
+            (snapshot, origination) = (PolicySnapshot(source: try PolicyFile.loadKubernetesBase(options.configPath), generation: 1), .empty)
+        } else {
+            (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: 1)
+        }
         let accessLog = try snapshot.gateway.logging.accessLogFile.map { try AccessLog(path: $0) } ?? AccessLog()
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: options.workers)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: options.workers)
+        self.group = group
         self.threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
-        self.proxy = ProxyContext(policy: PolicyStore(snapshot, origination: origination), resolver: Resolver(threadPool: threadPool),
-                                  accessLog: accessLog, metrics: metrics, logger: logger)
+        let proxy = ProxyContext(policy: PolicyStore(snapshot, origination: origination), resolver: Resolver(threadPool: threadPool),
+                                 accessLog: accessLog, metrics: metrics, logger: logger)
+        self.proxy = proxy
         metrics.policyReload(succeeded: true, snapshot: snapshot)
-        state.withLock {
-            $0.generation = 1
-            $0.fingerprint = fingerprint
+        if let endpoint = options.kubernetes {
+            let generations = self.generations
+            cluster = ClusterSync(
+                client: try KubeAPIClient(endpoint: endpoint, group: group), base: snapshot.source, registry: metrics.registry, logger: logger,
+                nextGeneration: { generations.next() },
+                install: { snapshot, origination in
+                    proxy.policy.replace(with: snapshot, origination: origination)
+                    proxy.metrics.policyReload(succeeded: true, snapshot: snapshot)
+                })
+        } else {
+            cluster = nil
         }
+        state.withLock { $0.fingerprint = fingerprint }
     }
 
     /// Binds the listeners. Their addresses (with the real port when 0 was asked for) are in `boundAddresses`.
@@ -85,13 +121,27 @@ public final class Gateway: Sendable {
             $0.listeners = bound
             $0.ready = true
         }
-        proxy.metrics.setReady(true)
         for (name, channel) in bound.sorted(by: { $0.key < $1.key }) {
             logger.info("listening", metadata: ["listener": "\(name)", "address": "\(channel.localAddress?.hostPort ?? "?")"])
         }
+        if let cluster {
+            proxy.metrics.setReady(false)
+            cluster.start()
+            let metrics = proxy.metrics
+            Task { [weak self] in
+                // The ready gauge follows /readyz: up once the first sync is in force.
+                while let self, self.state.withLock({ $0.ready }) {
+                    if cluster.isSynced { metrics.setReady(true); return }
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
+            }
+        } else {
+            proxy.metrics.setReady(true)
+        }
     }
 
-    public var isReady: Bool { state.withLock { $0.ready } }
+    /// Listeners bound and, in Kubernetes mode, the policy synced from the API.
+    public var isReady: Bool { state.withLock { $0.ready } && (cluster?.isSynced ?? true) }
 
     /// The address each listener is bound to, by name (`tls`, `connect`, `admin`).
     public var boundAddresses: [String: SocketAddress] {
@@ -102,16 +152,30 @@ public final class Gateway: Sendable {
     /// policy, logging every problem) if the file is invalid.
     @discardableResult
     public func reload(reason: String) -> Bool {
-        let next = state.withLock { $0.generation + 1 }
         let fingerprint = PolicyFile.fingerprint(options.configPath)
         let old = proxy.policy.current
+        if let cluster {
+            do {
+                let base = try PolicyFile.loadKubernetesBase(options.configPath)
+                state.withLock { $0.fingerprint = fingerprint }
+                cluster.updateBase(base)
+                if base.gateway.listeners != old.gateway.listeners || base.gateway.logging != old.gateway.logging {
+                    logger.warning("listener and logging changes take effect at the next restart", metadata: ["file": "\(options.configPath)"])
+                }
+                logger.info("gateway config reloaded; rebuilding the policy", metadata: ["trigger": "\(reason)"])
+                return true
+            } catch {
+                state.withLock { $0.fingerprint = fingerprint }
+                proxy.metrics.policyReload(succeeded: false, snapshot: old)
+                logger.error("gateway config reload rejected; keeping the last good one", metadata: ["trigger": "\(reason)", "errors": "\(error.description)"])
+                return false
+            }
+        }
+        let next = generations.next()
         do {
             let (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: next)
             proxy.policy.replace(with: snapshot, origination: origination)
-            state.withLock {
-                $0.generation = next
-                $0.fingerprint = fingerprint
-            }
+            state.withLock { $0.fingerprint = fingerprint }
             proxy.metrics.policyReload(succeeded: true, snapshot: snapshot)
             if snapshot.gateway.listeners != old.gateway.listeners || snapshot.gateway.logging != old.gateway.logging {
                 logger.warning("listener and logging changes take effect at the next restart", metadata: ["file": "\(options.configPath)"])
@@ -141,6 +205,7 @@ public final class Gateway: Sendable {
     /// Stops accepting, waits for live connections up to `drain`, then closes everything.
     public func shutdown(drain: Duration? = nil) async {
         let deadline = ContinuousClock.now + (drain ?? proxy.policy.current.gateway.limits.drainTimeout)
+        await cluster?.stop()
         let listeners = state.withLock { state in
             state.ready = false
             defer { state.listeners = [:] }

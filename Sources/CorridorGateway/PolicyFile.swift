@@ -49,6 +49,24 @@ public enum PolicyFile {
         }
     }
 
+    /// Kubernetes mode's file: the GatewayConfig and any static Workloads (VMs, nodes). The
+    /// ExternalServices and EgressPolicies come from the API; in this file they are an error,
+    /// not silently ignored or merged.
+    public static func loadKubernetesBase(_ path: String) throws(ConfigErrors) -> PolicySource {
+        let source = try ConfigLoader.load(yaml: try read(path), file: path)
+        var errors: [ConfigError] = []
+        for service in source.externalServices {
+            errors.append(ConfigError(file: path, object: "ExternalService/\(service.name)",
+                                      reason: "ExternalService/\(service.name): with --kubernetes, ExternalServices come from the API (kubectl apply); remove it from this file"))
+        }
+        for policy in source.egressPolicies {
+            errors.append(ConfigError(file: path, object: "EgressPolicy/\(policy.metadata.qualifiedName)",
+                                      reason: "EgressPolicy/\(policy.metadata.qualifiedName): with --kubernetes, EgressPolicies come from the API (kubectl apply); remove it from this file"))
+        }
+        if !errors.isEmpty { throw ConfigErrors(errors: errors) }
+        return source
+    }
+
     /// What identifies a version of the file cheaply: inode, size, mtime. Follows symlinks, so a
     /// Kubernetes ConfigMap's atomic `..data` swap is seen too.
     public static func fingerprint(_ path: String) -> [Int]? {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import CorridorGateway
+import CorridorKubernetes
 import CorridorPolicy
 import Logging
 
@@ -17,8 +18,17 @@ struct Corridor: AsyncParsableCommand {
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the gateway on a config file; SIGHUP or a change to the file reloads it, SIGTERM drains and exits.")
 
-    @Option(name: .long, help: "The multi-document YAML config file (GatewayConfig, ExternalService, EgressPolicy, Workload).")
+    @Option(name: .long, help: "The multi-document YAML config file (GatewayConfig, ExternalService, EgressPolicy, Workload); with --kubernetes, the GatewayConfig (and any static Workloads) only.")
     var config: String
+
+    @Flag(name: .long, help: "Take ExternalServices, EgressPolicies and pod identities from the Kubernetes API: in-cluster (service-account token), else --kubeconfig, $KUBECONFIG or ~/.kube/config.")
+    var kubernetes = false
+
+    @Option(name: .long, help: "A kubeconfig for development outside a cluster (implies --kubernetes).")
+    var kubeconfig: String?
+
+    @Option(name: .long, help: "The kubeconfig context (default: current-context; implies --kubernetes).")
+    var context: String?
 
     @Option(name: .long, help: "Event loop threads for the data plane (default: one per core).")
     var workers: Int?
@@ -36,11 +46,28 @@ struct Run: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "corridor")
+        var endpoint: KubeEndpoint?
+        if kubernetes || kubeconfig != nil || context != nil {
+            do {
+                let environment = ProcessInfo.processInfo.environment
+                if kubeconfig == nil && context == nil && environment["KUBERNETES_SERVICE_HOST"] != nil {
+                    endpoint = try KubeEndpoint.inCluster()
+                } else {
+                    endpoint = try KubeEndpoint.kubeconfig(path: KubeEndpoint.kubeconfigPath(explicit: kubeconfig), context: context)
+                }
+            } catch {
+                printError("corridor: kubernetes: \(error)")
+                throw ExitCode(2)
+            }
+        }
         let gateway: Gateway
         do {
-            gateway = try Gateway(options: .init(configPath: config, workers: workers ?? Gateway.Options.defaultWorkers), logger: logger)
+            gateway = try Gateway(options: .init(configPath: config, workers: workers ?? Gateway.Options.defaultWorkers, kubernetes: endpoint), logger: logger)
         } catch let errors as ConfigErrors {
             printError(errors.description)
+            throw ExitCode(2)
+        } catch let error as KubeConfigError {
+            printError("corridor: kubernetes: \(error)")
             throw ExitCode(2)
         }
         do {
@@ -96,6 +123,12 @@ struct IPTables: ParsableCommand {
     @Option(name: .long, help: "The gateway's user ID (pod topology): its own traffic is not captured.")
     var gatewayUID: Int = 1337
 
+    @Option(name: .long, help: "More ports to redirect to the tls listener, comma-separated (with --kubernetes the ExternalServices are not in the file: list their TLS and TCP ports here).")
+    var tlsPorts: String?
+
+    @Option(name: .long, help: "More ports to redirect to the http listener for TLS origination, comma-separated.")
+    var httpPorts: String?
+
     @Flag(name: .long, help: "IPv6 rules (ip6tables) instead of IPv4.")
     var ipv6 = false
 
@@ -124,10 +157,23 @@ struct IPTables: ParsableCommand {
             guard let ip = IPAddress(parsing: String(text)) else { throw ValidationError("--dns: '\(text)' is not an IP address") }
             return ip
         }
+        func portList(_ text: String?, flag: String) throws -> [Int] {
+            try (text ?? "").split(separator: ",").map { item in
+                guard let port = Int(item.trimmingCharacters(in: .whitespaces)), (1...65535).contains(port) else {
+                    throw ValidationError("\(flag): '\(item)' is not a port number")
+                }
+                return port
+            }
+        }
+        let extraHTTP = try portList(httpPorts, flag: "--http-ports")
+        if !extraHTTP.isEmpty && listeners.http == nil {
+            throw ValidationError("--http-ports needs spec.listeners.http in \(config)")
+        }
         let rules = CaptureRules(topology: topology, podCIDRs: pods, clusterCIDRs: try parseCIDRs(clusterCIDR, flag: "--cluster-cidr"),
                                  dnsServers: dnsServers, gatewayUID: gatewayUID, tlsListenerPort: listeners.tls?.port ?? 0,
-                                 capturedPorts: CaptureRules.ports(for: snapshot.source),
-                                 httpListenerPort: snapshot.gateway.listeners.http?.port, httpPorts: CaptureRules.httpPorts(for: snapshot.source),
+                                 capturedPorts: CaptureRules.ports(for: snapshot.source) + (try portList(tlsPorts, flag: "--tls-ports")),
+                                 httpListenerPort: snapshot.gateway.listeners.http?.port,
+                                 httpPorts: CaptureRules.httpPorts(for: snapshot.source) + extraHTTP,
                                  ipv6: ipv6)
         if apply && remove { throw ValidationError("--apply and --remove exclude each other") }
         if apply {

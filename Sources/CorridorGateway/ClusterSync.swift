@@ -1,0 +1,225 @@
+import CorridorKubernetes
+import CorridorPolicy
+import CorridorProxy
+import Foundation
+import Logging
+import NIOCore
+import Prometheus
+import Synchronization
+
+/// Kubernetes mode: watches Pods, ExternalServices and EgressPolicies, rebuilds the policy
+/// snapshot from the caches whenever they change, swaps it in atomically, and writes each
+/// object's `Accepted` condition. Nothing is installed until every watch has completed its first
+/// full list (until then every connection is denied and /readyz says no). An API outage leaves
+/// the caches, and so the snapshot, as they were; it shows in the metrics and the log.
+final class ClusterSync: Sendable {
+    private let client: KubeAPIClient
+    private let logger: Logger
+    private let metrics: ClusterMetrics
+    private let pods: Reflector<Pod>
+    private let services: Reflector<CustomResource>
+    private let policies: Reflector<CustomResource>
+    private let base: Mutex<PolicySource>
+    private let dirty: AsyncStream<Void>.Continuation
+    private let dirtySignals: AsyncStream<Void>
+    private let statusQueue: AsyncStream<[StatusUpdate]>.Continuation
+    private let statusBatches: AsyncStream<[StatusUpdate]>
+    private let tasks = Mutex<[Task<Void, Never>]>([])
+    private let synced = Atomic<Bool>(false)
+    /// Applies a build: makes the snapshot (and its origination contexts) and swaps it in.
+    private let install: @Sendable (PolicySnapshot, OriginationContexts) -> Void
+    private let nextGeneration: @Sendable () -> Int
+
+    init(client: KubeAPIClient, base: PolicySource, registry: PrometheusCollectorRegistry, logger: Logger,
+         nextGeneration: @escaping @Sendable () -> Int, install: @escaping @Sendable (PolicySnapshot, OriginationContexts) -> Void,
+         initialBackoff: Duration = .milliseconds(800)) {
+        self.client = client
+        self.logger = logger
+        self.base = Mutex(base)
+        self.install = install
+        self.nextGeneration = nextGeneration
+        let metrics = ClusterMetrics(registry: registry)
+        self.metrics = metrics
+        (dirtySignals, dirty) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        (statusBatches, statusQueue) = AsyncStream.makeStream(of: [StatusUpdate].self, bufferingPolicy: .bufferingNewest(1))
+        let dirty = self.dirty
+        let observer = ReflectorObserver(
+            changed: { dirty.yield() },
+            failed: { resource, reason in metrics.apiError(resource: resource, reason: reason) },
+            healthy: { resource, up in metrics.setUp(resource: resource, up) },
+            rewatched: { resource, why in metrics.rewatch(resource: resource, why: why) }
+        )
+        pods = Reflector(resource: .pods, client: client, observer: observer, logger: logger, initialBackoff: initialBackoff)
+        services = Reflector(resource: .externalServices, client: client, observer: observer, logger: logger, initialBackoff: initialBackoff)
+        policies = Reflector(resource: .egressPolicies, client: client, observer: observer, logger: logger, initialBackoff: initialBackoff)
+    }
+
+    /// True once a snapshot built from a full sync of every resource is in force.
+    var isSynced: Bool { synced.load(ordering: .acquiring) }
+
+    func start() {
+        logger.info("watching the Kubernetes API", metadata: ["server": "\(client.endpoint.url)", "via": "\(client.endpoint.origin)"])
+        let started: [Task<Void, Never>] = [
+            Task { await self.pods.run() },
+            Task { await self.services.run() },
+            Task { await self.policies.run() },
+            Task { await self.rebuildLoop() },
+            Task { await self.statusLoop() },
+        ]
+        tasks.withLock { $0 = started }
+    }
+
+    /// Cancels the watches and builds and waits for them, so nothing is left on the event loops.
+    func stop() async {
+        let running = tasks.withLock { $0 }
+        for task in running { task.cancel() }
+        dirty.finish()
+        statusQueue.finish()
+        for task in running { await task.value }
+    }
+
+    /// The GatewayConfig (and file Workloads) changed: rebuild on the new base.
+    func updateBase(_ source: PolicySource) {
+        base.withLock { $0 = source }
+        dirty.yield()
+    }
+
+    private func rebuildLoop() async {
+        let compiler = ClusterPolicyCompiler()
+        for await _ in dirtySignals {
+            // Let a burst of events (a rollout, a relist) settle into one build.
+            try? await Task.sleep(for: .milliseconds(100))
+            if Task.isCancelled { return }
+            guard pods.cache.isSynced, services.cache.isSynced, policies.cache.isSynced else { continue }
+            rebuild(compiler)
+        }
+    }
+
+    private func rebuild(_ compiler: ClusterPolicyCompiler) {
+        let started = ContinuousClock.now
+        let objects = ClusterObjects(pods: pods.cache.objects, externalServices: services.cache.objects, egressPolicies: policies.cache.objects)
+        let base = self.base.withLock { $0 }
+        var policy = compiler.build(base: base, objects: objects)
+        let generation = nextGeneration()
+        var snapshot = PolicySnapshot(source: policy.source, generation: generation)
+        let origination: OriginationContexts
+        do {
+            origination = try OriginationContexts(snapshot: snapshot)
+        } catch {
+            // TLS material an ExternalService names cannot be loaded: leave those services out.
+            var unusable: [String: String] = [:]
+            for problem in error.problems {
+                let name = problem.object.hasPrefix("ExternalService/") ? String(problem.object.dropFirst("ExternalService/".count)) : problem.object
+                unusable[name] = "\(problem.field): \(problem.reason)"
+            }
+            policy = compiler.build(base: base, objects: objects, unusable: unusable)
+            snapshot = PolicySnapshot(source: policy.source, generation: generation)
+            guard let contexts = try? OriginationContexts(snapshot: snapshot) else {
+                logger.error("cannot build TLS origination contexts; keeping the last good policy", metadata: ["errors": "\(error)"])
+                return
+            }
+            origination = contexts
+        }
+        install(snapshot, origination)
+        let first = !synced.exchange(true, ordering: .acquiringAndReleasing)
+        let took = ContinuousClock.now - started
+        metrics.built(objects: objects, policy: policy, duration: took)
+        logger.log(level: first ? .info : .debug, first ? "policy synced from the Kubernetes API" : "policy rebuilt", metadata: [
+            "generation": "\(generation)", "externalServices": "\(policy.source.externalServices.count)",
+            "egressPolicies": "\(policy.source.egressPolicies.count)", "podIdentities": "\(policy.podIdentities)",
+            "rejected": "\(policy.rejected.count)", "took": "\(took)",
+        ])
+        if !policy.statusUpdates.isEmpty { statusQueue.yield(policy.statusUpdates) }
+    }
+
+    /// Writes `Accepted` conditions with a merge patch on the status subresource. A write that
+    /// fails is retried with the next build (the object's status still differs then).
+    private func statusLoop() async {
+        var written: [String: KubeCondition] = [:]
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        for await batch in statusBatches {
+            for update in batch {
+                if Task.isCancelled { return }
+                if let last = written[update.path], last.sameState(as: update.condition) { continue }
+                struct Patch: Encodable {
+                    struct Status: Encodable { var conditions: [KubeCondition] }
+                    var status: Status
+                }
+                let object = "\(update.resource.kind)/\(update.namespace.map { "\($0)/" } ?? "")\(update.name)"
+                do {
+                    let body = try encoder.encode(Patch(status: .init(conditions: [update.condition])))
+                    _ = try await client.mergePatch(update.path, body: Array(body))
+                    written[update.path] = update.condition
+                    metrics.statusWrite(succeeded: true)
+                    if update.condition.status == "True" && update.condition.reason == "Valid" {
+                        logger.info("accepted", metadata: ["object": "\(object)", "generation": "\(update.condition.observedGeneration ?? 0)"])
+                    } else {
+                        logger.warning("\(update.condition.status == "True" ? "accepted with warnings" : "rejected")", metadata: [
+                            "object": "\(object)", "reason": "\(update.condition.reason)", "message": "\(update.condition.message)",
+                        ])
+                    }
+                } catch KubeAPIError.status(code: 404, _) {
+                    written[update.path] = nil  // deleted meanwhile
+                } catch {
+                    written[update.path] = nil
+                    metrics.statusWrite(succeeded: false)
+                    logger.warning("cannot write status", metadata: ["object": "\(object)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+}
+
+/// `corridor_kubernetes_*` metrics: whether each watch is healthy, API errors, watch restarts,
+/// object counts, rejected objects, status writes, build time.
+struct ClusterMetrics: Sendable {
+    let registry: PrometheusCollectorRegistry
+    private let synced: Gauge
+    private let lastBuild: Gauge
+    private let rejected: Gauge
+    private let identities: Gauge
+    private let buildSeconds: Gauge
+
+    init(registry: PrometheusCollectorRegistry) {
+        self.registry = registry
+        synced = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_synced", unitName: "", helpText: "1 once a policy built from a full sync of the API is in force"))
+        lastBuild = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_last_build_timestamp_seconds", unitName: "", helpText: "When the policy was last rebuilt from the API caches"))
+        rejected = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_rejected_objects", unitName: "", helpText: "ExternalServices and EgressPolicies whose current spec is invalid"))
+        identities = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_pod_identities", unitName: "", helpText: "Pods whose addresses map to an identity"))
+        buildSeconds = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_last_build_duration_seconds", unitName: "", helpText: "How long the last policy build took"))
+        for resource in ["pods", "externalservices", "egresspolicies"] { setUp(resource: resource, false) }
+    }
+
+    func setUp(resource: String, _ up: Bool) {
+        registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_watch_up", unitName: "", helpText: "1 while the list/watch of a resource is healthy, 0 during an API outage"),
+                           labels: [("resource", resource)]).set(to: up ? 1 : 0)
+    }
+
+    func apiError(resource: String, reason: String) {
+        registry.makeCounter(descriptor: .init(metricName: "corridor_kubernetes_api_errors_total", unitName: "", helpText: "Failed Kubernetes API requests by resource and reason"),
+                             labels: [("resource", resource), ("reason", reason)]).increment()
+    }
+
+    func rewatch(resource: String, why: String) {
+        registry.makeCounter(descriptor: .init(metricName: "corridor_kubernetes_watch_restarts_total", unitName: "", helpText: "Watch streams restarted, by why: timeout, dropped, expired (410, relist), short"),
+                             labels: [("resource", resource), ("reason", why)]).increment()
+    }
+
+    func statusWrite(succeeded: Bool) {
+        registry.makeCounter(descriptor: .init(metricName: "corridor_kubernetes_status_writes_total", unitName: "", helpText: "Accepted conditions written, by result"),
+                             labels: [("result", succeeded ? "success" : "failure")]).increment()
+    }
+
+    func built(objects: ClusterObjects, policy: ClusterPolicy, duration: Duration) {
+        synced.set(to: 1)
+        lastBuild.set(to: Date().timeIntervalSince1970)
+        rejected.set(to: Double(policy.rejected.count))
+        identities.set(to: Double(policy.podIdentities))
+        buildSeconds.set(to: Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18)
+        for (resource, count) in [("pods", objects.pods.count), ("externalservices", objects.externalServices.count), ("egresspolicies", objects.egressPolicies.count)] {
+            registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_objects", unitName: "", helpText: "Objects in the watch caches"),
+                               labels: [("resource", resource)]).set(to: Double(count))
+        }
+    }
+}

@@ -1,0 +1,234 @@
+import CorridorPolicy
+import Foundation
+import Testing
+
+/// `corridor run --kubernetes` against the fake API server over TLS: the policy and the pod
+/// identities come from list+watch, the gateway writes each object's Accepted condition, and it
+/// survives what real API servers do (410 Gone, dropped streams, outages, token rotation).
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct KubernetesModeTests {
+    private func identity(_ record: [String: Any]?) -> [String: Any] { record?["identity"] as? [String: Any] ?? [:] }
+
+    @Test func policyAndIdentitiesComeFromTheAPIAndEveryObjectIsAccepted() async throws {
+        let h = try await KubernetesHarness()
+        defer { Task { await h.stop() } }
+        #expect(h.waitReady())
+        #expect(try h.admin("/readyz") == "ready\n")
+        #expect(try h.connect(from: "127.0.0.1").status == 0)
+        #expect(try h.connect(from: "127.0.0.3").status != 0)
+        let allowed = try #require(h.record { ($0["src"] as? String ?? "").hasPrefix("127.0.0.1:") })
+        #expect(allowed["decision"] as? String == "allow")
+        #expect(allowed["egressPolicy"] as? String == "payments/checkout-egress")
+        #expect(identity(allowed)["workload"] as? String == "checkout-1")
+        #expect(identity(allowed)["serviceAccount"] as? String == "checkout")
+        let denied = try #require(h.record { ($0["src"] as? String ?? "").hasPrefix("127.0.0.3:") })
+        #expect(denied["decision"] as? String == "deny")
+        #expect(identity(denied)["namespace"] as? String == "analytics")
+
+        // The gateway says so on each object, through the status subresource.
+        #expect(eventually { h.api.accepted("externalservices", name: "allowed-api")?["status"] as? String == "True" })
+        #expect(eventually { h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress")?["status"] as? String == "True" })
+        // List then watch, as the API conventions ask: paged lists, watches with bookmarks and a server timeout.
+        let requests = h.api.requests
+        let podList = try #require(requests.first { $0["path"] as? String == "/api/v1/pods" })
+        #expect((podList["query"] as? [String: Any])?["limit"] as? String == "500")
+        let podWatch = try #require(requests.first { $0["path"] as? String == "/api/v1/pods" && ($0["query"] as? [String: Any])?["watch"] != nil })
+        let query = podWatch["query"] as? [String: Any] ?? [:]
+        #expect(query["allowWatchBookmarks"] as? String == "true")
+        #expect(query["resourceVersion"] as? String != nil && query["resourceVersion"] as? String != "0")
+        #expect(Int(query["timeoutSeconds"] as? String ?? "") ?? 0 >= 300)
+        let metrics = try h.metrics()
+        #expect(metrics.contains(#"corridor_kubernetes_watch_up{resource="pods"} 1"#), "\(metrics)")
+        #expect(metrics.contains("corridor_kubernetes_synced 1"))
+        #expect(metrics.contains("corridor_kubernetes_pod_identities 2"))
+        #expect(metrics.contains("corridor_ready 1"))
+    }
+
+    @Test func anIPReusedByAPodOfAnotherNamespaceGetsTheNewIdentityAtOnce() async throws {
+        let h = try await KubernetesHarness()
+        defer { Task { await h.stop() } }
+        #expect(h.waitReady())
+        try h.api.put(K8sObject.pod("payments", "checkout-2", ip: "127.0.0.5", serviceAccount: "checkout", labels: ["app": "checkout"]))
+        #expect(eventually { (try? h.connect(from: "127.0.0.5").status) == 0 })
+        // The pod goes away and the network hands its address to a pod in another namespace.
+        try h.api.delete("pods", namespace: "payments", name: "checkout-2")
+        try h.api.put(K8sObject.pod("analytics", "crawler-1", ip: "127.0.0.5", serviceAccount: "crawler", labels: ["app": "checkout"]))
+        #expect(eventually { h.gatewayIdentity(of: "127.0.0.5") == "analytics/crawler-1" })
+        let before = h.records(from: "127.0.0.5").count
+        #expect(try h.connect(from: "127.0.0.5").status != 0)
+        let record = try #require(h.record { ($0["src"] as? String ?? "").hasPrefix("127.0.0.5:") && h.records(from: "127.0.0.5").count > before })
+        let last = h.records(from: "127.0.0.5").last ?? record
+        #expect(last["decision"] as? String == "deny")
+        #expect(identity(last)["namespace"] as? String == "analytics")
+        #expect(identity(last)["workload"] as? String == "crawler-1")
+    }
+
+    @Test func aHostNetworkOrFinishedPodNeverClaimsAnAddress() async throws {
+        let h = try await KubernetesHarness(objects: { port in
+            KubernetesHarness.standardObjects(upstreamPort: port) + [
+                K8sObject.pod("payments", "node-agent", ip: "127.0.0.6", serviceAccount: "checkout", labels: ["app": "checkout"], hostNetwork: true),
+                K8sObject.pod("payments", "job-done", ip: "127.0.0.7", serviceAccount: "checkout", labels: ["app": "checkout"], phase: "Succeeded"),
+            ]
+        })
+        defer { Task { await h.stop() } }
+        #expect(h.waitReady())
+        for source in ["127.0.0.6", "127.0.0.7"] {
+            #expect(try h.connect(from: source).status != 0)
+            let record = try #require(h.record { ($0["src"] as? String ?? "").hasPrefix("\(source):") })
+            #expect(record["decision"] as? String == "deny")
+            #expect(record["identity"] as? String == "unknown", "\(record)")
+        }
+    }
+
+    @Test func relistsAfter410GoneAndSeesWhatChangedMeanwhile() async throws {
+        let h = try await KubernetesHarness()
+        defer { Task { await h.stop() } }
+        #expect(h.waitReady())
+        func lists() -> Int { h.api.requests.filter { $0["method"] as? String == "GET" && ($0["query"] as? [String: Any])?["watch"] == nil }.count }
+        let listsBefore = lists()
+        // The stream drops and the server has compacted past the gateway's resourceVersion:
+        // resuming gets an in-band ERROR 410, and only a fresh list shows what changed meanwhile.
+        try h.api.control("POST", "/expire-next-watch")
+        try h.api.control("POST", "/drop-watches")
+        try h.api.put(K8sObject.pod("payments", "checkout-3", ip: "127.0.0.8", serviceAccount: "checkout", labels: ["app": "checkout"]))
+        #expect(eventually(timeout: 20) { h.gatewayIdentity(of: "127.0.0.8") == "payments/checkout-3" })
+        #expect(eventually { lists() > listsBefore }, "a fresh list after 410")
+        #expect(try h.metrics().contains(#"reason="expired"} 1"#), "one watch (whichever resource's came first) got 410")
+        #expect(try h.connect(from: "127.0.0.8").status == 0)
+    }
+
+    @Test func anOutageKeepsTheLastSnapshotAndRecovers() async throws {
+        let h = try await KubernetesHarness()
+        defer { Task { await h.stop() } }
+        #expect(h.waitReady())
+        try h.api.control("POST", "/outage", ["on": true])
+        #expect(eventually(timeout: 15) { (try? h.metrics().contains(#"corridor_kubernetes_watch_up{resource="pods"} 0"#)) == true })
+        // Still serving on the last snapshot, still ready.
+        #expect(try h.connect(from: "127.0.0.1").status == 0)
+        #expect(h.gateway.isReady)
+        #expect(try h.metrics().contains("corridor_kubernetes_api_errors_total{resource=\"pods\""))
+        // Changes made during the outage arrive once the API is back.
+        try h.api.put(K8sObject.pod("payments", "checkout-4", ip: "127.0.0.9", serviceAccount: "checkout", labels: ["app": "checkout"]))
+        try h.api.control("POST", "/outage", ["on": false])
+        #expect(eventually(timeout: 30) { h.gatewayIdentity(of: "127.0.0.9") == "payments/checkout-4" })
+        #expect(eventually(timeout: 10) { (try? h.metrics().contains(#"corridor_kubernetes_watch_up{resource="pods"} 1"#)) == true })
+    }
+
+    @Test func aRotatedTokenIsRereadAfter401() async throws {
+        let h = try await KubernetesHarness()
+        defer { Task { await h.stop() } }
+        #expect(h.waitReady())
+        let next = "token-two-\(UUID().uuidString.prefix(8))"
+        // The server now accepts only the new token; the kubelet writes it into the file.
+        try h.api.control("POST", "/tokens", ["tokens": [next]])
+        try "\(next)\n".write(toFile: h.tokenPath, atomically: true, encoding: .utf8)
+        try h.api.control("POST", "/drop-watches")
+        try h.api.put(K8sObject.pod("payments", "checkout-5", ip: "127.0.0.10", serviceAccount: "checkout", labels: ["app": "checkout"]))
+        #expect(eventually(timeout: 30) { h.gatewayIdentity(of: "127.0.0.10") == "payments/checkout-5" })
+        let requests = h.api.requests
+        #expect(requests.contains { $0["status"] as? Int == 401 }, "the old token was refused first")
+        #expect(requests.last { $0["path"] as? String == "/api/v1/pods" }?["auth"] as? String == "token:\(next.prefix(6))")
+    }
+
+    @Test func clientCertificateAuthenticationWorks() async throws {
+        let h = try await KubernetesHarness(clientCertificate: true)
+        defer { Task { await h.stop() } }
+        #expect(h.waitReady())
+        #expect(h.api.requests.allSatisfy { $0["auth"] as? String == "cert:jane" })
+        #expect(try h.connect(from: "127.0.0.1").status == 0)
+    }
+
+    @Test func anInvalidObjectIsRejectedVisiblyAndAnInvalidUpdateKeepsTheLastGoodOne() async throws {
+        let h = try await KubernetesHarness(objects: { port in
+            KubernetesHarness.standardObjects(upstreamPort: port) + [
+                K8sObject.egressPolicy("analytics", "typo", services: ["allowed-api"], matchLabels: ["app": "reporting"], extraSpec: ["podSelecter": [:]]),
+            ]
+        })
+        defer { Task { await h.stop() } }
+        #expect(h.waitReady())
+        #expect(eventually { h.api.accepted("egresspolicies", namespace: "analytics", name: "typo")?["status"] as? String == "False" })
+        let condition = try #require(h.api.accepted("egresspolicies", namespace: "analytics", name: "typo"))
+        #expect(condition["reason"] as? String == "Invalid")
+        #expect((condition["message"] as? String ?? "").contains("spec.podSelecter: unknown field"), "\(condition)")
+        #expect(try h.connect(from: "127.0.0.3").status != 0, "the invalid policy grants nothing")
+
+        // A bad edit of a good policy: the last good generation stays in force.
+        try h.api.put(K8sObject.egressPolicy("payments", "checkout-egress", services: ["allowed-api"], matchLabels: ["app": "checkout"],
+                                             extraSpec: ["mode": "Sometimes"]))
+        #expect(eventually { h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress")?["status"] as? String == "False" })
+        let kept = try #require(h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress"))
+        #expect((kept["message"] as? String ?? "").contains("still enforcing generation 1"), "\(kept)")
+        #expect(try h.connect(from: "127.0.0.1").status == 0)
+    }
+
+    @Test func notReadyAndDenyingUntilTheFirstSync() async throws {
+        let h = try await KubernetesHarness(start: false)
+        try h.api.control("POST", "/outage", ["on": true])
+        try await h.startGateway()
+        defer { Task { await h.stop() } }
+        try await Task.sleep(for: .seconds(2))
+        #expect(!h.gateway.isReady)
+        #expect(try runCommand("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+                                        "http://127.0.0.1:\(h.adminPort)/readyz"]).stdout == "503")
+        #expect(try h.connect(from: "127.0.0.1").status != 0)
+        let record = try #require(h.record { ($0["src"] as? String ?? "").hasPrefix("127.0.0.1:") })
+        #expect(record["decision"] as? String == "deny")
+        try h.api.control("POST", "/outage", ["on": false])
+        #expect(h.waitReady(timeout: 30))
+        #expect(try h.connect(from: "127.0.0.1").status == 0)
+    }
+
+    @Test func theCommandLineRunsKubernetesModeAndRefusesPolicyInTheFile() async throws {
+        let h = try await KubernetesHarness(start: false)
+        // The admin port must be known: pick one for the subprocess.
+        let admin = try freePort()
+        let config = try String(contentsOfFile: h.configPath, encoding: .utf8).replacingOccurrences(of: "admin: 127.0.0.1:0", with: "admin: 127.0.0.1:\(admin)")
+        try config.write(toFile: h.configPath, atomically: true, encoding: .utf8)
+        let process = try BackgroundProcess(Repo.corridorBinary.path, ["run", "--kubeconfig", h.kubeconfigPath, "--config", h.configPath])
+        #expect(eventually(timeout: 30) {
+            (try? runCommand("curl", ["-sS", "--max-time", "2", "http://127.0.0.1:\(admin)/readyz"]).stdout) == "ready\n"
+        }, "\(process.stderrText)")
+        process.signal(SIGTERM)
+        #expect(process.waitForExit(timeout: 15) == 0)
+
+        let withPolicy = h.dir.path("with-policy.yaml")
+        try (config + """
+
+            ---
+            apiVersion: corridor.dev/v1alpha1
+            kind: ExternalService
+            metadata: {name: stray}
+            spec: {hosts: [stray.example.com], ports: [{number: 443, protocol: TLS}]}
+            """).write(toFile: withPolicy, atomically: true, encoding: .utf8)
+        let refused = try runCommand(Repo.corridorBinary.path, ["run", "--kubeconfig", h.kubeconfigPath, "--config", withPolicy])
+        #expect(refused.status == 2)
+        #expect(refused.stderr.contains("ExternalService/stray") && refused.stderr.contains("come from the API"), "\(refused.stderr)")
+        let badContext = try runCommand(Repo.corridorBinary.path, ["run", "--kubeconfig", h.kubeconfigPath, "--context", "nope", "--config", h.configPath])
+        #expect(badContext.status == 2)
+        #expect(badContext.stderr.contains("no entry named 'nope'"), "\(badContext.stderr)")
+    }
+}
+
+extension KubernetesHarness {
+    /// `namespace/workload` the gateway's policy in force maps `address` to (via /policy's inventory).
+    func gatewayIdentity(of address: String) -> String? {
+        guard let identity = gateway.proxy.policy.current.inventory.identity(of: IPAddress(parsing: address)!) else { return nil }
+        return "\(identity.namespace)/\(identity.workload)"
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound else { throw TestError.failed("no free port") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
