@@ -1,14 +1,84 @@
 import Foundation
 import Testing
 
-/// deploy/base: valid for Kubernetes 1.33 offline, least-privilege, hardened, and its ConfigMap's
-/// config is one `corridor check` accepts.
+/// deploy/: the base (a central gateway in Kubernetes mode) and overlays/node (a DaemonSet with
+/// iptables capture) build with kustomize, are valid for Kubernetes 1.33 offline, least-privilege
+/// and hardened; the ConfigMap's config and examples/cluster are ones `corridor check` accepts.
 @Suite(.serialized, .timeLimit(.minutes(2)))
 struct DeployManifestTests {
     static let base = Repo.root.appendingPathComponent("deploy/base").path
     static var manifests: [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).filter { $0.hasSuffix(".yaml") && $0 != "kustomization.yaml" }
             .sorted().map { "\(base)/\($0)" }
+    }
+    static let examples = Repo.root.appendingPathComponent("examples/cluster").path
+    static var clusterExamples: [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: examples)) ?? []).filter { $0.hasSuffix(".yaml") }.sorted().map { "\(examples)/\($0)" }
+    }
+    static let structuralChecker = Repo.root.appendingPathComponent("../shared/k8s/tools/check_crd_structural.py").standardized.path
+    /// The ClusterRole's rules, each as [apiGroups, resources, verbs] sorted.
+    static let leastPrivilege: [[[String]]] = [
+        [[""], ["pods"], ["get", "list", "watch"]],
+        [["corridor.dev"], ["egresspolicies", "externalservices"], ["get", "list", "watch"]],
+        [["corridor.dev"], ["egresspolicies/status", "externalservices/status"], ["get", "patch", "update"]],
+    ]
+
+    /// Writes the ConfigMap's corridor.yaml into `dir` and returns its path.
+    static func extractConfig(into dir: TempDir) throws -> String {
+        let config = dir.path("corridor.yaml")
+        let extract = try runCommand("python3", ["-c", """
+            import sys, yaml
+            doc = yaml.safe_load(open(sys.argv[1]))
+            open(sys.argv[2], "w").write(doc["data"]["corridor.yaml"])
+            """, "\(base)/configmap.yaml", config])
+        guard extract.status == 0 else { throw TestError.failed("cannot read the ConfigMap: \(extract.stderr)") }
+        return config
+    }
+
+    /// `kubectl kustomize` of a directory (relative to the repository), written to a file in `dir`.
+    static func render(_ kustomization: String, into dir: TempDir) throws -> String {
+        let result = try runCommand("kubectl", ["kustomize", Repo.root.appendingPathComponent(kustomization).path])
+        guard result.status == 0 else { throw TestError.failed("kubectl kustomize \(kustomization): \(result.stdout)\(result.stderr)") }
+        let file = dir.path(kustomization.replacingOccurrences(of: "/", with: "-") + ".yaml")
+        try result.stdout.write(toFile: file, atomically: true, encoding: .utf8)
+        return file
+    }
+
+    /// What the tests check in a rendered install, read with PyYAML. Container security settings
+    /// are the effective ones (the pod's securityContext where the container sets none).
+    static func facts(_ rendered: String) throws -> RenderedFacts {
+        let result = try runCommand("python3", ["-c", """
+            import json, sys, yaml
+            docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+            workload = next(d for d in docs if d["kind"] in ("Deployment", "DaemonSet"))
+            pod = workload["spec"]["template"]["spec"]
+            podContext = pod.get("securityContext", {})
+            def container(c):
+                context = c.get("securityContext", {})
+                caps = context.get("capabilities", {})
+                return {"name": c["name"], "args": c.get("args", []), "add": sorted(caps.get("add", [])), "drop": caps.get("drop", []),
+                        "runAsUser": context.get("runAsUser", podContext.get("runAsUser")),
+                        "runAsNonRoot": context.get("runAsNonRoot", podContext.get("runAsNonRoot", False)),
+                        "allowPrivilegeEscalation": context.get("allowPrivilegeEscalation", True),
+                        "readOnlyRootFilesystem": context.get("readOnlyRootFilesystem", False)}
+            accounts = [d for d in docs if d["kind"] == "ServiceAccount"]
+            role = next(d for d in docs if d["kind"] == "ClusterRole")
+            namespace = next(d for d in docs if d["kind"] == "Namespace")
+            print(json.dumps({
+                "kinds": sorted(d["kind"] for d in docs),
+                "workloadKind": workload["kind"],
+                "podSecurity": namespace["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce", ""),
+                "hostNetwork": pod.get("hostNetwork", False),
+                "dnsPolicy": pod.get("dnsPolicy", "ClusterFirst"),
+                "toleratesEverything": {"operator": "Exists"} in pod.get("tolerations", []),
+                "tokenMounted": all(d.get("automountServiceAccountToken") is not False for d in accounts + [pod]),
+                "rbacRules": [[sorted(r["apiGroups"]), sorted(r["resources"]), sorted(r["verbs"])] for r in role["rules"]],
+                "initContainers": [container(c) for c in pod.get("initContainers", [])],
+                "containers": [container(c) for c in pod["containers"]],
+            }))
+            """, rendered])
+        guard result.status == 0 else { throw TestError.failed("cannot read \(rendered): \(result.stderr)") }
+        return try JSONDecoder().decode(RenderedFacts.self, from: Data(result.stdout.utf8))
     }
 
     @Test func manifestsValidateOffline() throws {
@@ -20,16 +90,12 @@ struct DeployManifestTests {
 
     @Test func theConfigMapHoldsAConfigThatCorridorAccepts() throws {
         let dir = try TempDir()
-        let config = dir.path("corridor.yaml")
-        let extract = try runCommand("python3", ["-c", """
-            import sys, yaml
-            doc = yaml.safe_load(open(sys.argv[1]))
-            open(sys.argv[2], "w").write(doc["data"]["corridor.yaml"])
-            """, "\(Self.base)/configmap.yaml", config])
-        #expect(extract.status == 0, "\(extract.stderr)")
+        let config = try Self.extractConfig(into: dir)
         let check = try runCommand(Repo.corridorBinary.path, ["check", "--config", config])
         #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
         #expect(check.stdout.contains("admin 0.0.0.0:15000"), "probes reach the admin listener: \(check.stdout)")
+        #expect(check.stdout.contains("\n0 ExternalService(s)") && check.stdout.contains("\n0 EgressPolicy(ies)"),
+                "Kubernetes mode: the policy objects come from the API, not the ConfigMap: \(check.stdout)")
     }
 
     @Test func theGatewayRunsHardenedWithLeastPrivilege() throws {
@@ -42,4 +108,113 @@ struct DeployManifestTests {
         #expect(!rbac.contains("\"*\""), "no wildcard permissions")
         #expect(!rbac.contains("create") && !rbac.contains("delete"), "read, plus status updates only")
     }
+
+    @Test func theGatewayRunsInKubernetesMode() throws {
+        let dir = try TempDir()
+        let facts = try Self.facts(Self.render("deploy/base", into: dir))
+        #expect(facts.workloadKind == "Deployment")
+        #expect(facts.containers.count == 1)
+        let gateway = try #require(facts.containers.first)
+        #expect(gateway.args.contains("--kubernetes"), "\(gateway.args)")
+        #expect(gateway.args == ["run", "--kubernetes", "--config", "/etc/corridor/corridor.yaml"], "\(gateway.args)")
+        #expect(gateway.add.isEmpty && gateway.drop == ["ALL"] && gateway.runAsNonRoot, "\(gateway)")
+        #expect(facts.podSecurity == "restricted")
+    }
+
+    @Test(arguments: [("deploy/base", 10), ("deploy/overlays/node", 8)])
+    func theKustomizationsBuildAndValidateOffline(kustomization: String, resources: Int) throws {
+        let dir = try TempDir()
+        let rendered = try Self.render(kustomization, into: dir)
+        let validation = try runCommand("kubernetes-validate", ["--strict", "-k", "1.33.0", rendered])
+        #expect(validation.status == 0, "\(validation.stdout)\(validation.stderr)")
+        #expect(validation.stdout.components(separatedBy: "passed for resource").count - 1 == resources, "\(validation.stdout)")
+        let structural = try runCommand("python3", [Self.structuralChecker, rendered])
+        #expect(structural.status == 0, "\(structural.stdout)\(structural.stderr)")
+        #expect(structural.stdout.contains("externalservices.corridor.dev") && structural.stdout.contains("egresspolicies.corridor.dev"),
+                "both CRDs are in the install: \(structural.stdout)")
+        let facts = try Self.facts(rendered)
+        #expect(facts.rbacRules == Self.leastPrivilege, "\(facts.rbacRules)")
+        #expect(facts.tokenMounted, "the gateway reads the API with its service account token")
+    }
+
+    @Test func theNodeOverlayCapturesFromAnInitContainerWithOnlyNetAdminAndNetRaw() throws {
+        let dir = try TempDir()
+        let facts = try Self.facts(Self.render("deploy/overlays/node", into: dir))
+        #expect(facts.workloadKind == "DaemonSet")
+        for kind in ["Deployment", "PodDisruptionBudget", "Service"] {
+            #expect(!facts.kinds.contains(kind), "the node overlay drops the base's \(kind)")
+        }
+        #expect(facts.hostNetwork && facts.dnsPolicy == "ClusterFirstWithHostNet" && facts.toleratesEverything)
+        #expect(facts.podSecurity == "privileged", "host network and NET_ADMIN are outside the restricted level")
+
+        #expect(facts.initContainers.count == 1)
+        let capture = try #require(facts.initContainers.first)
+        #expect(capture.add == ["NET_ADMIN", "NET_RAW"] && capture.drop == ["ALL"], "\(capture)")
+        #expect(capture.runAsUser == 0 && !capture.allowPrivilegeEscalation && capture.readOnlyRootFilesystem, "\(capture)")
+        #expect(Array(capture.args.prefix(3)) == ["iptables", "--topology", "node"] && capture.args.last == "--apply", "\(capture.args)")
+
+        #expect(facts.containers.count == 1)
+        let gateway = try #require(facts.containers.first)
+        #expect(gateway.add.isEmpty && gateway.drop == ["ALL"], "\(gateway)")
+        #expect(gateway.runAsNonRoot && gateway.runAsUser != 0 && !gateway.allowPrivilegeEscalation && gateway.readOnlyRootFilesystem, "\(gateway)")
+        #expect(gateway.args == ["run", "--kubernetes", "--config", "/etc/corridor/corridor.yaml"], "\(gateway.args)")
+
+        // The init container's flags are ones `corridor iptables` takes: printed here instead of applied.
+        let config = try Self.extractConfig(into: dir)
+        let printing = capture.args.filter { $0 != "--apply" }.map { $0 == "/etc/corridor/corridor.yaml" ? config : $0 }
+        let rules = try runCommand(Repo.corridorBinary.path, printing)
+        #expect(rules.status == 0, "\(rules.stdout)\(rules.stderr)")
+        #expect(rules.stdout.contains("-A PREROUTING -s 10.244.0.0/16 -j CORRIDOR-CAPTURE"), "\(rules.stdout)")
+        #expect(rules.stdout.contains("REDIRECT --to-ports 15443"), "\(rules.stdout)")
+    }
+
+    @Test func theClusterExamplesPassCheckAndTheCRDSchemas() throws {
+        let examples = Self.clusterExamples
+        #expect(!examples.isEmpty)
+        let schema = try runCommand("python3", [Repo.support.appendingPathComponent("validate_cr.py").path,
+                                                Repo.root.appendingPathComponent("deploy/crds").path] + examples)
+        #expect(schema.status == 0, "\(schema.stdout)\(schema.stderr)")
+        let services = schema.stdout.components(separatedBy: ": ExternalService/").count - 1
+        let policies = schema.stdout.components(separatedBy: ": EgressPolicy/").count - 1
+        #expect(services > 0 && policies > 0, "\(schema.stdout)")
+
+        // In file mode every kind is allowed: the same objects after the ConfigMap's GatewayConfig.
+        let dir = try TempDir()
+        var text = try String(contentsOfFile: Self.extractConfig(into: dir), encoding: .utf8)
+        for file in examples {
+            let objects = try String(contentsOfFile: file, encoding: .utf8)
+            text += "\n---\n" + objects
+        }
+        let config = dir.path("cluster.yaml")
+        try text.write(toFile: config, atomically: true, encoding: .utf8)
+        let check = try runCommand(Repo.corridorBinary.path, ["check", "--config", config])
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+        #expect(check.stdout.contains("\n\(services) ExternalService(s)") && check.stdout.contains("\n\(policies) EgressPolicy(ies)"),
+                "\(check.stdout)")
+        #expect(check.stdout.contains("\n0 Workload(s)"), "examples/cluster holds ExternalService and EgressPolicy objects only")
+    }
+}
+
+/// The parts of a rendered install that DeployManifestTests checks (see `DeployManifestTests.facts`).
+struct RenderedFacts: Decodable {
+    struct Container: Decodable {
+        var name: String
+        var args: [String]
+        var add: [String]
+        var drop: [String]
+        var runAsUser: Int?
+        var runAsNonRoot: Bool
+        var allowPrivilegeEscalation: Bool
+        var readOnlyRootFilesystem: Bool
+    }
+    var kinds: [String]
+    var workloadKind: String
+    var podSecurity: String
+    var hostNetwork: Bool
+    var dnsPolicy: String
+    var toleratesEverything: Bool
+    var tokenMounted: Bool
+    var rbacRules: [[[String]]]
+    var initContainers: [Container]
+    var containers: [Container]
 }
