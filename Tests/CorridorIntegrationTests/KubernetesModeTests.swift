@@ -97,6 +97,69 @@ struct KubernetesModeTests {
         #expect(try h.connect(from: "127.0.0.8").status == 0)
     }
 
+    @Test func eventsSplitAcrossChunksAndStreamsCutMidEventResumeWithoutARelist() async throws {
+        let h = try await KubernetesHarness()
+        defer { Task { await h.stop() } }
+        #expect(h.waitReady())
+        func podLists() -> Int {
+            h.api.requests.filter { $0["path"] as? String == "/api/v1/pods" && ($0["query"] as? [String: Any])?["watch"] == nil }.count
+        }
+        let lists = podLists()
+        try h.api.control("POST", "/split-chunks", ["size": 7])
+        try h.api.put(K8sObject.pod("payments", "checkout-6", ip: "127.0.0.11", serviceAccount: "checkout", labels: ["app": "checkout"]))
+        #expect(eventually { h.gatewayIdentity(of: "127.0.0.11") == "payments/checkout-6" })
+        try h.api.control("POST", "/split-chunks", ["size": 0])
+        // A namespace write moves the server's resourceVersion past every pod event; the bookmark says so.
+        try h.api.put(["apiVersion": "v1", "kind": "Namespace", "metadata": ["name": "elsewhere"]])
+        let info = try #require(try h.api.control("GET", "/info") as? [String: Any])
+        let current = "\(info["resourceVersion"] ?? "")"
+        try h.api.control("POST", "/bookmark")
+        try await Task.sleep(for: .milliseconds(300))
+        try h.api.control("POST", "/drop-watches", ["midEvent": true])
+        #expect(eventually {
+            h.api.requests.last { $0["path"] as? String == "/api/v1/pods" }.flatMap { ($0["query"] as? [String: Any])?["resourceVersion"] as? String } == current
+        }, "the re-watch resumes from the bookmark's resourceVersion")
+        try h.api.put(K8sObject.pod("payments", "checkout-7", ip: "127.0.0.12", serviceAccount: "checkout", labels: ["app": "checkout"]))
+        #expect(eventually { h.gatewayIdentity(of: "127.0.0.12") == "payments/checkout-7" })
+        #expect(podLists() == lists, "no relist for a dropped stream")
+        #expect(try h.metrics().contains(#"corridor_kubernetes_watch_restarts_total{resource="pods",reason="dropped"}"#))
+    }
+
+    @Test func aGatewayConfigReloadRebuildsOnTheClusterObjects() async throws {
+        let h = try await KubernetesHarness()
+        defer { Task { await h.stop() } }
+        #expect(h.waitReady())
+        #expect(try h.connect(from: "127.0.0.13").status != 0)
+        // A static Workload (a VM) joins the file; the cluster's policy applies to it too.
+        let config = try String(contentsOfFile: h.configPath, encoding: .utf8) + """
+
+            ---
+            apiVersion: corridor.dev/v1alpha1
+            kind: Workload
+            metadata: {name: batch-vm, namespace: payments}
+            spec: {addresses: [127.0.0.13/32], serviceAccount: batch, labels: {app: checkout}}
+            """
+        try config.write(toFile: h.configPath, atomically: true, encoding: .utf8)
+        #expect(h.gateway.reload(reason: "test"))
+        #expect(eventually { h.gatewayIdentity(of: "127.0.0.13") == "payments/batch-vm" })
+        #expect(try h.connect(from: "127.0.0.13").status == 0)
+        #expect(try h.connect(from: "127.0.0.1").status == 0, "the API's pods are still there")
+        // A bad file is refused and changes nothing.
+        try "kind: [".write(toFile: h.configPath, atomically: true, encoding: .utf8)
+        #expect(!h.gateway.reload(reason: "test"))
+        #expect(try h.connect(from: "127.0.0.13").status == 0)
+    }
+
+    @Test func theFakeServerSatisfiesRealClientGo() async throws {
+        let h = try await KubernetesHarness(start: false)
+        let pods = try runCommand("kubectl", ["--kubeconfig", h.kubeconfigPath, "get", "pods", "-A", "-o", "name"])
+        #expect(pods.status == 0, "\(pods.stderr)")
+        #expect(pods.stdout.split(separator: "\n").sorted() == ["pod/checkout-1", "pod/reporting-1"])
+        let policies = try runCommand("kubectl", ["--kubeconfig", h.kubeconfigPath, "get", "egresspolicies.corridor.dev", "-A", "-o", "name"])
+        #expect(policies.status == 0, "\(policies.stderr)")
+        #expect(policies.stdout.contains("egresspolicy.corridor.dev/checkout-egress"))
+    }
+
     @Test func anOutageKeepsTheLastSnapshotAndRecovers() async throws {
         let h = try await KubernetesHarness()
         defer { Task { await h.stop() } }
