@@ -30,9 +30,24 @@ final class ClusterSync: Sendable {
     private let install: @Sendable (PolicySnapshot, OriginationContexts) -> Void
     private let nextGeneration: @Sendable () -> Int
 
+    /// The origination contexts of the last build, reused while the ExternalServices are unchanged
+    /// (a pod event must not reload every CA bundle).
+    private let lastOrigination = Mutex<(services: [ExternalService], contexts: OriginationContexts)?>(nil)
+    /// State the reflectors' callbacks and retry tasks share.
+    private final class Shared: Sendable {
+        /// When each resource's list/watch stopped being healthy (absent while healthy).
+        let unhealthySince = Mutex<[String: ContinuousClock.Instant]>([:])
+        /// A status-write retry is scheduled.
+        let retryPending = Atomic<Bool>(false)
+    }
+
+    private let shared = Shared()
+
+    /// `nodeName` limits the pods watched to one node's (the node topology: a gateway only ever
+    /// sees its own node's pods, and the API server is spared N copies of every pod).
     init(client: KubeAPIClient, base: PolicySource, registry: PrometheusCollectorRegistry, logger: Logger,
          nextGeneration: @escaping @Sendable () -> Int, install: @escaping @Sendable (PolicySnapshot, OriginationContexts) -> Void,
-         initialBackoff: Duration = .milliseconds(800)) {
+         nodeName: String? = nil, pageSize: Int = 500, initialBackoff: Duration = .milliseconds(800)) {
         self.client = client
         self.logger = logger
         self.base = Mutex(base)
@@ -42,16 +57,22 @@ final class ClusterSync: Sendable {
         self.metrics = metrics
         (dirtySignals, dirty) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         (statusBatches, statusQueue) = AsyncStream.makeStream(of: [StatusUpdate].self, bufferingPolicy: .bufferingNewest(1))
-        let dirty = self.dirty
+        let dirty = self.dirty, shared = self.shared
         let observer = ReflectorObserver(
             changed: { dirty.yield() },
             failed: { resource, reason in metrics.apiError(resource: resource, reason: reason) },
-            healthy: { resource, up in metrics.setUp(resource: resource, up) },
+            healthy: { resource, up in
+                metrics.setUp(resource: resource, up)
+                shared.unhealthySince.withLock { since in
+                    if up { since[resource] = nil } else if since[resource] == nil { since[resource] = .now }
+                }
+            },
             rewatched: { resource, why in metrics.rewatch(resource: resource, why: why) }
         )
-        pods = Reflector(resource: .pods, client: client, observer: observer, logger: logger, initialBackoff: initialBackoff)
-        services = Reflector(resource: .externalServices, client: client, observer: observer, logger: logger, initialBackoff: initialBackoff)
-        policies = Reflector(resource: .egressPolicies, client: client, observer: observer, logger: logger, initialBackoff: initialBackoff)
+        pods = Reflector(resource: .pods, client: client, observer: observer, logger: logger, pageSize: pageSize, initialBackoff: initialBackoff,
+                         fieldSelector: nodeName.map { "spec.nodeName=\($0)" })
+        services = Reflector(resource: .externalServices, client: client, observer: observer, logger: logger, pageSize: pageSize, initialBackoff: initialBackoff)
+        policies = Reflector(resource: .egressPolicies, client: client, observer: observer, logger: logger, pageSize: pageSize, initialBackoff: initialBackoff)
     }
 
     /// True once a snapshot built from a full sync of every resource is in force.
@@ -65,6 +86,7 @@ final class ClusterSync: Sendable {
             Task { await self.policies.run() },
             Task { await self.rebuildLoop() },
             Task { await self.statusLoop() },
+            Task { await self.stalenessLoop() },
         ]
         tasks.withLock { $0 = started }
     }
@@ -82,6 +104,27 @@ final class ClusterSync: Sendable {
     func updateBase(_ source: PolicySource) {
         base.withLock { $0 = source }
         dirty.yield()
+    }
+
+    /// `corridor_kubernetes_watch_stale_seconds{resource}`: how long a resource's list/watch has
+    /// been failing (0 while healthy): how stale the identities and policy in force may be.
+    private func stalenessLoop() async {
+        var warned = Set<String>()
+        while !Task.isCancelled {
+            let now = ContinuousClock.now
+            let since = shared.unhealthySince.withLock { $0 }
+            for resource in ["pods", "externalservices", "egresspolicies"] {
+                let stale = since[resource].map { now - $0 } ?? .zero
+                metrics.setStale(resource: resource, seconds: Double(stale.components.seconds))
+                if stale > .seconds(300) && warned.insert(resource).inserted {
+                    logger.error("the Kubernetes API has been unreachable for over 5 minutes; the policy and identities in force may be stale",
+                                 metadata: ["resource": "\(resource)"])
+                } else if stale == .zero {
+                    warned.remove(resource)
+                }
+            }
+            try? await Task.sleep(for: .seconds(5))
+        }
     }
 
     private func rebuildLoop() async {
@@ -102,9 +145,13 @@ final class ClusterSync: Sendable {
         var policy = compiler.build(base: base, objects: objects)
         let generation = nextGeneration()
         var snapshot = PolicySnapshot(source: policy.source, generation: generation)
-        let origination: OriginationContexts
+        var origination: OriginationContexts
         do {
-            origination = try OriginationContexts(snapshot: snapshot)
+            if let last = lastOrigination.withLock({ $0 }), last.services == policy.source.externalServices {
+                origination = last.contexts
+            } else {
+                origination = try OriginationContexts(snapshot: snapshot)
+            }
         } catch {
             // TLS material an ExternalService names cannot be loaded: leave those services out.
             var unusable: [String: String] = [:]
@@ -120,6 +167,7 @@ final class ClusterSync: Sendable {
             }
             origination = contexts
         }
+        lastOrigination.withLock { $0 = (policy.source.externalServices, origination) }
         install(snapshot, origination)
         let first = !synced.exchange(true, ordering: .acquiringAndReleasing)
         let took = ContinuousClock.now - started
@@ -135,13 +183,18 @@ final class ClusterSync: Sendable {
     /// Writes `Accepted` conditions with a merge patch on the status subresource. A write that
     /// fails is retried with the next build (the object's status still differs then).
     private func statusLoop() async {
+        // What was last written, by uid and path, so a write is not repeated before the watch
+        // echoes it. Bounded: it is only an optimisation (the compiler compares with the status
+        // the objects actually carry).
         var written: [String: KubeCondition] = [:]
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         for await batch in statusBatches {
+            if written.count > 50_000 { written.removeAll() }
             for update in batch {
                 if Task.isCancelled { return }
-                if let last = written[update.path], last.sameState(as: update.condition) { continue }
+                let key = "\(update.uid ?? "")|\(update.path)"
+                if let last = written[key], last.sameState(as: update.condition) { continue }
                 struct Patch: Encodable {
                     struct Status: Encodable { var conditions: [KubeCondition] }
                     var status: Status
@@ -150,7 +203,7 @@ final class ClusterSync: Sendable {
                 do {
                     let body = try encoder.encode(Patch(status: .init(conditions: [update.condition])))
                     _ = try await client.mergePatch(update.path, body: Array(body))
-                    written[update.path] = update.condition
+                    written[key] = update.condition
                     metrics.statusWrite(succeeded: true)
                     if update.condition.status == "True" && update.condition.reason == "Valid" {
                         logger.info("accepted", metadata: ["object": "\(object)", "generation": "\(update.condition.observedGeneration ?? 0)"])
@@ -160,11 +213,20 @@ final class ClusterSync: Sendable {
                         ])
                     }
                 } catch KubeAPIError.status(code: 404, _) {
-                    written[update.path] = nil  // deleted meanwhile
+                    written[key] = nil  // deleted meanwhile
                 } catch {
-                    written[update.path] = nil
+                    written[key] = nil
                     metrics.statusWrite(succeeded: false)
-                    logger.warning("cannot write status", metadata: ["object": "\(object)", "error": "\(error)"])
+                    logger.warning("cannot write status; retrying", metadata: ["object": "\(object)", "error": "\(error)"])
+                    // Rebuild (and so re-send what still differs) after a pause, even if nothing changes.
+                    if !shared.retryPending.exchange(true, ordering: .relaxed) {
+                        let dirty = self.dirty, shared = self.shared
+                        Task {
+                            try? await Task.sleep(for: .seconds(5))
+                            shared.retryPending.store(false, ordering: .relaxed)
+                            dirty.yield()
+                        }
+                    }
                 }
             }
         }
@@ -189,6 +251,11 @@ struct ClusterMetrics: Sendable {
         identities = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_pod_identities", unitName: "", helpText: "Pods whose addresses map to an identity"))
         buildSeconds = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_last_build_duration_seconds", unitName: "", helpText: "How long the last policy build took"))
         for resource in ["pods", "externalservices", "egresspolicies"] { setUp(resource: resource, false) }
+    }
+
+    func setStale(resource: String, seconds: Double) {
+        registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_watch_stale_seconds", unitName: "", helpText: "How long a resource's list/watch has been failing (0 while healthy)"),
+                           labels: [("resource", resource)]).set(to: seconds)
     }
 
     func setUp(resource: String, _ up: Bool) {

@@ -24,6 +24,10 @@ public final class Gateway: Sendable {
         public var workers: Int
         /// The API server to take the policy and pod identities from; nil for file mode.
         public var kubernetes: KubeEndpoint?
+        /// Kubernetes mode: watch only this node's pods (the node topology).
+        public var nodeName: String?
+        /// Kubernetes mode: items per list page.
+        public var listPageSize = 500
 
         /// One event loop per core.
         public static var defaultWorkers: Int { System.coreCount }
@@ -88,7 +92,8 @@ public final class Gateway: Sendable {
                 install: { snapshot, origination in
                     proxy.policy.replace(with: snapshot, origination: origination)
                     proxy.metrics.policyReload(succeeded: true, snapshot: snapshot)
-                })
+                },
+                nodeName: options.nodeName, pageSize: options.listPageSize)
         } else {
             cluster = nil
         }

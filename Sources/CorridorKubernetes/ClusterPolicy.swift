@@ -19,6 +19,8 @@ public struct StatusUpdate: Sendable, Equatable {
     public var resource: APIResource
     public var namespace: String?
     public var name: String
+    /// The object's uid: a deleted and re-created object is another object.
+    public var uid: String?
     public var condition: KubeCondition
 
     public var path: String { resource.objectPath(namespace: namespace, name: name) + "/status" }
@@ -217,7 +219,8 @@ public final class ClusterPolicyCompiler {
         if let observed, observed.sameState(as: condition) { return nil }
         var written = condition
         written.lastTransitionTime = observed?.status == condition.status ? (observed?.lastTransitionTime ?? now()) : now()
-        return StatusUpdate(resource: resource, namespace: object.metadata.namespace, name: object.metadata.name ?? "", condition: written)
+        return StatusUpdate(resource: resource, namespace: object.metadata.namespace, name: object.metadata.name ?? "",
+                            uid: object.metadata.uid, condition: written)
     }
 }
 
@@ -232,7 +235,9 @@ public enum PodInventory {
         for pod in pods {
             guard pod.spec?.hostNetwork != true, pod.status?.phase != "Succeeded", pod.status?.phase != "Failed" else { continue }
             for text in pod.addresses {
-                guard let address = IPAddress(parsing: text) else { continue }
+                guard var address = IPAddress(parsing: text) else { continue }
+                // `::ffff:a.b.c.d` is the IPv4 address it carries (as sources are looked up).
+                if address.isMapped, let v4 = address.embeddedIPv4 { address = v4 }
                 if let other = owner[address], !isNewer(pod, than: other) { continue }
                 owner[address] = pod
             }

@@ -133,6 +133,12 @@ public final class KubeAPIClient: Sendable {
             channel = try await ClientBootstrap(group: group)
                 .connectTimeout(.seconds(10))
                 .channelOption(.socketOption(.so_keepalive), value: 1)
+                // A half-open connection (a dropped NAT entry, a dead node) is found within about a
+                // minute, not the kernel's default two hours: a silent watch must not leave the
+                // identities stale for long.
+                .channelOption(ChannelOptions.Types.SocketOption(level: .init(rawValue: CInt(IPPROTO_TCP)), name: .init(rawValue: TCP_KEEPIDLE)), value: 30)
+                .channelOption(ChannelOptions.Types.SocketOption(level: .init(rawValue: CInt(IPPROTO_TCP)), name: .init(rawValue: TCP_KEEPINTVL)), value: 10)
+                .channelOption(ChannelOptions.Types.SocketOption(level: .init(rawValue: CInt(IPPROTO_TCP)), name: .init(rawValue: TCP_KEEPCNT)), value: 3)
                 .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .connect(host: endpoint.host, port: endpoint.port) { channel in
                     channel.eventLoop.makeCompletedFuture {

@@ -175,6 +175,10 @@ extension KubeEndpoint {
             if let file = map[fileKey] as? String { return try readFile(resolve(file)) }
             return nil
         }
+        let serverName = cluster["tls-server-name"] as? String
+        if let serverName, serverName.isEmpty || serverName.isIPAddress {
+            throw KubeConfigError(file: path, field: "\(clusterField).tls-server-name", reason: "must be a DNS name (an IP address is checked against the server address itself)")
+        }
         let ca = try pem("certificate-authority-data", "certificate-authority", in: cluster, field: clusterField)
         var credentials = KubeCredentials()
         credentials.token = user["token"] as? String
@@ -189,7 +193,7 @@ extension KubeEndpoint {
         var prefix = components.path
         while prefix.hasSuffix("/") { prefix.removeLast() }
         return KubeEndpoint(scheme: scheme, host: bareHost, port: port, pathPrefix: prefix, caPEM: ca,
-                            serverName: cluster["tls-server-name"] as? String, credentials: credentials,
+                            serverName: serverName, credentials: credentials,
                             namespace: context["namespace"] as? String, origin: "kubeconfig \(path) (context \(contextName))")
     }
 

@@ -93,10 +93,12 @@ public struct Backoff: Sendable {
         self.cap = cap
     }
 
+    /// The next wait: the base doubles up to the cap, then up to +100 % jitter on top, so many
+    /// gateways that failed together do not retry in lockstep.
     public mutating func next() -> Duration {
         let base = current.map { min($0 * 2, cap) } ?? initial
         current = base
-        return min(base * Double.random(in: 1...2), cap)
+        return base * Double.random(in: 1...2)
     }
 
     public mutating func reset() { current = nil }
@@ -118,17 +120,21 @@ public final class Reflector<Object: KubeObject>: Sendable {
     private let pageSize: Int
     private let watchSeconds: ClosedRange<Int>
     private let initialBackoff: Duration
+    /// A `fieldSelector` for every list and watch (e.g. `spec.nodeName=node-1`), or nil.
+    private let fieldSelector: String?
 
     public init(resource: APIResource, client: KubeAPIClient, cache: ResourceCache<Object> = ResourceCache(), observer: ReflectorObserver,
-                logger: Logger, pageSize: Int = 500, watchSeconds: ClosedRange<Int> = 300...600, initialBackoff: Duration = .milliseconds(800)) {
+                logger: Logger, pageSize: Int = 500, watchSeconds: ClosedRange<Int> = 300...600, initialBackoff: Duration = .milliseconds(800),
+                fieldSelector: String? = nil) {
         self.resource = resource
         self.client = client
         self.cache = cache
         self.observer = observer
         self.logger = logger
-        self.pageSize = pageSize
+        self.pageSize = max(1, pageSize)
         self.watchSeconds = watchSeconds
         self.initialBackoff = initialBackoff
+        self.fieldSelector = fieldSelector
     }
 
     private struct Expired: Error { var status: KubeStatus? }
@@ -173,8 +179,14 @@ public final class Reflector<Object: KubeObject>: Sendable {
             } catch {
                 if Task.isCancelled { break }
                 let delay = backoff.next()
+                var hint = ""
+                if case .status(404, _)? = error as? KubeAPIError {
+                    hint = resource.groupPath.hasPrefix("/apis/") ? "; are the CRDs installed (kubectl apply -k deploy/crds)?" : ""
+                } else if case .status(let code, _)? = error as? KubeAPIError, code == 401 || code == 403 {
+                    hint = "; check the service account's token and RBAC (deploy/base/rbac.yaml)"
+                }
                 logger.warning("kubernetes API request failed; keeping the last known objects and retrying",
-                               metadata: ["resource": "\(name)", "error": "\(error)", "retryIn": "\(delay)"])
+                               metadata: ["resource": "\(name)", "error": "\(error)\(hint)", "retryIn": "\(delay)"])
                 observer.failed(name, Self.reason(error))
                 observer.healthy(name, false)
                 // Whatever failed (the list, a refused watch, a bad event), relist: the resource
@@ -204,6 +216,7 @@ public final class Reflector<Object: KubeObject>: Sendable {
         var token: String?
         repeat {
             var query = [("limit", "\(pageSize)")]
+            if let fieldSelector { query.append(("fieldSelector", fieldSelector)) }
             if let token { query.append(("continue", token)) }
             let body: [UInt8]
             do {
@@ -211,7 +224,7 @@ public final class Reflector<Object: KubeObject>: Sendable {
             } catch let error as KubeAPIError where error.isExpired && token != nil {
                 // The continue token expired between pages: one full, unpaged list instead.
                 logger.notice("list continue token expired; listing in one page", metadata: ["resource": "\(resource.plural)"])
-                let page = try decode(ListPage<Object>.self, try await client.get(resource.listPath), decoder)
+                let page = try decode(ListPage<Object>.self, try await client.get(resource.listPath, query: fieldSelector.map { [("fieldSelector", $0)] } ?? []), decoder)
                 items = page.items ?? []
                 resourceVersion = page.metadata.resourceVersion
                 break
@@ -237,6 +250,9 @@ public final class Reflector<Object: KubeObject>: Sendable {
             var resourceVersion: String
             var events = 0
             var carry: [UInt8] = []
+            /// How much of `carry` is known to hold no newline (so a long event split over many
+            /// chunks is scanned once, not once per chunk).
+            var scanned = 0
         }
 
         let state: Mutex<State>
@@ -246,7 +262,8 @@ public final class Reflector<Object: KubeObject>: Sendable {
     /// One watch stream from `resourceVersion`; applies events to the cache as they arrive.
     func watch(from resourceVersion: String) async throws -> (end: StreamEnd, resourceVersion: String, events: Int) {
         let seconds = Int.random(in: watchSeconds)
-        let query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("resourceVersion", resourceVersion), ("timeoutSeconds", "\(seconds)")]
+        var query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("resourceVersion", resourceVersion), ("timeoutSeconds", "\(seconds)")]
+        if let fieldSelector { query.append(("fieldSelector", fieldSelector)) }
         let progress = Progress(resourceVersion)
         let cache = self.cache, observer = self.observer, limit = client.maxBodyBytes, kind = resource.kind
         let end: StreamEnd
@@ -256,9 +273,11 @@ public final class Reflector<Object: KubeObject>: Sendable {
                     state.carry.append(contentsOf: buffer.readableBytesView)
                     var changed = false
                     var start = 0
-                    while let newline = state.carry[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                    var from = state.scanned
+                    while let newline = state.carry[from...].firstIndex(of: UInt8(ascii: "\n")) {
                         let line = state.carry[start..<newline]
                         start = newline + 1
+                        from = start
                         if line.allSatisfy({ $0 == 0x20 || $0 == 0x0d }) { continue }
                         let event: WatchEvent<Object>
                         do { event = try WatchEvent<Object>.decode(Data(line)) } catch {
@@ -282,6 +301,7 @@ public final class Reflector<Object: KubeObject>: Sendable {
                         }
                     }
                     state.carry.removeFirst(start)
+                    state.scanned = state.carry.count
                     if state.carry.count > limit { throw KubeAPIError.tooLarge(limit: limit) }
                     return changed
                 }

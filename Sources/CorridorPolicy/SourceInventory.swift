@@ -32,7 +32,7 @@ public struct SourceInventory: Sendable {
 
 extension IPAddress {
     /// `::ffff:a.b.c.d`.
-    var isMapped: Bool {
+    public var isMapped: Bool {
         guard case .v6(let high, let low) = self else { return false }
         return high == 0 && low >> 32 == 0xffff
     }

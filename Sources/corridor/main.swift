@@ -30,6 +30,9 @@ struct Run: AsyncParsableCommand {
     @Option(name: .long, help: "The kubeconfig context (default: current-context; implies --kubernetes).")
     var context: String?
 
+    @Option(name: .long, help: "With --kubernetes: watch only this node's pods (the node topology, where a gateway only sees its own node's pods).")
+    var nodeName: String?
+
     @Option(name: .long, help: "Event loop threads for the data plane (default: one per core).")
     var workers: Int?
 
@@ -62,7 +65,9 @@ struct Run: AsyncParsableCommand {
         }
         let gateway: Gateway
         do {
-            gateway = try Gateway(options: .init(configPath: config, workers: workers ?? Gateway.Options.defaultWorkers, kubernetes: endpoint), logger: logger)
+            var options = Gateway.Options(configPath: config, workers: workers ?? Gateway.Options.defaultWorkers, kubernetes: endpoint)
+            options.nodeName = nodeName.flatMap { $0.isEmpty ? nil : $0 }
+            gateway = try Gateway(options: options, logger: logger)
         } catch let errors as ConfigErrors {
             printError(errors.description)
             throw ExitCode(2)

@@ -20,6 +20,30 @@ struct CRDTests {
         #expect(validation.status == 0, "\(validation.stdout)\(validation.stderr)")
     }
 
+    /// The API server prunes fields a structural schema does not list before anyone reads the
+    /// object, unless the schema keeps them. Pruned, a typo such as `podSelecter` would reach the
+    /// gateway as "no selector" (every pod); kept, the gateway sees it and refuses the object.
+    @Test func everySpecObjectKeepsUnknownFieldsForTheGatewayToRefuse() throws {
+        let result = try runCommand("python3", ["-c", """
+            import sys, yaml
+            bad = []
+            def walk(node, path):
+                if node.get("type") == "object" and "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+                    bad.append(path)
+                for key, child in node.get("properties", {}).items():
+                    walk(child, path + "." + key)
+                if isinstance(node.get("items"), dict):
+                    walk(node["items"], path + "[]")
+            for f in sys.argv[1:]:
+                for doc in yaml.safe_load_all(open(f)):
+                    for version in doc["spec"]["versions"]:
+                        walk(version["schema"]["openAPIV3Schema"]["properties"]["spec"], f.split("/")[-1] + ":spec")
+            print("\\n".join(bad))
+            sys.exit(1 if bad else 0)
+            """] + Self.crdFiles)
+        #expect(result.status == 0, "objects that would prune unknown fields: \(result.stdout)\(result.stderr)")
+    }
+
     @Test func theQuickstartObjectsValidateAgainstTheCRDs() throws {
         let result = try runCommand("python3", [Repo.support.appendingPathComponent("validate_cr.py").path, Self.crdDir,
                                                 Repo.root.appendingPathComponent("examples/quickstart.yaml").path])

@@ -157,7 +157,7 @@ struct DeployManifestTests {
         let gateway = try #require(facts.containers.first)
         #expect(gateway.add.isEmpty && gateway.drop == ["ALL"], "\(gateway)")
         #expect(gateway.runAsNonRoot && gateway.runAsUser != 0 && !gateway.allowPrivilegeEscalation && gateway.readOnlyRootFilesystem, "\(gateway)")
-        #expect(gateway.args == ["run", "--kubernetes", "--config", "/etc/corridor/corridor.yaml"], "\(gateway.args)")
+        #expect(gateway.args == ["run", "--kubernetes", "--node-name", "$(NODE_NAME)", "--config", "/etc/corridor/corridor.yaml"], "\(gateway.args)")
 
         // The init container's flags are ones `corridor iptables` takes: printed here instead of applied.
         let config = try Self.extractConfig(into: dir)

@@ -71,10 +71,10 @@ final class FakeAPIServer: @unchecked Sendable {
 /// API objects for the tests.
 enum K8sObject {
     static func pod(_ namespace: String, _ name: String, ip: String, serviceAccount: String, labels: [String: String],
-                    hostNetwork: Bool = false, phase: String = "Running") -> [String: Any] {
+                    hostNetwork: Bool = false, phase: String = "Running", node: String = "node-a") -> [String: Any] {
         ["apiVersion": "v1", "kind": "Pod",
          "metadata": ["name": name, "namespace": namespace, "labels": labels],
-         "spec": ["serviceAccountName": serviceAccount, "hostNetwork": hostNetwork, "containers": [["name": "app", "image": "app:1"]]],
+         "spec": ["serviceAccountName": serviceAccount, "hostNetwork": hostNetwork, "nodeName": node, "containers": [["name": "app", "image": "app:1"]]],
          "status": ["phase": phase, "podIP": ip, "podIPs": [["ip": ip]]]]
     }
 
@@ -122,8 +122,13 @@ final class KubernetesHarness: AccessLogReading, @unchecked Sendable {
 
     /// `objects` receives the upstream's port; `clientCertificate` authenticates with shared/k8s's
     /// client certificate instead of the token file.
+    let nodeName: String?
+    let pageSize: Int
+
     init(objects: (Int) -> [[String: Any]] = standardObjects, clientCertificate: Bool = false, apiExtra: [String] = [],
-         start: Bool = true) async throws {
+         nodeName: String? = nil, pageSize: Int = 500, start: Bool = true) async throws {
+        self.nodeName = nodeName
+        self.pageSize = pageSize
         dir = try TempDir()
         pki = try TestPKI(in: dir)
         upstream = try TLSUpstream(pki: pki, dir: dir)
@@ -162,7 +167,10 @@ final class KubernetesHarness: AccessLogReading, @unchecked Sendable {
         var logger = Logger(label: "corridor-test")
         logger.logLevel = .warning
         let endpoint = try KubeEndpoint.kubeconfig(path: kubeconfigPath)
-        gateway = try Gateway(options: .init(configPath: configPath, workers: 2, kubernetes: endpoint), logger: logger)
+        var options = Gateway.Options(configPath: configPath, workers: 2, kubernetes: endpoint)
+        options.nodeName = nodeName
+        options.listPageSize = pageSize
+        gateway = try Gateway(options: options, logger: logger)
         try await gateway.start()
         connectPort = gateway.boundAddresses["connect"]?.port ?? 0
         adminPort = gateway.boundAddresses["admin"]?.port ?? 0

@@ -160,6 +160,27 @@ struct KubernetesModeTests {
         #expect(policies.stdout.contains("egresspolicy.corridor.dev/checkout-egress"))
     }
 
+    @Test func listsArePagedAndANodeGatewayWatchesOnlyItsNodesPods() async throws {
+        let h = try await KubernetesHarness(objects: { port in
+            KubernetesHarness.standardObjects(upstreamPort: port) + [
+                K8sObject.pod("payments", "checkout-b", ip: "127.0.0.14", serviceAccount: "checkout", labels: ["app": "checkout"], node: "node-b"),
+                K8sObject.pod("payments", "checkout-c", ip: "127.0.0.15", serviceAccount: "checkout", labels: ["app": "checkout"]),
+            ]
+        }, nodeName: "node-a", pageSize: 1)
+        defer { Task { await h.stop() } }
+        #expect(h.waitReady())
+        #expect(h.gatewayIdentity(of: "127.0.0.15") == "payments/checkout-c")
+        #expect(h.gatewayIdentity(of: "127.0.0.14") == nil, "another node's pod is not this gateway's to know")
+        let podRequests = h.api.requests.filter { $0["path"] as? String == "/api/v1/pods" }
+        #expect(podRequests.allSatisfy { ($0["query"] as? [String: Any])?["fieldSelector"] as? String == "spec.nodeName=node-a" })
+        let pages = podRequests.filter { ($0["query"] as? [String: Any])?["watch"] == nil }
+        #expect(pages.count == 3, "one pod per page: \(pages)")
+        #expect(pages.dropFirst().allSatisfy { ($0["query"] as? [String: Any])?["continue"] != nil })
+        #expect(pages.allSatisfy { ($0["query"] as? [String: Any])?["resourceVersion"] == nil })
+        // Pages across the other resources too: both services and policies list one object per page.
+        #expect(try h.connect(from: "127.0.0.15").status == 0)
+    }
+
     @Test func anOutageKeepsTheLastSnapshotAndRecovers() async throws {
         let h = try await KubernetesHarness()
         defer { Task { await h.stop() } }

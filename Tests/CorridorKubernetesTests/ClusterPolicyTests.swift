@@ -70,6 +70,24 @@ func decide(_ snapshot: PolicySnapshot, from address: String, to host: String) -
         let failed = pod("payments", "failed", ip: ["10.0.0.7"], phase: "Failed")
         #expect(PodInventory.workloads(from: [failed]).isEmpty)
     }
+
+    @Test func anIPv4MappedPodAddressIsTheIPv4AddressItCarries() {
+        let mapped = pod("payments", "mapped", ip: ["::ffff:10.0.0.8"])
+        let inventory = SourceInventory(workloads: PodInventory.workloads(from: [mapped]))
+        #expect(inventory.identity(of: IPAddress(parsing: "10.0.0.8")!)?.workload == "mapped")
+        // And it competes for that address like any IPv4 claim.
+        let newer = pod("analytics", "newer", ip: ["10.0.0.8"], created: "2026-11-27T09:00:00Z")
+        #expect(SourceInventory(workloads: PodInventory.workloads(from: [mapped, newer])).identity(of: IPAddress(parsing: "10.0.0.8")!)?.workload == "newer")
+    }
+
+    @Test func backoffDoublesToItsCapAndJittersAboveIt() {
+        var backoff = Backoff(initial: .milliseconds(100), cap: .milliseconds(800))
+        let waits = (0..<8).map { _ in backoff.next() }
+        #expect(waits[0] >= .milliseconds(100) && waits[0] <= .milliseconds(200))
+        #expect(waits[7] >= .milliseconds(800) && waits[7] <= .milliseconds(1600))
+        backoff.reset()
+        #expect(backoff.next() <= .milliseconds(200))
+    }
 }
 
 @Suite struct ClusterPolicyCompilerTests {
@@ -85,6 +103,7 @@ func decide(_ snapshot: PolicySnapshot, from address: String, to host: String) -
         #expect(built.statusUpdates.map(\.path) == ["/apis/corridor.dev/v1alpha1/externalservices/api/status",
                                                     "/apis/corridor.dev/v1alpha1/namespaces/payments/egresspolicies/checkout/status"])
         #expect(built.statusUpdates.allSatisfy { $0.condition.status == "True" && $0.condition.reason == "Valid" && $0.condition.observedGeneration == 1 })
+        #expect(built.statusUpdates.map(\.uid) == ["uid-api", "uid-payments-checkout"])
         let snapshot = PolicySnapshot(source: built.source, generation: 2)
         #expect(decide(snapshot, from: "10.0.0.1", to: "api.example.com").verdict == .allow)
         #expect(decide(snapshot, from: "10.0.0.2", to: "api.example.com").verdict == .deny)

@@ -72,6 +72,7 @@ enum Fixtures {
         ("insecure-skip-tls-verify: true", "insecure-skip-tls-verify"),
         ("server: http://10.0.0.1:8080", "plain http is allowed only to loopback"),
         ("server: not a url", "server"),
+        ("tls-server-name: 10.96.0.1", "tls-server-name: must be a DNS name"),
     ])
     func refusedClusterSettings(line: String, expected: String) throws {
         let dir = try Fixtures.scratch()

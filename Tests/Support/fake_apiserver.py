@@ -8,7 +8,7 @@ Served: discovery (/api, /api/v1, /apis, /apis/corridor.dev[/v1alpha1], /version
 limit/continue from per-RV snapshots, GET one object, WATCH (chunked JSON stream, synthetic
 ADDED, replay from history, BOOKMARKs, in-band ERROR 410, timeoutSeconds), PATCH (merge-patch)
 and PUT on .../{name}/status of the CRDs. sendInitialEvents -> 422 (WatchList gate "off").
-Selectors: labelSelector -> 400; fieldSelector only metadata.name / metadata.namespace (=, ==).
+Selectors: labelSelector -> 400; fieldSelector only metadata.name / metadata.namespace / spec.nodeName (=, ==).
 
 CLI:  fake_apiserver.py [--bind 127.0.0.1] [--port 0] [--control-port 0] [--state FILE]...
         [--cert F --key F [--client-ca F]] [--token T]... [--bookmark-interval 1.0] [--verbose]
@@ -182,15 +182,30 @@ def decode_continue(token):
     return c["rv"], c["start"]
 
 
+FIELD_SELECTABLE = ("metadata.name", "metadata.namespace", "spec.nodeName")
+
+
 def parse_field_selector(sel):
-    """Only metadata.name / metadata.namespace equality (what kubectl wait sends). -> dict or error."""
+    """Equality on metadata.name / metadata.namespace (what kubectl wait sends) and spec.nodeName
+    (what a per-node agent sends). -> {path: value} or error."""
     out = {}
     for term in filter(None, sel.split(",")):
         key, op, val = term.partition("==") if "==" in term else term.partition("=")
-        if not op or "!" in key or key not in ("metadata.name", "metadata.namespace"):
+        if not op or "!" in key or key not in FIELD_SELECTABLE:
             raise ValueError(f'fieldSelector "{sel}" is not supported by the fake')
-        out[key.split(".")[1]] = val
+        out[key] = val
     return out
+
+
+def field_value(obj, path):
+    node = obj
+    for part in path.split("."):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return node if isinstance(node, str) else ""
+
+
+def fields_match(obj, fields):
+    return all(field_value(obj, k) == v for k, v in fields.items())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +234,7 @@ class Watcher:
         md = obj["metadata"]
         if plural != self.res.plural or (self.ns is not None and md.get("namespace") != self.ns):
             return False
-        return all(md.get(k, "") == v for k, v in self.fields.items())
+        return fields_match(obj, self.fields)
 
 
 class Store:
@@ -400,7 +415,7 @@ class Store:
         for (plural, ons, name), obj in state.items():
             if plural != res.plural or (ns is not None and ons != ns):
                 continue
-            if any(obj["metadata"].get(k, "") != v for k, v in fields.items()):
+            if not fields_match(obj, fields):
                 continue
             # storage key relative to the list's prefix: "ns/name" across namespaces, else "name"
             items.append((f"{ons}/{name}" if res.namespaced and ns is None else name, obj))
