@@ -15,7 +15,13 @@ public struct Decision: Sendable, Equatable {
     public var externalService: String?
     /// `namespace/name` of the EgressPolicy that granted (or audited) it.
     public var egressPolicy: String?
-    public var reason: String
+    /// Why, in words (rendered from `why` when read: the hot path only stores the parts).
+    public var reason: String {
+        get { why.text }
+        set { why = .text(newValue) }
+    }
+    /// Why, as parts.
+    public var why: Reason
     /// Extra ranges the resolved addresses may fall in (the service's `addresses`).
     public var serviceAddresses: [CIDR] = []
     /// The service port that matched (its protocol and, for HTTP, how to reach the service).
@@ -23,8 +29,67 @@ public struct Decision: Sendable, Equatable {
 
     public var lets: Bool { verdict != .deny }
 
+    public init(verdict: Verdict, host: String?, port: Int?, externalService: String?, egressPolicy: String?, reason: String,
+                serviceAddresses: [CIDR] = [], servicePort: ExternalService.Port? = nil) {
+        self.init(verdict: verdict, host: host, port: port, externalService: externalService, egressPolicy: egressPolicy,
+                  why: .text(reason), serviceAddresses: serviceAddresses, servicePort: servicePort)
+    }
+
+    public init(verdict: Verdict, host: String?, port: Int?, externalService: String?, egressPolicy: String?, why: Reason,
+                serviceAddresses: [CIDR] = [], servicePort: ExternalService.Port? = nil) {
+        self.verdict = verdict
+        self.host = host
+        self.port = port
+        self.externalService = externalService
+        self.egressPolicy = egressPolicy
+        self.why = why
+        self.serviceAddresses = serviceAddresses
+        self.servicePort = servicePort
+    }
+
     public static func deny(_ reason: String, host: String? = nil, port: Int? = nil, service: String? = nil) -> Decision {
         Decision(verdict: .deny, host: host, port: port, externalService: service, egressPolicy: nil, reason: reason)
+    }
+
+    public static func deny(_ why: Reason, host: String? = nil, port: Int? = nil, service: String? = nil) -> Decision {
+        Decision(verdict: .deny, host: host, port: port, externalService: service, egressPolicy: nil, why: why)
+    }
+
+    /// The reason as the parts the engine had at hand; rendered into words only when logged.
+    /// Two reasons are equal when they read the same.
+    public indirect enum Reason: Sendable, Equatable, CustomStringConvertible {
+        case text(String)
+        /// `ExternalService S is open to all workloads (about)`
+        case openToAll(service: String, about: String?)
+        /// `EgressPolicy P grants ExternalService S (about)`
+        case granted(policy: String, service: String, about: String?)
+        /// `ExternalService S (about) is not granted to ns/sa:account`
+        case notGranted(service: String, about: String?, namespace: String, serviceAccount: String)
+        /// `ExternalService S (about) is not granted to unknown source A`
+        case notGrantedToUnknown(service: String, about: String?, source: String)
+        /// `no ExternalService matches H`
+        case noService(host: String)
+        /// `would be denied (R); EgressPolicy P is in Audit mode`
+        case audited(Reason, policy: String)
+
+        public var text: String {
+            func about(_ text: String?) -> String { text.map { " (\($0))" } ?? "" }
+            switch self {
+            case .text(let text): return text
+            case .openToAll(let service, let target): return "ExternalService \(service) is open to all workloads\(about(target))"
+            case .granted(let policy, let service, let target): return "EgressPolicy \(policy) grants ExternalService \(service)\(about(target))"
+            case .notGranted(let service, let target, let namespace, let account):
+                return "ExternalService \(service)\(about(target)) is not granted to \(namespace)/sa:\(account)"
+            case .notGrantedToUnknown(let service, let target, let source):
+                return "ExternalService \(service)\(about(target)) is not granted to unknown source \(source)"
+            case .noService(let host): return "no ExternalService matches \(host)"
+            case .audited(let base, let policy): return "would be denied (\(base.text)); EgressPolicy \(policy) is in Audit mode"
+            }
+        }
+
+        public var description: String { text }
+
+        public static func == (lhs: Reason, rhs: Reason) -> Bool { lhs.text == rhs.text }
     }
 }
 

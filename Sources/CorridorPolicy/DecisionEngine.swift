@@ -20,7 +20,7 @@ public enum DecisionEngine {
         let candidates = snapshot.hostIndex.lookupMostSpecific(host)
         guard !candidates.isEmpty else {
             return auditOrDeny(identity, known: source != nil, snapshot: snapshot,
-                               deny: .deny("no ExternalService matches \(host)", host: host, port: facts.port ?? gateway.tls.upstreamPort))
+                               deny: .deny(.noService(host: host), host: host, port: facts.port ?? gateway.tls.upstreamPort))
         }
 
         // Among the services registering that most specific pattern, those that serve the port.
@@ -33,7 +33,7 @@ public enum DecisionEngine {
                 firstRefusal = firstRefusal ?? .deny("ExternalService \(service.name) has \(what)", host: host, port: facts.port, service: service.name)
                 continue
             }
-            let decision = judge(service, port: servicePort, host: host, target: nil, identity: identity, known: source != nil,
+            let decision = judge(service, index: serviceIndex, port: servicePort, host: host, target: nil, identity: identity, known: source != nil,
                                  sourceAddress: sourceAddress, snapshot: snapshot)
             if decision.verdict == .allow { return decision }
             firstRefusal = firstRefusal ?? decision
@@ -61,7 +61,7 @@ public enum DecisionEngine {
         for index in matching {
             let service = snapshot.services[index]
             guard let servicePort = service.ports.first(where: { $0.protocol == .tcp && $0.number == port }) else { continue }
-            let decision = judge(service, port: servicePort, host: nil, target: "TCP \(target)", identity: identity, known: source != nil,
+            let decision = judge(service, index: index, port: servicePort, host: nil, target: "TCP \(target)", identity: identity, known: source != nil,
                                  sourceAddress: sourceAddress, snapshot: snapshot)
             if decision.verdict == .allow { return decision }
             refusal = refusal ?? decision
@@ -79,38 +79,44 @@ public enum DecisionEngine {
     /// Whether `service`, on `port`, is open to this source: by `access: All` or a grant of an
     /// Enforce or Audit EgressPolicy that selects it. Returns the allow, or the refusal to report.
     /// `target` (e.g. "TCP 10.0.0.5 port 5432") is named in the reason when the connection had no host.
-    static func judge(_ service: ExternalService, port: ExternalService.Port, host: String?, target: String?,
+    static func judge(_ service: ExternalService, index serviceIndex: Int, port: ExternalService.Port, host: String?, target: String?,
                       identity: SourceIdentity, known: Bool, sourceAddress: String, snapshot: PolicySnapshot) -> Decision {
-        let about = target.map { " (\($0))" } ?? ""
         if service.access == .all {
             return Decision(verdict: .allow, host: host, port: port.number, externalService: service.name, egressPolicy: nil,
-                            reason: "ExternalService \(service.name) is open to all workloads\(about)",
+                            why: .openToAll(service: service.name, about: target),
                             serviceAddresses: service.addresses, servicePort: port)
         }
-        for grant in snapshot.grants[service.name] ?? [] {
-            let policy = snapshot.source.egressPolicies[grant.policy]
-            let rule = policy.egress[grant.rule]
-            guard known, policy.selects(identity), rule.ports.isEmpty || rule.ports.contains(port.number) else { continue }
-            return Decision(verdict: .allow, host: host, port: port.number, externalService: service.name,
-                            egressPolicy: policy.metadata.qualifiedName,
-                            reason: "EgressPolicy \(policy.metadata.qualifiedName) grants ExternalService \(service.name)\(about)",
-                            serviceAddresses: service.addresses, servicePort: port)
+        if known {
+            for grant in snapshot.serviceGrants[serviceIndex] {
+                let policy = snapshot.source.egressPolicies[grant.policy]
+                let rule = policy.egress[grant.rule]
+                guard policy.selects(identity), rule.ports.isEmpty || rule.ports.contains(port.number) else { continue }
+                let name = snapshot.policyNames[grant.policy]
+                return Decision(verdict: .allow, host: host, port: port.number, externalService: service.name, egressPolicy: name,
+                                why: .granted(policy: name, service: service.name, about: target),
+                                serviceAddresses: service.addresses, servicePort: port)
+            }
         }
-        let who = known ? identity.summary : "unknown source \(sourceAddress)"
+        let why: Decision.Reason = known
+            ? .notGranted(service: service.name, about: target, namespace: identity.namespace, serviceAccount: identity.serviceAccount)
+            : .notGrantedToUnknown(service: service.name, about: target, source: sourceAddress)
         return Decision(verdict: .deny, host: host, port: port.number, externalService: service.name, egressPolicy: nil,
-                        reason: "ExternalService \(service.name)\(about) is not granted to \(who)",
-                        serviceAddresses: service.addresses, servicePort: port)
+                        why: why, serviceAddresses: service.addresses, servicePort: port)
     }
 
     /// The port a connection to `service` uses: the requested one if the service serves it with
     /// TLS; with none requested, the service's only TLS port or else the preferred one.
     static func choosePort(_ service: ExternalService, requested: Int?, preferred: Int, kind: DestinationFacts.Kind = .tls) -> ExternalService.Port? {
         let wanted: ExternalService.PortProtocol = kind == .http ? .http : .tls
-        let ports = service.ports.filter { $0.protocol == wanted }
-        if let requested { return ports.first { $0.number == requested } }
-        if kind == .http { return ports.first { $0.number == 80 } }
-        if ports.count == 1 { return ports[0] }
-        return ports.first { $0.number == preferred }
+        if let requested { return service.ports.first { $0.protocol == wanted && $0.number == requested } }
+        if kind == .http { return service.ports.first { $0.protocol == wanted && $0.number == 80 } }
+        var only: ExternalService.Port?, count = 0
+        for port in service.ports where port.protocol == wanted {
+            if port.number == preferred { return port }
+            only = port
+            count += 1
+        }
+        return count == 1 ? only : nil
     }
 
     /// A would-be denial becomes `audit` when an Audit-mode EgressPolicy selects the source.
@@ -122,8 +128,8 @@ public enum DecisionEngine {
             var decision = deny
             decision.verdict = .audit
             decision.port = decision.port ?? snapshot.gateway.tls.upstreamPort
-            decision.egressPolicy = policy.metadata.qualifiedName
-            decision.reason = "would be denied (\(deny.reason)); EgressPolicy \(policy.metadata.qualifiedName) is in Audit mode"
+            decision.egressPolicy = snapshot.policyNames[index]
+            decision.why = .audited(deny.why, policy: snapshot.policyNames[index])
             return decision
         }
         return deny

@@ -8,8 +8,10 @@ public final class PolicySnapshot: Sendable {
     public let addressGuard: AddressGuard
     let services: [ExternalService]
     let hostIndex: HostIndex<Int>
-    /// Service name -> the (policy index, rule index) pairs that grant it.
-    let grants: [String: [(policy: Int, rule: Int)]]
+    /// By service index: the (policy index, rule index) pairs that grant it.
+    let serviceGrants: [[(policy: Int, rule: Int)]]
+    /// `namespace/name` of each EgressPolicy, by index (named in every decision it makes).
+    let policyNames: [String]
     /// Namespace -> indexes of the Audit-mode policies there.
     let auditPolicies: [String: [Int]]
     let staticHosts: HostIndex<[IPAddress]>
@@ -44,8 +46,9 @@ public final class PolicySnapshot: Sendable {
                 for name in rule.externalServices { grants[name, default: []].append((policyIndex, ruleIndex)) }
             }
         }
-        self.grants = grants
+        self.serviceGrants = source.externalServices.map { grants[$0.name] ?? [] }
         self.auditPolicies = audit
+        self.policyNames = source.egressPolicies.map(\.metadata.qualifiedName)
         var staticHosts = HostIndex<[IPAddress]>()
         for (pattern, addresses) in source.gateway.staticHosts { staticHosts.insert(pattern, addresses) }
         self.staticHosts = staticHosts
