@@ -14,6 +14,8 @@ final class GlueHandler: ChannelDuplexHandler {
     private var partner: GlueHandler?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
+    /// Whether this side reads several buffers per wake-up (after the first large read).
+    private var bulk = false
     private let session: RelaySession
     private let isClientSide: Bool
 
@@ -57,7 +59,13 @@ final class GlueHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let count = unwrapInboundIn(data).readableBytes
-        session.count(bytes: count, fromClient: isClientSide)
+        session.count(bytes: count, fromClient: isClientSide, at: context.eventLoop.now)
+        if !bulk && count >= RelayBuffers.bulkReadBytes {
+            // A bulk transfer: read up to four buffers per wake-up from now on. Connections start
+            // with one (NIO keeps that many receive buffers per channel, and idle ones pay for them).
+            bulk = true
+            try? context.channel.syncOptions?.setOption(.maxMessagesPerRead, value: RelayBuffers.bulkMaxMessagesPerRead)
+        }
         partner?.partnerWrite(data)
     }
 
@@ -71,9 +79,6 @@ final class GlueHandler: ChannelDuplexHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
             partner?.partnerWriteEOF()
-        } else if event is IdleStateHandler.IdleStateEvent {
-            session.idleTimedOut()
-            context.close(promise: nil)
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -102,24 +107,39 @@ final class GlueHandler: ChannelDuplexHandler {
 @available(*, unavailable)
 extension GlueHandler: Sendable {}
 
-/// The relay of one connection: byte counts both ways and the access record, written when both
-/// sides have closed. Confined to the connection's event loop.
+/// The relay of one connection: byte counts both ways, the last time a byte moved, and the access
+/// record, written when both sides have closed. Confined to the connection's event loop.
 final class RelaySession {
     private let record: ConnectionRecord
     private let context: ProxyContext
     private var closedSides = 0
     private var cause: CloseCause = .completed
+    /// No byte either way for this long closes the relay (`spec.limits.idleTimeout`).
+    let idleLimit: TimeAmount
+    private(set) var lastActivity: NIODeadline
+    /// Set while an ``IdleSweeper`` watches the relay: the client channel to close when idle.
+    var clientChannel: (any Channel)?
+    weak var sweeper: IdleSweeper?
 
-    init(record: ConnectionRecord, context: ProxyContext) {
+    init(record: ConnectionRecord, context: ProxyContext, idleLimit: TimeAmount = .hours(1), now: NIODeadline = .now()) {
         self.record = record
         self.context = context
+        self.idleLimit = idleLimit
+        self.lastActivity = now
     }
 
-    func count(bytes: Int, fromClient: Bool) {
+    func count(bytes: Int, fromClient: Bool, at now: NIODeadline) {
         if fromClient { record.bytesUp += bytes } else { record.bytesDown += bytes }
+        lastActivity = now
     }
 
-    func idleTimedOut() { if cause == .completed { cause = .idleTimeout } }
+    func isIdle(at now: NIODeadline) -> Bool { now - lastActivity >= idleLimit }
+
+    /// Closes the relay as idle: the client side closes, and its glue closes the upstream side.
+    func closeForIdle() {
+        if cause == .completed { cause = .idleTimeout }
+        clientChannel?.close(promise: nil)
+    }
 
     func error(fromClient: Bool) {
         if cause == .completed { cause = fromClient ? .clientError : .upstreamError }
@@ -127,9 +147,57 @@ final class RelaySession {
 
     func sideClosed(isClientSide: Bool) {
         closedSides += 1
-        if closedSides == 2 { record.finish(cause, log: context.accessLog, metrics: context.metrics) }
+        if closedSides == 2 {
+            sweeper?.remove(self)
+            clientChannel = nil
+            record.finish(cause, log: context.accessLog, metrics: context.metrics)
+        }
     }
 }
+
+/// Closes relays that moved no byte for their idle limit: one sweep a second per event loop,
+/// only while it has relays, instead of a timer (and a pipeline handler) per connection.
+final class IdleSweeper {
+    static let interval: TimeAmount = .seconds(1)
+    private let eventLoop: any EventLoop
+    private var sessions: [ObjectIdentifier: RelaySession] = [:]
+    private var scheduled: Scheduled<Void>?
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    var count: Int { sessions.count }
+
+    func add(_ session: RelaySession) {
+        session.sweeper = self
+        sessions[ObjectIdentifier(session)] = session
+        scheduleIfNeeded()
+    }
+
+    func remove(_ session: RelaySession) {
+        sessions[ObjectIdentifier(session)] = nil
+        session.sweeper = nil
+    }
+
+    private func scheduleIfNeeded() {
+        guard scheduled == nil, !sessions.isEmpty else { return }
+        scheduled = eventLoop.assumeIsolated().scheduleTask(in: Self.interval) { [weak self] in
+            guard let self else { return }
+            self.scheduled = nil
+            self.sweep()
+            self.scheduleIfNeeded()
+        }
+    }
+
+    func sweep() {
+        let now = eventLoop.now
+        for session in sessions.values where session.isIdle(at: now) { session.closeForIdle() }
+    }
+}
+
+@available(*, unavailable)
+extension IdleSweeper: Sendable {}
 
 @available(*, unavailable)
 extension RelaySession: Sendable {}

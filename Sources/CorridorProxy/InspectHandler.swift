@@ -280,18 +280,17 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         state = .relaying
         record.resolved = upstream.address
         record.addressMismatch = upstream.addressMismatch
-        let session = RelaySession(record: record, context: proxy)
+        let now = context.eventLoop.now
+        let session = RelaySession(record: record, context: proxy, idleLimit: .nanoseconds(snapshot.gateway.limits.idleTimeout.nanoseconds), now: now)
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair(session: session)
         let pending = buffered
         buffered = nil
-        if let pending { session.count(bytes: pending.readableBytes, fromClient: true) }
-        let idle = snapshot.gateway.limits.idleTimeout
+        if let pending { session.count(bytes: pending.readableBytes, fromClient: true, at: now) }
         do {
             try upstream.channel.pipeline.syncOperations.addHandler(upstreamGlue)
-            try context.pipeline.syncOperations.addHandlers([
-                IdleStateHandler(allTimeout: .nanoseconds(idle.nanoseconds)),
-                clientGlue,
-            ], position: .after(context.handler))
+            try context.pipeline.syncOperations.addHandler(clientGlue, position: .after(context.handler))
+            session.clientChannel = context.channel
+            proxy.sweeper(for: context.eventLoop).add(session)
         } catch {
             upstream.channel.close(promise: nil)
             finishEarly(context: context, cause: .upstreamError, reason: "cannot set up the relay: \(error)")

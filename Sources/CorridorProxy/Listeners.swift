@@ -42,8 +42,20 @@ public enum Listeners {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelOption(.maxMessagesPerRead, value: RelayBuffers.maxMessagesPerRead)
+            .childChannelOption(.recvAllocator, value: RelayBuffers.allocator)
     }
+}
+
+/// Receive buffers of relayed connections. NIO keeps a channel's receive buffers for reuse (up to
+/// `maxMessagesPerRead` of them), so they are what an idle connection mostly costs: small to
+/// start, growing on full reads for bulk transfers, and one per channel.
+enum RelayBuffers {
+    static let maxMessagesPerRead: UInt = 1
+    /// A read this large marks a bulk transfer (see ``GlueHandler``).
+    static let bulkReadBytes = 16384
+    static let bulkMaxMessagesPerRead: UInt = 4
+    static var allocator: AdaptiveRecvByteBufferAllocator { AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536) }
 }
 
 /// The handlers of a plain-HTTP connection (the http listener, or a CONNECT-listener connection

@@ -14,6 +14,8 @@ public final class ProxyContext: Sendable {
     private let nextID = Atomic<UInt64>(1)
     /// One pool of idle upstream HTTP connections per event loop.
     private let pools = Mutex<[ObjectIdentifier: NIOLoopBound<UpstreamPool>]>([:])
+    /// One idle-relay sweeper per event loop.
+    private let sweepers = Mutex<[ObjectIdentifier: NIOLoopBound<IdleSweeper>]>([:])
     private let open = Atomic<Int>(0)
 
     public init(policy: PolicyStore, resolver: Resolver, accessLog: AccessLog, metrics: ProxyMetrics, logger: Logger) {
@@ -22,6 +24,15 @@ public final class ProxyContext: Sendable {
         self.accessLog = accessLog
         self.metrics = metrics
         self.logger = logger
+    }
+
+    /// The idle-relay sweeper of `eventLoop`; call on that event loop.
+    func sweeper(for eventLoop: any EventLoop) -> IdleSweeper {
+        let key = ObjectIdentifier(eventLoop)
+        if let bound = sweepers.withLock({ $0[key] }) { return bound.value }
+        let bound = NIOLoopBound(IdleSweeper(eventLoop: eventLoop), eventLoop: eventLoop)
+        sweepers.withLock { $0[key] = $0[key] ?? bound }
+        return sweepers.withLock { $0[key]! }.value
     }
 
     /// The upstream pool of `eventLoop`; call on that event loop.

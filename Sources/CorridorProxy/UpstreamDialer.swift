@@ -87,6 +87,8 @@ struct UpstreamDialer {
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.autoRead, value: false)
+            .channelOption(.maxMessagesPerRead, value: RelayBuffers.maxMessagesPerRead)
+            .channelOption(.recvAllocator, value: RelayBuffers.allocator)
             .connect(to: target)
             .map { channel in
                 metrics.upstreamConnected(after: ContinuousClock.now - started)

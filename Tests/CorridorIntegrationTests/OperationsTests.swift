@@ -24,6 +24,30 @@ struct OperationsTests {
         #expect((object["externalServices"] as? [[String: Any]])?.first?["name"] as? String == "allowed-api")
     }
 
+    @Test func aRelayThatMovesNoByteForTheIdleTimeoutIsClosed() async throws {
+        let h = try await GatewayHarness(gatewayExtra: "  limits: {idleTimeout: 2s}")
+        defer { Task { await h.stop() } }
+        // A real TLS session through the tls listener that then says nothing: the gateway must
+        // end it after about 2 s (swept once a second), and log it as idle_timeout.
+        let started = Date()
+        let result = try runCommand("python3", ["-c", """
+            import socket, ssl, sys
+            ctx = ssl.create_default_context(cafile=sys.argv[1])
+            raw = socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=20)
+            tls = ctx.wrap_socket(raw, server_hostname="api.allowed.test")
+            try:
+                data = tls.recv(1)
+            except (ssl.SSLError, OSError) as e:
+                data = b""
+            print("closed" if data == b"" else "data")
+            """, h.pki.caCert, "\(h.tlsPort)"], timeout: 30)
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(result.stdout.contains("closed"), "\(result.stdout)\(result.stderr)")
+        #expect(elapsed >= 1.9 && elapsed < 10, "closed after \(elapsed) s")
+        let record = try #require(h.record { $0["closeCause"] as? String == "idle_timeout" })
+        #expect(record["decision"] as? String == "allow")
+    }
+
     @Test func clientThatDripsTheHelloIsCutAtTheDeadline() async throws {
         let h = try await GatewayHarness(gatewayExtra: "  limits: {handshakeTimeout: 1s}")
         defer { Task { await h.stop() } }

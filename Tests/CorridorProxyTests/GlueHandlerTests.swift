@@ -37,6 +37,7 @@ private final class GluedPair {
     let record: ConnectionRecord
     let client: EmbeddedChannel
     let upstream: EmbeddedChannel
+    let session: RelaySession
     let clientReads = ReadCounter()
     let upstreamReads = ReadCounter()
     let clientCloses = CloseRecorder()
@@ -54,7 +55,8 @@ private final class GluedPair {
         record.decision = DecisionEngine.decide(source: identity, sourceAddress: workloadSource,
                                                 facts: DestinationFacts(serverName: "api.allowed.test"), snapshot: snapshot)
         try #require(record.decision?.verdict == .allow, "test setup: the relayed connection must be allowed")
-        let session = RelaySession(record: record, context: harness.proxy)
+        let session = RelaySession(record: record, context: harness.proxy, idleLimit: .seconds(30), now: harness.loop.now)
+        self.session = session
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair(session: session)
         client = EmbeddedChannel(loop: harness.loop)
         upstream = EmbeddedChannel(loop: harness.loop)
@@ -187,14 +189,23 @@ struct GlueHandlerTests {
         }
     }
 
-    @Test func idleTimeoutClosesTheRelayWithThatCause() throws {
+    @Test func theSweeperClosesARelayIdleForItsLimitAndNotBefore() throws {
         try withPair { pair throws in
-            pair.client.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.all)
+            let sweeper = IdleSweeper(eventLoop: pair.harness.loop)
+            pair.session.clientChannel = pair.client
+            sweeper.add(pair.session)
+            pair.harness.loop.advanceTime(by: .seconds(20))
+            // Traffic in either direction restarts the clock.
+            try pair.upstream.writeInbound(ByteBuffer(string: "still here"))
+            pair.harness.loop.advanceTime(by: .seconds(20))
+            #expect(pair.client.isActive, "40 s old, but only 20 s idle")
+            pair.harness.loop.advanceTime(by: .seconds(11))
             #expect(!pair.client.isActive)
             #expect(!pair.upstream.isActive)
             let record = try pair.harness.onlyRecord()
             #expect(record.string(LogKey.closeCause) == "idle_timeout")
             #expect(record.string(LogKey.decision) == "allow")
+            #expect(sweeper.count == 0, "a closed relay leaves the sweeper")
         }
     }
 
