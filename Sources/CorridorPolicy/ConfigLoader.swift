@@ -21,7 +21,10 @@ public enum ConfigLoader {
         var sawGateway = false
         var documents: [Node] = []
         do {
-            let sequence = try Yams.compose_all(yaml: text)
+            // No implicit tag resolution: every plain scalar stays a string and the reader
+            // interprets it per field (ints, bools, null), which spares a regular expression per
+            // scalar (most of the load time of a 10,000-service file).
+            let sequence = try Yams.compose_all(yaml: text, .basic)
             var iterator = sequence.makeIterator()
             while let node = iterator.next() { documents.append(node) }
             if let error = iterator.error { throw error }

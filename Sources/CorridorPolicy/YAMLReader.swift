@@ -42,12 +42,15 @@ struct YAMLReader {
         func node(_ key: String) -> Node? {
             used.insert(key)
             guard let value = values.first(where: { $0.0 == key })?.1 else { return nil }
-            // `value.tag` is the resolved tag (`~`, `null`, `Null`, empty plain); `scalar.tag` is still implicit.
-            if case .scalar(let scalar) = value, value.tag.rawValue == Tag.Name.null.rawValue || (scalar.string.isEmpty && scalar.style == .plain) {
-                return nil  // `key:` or `key: null` is the same as absent
+            // `key:`, `key: ~` and `key: null` (any YAML spelling, or an explicit `!!null`) are the same as absent.
+            if case .scalar(let scalar) = value,
+               (scalar.style == .plain && Self.nullLiterals.contains(scalar.string)) || value.tag.rawValue == Tag.Name.null.rawValue {
+                return nil
             }
             return value
         }
+
+        static let nullLiterals: Set<String> = ["", "~", "null", "Null", "NULL"]
 
         func finish() throws(ConfigError) {
             for (key, value) in values where !used.contains(key) {
