@@ -29,7 +29,11 @@ p.add_argument("--long-lived", type=int, default=50)
 p.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "corridor"))
 p.add_argument("--tls-port", type=int, default=19543)
 p.add_argument("--admin-port", type=int, default=19500)
+p.add_argument("--kubernetes", action="store_true",
+               help="Kubernetes mode: the services and policies come from the fake API server (Tests/Support/fake_apiserver.py); "
+                    "each 'reload' applies one new ExternalService and EgressPolicy through the API")
 a = p.parse_args()
+FAKE = os.path.join(ROOT, "Tests", "Support", "fake_apiserver.py")
 
 run = tempfile.mkdtemp(prefix="corridor-reload-")
 procs = []
@@ -73,7 +77,34 @@ origin_port = int(origin.stdout.readline().split()[1])
 config = f"{run}/corridor.yaml"
 
 
+def service_object(i):
+    return {"apiVersion": "corridor.dev/v1alpha1", "kind": "ExternalService", "metadata": {"name": f"svc-{i}", "generation": 1},
+            "spec": {"hosts": [f"svc-{i}.reload.test"], "ports": [{"number": origin_port, "protocol": "TLS"}]}}
+
+
+def policy_object(start, stop):
+    return {"apiVersion": "corridor.dev/v1alpha1", "kind": "EgressPolicy",
+            "metadata": {"name": f"grant-{start}", "namespace": "bench", "generation": 1},
+            "spec": {"podSelector": {"matchLabels": {"app": "client"}},
+                     "egress": [{"to": [{"externalService": f"svc-{i}"} for i in range(start, stop)]}]}}
+
+
 def write_config(services):
+    if a.kubernetes:
+        # The file holds the GatewayConfig only; everything else is in the API.
+        parts = [f"""apiVersion: corridor.dev/v1alpha1
+kind: GatewayConfig
+metadata: {{name: reload-bench}}
+spec:
+  listeners: {{tls: 127.0.0.1:{a.tls_port}, admin: 127.0.0.1:{a.admin_port}}}
+  tls: {{upstreamPort: {origin_port}}}
+  resolver: {{static: {{"*.reload.test": [127.0.0.1]}}, system: false}}
+  destinations: {{allowPrivate: [127.0.0.1/32]}}
+  limits: {{maxConnections: 20000, idleTimeout: 600s}}
+  logging: {{accessLog: {{file: {run}/access.log}}}}
+"""]
+        open(config, "w").write("".join(parts))
+        return
     parts = [f"""apiVersion: corridor.dev/v1alpha1
 kind: GatewayConfig
 metadata: {{name: reload-bench}}
@@ -129,11 +160,47 @@ def one_connection(name, timeout=10):
                 got += chunk
 
 
+def control(method, path, body=None):
+    import json
+    request = urllib.request.Request(f"http://127.0.0.1:{control_port}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        return r.read()
+
+
 try:
     write_config(a.services)
-    log(f"{a.services} services: {os.path.getsize(config) / 1e6:.1f} MB of YAML")
+    extra = []
+    if a.kubernetes:
+        import json
+        state = f"{run}/state.json"
+        items = [service_object(i) for i in range(a.services)]
+        items += [policy_object(s, min(a.services, s + 100)) for s in range(0, a.services, 100)]
+        items.append({"apiVersion": "v1", "kind": "Pod",
+                      "metadata": {"name": "client", "namespace": "bench", "labels": {"app": "client"}},
+                      "spec": {"serviceAccountName": "client", "nodeName": "node-a", "containers": [{"name": "c", "image": "c"}]},
+                      "status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}})
+        json.dump({"items": items}, open(state, "w"))
+        fake = subprocess.Popen([sys.executable, FAKE, "--state", state, "--bookmark-interval", "60"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        procs.append(fake)
+        ports = dict(kv.split("=") for kv in fake.stdout.readline().split()[1:])
+        control_port = int(ports["control"])
+        kubeconfig = f"{run}/kubeconfig"
+        open(kubeconfig, "w").write(f"""apiVersion: v1
+kind: Config
+current-context: fake
+clusters: [{{name: fake, cluster: {{server: "http://127.0.0.1:{ports['api']}"}}}}]
+users: [{{name: u, user: {{}}}}]
+contexts: [{{name: fake, context: {{cluster: fake, user: u}}}}]
+""")
+        extra = ["--kubeconfig", kubeconfig]
+        log(f"{a.services} services and {len(items) - a.services - 1} policies in the fake API server")
+    else:
+        log(f"{a.services} services: {os.path.getsize(config) / 1e6:.1f} MB of YAML")
     started = time.monotonic()
-    gw = subprocess.Popen([a.bin, "run", "--config", config, "--workers", "1", "--log-level", "warning"],
+    gw = subprocess.Popen([a.bin, "run", "--config", config, "--workers", "1", "--log-level", "warning"] + extra,
                           stdout=subprocess.DEVNULL, stderr=open(f"{run}/corridor.err", "w"))
     procs.append(gw)
     while True:
@@ -198,9 +265,13 @@ try:
         services = a.services + r + 1
         new_name = f"svc-{services - 1}.reload.test"
         before = generation()
-        write_config(services)
-        t0 = time.monotonic()
-        gw.send_signal(signal.SIGHUP)
+        if a.kubernetes:
+            t0 = time.monotonic()
+            control("POST", "/objects", {"items": [service_object(services - 1), policy_object(services - 1, services)]})
+        else:
+            write_config(services)
+            t0 = time.monotonic()
+            gw.send_signal(signal.SIGHUP)
         live = gen = None
         while live is None or gen is None:
             now = time.monotonic() - t0
@@ -227,10 +298,10 @@ try:
     lives = sorted(x[0] for x in results if x[0] is not None)
     gens = sorted(x[1] for x in results if x[1] is not None)
     rss = int(open(f"/proc/{gw.pid}/status").read().split("VmRSS:")[1].split()[0]) // 1024
-    print(f"| services | ready after start | reload: new service live, median / max | reload: generation visible, median / max "
+    print(f"| mode | services | ready after start | reload: new service live, median / max | reload: generation visible, median / max "
           f"| new connections during reloads: ok / failed | long-lived connections kept | RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| {a.services:,} | {ready_s:.2f} s | {lives[len(lives) // 2] * 1000:.0f} / {lives[-1] * 1000:.0f} ms "
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| {'kubernetes (one object applied)' if a.kubernetes else 'file (SIGHUP)'} | {a.services:,} | {ready_s:.2f} s | {lives[len(lives) // 2] * 1000:.0f} / {lives[-1] * 1000:.0f} ms "
           f"| {gens[len(gens) // 2] * 1000:.0f} / {gens[-1] * 1000:.0f} ms | {ok_during:,} / {failed_during} "
           f"| {a.long_lived - len(long_failed)} / {a.long_lived} | {rss} |")
     for e in stats["errors"][:5] + long_failed[:5]:
