@@ -59,6 +59,8 @@ public final class Gateway: Sendable {
     private let threadPool: NIOThreadPool
     private let state = Mutex(State())
     private let generations = Generations()
+    /// The config file's documents as last parsed: a reload parses only the ones that changed.
+    private let configCache = ConfigCache()
     /// Kubernetes mode's watches and policy builds.
     private let cluster: ClusterSync?
 
@@ -73,7 +75,7 @@ public final class Gateway: Sendable {
             // Until the first sync the snapshot has no ExternalServices: everything is denied.
             (snapshot, origination) = (PolicySnapshot(source: try PolicyFile.loadKubernetesBase(options.configPath), generation: 1), .empty)
         } else {
-            (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: 1)
+            (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: 1, cache: configCache)
         }
         let accessLog = try snapshot.gateway.logging.accessLogFile.map { try AccessLog(path: $0) } ?? AccessLog()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: options.workers)
@@ -186,7 +188,7 @@ public final class Gateway: Sendable {
         }
         let next = generations.next()
         do {
-            let (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: next)
+            let (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: next, cache: configCache)
             proxy.policy.replace(with: snapshot, origination: origination)
             state.withLock { $0.fingerprint = fingerprint }
             proxy.metrics.policyReload(succeeded: true, snapshot: snapshot)

@@ -38,9 +38,10 @@ public enum PolicyFile {
 
     /// The snapshot and the TLS origination contexts compiled from it: a CA bundle or key that
     /// cannot be loaded makes the file invalid, like any other error in it.
-    public static func loadCompiled(_ path: String, generation: Int) throws(ConfigErrors) -> (snapshot: PolicySnapshot, origination: OriginationContexts) {
+    /// With a `cache`, documents unchanged since the last load through it are not parsed again.
+    public static func loadCompiled(_ path: String, generation: Int, cache: ConfigCache? = nil) throws(ConfigErrors) -> (snapshot: PolicySnapshot, origination: OriginationContexts) {
         let text = try read(path)
-        let source = try ConfigLoader.load(yaml: text, file: path)
+        let source = try ConfigLoader.load(yaml: text, file: path, cache: cache)
         let snapshot = PolicySnapshot(source: source, generation: generation)
         do {
             return (snapshot, try OriginationContexts(snapshot: snapshot))

@@ -48,8 +48,21 @@ public struct ClusterPolicy: Sendable {
 public final class ClusterPolicyCompiler {
     private struct Parsed<Value> {
         /// uid and generation (or resourceVersion): what identifies the spec that was parsed.
-        var version: String
+        var version: Version
         var result: Result<Value, ConfigErrors>
+    }
+
+    private struct Version: Equatable {
+        var uid: String?
+        var generation: Int64?
+        var resourceVersion: String?
+
+        init(_ meta: KubeObjectMeta) {
+            uid = meta.uid
+            generation = meta.generation
+            // Without a generation (a server that does not set it), any change is a new version.
+            resourceVersion = meta.generation == nil ? meta.resourceVersion : nil
+        }
     }
 
     private struct Good<Value> {
@@ -112,8 +125,8 @@ public final class ClusterPolicyCompiler {
             }
             if let update = update(.externalServices, object, condition) { updates.append(update) }
         }
-        goodServices = goodServices.filter { liveServiceKeys.contains($0.key) }
-        parsedServices = parsedServices.filter { liveServiceKeys.contains($0.key) }
+        if goodServices.count > liveServiceKeys.count { goodServices = goodServices.filter { liveServiceKeys.contains($0.key) } }
+        if parsedServices.count > liveServiceKeys.count { parsedServices = parsedServices.filter { liveServiceKeys.contains($0.key) } }
 
         // EgressPolicies: references to services that do not exist (yet) grant nothing; say so.
         var livePolicyKeys = Set<String>()
@@ -137,8 +150,8 @@ public final class ClusterPolicyCompiler {
             }
             if let update = update(.egressPolicies, object, condition) { updates.append(update) }
         }
-        goodPolicies = goodPolicies.filter { livePolicyKeys.contains($0.key) }
-        parsedPolicies = parsedPolicies.filter { livePolicyKeys.contains($0.key) }
+        if goodPolicies.count > livePolicyKeys.count { goodPolicies = goodPolicies.filter { livePolicyKeys.contains($0.key) } }
+        if parsedPolicies.count > livePolicyKeys.count { parsedPolicies = parsedPolicies.filter { livePolicyKeys.contains($0.key) } }
 
         let inventory = PodInventory.workloads(from: objects.pods)
         source.workloads += inventory
@@ -158,7 +171,7 @@ public final class ClusterPolicyCompiler {
     /// Validates one object's spec (cached per uid and generation).
     private func parse<Value>(_ object: CustomResource, kind: String, cache: inout [String: Parsed<Value>],
                               extract: (PolicySource) -> Value?) -> Result<Value, ConfigErrors> {
-        let version = "\(object.metadata.uid ?? "")/\(object.metadata.generation.map(String.init) ?? object.metadata.resourceVersion ?? "")"
+        let version = Version(object.metadata)
         if let cached = cache[object.metadata.key], cached.version == version { return cached.result }
         let result: Result<Value, ConfigErrors>
         do {

@@ -29,7 +29,30 @@ public struct APIResource: Sendable, Equatable {
 public final class ResourceCache<Object: KubeObject>: Sendable {
     private struct State {
         var objects: [String: Object] = [:]
+        /// The keys in byte order, kept sorted as objects come and go (a policy build reads the
+        /// objects in a stable order without sorting 10,000 keys each time).
+        var keys: [String] = []
         var synced = false
+
+        mutating func insertKey(_ key: String) {
+            var low = 0, high = keys.count
+            while low < high {
+                let mid = (low + high) / 2
+                if Self.precedes(keys[mid], key) { low = mid + 1 } else { high = mid }
+            }
+            keys.insert(key, at: low)
+        }
+
+        mutating func removeKey(_ key: String) {
+            var low = 0, high = keys.count
+            while low < high {
+                let mid = (low + high) / 2
+                if Self.precedes(keys[mid], key) { low = mid + 1 } else { high = mid }
+            }
+            if low < keys.count && keys[low] == key { keys.remove(at: low) }
+        }
+
+        static func precedes(_ a: String, _ b: String) -> Bool { a.utf8.lexicographicallyPrecedes(b.utf8) }
     }
 
     private let state = Mutex(State())
@@ -39,25 +62,33 @@ public final class ResourceCache<Object: KubeObject>: Sendable {
     /// True once a full list has been stored.
     public var isSynced: Bool { state.withLock { $0.synced } }
     public var count: Int { state.withLock { $0.objects.count } }
-    /// The objects, in key order.
-    public var objects: [Object] { state.withLock { $0.objects.sorted { $0.key < $1.key }.map(\.value) } }
+    /// The objects, in key order (bytewise).
+    public var objects: [Object] { state.withLock { state in state.keys.map { state.objects[$0]! } } }
 
     public func replace(with objects: [Object]) {
         var map: [String: Object] = [:]
         for object in objects where object.metadata.name != nil { map[object.metadata.key] = object }
+        let keys = map.keys.sorted(by: State.precedes)
         state.withLock {
             $0.objects = map
+            $0.keys = keys
             $0.synced = true
         }
     }
 
     public func upsert(_ object: Object) {
         guard object.metadata.name != nil else { return }
-        state.withLock { $0.objects[object.metadata.key] = object }
+        let key = object.metadata.key
+        state.withLock {
+            if $0.objects.updateValue(object, forKey: key) == nil { $0.insertKey(key) }
+        }
     }
 
     public func remove(_ object: Object) {
-        _ = state.withLock { $0.objects.removeValue(forKey: object.metadata.key) }
+        let key = object.metadata.key
+        state.withLock {
+            if $0.objects.removeValue(forKey: key) != nil { $0.removeKey(key) }
+        }
     }
 }
 

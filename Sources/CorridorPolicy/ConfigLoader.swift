@@ -10,80 +10,207 @@ public struct PolicySource: Sendable, Equatable {
     public init() {}
 }
 
+/// What a loader remembers between loads of one file: each document's text and what it parsed
+/// to. Used by one load at a time (the gateway serializes reloads).
+public final class ConfigCache: @unchecked Sendable {
+    var documents: [String: ConfigLoader.ParsedDocument] = [:]
+
+    public init() {}
+
+    /// Documents remembered from the last load.
+    public var count: Int { documents.count }
+}
+
 /// Reads the multi-document YAML config file: `GatewayConfig`, `ExternalService`, `EgressPolicy`, `Workload`.
 public enum ConfigLoader {
     /// Parses and validates YAML text. Throws ``ConfigErrors`` listing every problem found.
     /// `crossCheck: false` validates each object on its own (names unique, references resolve and
     /// the inventory unambiguous are then the caller's job, as for objects read from the API).
-    public static func load(yaml text: String, file: String, crossCheck checkAcross: Bool = true) throws(ConfigErrors) -> PolicySource {
+    /// With a `cache`, documents whose text did not change since the last load through it are not
+    /// parsed again (a reload of a 10,000-service file that changed one object parses one object).
+    public static func load(yaml text: String, file: String, crossCheck checkAcross: Bool = true,
+                            cache: ConfigCache? = nil) throws(ConfigErrors) -> PolicySource {
         var source = PolicySource()
         var errors: [ConfigError] = []
         var sawGateway = false
-        var documents: [Node] = []
-        do {
-            // No implicit tag resolution: every plain scalar stays a string and the reader
-            // interprets it per field (ints, bools, null), which spares a regular expression per
-            // scalar (most of the load time of a 10,000-service file).
-            let sequence = try Yams.compose_all(yaml: text, .basic)
-            var iterator = sequence.makeIterator()
-            while let node = iterator.next() { documents.append(node) }
-            if let error = iterator.error { throw error }
-        } catch {
-            throw ConfigErrors(errors: [ConfigError(file: file, line: yamlLine(error), reason: "not valid YAML: \(yamlMessage(error))")])
+        var locations = ObjectLocations()
+        var parsedNow: [String: ParsedDocument] = [:]
+        var number = 0
+
+        func take(_ parsed: ParsedDocument, lineOffset: Int) {
+            number += 1
+            func located(_ error: ConfigError) -> ConfigError {
+                var error = error
+                error.document = number
+                error.line = error.line.map { $0 + lineOffset }
+                return error
+            }
+            if parsed.kind == "GatewayConfig" && sawGateway {
+                errors.append(located(ConfigError(file: file, object: parsed.label, field: "kind", line: parsed.kindLine,
+                                                  reason: "only one GatewayConfig may be given")))
+                return
+            }
+            errors += parsed.errors.map(located)
+            guard let node = parsed.node else { return }
+            switch parsed.object {
+            case .none: break
+            case .gateway(let gateway):
+                sawGateway = true
+                source.gateway = gateway
+            case .service(let service):
+                source.externalServices.append(service)
+                locations.externalServices.append((number, node, lineOffset))
+            case .policy(let policy):
+                source.egressPolicies.append(policy)
+                locations.egressPolicies.append((number, node, lineOffset))
+            case .workload(let workload):
+                source.workloads.append(workload)
+                locations.workloads.append((number, node, lineOffset))
+            }
         }
 
-        var locations = ObjectLocations()
-        for (offset, node) in documents.enumerated() {
-            var reader = YAMLReader(file: file, document: offset + 1)
-            do throws(ConfigError) {
-                if case .scalar(let scalar) = node, scalar.string.isEmpty { continue }  // an empty document between `---`
-                let root = try YAMLReader.Fields(reader: reader, path: "", node: node)
-                // Name the object in every error, including those found before its metadata is validated.
-                reader.object = objectLabel(node)
-                root.reader = reader
-                let apiVersion = try root.requiredString("apiVersion")
-                let kind = try root.requiredString("kind")
-                guard apiVersion == APIGroup.apiVersion else {
-                    throw reader.error("apiVersion", root.node("apiVersion"), "must be \(APIGroup.apiVersion), got '\(apiVersion)'")
+        if let pieces = splitDocuments(text) {
+            let previous = cache?.documents ?? [:]
+            for piece in pieces {
+                let parsed: ParsedDocument
+                if let cached = parsedNow[piece.text] ?? previous[piece.text] {
+                    parsed = cached
+                } else {
+                    let node: Node?
+                    do {
+                        // No implicit tag resolution: every plain scalar stays a string and the reader
+                        // interprets it per field (ints, bools, null), which spares a regular expression
+                        // per scalar (most of the load time of a 10,000-service file).
+                        node = try Yams.compose(yaml: piece.text, .basic)
+                    } catch {
+                        throw ConfigErrors(errors: [ConfigError(file: file, line: yamlLine(error).map { $0 + piece.firstLine },
+                                                                reason: "not valid YAML: \(yamlMessage(error))")])
+                    }
+                    parsed = node.map { parseDocument($0, file: file) } ?? ParsedDocument(isDocument: piece.explicit)
                 }
-                guard knownKinds.contains(kind) else {
-                    throw reader.error("kind", root.node("kind"), "must be one of \(knownKinds.joined(separator: ", ")), got '\(kind)'")
-                }
-                guard let metaFields = try root.fields("metadata") else { throw reader.error("metadata", node, "is required") }
-                let namespaced = kind == "EgressPolicy" || kind == "Workload"
-                let meta = try objectMeta(metaFields, namespaced: namespaced, reader: reader)
-                reader.object = "\(kind)/\(meta.qualifiedName)"
-                root.reader = reader
-                var spec = try root.fields("spec")
-                if spec == nil { spec = try YAMLReader.Fields(reader: reader, path: "spec", node: .mapping([:])) }
-                guard let spec else { continue }
-                _ = root.node("status")  // written by the gateway in a cluster; ignored in a file
-                try root.finish()
-                switch kind {
-                case "GatewayConfig":
-                    guard !sawGateway else { throw reader.error("kind", root.node("kind"), "only one GatewayConfig may be given") }
-                    sawGateway = true
-                    source.gateway = try GatewayConfigReader.read(spec, name: meta.name)
-                case "ExternalService":
-                    source.externalServices.append(try readExternalService(spec, meta: meta))
-                    locations.externalServices.append((offset + 1, node))
-                case "EgressPolicy":
-                    source.egressPolicies.append(try readEgressPolicy(spec, meta: meta))
-                    locations.egressPolicies.append((offset + 1, node))
-                case "Workload":
-                    source.workloads.append(try readWorkload(spec, meta: meta))
-                    locations.workloads.append((offset + 1, node))
-                default:
-                    throw reader.error("kind", root.node("kind"), "must be one of GatewayConfig, ExternalService, EgressPolicy, Workload, got '\(kind)'")
-                }
-                try spec.finish()
-            } catch {
-                errors.append(error)
+                parsedNow[piece.text] = parsed
+                if parsed.isDocument { take(parsed, lineOffset: piece.firstLine) }
             }
+            cache?.documents = parsedNow
+        } else {
+            // Directives or `...` markers: the stream is parsed whole (and not cached).
+            var documents: [Node] = []
+            do {
+                let sequence = try Yams.compose_all(yaml: text, .basic)
+                var iterator = sequence.makeIterator()
+                while let node = iterator.next() { documents.append(node) }
+                if let error = iterator.error { throw error }
+            } catch {
+                throw ConfigErrors(errors: [ConfigError(file: file, line: yamlLine(error), reason: "not valid YAML: \(yamlMessage(error))")])
+            }
+            for node in documents { take(parseDocument(node, file: file), lineOffset: 0) }
         }
         if checkAcross { errors += crossCheck(source, file: file, locations: locations) }
         if !errors.isEmpty { throw ConfigErrors(errors: errors) }
         return source
+    }
+
+    /// One document, validated on its own: its object, or its error (lines relative to the
+    /// document's text, no document number: the caller places it in the file).
+    struct ParsedDocument {
+        enum Object {
+            case none
+            case gateway(GatewayConfig)
+            case service(ExternalService)
+            case policy(EgressPolicy)
+            case workload(Workload)
+        }
+
+        /// False for text that holds no document (comments before the first `---`).
+        var isDocument = true
+        var object = Object.none
+        var node: Node?
+        var kind: String?
+        var kindLine: Int?
+        var label: String?
+        var errors: [ConfigError] = []
+    }
+
+    static func parseDocument(_ node: Node, file: String) -> ParsedDocument {
+        var parsed = ParsedDocument(node: node)
+        var reader = YAMLReader(file: file, document: 0)
+        do throws(ConfigError) {
+            if case .scalar(let scalar) = node, scalar.string.isEmpty { return parsed }  // an empty document between `---`
+            let root = try YAMLReader.Fields(reader: reader, path: "", node: node)
+            // Name the object in every error, including those found before its metadata is validated.
+            reader.object = objectLabel(node)
+            parsed.label = reader.object
+            root.reader = reader
+            let apiVersion = try root.requiredString("apiVersion")
+            let kind = try root.requiredString("kind")
+            guard apiVersion == APIGroup.apiVersion else {
+                throw reader.error("apiVersion", root.node("apiVersion"), "must be \(APIGroup.apiVersion), got '\(apiVersion)'")
+            }
+            guard knownKinds.contains(kind) else {
+                throw reader.error("kind", root.node("kind"), "must be one of \(knownKinds.joined(separator: ", ")), got '\(kind)'")
+            }
+            parsed.kind = kind
+            parsed.kindLine = root.node("kind")?.mark?.line
+            guard let metaFields = try root.fields("metadata") else { throw reader.error("metadata", node, "is required") }
+            let namespaced = kind == "EgressPolicy" || kind == "Workload"
+            let meta = try objectMeta(metaFields, namespaced: namespaced, reader: reader)
+            reader.object = "\(kind)/\(meta.qualifiedName)"
+            parsed.label = reader.object
+            root.reader = reader
+            var spec = try root.fields("spec")
+            if spec == nil { spec = try YAMLReader.Fields(reader: reader, path: "spec", node: .mapping([:])) }
+            guard let spec else { return parsed }
+            _ = root.node("status")  // written by the gateway in a cluster; ignored in a file
+            try root.finish()
+            switch kind {
+            case "GatewayConfig": parsed.object = .gateway(try GatewayConfigReader.read(spec, name: meta.name))
+            case "ExternalService": parsed.object = .service(try readExternalService(spec, meta: meta))
+            case "EgressPolicy": parsed.object = .policy(try readEgressPolicy(spec, meta: meta))
+            case "Workload": parsed.object = .workload(try readWorkload(spec, meta: meta))
+            default:
+                throw reader.error("kind", root.node("kind"), "must be one of GatewayConfig, ExternalService, EgressPolicy, Workload, got '\(kind)'")
+            }
+            try spec.finish()
+        } catch {
+            parsed.object = .none
+            parsed.errors.append(error)
+        }
+        return parsed
+    }
+
+    /// The stream's documents as text, split at `---` lines (which YAML forbids inside any
+    /// scalar, so this is where the parser splits too), each with the line it starts on. Nil when
+    /// the text has directives (`%`) or `...` end markers: those streams are parsed whole.
+    static func splitDocuments(_ text: String) -> [(text: String, firstLine: Int, explicit: Bool)]? {
+        var pieces: [(text: String, firstLine: Int, explicit: Bool)] = []
+        let bytes = Array(text.utf8)
+        var pieceStart = 0, pieceLine = 0, explicit = false
+        var lineStart = 0, line = 0
+        func isMarker(_ at: Int, _ c: UInt8) -> Bool {
+            guard at + 2 < bytes.count, bytes[at] == c, bytes[at + 1] == c, bytes[at + 2] == c else { return false }
+            let next = at + 3 < bytes.count ? bytes[at + 3] : 0x0a
+            return next == 0x0a || next == 0x0d || next == 0x20 || next == 0x09
+        }
+        func close(at end: Int) {
+            if end > pieceStart || explicit {
+                pieces.append((String(decoding: bytes[pieceStart..<end], as: UTF8.self), pieceLine, explicit))
+            }
+        }
+        while lineStart < bytes.count {
+            if bytes[lineStart] == UInt8(ascii: "%") || isMarker(lineStart, UInt8(ascii: ".")) { return nil }
+            if isMarker(lineStart, UInt8(ascii: "-")) {
+                close(at: lineStart)
+                pieceStart = lineStart
+                pieceLine = line
+                explicit = true
+            }
+            var next = lineStart
+            while next < bytes.count && bytes[next] != 0x0a { next += 1 }
+            lineStart = next + 1
+            line += 1
+        }
+        close(at: bytes.count)
+        return pieces
     }
 
     private static func yamlMessage(_ error: any Error) -> String {
@@ -325,9 +452,9 @@ public enum ConfigLoader {
     /// Where each loaded object came from (document number and its root node), parallel to the
     /// arrays of ``PolicySource``, so cross-object errors can name document, field and line.
     struct ObjectLocations {
-        var externalServices: [(document: Int, node: Node)] = []
-        var egressPolicies: [(document: Int, node: Node)] = []
-        var workloads: [(document: Int, node: Node)] = []
+        var externalServices: [(document: Int, node: Node, lineOffset: Int)] = []
+        var egressPolicies: [(document: Int, node: Node, lineOffset: Int)] = []
+        var workloads: [(document: Int, node: Node, lineOffset: Int)] = []
     }
 
     /// The line of the node at a field path such as `spec.egress[0].to[1].externalService`
@@ -355,10 +482,10 @@ public enum ConfigLoader {
     /// Checks between objects: unique names, references that resolve, unambiguous inventory.
     static func crossCheck(_ source: PolicySource, file: String, locations: ObjectLocations = ObjectLocations()) -> [ConfigError] {
         var errors: [ConfigError] = []
-        func located(_ list: [(document: Int, node: Node)], _ index: Int, object: String, field: String, reason: String) -> ConfigError {
+        func located(_ list: [(document: Int, node: Node, lineOffset: Int)], _ index: Int, object: String, field: String, reason: String) -> ConfigError {
             let location = list.indices.contains(index) ? list[index] : nil
             return ConfigError(file: file, document: location?.document, object: object, field: field,
-                               line: line(of: field, in: location?.node), reason: reason)
+                               line: line(of: field, in: location?.node).map { $0 + (location?.lineOffset ?? 0) }, reason: reason)
         }
         var services: [String: ExternalService] = [:]
         for (serviceIndex, service) in source.externalServices.enumerated() {

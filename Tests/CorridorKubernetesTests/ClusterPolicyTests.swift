@@ -185,3 +185,19 @@ func decide(_ snapshot: PolicySnapshot, from address: String, to host: String) -
         print("rebuild of 10,000 cached ExternalServices: \(again)")
     }
 }
+
+@Suite struct ResourceCacheTests {
+    @Test func objectsComeInKeyOrderAsTheyAreAddedAndRemoved() {
+        let cache = ResourceCache<Pod>()
+        cache.replace(with: [pod("b", "x", ip: []), pod("a", "y", ip: []), pod("c", "z", ip: [])])
+        #expect(cache.objects.map(\.metadata.key) == ["a/y", "b/x", "c/z"])
+        cache.upsert(pod("a", "a", ip: []))
+        cache.upsert(pod("b", "x", ip: ["10.0.0.1"]))  // a replacement keeps one key
+        cache.upsert(pod("d", "w", ip: []))
+        cache.remove(pod("c", "z", ip: []))
+        cache.remove(pod("c", "z", ip: []))  // twice is harmless
+        #expect(cache.objects.map(\.metadata.key) == ["a/a", "a/y", "b/x", "d/w"])
+        #expect(cache.objects[2].addresses == ["10.0.0.1"])
+        #expect(cache.count == 4 && cache.isSynced)
+    }
+}

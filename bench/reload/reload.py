@@ -36,6 +36,7 @@ a = p.parse_args()
 FAKE = os.path.join(ROOT, "Tests", "Support", "fake_apiserver.py")
 
 run = tempfile.mkdtemp(prefix="corridor-reload-")
+print(f"run dir: {run}", file=sys.stderr)
 procs = []
 
 
@@ -200,7 +201,7 @@ contexts: [{{name: fake, context: {{cluster: fake, user: u}}}}]
     else:
         log(f"{a.services} services: {os.path.getsize(config) / 1e6:.1f} MB of YAML")
     started = time.monotonic()
-    gw = subprocess.Popen([a.bin, "run", "--config", config, "--workers", "1", "--log-level", "warning"] + extra,
+    gw = subprocess.Popen([a.bin, "run", "--config", config, "--workers", "1", "--log-level", os.environ.get("CORRIDOR_LOG_LEVEL", "warning")] + extra,
                           stdout=subprocess.DEVNULL, stderr=open(f"{run}/corridor.err", "w"))
     procs.append(gw)
     while True:
