@@ -28,20 +28,24 @@ public final class ProxyContext: Sendable {
 
     /// The idle-relay sweeper of `eventLoop`; call on that event loop.
     func sweeper(for eventLoop: any EventLoop) -> IdleSweeper {
-        let key = ObjectIdentifier(eventLoop)
-        if let bound = sweepers.withLock({ $0[key] }) { return bound.value }
-        let bound = NIOLoopBound(IdleSweeper(eventLoop: eventLoop), eventLoop: eventLoop)
-        sweepers.withLock { $0[key] = $0[key] ?? bound }
-        return sweepers.withLock { $0[key]! }.value
+        Self.perLoop(sweepers, eventLoop) { IdleSweeper(eventLoop: eventLoop) }
     }
 
     /// The upstream pool of `eventLoop`; call on that event loop.
     func pool(for eventLoop: any EventLoop) -> UpstreamPool {
+        Self.perLoop(pools, eventLoop) { UpstreamPool(eventLoop: eventLoop) }
+    }
+
+    /// The object of `eventLoop` in `table`, made on first use (on that event loop).
+    private static func perLoop<Value>(_ table: borrowing Mutex<[ObjectIdentifier: NIOLoopBound<Value>]>, _ eventLoop: any EventLoop,
+                                       make: () -> Value) -> Value {
         let key = ObjectIdentifier(eventLoop)
-        if let bound = pools.withLock({ $0[key] }) { return bound.value }
-        let bound = NIOLoopBound(UpstreamPool(eventLoop: eventLoop), eventLoop: eventLoop)
-        pools.withLock { $0[key] = $0[key] ?? bound }
-        return pools.withLock { $0[key]! }.value
+        if let bound = table.withLock({ $0[key] }) { return bound.value }
+        let bound = NIOLoopBound(make(), eventLoop: eventLoop)
+        return table.withLock { table in
+            if table[key] == nil { table[key] = bound }
+            return table[key]!
+        }.value
     }
 
     func makeConnectionID() -> UInt64 { nextID.wrappingAdd(1, ordering: .relaxed).oldValue }

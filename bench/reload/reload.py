@@ -90,37 +90,30 @@ def policy_object(start, stop):
                      "egress": [{"to": [{"externalService": f"svc-{i}"} for i in range(start, stop)]}]}}
 
 
+def gateway_yaml():
+    return f"""apiVersion: corridor.dev/v1alpha1
+kind: GatewayConfig
+metadata: {{name: reload-bench}}
+spec:
+  listeners: {{tls: 127.0.0.1:{a.tls_port}, admin: 127.0.0.1:{a.admin_port}}}
+  tls: {{upstreamPort: {origin_port}}}
+  resolver: {{static: {{"*.reload.test": [127.0.0.1]}}, system: false}}
+  destinations: {{allowPrivate: [127.0.0.1/32]}}
+  limits: {{maxConnections: 20000, idleTimeout: 600s}}
+  logging: {{accessLog: {{file: {run}/access.log}}}}
+"""
+
+
 def write_config(services):
     if a.kubernetes:
         # The file holds the GatewayConfig only; everything else is in the API.
-        parts = [f"""apiVersion: corridor.dev/v1alpha1
-kind: GatewayConfig
-metadata: {{name: reload-bench}}
-spec:
-  listeners: {{tls: 127.0.0.1:{a.tls_port}, admin: 127.0.0.1:{a.admin_port}}}
-  tls: {{upstreamPort: {origin_port}}}
-  resolver: {{static: {{"*.reload.test": [127.0.0.1]}}, system: false}}
-  destinations: {{allowPrivate: [127.0.0.1/32]}}
-  limits: {{maxConnections: 20000, idleTimeout: 600s}}
-  logging: {{accessLog: {{file: {run}/access.log}}}}
-"""]
-        open(config, "w").write("".join(parts))
+        open(config, "w").write(gateway_yaml())
         return
-    parts = [f"""apiVersion: corridor.dev/v1alpha1
-kind: GatewayConfig
-metadata: {{name: reload-bench}}
-spec:
-  listeners: {{tls: 127.0.0.1:{a.tls_port}, admin: 127.0.0.1:{a.admin_port}}}
-  tls: {{upstreamPort: {origin_port}}}
-  resolver: {{static: {{"*.reload.test": [127.0.0.1]}}, system: false}}
-  destinations: {{allowPrivate: [127.0.0.1/32]}}
-  limits: {{maxConnections: 20000, idleTimeout: 600s}}
-  logging: {{accessLog: {{file: {run}/access.log}}}}
----
+    parts = [gateway_yaml(), """---
 apiVersion: corridor.dev/v1alpha1
 kind: Workload
-metadata: {{name: bench, namespace: bench}}
-spec: {{addresses: [127.0.0.0/8], serviceAccount: client, labels: {{app: client}}}}
+metadata: {name: bench, namespace: bench}
+spec: {addresses: [127.0.0.0/8], serviceAccount: client, labels: {app: client}}
 """]
     for i in range(services):
         parts.append(f"---\napiVersion: corridor.dev/v1alpha1\nkind: ExternalService\nmetadata: {{name: svc-{i}}}\n"
