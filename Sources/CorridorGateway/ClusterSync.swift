@@ -91,13 +91,17 @@ final class ClusterSync: Sendable {
         tasks.withLock { $0 = started }
     }
 
-    /// Cancels the watches and builds and waits for them, so nothing is left on the event loops.
-    func stop() async {
-        let running = tasks.withLock { $0 }
-        for task in running { task.cancel() }
+    /// Cancels the watches, builds and status writes (returns at once).
+    func cancel() {
+        for task in tasks.withLock({ $0 }) { task.cancel() }
         dirty.finish()
         statusQueue.finish()
-        for task in running { await task.value }
+    }
+
+    /// Cancels and waits for everything to end, so nothing is left on the event loops.
+    func stop() async {
+        cancel()
+        for task in tasks.withLock({ $0 }) { await task.value }
     }
 
     /// The GatewayConfig (and file Workloads) changed: rebuild on the new base.

@@ -72,8 +72,10 @@ public final class Gateway: Sendable {
         let fingerprint = PolicyFile.fingerprint(options.configPath)
         let snapshot: PolicySnapshot, origination: OriginationContexts
         if options.kubernetes != nil {
-            // Until the first sync the snapshot has no ExternalServices: everything is denied.
-            (snapshot, origination) = (PolicySnapshot(source: try PolicyFile.loadKubernetesBase(options.configPath), generation: 1), .empty)
+            // Until the first sync everything is denied, with that reason.
+            var waiting = try PolicyFile.loadKubernetesBase(options.configPath)
+            waiting.awaitingSync = true
+            (snapshot, origination) = (PolicySnapshot(source: waiting, generation: 1), .empty)
         } else {
             (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: 1, cache: configCache)
         }
@@ -88,8 +90,10 @@ public final class Gateway: Sendable {
         metrics.policyReload(succeeded: true, snapshot: snapshot)
         if let endpoint = options.kubernetes {
             let generations = self.generations
+            var base = snapshot.source
+            base.awaitingSync = false
             cluster = ClusterSync(
-                client: try KubeAPIClient(endpoint: endpoint, group: group), base: snapshot.source, registry: metrics.registry, logger: logger,
+                client: try KubeAPIClient(endpoint: endpoint, group: group), base: base, registry: metrics.registry, logger: logger,
                 nextGeneration: { generations.next() },
                 install: { snapshot, origination in
                     proxy.policy.replace(with: snapshot, origination: origination)
@@ -221,7 +225,9 @@ public final class Gateway: Sendable {
     /// Stops accepting, waits for live connections up to `drain`, then closes everything.
     public func shutdown(drain: Duration? = nil) async {
         let deadline = ContinuousClock.now + (drain ?? proxy.policy.current.gateway.limits.drainTimeout)
-        await cluster?.stop()
+        // Stop watching at once (an API connect in flight may take its 10 s timeout to give up:
+        // it is awaited after the drain, not before).
+        cluster?.cancel()
         let listeners = state.withLock { state in
             state.ready = false
             defer { state.listeners = [:] }
@@ -237,6 +243,7 @@ public final class Gateway: Sendable {
             logger.warning("drain deadline passed; closing live connections", metadata: ["open": "\(proxy.openConnections)"])
         }
         if let admin = listeners["admin"] { try? await admin.close() }
+        await cluster?.stop()
         try? await group.shutdownGracefully()
         try? await threadPool.shutdownGracefully()
     }

@@ -6,6 +6,8 @@ public struct PolicySource: Sendable, Equatable {
     public var externalServices: [ExternalService] = []
     public var egressPolicies: [EgressPolicy] = []
     public var workloads: [Workload] = []
+    /// Kubernetes mode before the first full sync: every connection is denied, and says why.
+    public var awaitingSync = false
 
     public init() {}
 }

@@ -3,6 +3,7 @@
 public enum DecisionEngine {
     public static func decide(source: SourceIdentity?, sourceAddress: String, facts: DestinationFacts, snapshot: PolicySnapshot) -> Decision {
         let gateway = snapshot.gateway
+        if snapshot.source.awaitingSync { return .deny(awaitingSyncReason, host: facts.connectHost ?? facts.serverName, port: facts.port) }
         guard let host = facts.connectHost ?? facts.serverName else {
             return .deny("no destination host name (no SNI, no CONNECT host)", port: facts.port)
         }
@@ -47,6 +48,7 @@ public enum DecisionEngine {
     /// judged as TLS, by its SNI); a TCP-only port at an address no service lists is denied at once.
     public static func decideTCP(source: SourceIdentity?, sourceAddress: String, destination: IPAddress, port: Int,
                                  snapshot: PolicySnapshot) -> Decision? {
+        if snapshot.source.awaitingSync { return .deny(awaitingSyncReason, port: port) }
         guard let candidates = snapshot.tcpServices[port] else { return nil }
         let matching = candidates.filter { index in snapshot.services[index].addresses.contains { $0.contains(destination) } }
         let target = "\(destination) port \(port)"
@@ -68,6 +70,8 @@ public enum DecisionEngine {
         }
         return auditOrDeny(identity, known: source != nil, snapshot: snapshot, deny: refusal ?? .deny("no ExternalService serves TCP \(target)", port: port))
     }
+
+    static let awaitingSyncReason = "the policy has not been synced from the Kubernetes API yet (every connection is denied until it is)"
 
     /// The identity a source is judged as: itself, or for an unknown source an empty identity
     /// (namespace "", no labels) where `unknownSources: Allow`; nil means deny.

@@ -257,6 +257,7 @@ struct KubernetesModeTests {
         #expect(try h.connect(from: "127.0.0.1").status != 0)
         let record = try #require(h.record { ($0["src"] as? String ?? "").hasPrefix("127.0.0.1:") })
         #expect(record["decision"] as? String == "deny")
+        #expect((record["reason"] as? String ?? "").contains("not been synced from the Kubernetes API"), "\(record)")
         try h.api.control("POST", "/outage", ["on": false])
         #expect(h.waitReady(timeout: 30))
         #expect(try h.connect(from: "127.0.0.1").status == 0)

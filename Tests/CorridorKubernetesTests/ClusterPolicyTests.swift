@@ -173,6 +173,18 @@ func decide(_ snapshot: PolicySnapshot, from address: String, to host: String) -
         #expect(built.statusUpdates.first?.condition.reason == "InvalidTLSMaterial")
     }
 
+    @Test func beforeTheFirstSyncEverythingIsDeniedAndSaysWhy() throws {
+        var waiting = ClusterPolicyCompiler().build(base: base, objects: ClusterObjects(
+            pods: pods, externalServices: [service("api", hosts: ["api.example.com"], extra: [("access", .string("All"))])])).source
+        waiting.awaitingSync = true
+        let snapshot = PolicySnapshot(source: waiting, generation: 1)
+        let decision = decide(snapshot, from: "10.0.0.1", to: "api.example.com")
+        #expect(decision.verdict == .deny && decision.reason.contains("not been synced"))
+        let tcp = try #require(DecisionEngine.decideTCP(source: nil, sourceAddress: "10.0.0.1", destination: IPAddress(parsing: "192.0.2.1")!,
+                                                         port: 5432, snapshot: snapshot))
+        #expect(tcp.verdict == .deny && tcp.reason.contains("not been synced"))
+    }
+
     @Test func tenThousandServicesRebuildWithoutReparsing() {
         let compiler = ClusterPolicyCompiler()
         let services = (0..<10_000).map { service("svc-\($0)", hosts: ["h\($0).example.com"]) }
