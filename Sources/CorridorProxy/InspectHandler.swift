@@ -39,6 +39,12 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var buffered: ByteBuffer?
     private var deadline: Scheduled<Void>?
     private var clientInputClosed = false
+    /// Reads from the client were paused while dialling (it sent more than `maxBufferedWhileDialing`).
+    private var readsPaused = false
+    /// What a client may send while the upstream is being dialled before reads pause. Reads are not
+    /// paused up front: a TLS client waits for the ServerHello anyway, and each pause and resume
+    /// is an `epoll_ctl` on every connection.
+    static let maxBufferedWhileDialing = 256 * 1024
     /// A plain TCP service's connection: no TLS alert is ever written to it.
     private var plainTCP = false
 
@@ -95,6 +101,10 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
             buffered = bytes
         } else {
             buffered!.writeBuffer(&bytes)
+        }
+        if case .dialing = state, !readsPaused, (buffered?.readableBytes ?? 0) > Self.maxBufferedWhileDialing {
+            readsPaused = true
+            try? context.channel.syncOptions?.setOption(.autoRead, value: false)
         }
         process(context: context)
     }
@@ -164,7 +174,6 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
                 }
                 deadline?.cancel()
                 state = .dialing
-                context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
                 dial(context: context, host: host, port: port, serviceAddresses: decision.serviceAddresses)
             }
 
@@ -193,7 +202,6 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         deadline?.cancel()
         state = .dialing
-        context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
         let dialer = UpstreamDialer(context: proxy, snapshot: snapshot, eventLoop: context.eventLoop)
         whenDialled(context: context, dialer.connect(address: ip, port: port, serviceAddresses: decision.serviceAddresses))
     }
@@ -299,8 +307,8 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let pending { upstream.channel.writeAndFlush(pending, promise: nil) }
         if clientInputClosed { upstream.channel.close(mode: .output, promise: nil) }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-        upstream.channel.setOption(.autoRead, value: true).whenComplete { _ in }
-        context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
+        try? upstream.channel.syncOptions?.setOption(.autoRead, value: true)
+        if readsPaused { try? context.channel.syncOptions?.setOption(.autoRead, value: true) }
     }
 
     // MARK: endings before the relay
