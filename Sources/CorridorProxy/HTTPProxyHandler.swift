@@ -270,6 +270,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     func upstreamResponse(_ part: HTTPClientResponsePart) {
         guard let context, case .forwarding = state else { return }
         switch part {
+        case .head(var head) where head.status.code / 100 == 1 && head.status != .switchingProtocols:
+            // An interim response (`100 Continue` to `Expect: 100-continue`, `103 Early Hints`):
+            // passed on at once; the final response follows. The upstream is alive, so the
+            // response-start timer stops.
+            responseTimer?.cancel()
+            responseTimer = nil
+            HTTPHeaders.removeHopByHop(&head.headers)
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status, headers: head.headers))), promise: nil)
         case .head(var head):
             if !head.isKeepAlive, case .forwarding(let upstream) = state { upstream.reusable = false }
             exchange?.responseStarted = true

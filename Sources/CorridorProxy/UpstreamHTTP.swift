@@ -191,7 +191,7 @@ final class UpstreamPool {
                     try sync.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: originate?.sni ?? host))
                 }
                 try sync.addHandler(HTTPRequestEncoder())
-                try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
+                try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .forward)))
                 try sync.addHandler(UpstreamHTTPHandler(handshake: handshake))
             } catch {
                 channel.close(promise: nil)
