@@ -78,13 +78,14 @@ final class ClusterSync: Sendable {
     /// True once a snapshot built from a full sync of every resource is in force.
     var isSynced: Bool { synced.load(ordering: .acquiring) }
 
-    func start() {
+    /// Starts the watches; `onFirstSync` runs once, when the first full build is in force.
+    func start(onFirstSync: @escaping @Sendable () -> Void = {}) {
         logger.info("watching the Kubernetes API", metadata: ["server": "\(client.endpoint.url)", "via": "\(client.endpoint.origin)"])
         let started: [Task<Void, Never>] = [
             Task { await self.pods.run() },
             Task { await self.services.run() },
             Task { await self.policies.run() },
-            Task { await self.rebuildLoop() },
+            Task { await self.rebuildLoop(onFirstSync: onFirstSync) },
             Task { await self.statusLoop() },
             Task { await self.stalenessLoop() },
         ]
@@ -131,18 +132,19 @@ final class ClusterSync: Sendable {
         }
     }
 
-    private func rebuildLoop() async {
+    private func rebuildLoop(onFirstSync: @Sendable () -> Void) async {
         let compiler = ClusterPolicyCompiler()
         for await _ in dirtySignals {
             // Let a burst of events (a rollout, a relist) settle into one build.
             try? await Task.sleep(for: .milliseconds(100))
             if Task.isCancelled { return }
             guard pods.cache.isSynced, services.cache.isSynced, policies.cache.isSynced else { continue }
-            rebuild(compiler)
+            if rebuild(compiler) { onFirstSync() }
         }
     }
 
-    private func rebuild(_ compiler: ClusterPolicyCompiler) {
+    /// Builds and installs a snapshot; true when it is the first one from a full sync.
+    private func rebuild(_ compiler: ClusterPolicyCompiler) -> Bool {
         let started = ContinuousClock.now
         let objects = ClusterObjects(pods: pods.cache.objects, externalServices: services.cache.objects, egressPolicies: policies.cache.objects)
         let base = self.base.withLock { $0 }
@@ -167,7 +169,7 @@ final class ClusterSync: Sendable {
             snapshot = PolicySnapshot(source: policy.source, generation: generation)
             guard let contexts = try? OriginationContexts(snapshot: snapshot) else {
                 logger.error("cannot build TLS origination contexts; keeping the last good policy", metadata: ["errors": "\(error)"])
-                return
+                return false
             }
             origination = contexts
         }
@@ -182,6 +184,7 @@ final class ClusterSync: Sendable {
             "rejected": "\(policy.rejected.count)", "took": "\(took)",
         ])
         if !policy.statusUpdates.isEmpty { statusQueue.yield(policy.statusUpdates) }
+        return first
     }
 
     /// Writes `Accepted` conditions with a merge patch on the status subresource. A write that

@@ -137,15 +137,11 @@ public final class Gateway: Sendable {
         }
         if let cluster {
             proxy.metrics.setReady(false)
-            cluster.start()
+            // The ready gauge follows /readyz: up once the first sync is in force (unless draining).
             let metrics = proxy.metrics
-            Task { [weak self] in
-                // The ready gauge follows /readyz: up once the first sync is in force.
-                while let self, self.state.withLock({ $0.ready }) {
-                    if cluster.isSynced { metrics.setReady(true); return }
-                    try? await Task.sleep(for: .milliseconds(100))
-                }
-            }
+            cluster.start(onFirstSync: { [weak self] in
+                if self?.state.withLock({ $0.ready }) == true { metrics.setReady(true) }
+            })
         } else {
             proxy.metrics.setReady(true)
         }
@@ -171,20 +167,18 @@ public final class Gateway: Sendable {
     private let reloading = Mutex(())
 
     private func reloadSerialized(reason: String) -> Bool {
+        // This version of the file has been tried, whatever comes of it: the watcher waits for the next.
         let fingerprint = PolicyFile.fingerprint(options.configPath)
+        state.withLock { $0.fingerprint = fingerprint }
         let old = proxy.policy.current
         if let cluster {
             do {
                 let base = try PolicyFile.loadKubernetesBase(options.configPath)
-                state.withLock { $0.fingerprint = fingerprint }
                 cluster.updateBase(base)
-                if base.gateway.listeners != old.gateway.listeners || base.gateway.logging != old.gateway.logging {
-                    logger.warning("listener and logging changes take effect at the next restart", metadata: ["file": "\(options.configPath)"])
-                }
+                warnIfRestartNeeded(old: old.gateway, new: base.gateway)
                 logger.info("gateway config reloaded; rebuilding the policy", metadata: ["trigger": "\(reason)"])
                 return true
             } catch {
-                state.withLock { $0.fingerprint = fingerprint }
                 proxy.metrics.policyReload(succeeded: false, snapshot: old)
                 logger.error("gateway config reload rejected; keeping the last good one", metadata: ["trigger": "\(reason)", "errors": "\(error.description)"])
                 return false
@@ -194,23 +188,26 @@ public final class Gateway: Sendable {
         do {
             let (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: next, cache: configCache)
             proxy.policy.replace(with: snapshot, origination: origination)
-            state.withLock { $0.fingerprint = fingerprint }
             proxy.metrics.policyReload(succeeded: true, snapshot: snapshot)
-            if snapshot.gateway.listeners != old.gateway.listeners || snapshot.gateway.logging != old.gateway.logging {
-                logger.warning("listener and logging changes take effect at the next restart", metadata: ["file": "\(options.configPath)"])
-            }
+            warnIfRestartNeeded(old: old.gateway, new: snapshot.gateway)
             logger.info("policy reloaded", metadata: [
                 "trigger": "\(reason)", "generation": "\(next)",
                 "externalServices": "\(snapshot.serviceCount)", "egressPolicies": "\(snapshot.source.egressPolicies.count)",
             ])
             return true
         } catch {
-            state.withLock { $0.fingerprint = fingerprint }
             proxy.metrics.policyReload(succeeded: false, snapshot: old)
             logger.error("policy reload rejected; keeping the last good policy", metadata: [
                 "trigger": "\(reason)", "generation": "\(old.generation)", "errors": "\(error.description)",
             ])
             return false
+        }
+    }
+
+    /// Listeners are bound and the access log opened once, at start.
+    private func warnIfRestartNeeded(old: GatewayConfig, new: GatewayConfig) {
+        if new.listeners != old.listeners || new.logging != old.logging {
+            logger.warning("listener and logging changes take effect at the next restart", metadata: ["file": "\(options.configPath)"])
         }
     }
 

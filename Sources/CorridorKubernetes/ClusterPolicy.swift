@@ -89,8 +89,12 @@ public final class ClusterPolicyCompiler {
         var rejected: [String] = []
 
         // ExternalServices.
-        var serviceNames = Set<String>()
+        // Name -> port numbers of every ExternalService in force (for the policies' references).
         var servicePorts: [String: Set<Int>] = [:]
+        func enforce(_ service: ExternalService) {
+            source.externalServices.append(service)
+            servicePorts[service.name] = Set(service.ports.map(\.number))
+        }
         var liveServiceKeys = Set<String>()
         for object in objects.externalServices {
             guard let name = object.metadata.name else { continue }
@@ -104,9 +108,7 @@ public final class ClusterPolicyCompiler {
                     rejected.append("ExternalService/\(name)")
                 } else {
                     goodServices[object.metadata.key] = Good(uid: object.metadata.uid, generation: object.metadata.generation, value: service)
-                    source.externalServices.append(service)
-                    serviceNames.insert(name)
-                    servicePorts[name] = Set(service.ports.map(\.number))
+                    enforce(service)
                     condition = accepted(true, "Valid", "accepted", object)
                 }
             case .failure(let errors):
@@ -117,9 +119,7 @@ public final class ClusterPolicyCompiler {
                     if let reason = unusable[name] {
                         condition = accepted(false, "InvalidTLSMaterial", "\(Self.summary(errors)); the last accepted version: \(reason); not enforced", object)
                     } else {
-                        source.externalServices.append(kept)
-                        serviceNames.insert(name)
-                        servicePorts[name] = Set(kept.ports.map(\.number))
+                        enforce(kept)
                     }
                 }
             }
@@ -139,7 +139,7 @@ public final class ClusterPolicyCompiler {
             case .success(let policy):
                 goodPolicies[object.metadata.key] = Good(uid: object.metadata.uid, generation: object.metadata.generation, value: policy)
                 source.egressPolicies.append(policy)
-                let notes = Self.unresolved(policy, services: serviceNames, ports: servicePorts)
+                let notes = Self.unresolved(policy, ports: servicePorts)
                 condition = accepted(true, notes.isEmpty ? "Valid" : "UnresolvedReferences",
                                      notes.isEmpty ? "accepted" : "accepted; \(notes.joined(separator: "; ")) (granting nothing until it exists)", object)
             case .failure(let errors):
@@ -203,15 +203,15 @@ public final class ClusterPolicyCompiler {
         errors.errors.map { [$0.field, $0.reason].compactMap { $0 }.joined(separator: ": ") }.joined(separator: "; ")
     }
 
-    static func unresolved(_ policy: EgressPolicy, services: Set<String>, ports: [String: Set<Int>]) -> [String] {
+    static func unresolved(_ policy: EgressPolicy, ports: [String: Set<Int>]) -> [String] {
         var notes: [String] = []
         for (ruleIndex, rule) in policy.egress.enumerated() {
             for (targetIndex, name) in rule.externalServices.enumerated() {
-                guard services.contains(name) else {
+                guard let servicePorts = ports[name] else {
                     notes.append("spec.egress[\(ruleIndex)].to[\(targetIndex)]: no ExternalService named '\(name)'")
                     continue
                 }
-                for port in rule.ports where !(ports[name]?.contains(port) ?? false) {
+                for port in rule.ports where !servicePorts.contains(port) {
                     notes.append("spec.egress[\(ruleIndex)].ports: ExternalService '\(name)' has no port \(port)")
                 }
             }

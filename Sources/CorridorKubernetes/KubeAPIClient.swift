@@ -80,18 +80,14 @@ public final class KubeAPIClient: Sendable {
     /// GET and return the whole body; a non-2xx answer throws `.status`.
     public func get(_ path: String, query: [(String, String)] = [], timeout: Duration = .seconds(60)) async throws -> [UInt8] {
         try await exchange(.GET, path, query: query, body: nil, contentType: nil, timeout: timeout) { head, iterator in
-            let body = try await self.collect(&iterator)
-            try Self.check(head, body)
-            return body
+            try await self.checkedBody(head, &iterator)
         }
     }
 
     /// PATCH with an RFC 7386 merge patch (`application/merge-patch+json`).
     public func mergePatch(_ path: String, body: [UInt8], timeout: Duration = .seconds(30)) async throws -> [UInt8] {
         try await exchange(.PATCH, path, query: [], body: body, contentType: "application/merge-patch+json", timeout: timeout) { head, iterator in
-            let body = try await self.collect(&iterator)
-            try Self.check(head, body)
-            return body
+            try await self.checkedBody(head, &iterator)
         }
     }
 
@@ -103,8 +99,7 @@ public final class KubeAPIClient: Sendable {
                        onData: @Sendable (ByteBuffer) async throws -> Void) async throws -> StreamEnd {
         try await exchange(.GET, path, query: query, body: nil, contentType: nil, timeout: timeout) { head, iterator in
             guard head.status == .ok else {
-                let body = try await self.collect(&iterator)
-                try Self.check(head, body)
+                _ = try await self.checkedBody(head, &iterator)
                 return .completed
             }
             while true {
@@ -213,11 +208,15 @@ public final class KubeAPIClient: Sendable {
         }
     }
 
-    private static func check(_ head: HTTPResponseHead, _ body: [UInt8]) throws {
+    /// The whole body; a non-2xx answer throws `.status` with the Status it carried.
+    private func checkedBody(_ head: HTTPResponseHead,
+                             _ iterator: inout NIOAsyncChannelInboundStream<HTTPClientResponsePart>.AsyncIterator) async throws -> [UInt8] {
+        let body = try await collect(&iterator)
         guard (200..<300).contains(head.status.code) else {
             let status = try? JSONDecoder().decode(KubeStatus.self, from: Data(body))
             throw KubeAPIError.status(code: Int(head.status.code), status)
         }
+        return body
     }
 }
 

@@ -49,7 +49,7 @@ public final class TokenSource: Sendable {
     static func readToken(_ path: String) throws(KubeConfigError) -> String {
         let text = String(decoding: try KubeEndpoint.readFile(path), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         guard !text.isEmpty else { throw KubeConfigError(file: path, reason: "the token file is empty") }
-        guard !text.contains(where: { $0.isNewline || $0 == "\r" }) else { throw KubeConfigError(file: path, reason: "the token spans several lines") }
+        guard !text.contains(where: \.isNewline) else { throw KubeConfigError(file: path, reason: "the token spans several lines") }
         return text
     }
 }

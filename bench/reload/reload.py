@@ -15,7 +15,7 @@ Measured: time to ready on N services, per reload the time from SIGHUP until a c
 new service succeeds (the new snapshot is live) and until /metrics shows the new generation, and
 every connection that failed (new or long-lived) during the reloads. Prints a markdown table.
 """
-import argparse, os, random, signal, socket, ssl, subprocess, sys, tempfile, threading, time, urllib.request
+import argparse, json, os, random, signal, socket, ssl, subprocess, sys, tempfile, threading, time, urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -142,20 +142,25 @@ def generation():
 ctx = ssl.create_default_context(cafile=ca_crt)
 
 
+def echo(tls, payload):
+    """Sends `payload` and reads it back from the echo origin."""
+    tls.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        chunk = tls.recv(16)
+        if not chunk:
+            raise ConnectionError("closed before the echo")
+        got += chunk
+
+
 def one_connection(name, timeout=10):
     with socket.create_connection(("127.0.0.1", a.tls_port), timeout=timeout) as raw:
         with ctx.wrap_socket(raw, server_hostname=name) as tls:
-            tls.sendall(b"ECHO\nping")
-            got = b""
-            while len(got) < 4:
-                chunk = tls.recv(16)
-                if not chunk:
-                    raise ConnectionError("closed before the echo")
-                got += chunk
+            tls.sendall(b"ECHO\n")
+            echo(tls, b"ping")
 
 
 def control(method, path, body=None):
-    import json
     request = urllib.request.Request(f"http://127.0.0.1:{control_port}{path}", method=method,
                                      data=json.dumps(body).encode() if body is not None else None,
                                      headers={"Content-Type": "application/json"})
@@ -167,7 +172,6 @@ try:
     write_config(a.services)
     extra = []
     if a.kubernetes:
-        import json
         state = f"{run}/state.json"
         items = [service_object(i) for i in range(a.services)]
         items += [policy_object(s, min(a.services, s + 100)) for s in range(0, a.services, 100)]
@@ -234,13 +238,7 @@ contexts: [{{name: fake, context: {{cluster: fake, user: u}}}}]
             tls = ctx.wrap_socket(raw, server_hostname=f"svc-{i}.reload.test")
             tls.sendall(b"ECHO\n")
             while not stop.is_set():
-                tls.sendall(b"tick")
-                got = b""
-                while len(got) < 4:
-                    chunk = tls.recv(16)
-                    if not chunk:
-                        raise ConnectionError("closed")
-                    got += chunk
+                echo(tls, b"tick")
                 time.sleep(1)
             tls.close()
         except Exception as e:  # noqa: BLE001
