@@ -1,7 +1,7 @@
 /// Decision = f(source identity, destination facts, policy snapshot). Pure: no I/O, no clock.
 /// Every early exit is a deny; the reason names what was missing.
 public enum DecisionEngine {
-    public static func decide(source: SourceIdentity?, sourceAddress: String, facts: DestinationFacts, snapshot: PolicySnapshot) -> Decision {
+    public static func decide(source: SourceIdentity?, sourceAddress: @autoclosure () -> String, facts: DestinationFacts, snapshot: PolicySnapshot) -> Decision {
         let gateway = snapshot.gateway
         if snapshot.source.awaitingSync { return .deny(awaitingSyncReason, host: facts.connectHost ?? facts.serverName, port: facts.port) }
         guard let host = facts.connectHost ?? facts.serverName else {
@@ -14,7 +14,7 @@ public enum DecisionEngine {
             return .deny("the ClientHello carries Encrypted Client Hello, so SNI \(host) may not be the real destination", host: host, port: facts.port)
         }
         guard let identity = identity(of: source, gateway: gateway) else {
-            return .deny("source \(sourceAddress) is not a known workload", host: host, port: facts.port)
+            return .deny("source \(sourceAddress()) is not a known workload", host: host, port: facts.port)
         }
 
         // The most specific match wins: a broader wildcard never overrides a more specific name.
@@ -46,7 +46,7 @@ public enum DecisionEngine {
     /// `port` whose `addresses` contain `destination`. Returns nil when no TCP service covers that
     /// address and port and the port is also a TLS port of some service (the connection is then
     /// judged as TLS, by its SNI); a TCP-only port at an address no service lists is denied at once.
-    public static func decideTCP(source: SourceIdentity?, sourceAddress: String, destination: IPAddress, port: Int,
+    public static func decideTCP(source: SourceIdentity?, sourceAddress: @autoclosure () -> String, destination: IPAddress, port: Int,
                                  snapshot: PolicySnapshot) -> Decision? {
         if snapshot.source.awaitingSync { return .deny(awaitingSyncReason, port: port) }
         guard let candidates = snapshot.tcpServices[port] else { return nil }
@@ -57,7 +57,7 @@ public enum DecisionEngine {
             return .deny("no ExternalService serves TCP \(target)", port: port)
         }
         guard let identity = identity(of: source, gateway: snapshot.gateway) else {
-            return .deny("source \(sourceAddress) is not a known workload", port: port)
+            return .deny("source \(sourceAddress()) is not a known workload", port: port)
         }
         var refusal: Decision?
         for index in matching {
@@ -84,7 +84,7 @@ public enum DecisionEngine {
     /// Enforce or Audit EgressPolicy that selects it. Returns the allow, or the refusal to report.
     /// `target` (e.g. "TCP 10.0.0.5 port 5432") is named in the reason when the connection had no host.
     static func judge(_ service: ExternalService, index serviceIndex: Int, port: ExternalService.Port, host: String?, target: String?,
-                      identity: SourceIdentity, known: Bool, sourceAddress: String, snapshot: PolicySnapshot) -> Decision {
+                      identity: SourceIdentity, known: Bool, sourceAddress: () -> String, snapshot: PolicySnapshot) -> Decision {
         if service.access == .all {
             return Decision(verdict: .allow, host: host, port: port.number, externalService: service.name, egressPolicy: nil,
                             why: .openToAll(service: service.name, about: target),
@@ -103,7 +103,7 @@ public enum DecisionEngine {
         }
         let why: Decision.Reason = known
             ? .notGranted(service: service.name, about: target, namespace: identity.namespace, serviceAccount: identity.serviceAccount)
-            : .notGrantedToUnknown(service: service.name, about: target, source: sourceAddress)
+            : .notGrantedToUnknown(service: service.name, about: target, source: sourceAddress())
         return Decision(verdict: .deny, host: host, port: port.number, externalService: service.name, egressPolicy: nil,
                         why: why, serviceAddresses: service.addresses, servicePort: port)
     }

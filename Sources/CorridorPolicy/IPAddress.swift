@@ -31,8 +31,11 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     public init(in6 address: in6_addr) {
-        let bytes = withUnsafeBytes(of: address) { Array($0) }
-        self.init(v6Bytes: bytes)
+        let (high, low) = withUnsafeBytes(of: address) { raw in
+            (UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+             UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+        }
+        self = .v6(high, low)
     }
 
     public init(v6Bytes bytes: [UInt8]) {
@@ -53,6 +56,12 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var isIPv4: Bool { if case .v4 = self { return true } else { return false } }
+
+    /// The IPv4 address an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) stands for; any other address as it is.
+    public var unmapped: IPAddress {
+        if case .v6(0, let low) = self, low >> 32 == 0xffff { return .v4(UInt32(truncatingIfNeeded: low)) }
+        return self
+    }
 
     public var description: String {
         switch self {

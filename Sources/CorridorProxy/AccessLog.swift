@@ -224,9 +224,8 @@ struct JSONLine {
 extension SocketAddress {
     /// `192.0.2.1:443` or `[2001:db8::1]:443`, as logs print addresses.
     public var hostPort: String {
-        guard var ip = ipAddress, let port else { return "\(self)" }
         // An IPv4 client of a dual-stack listener is shown as the IPv4 address it is.
-        if ip.hasPrefix("::ffff:"), ip.contains(".") { ip.removeFirst(7) }
-        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+        guard let ip = IPAddress(self)?.unmapped, let port else { return "\(self)" }
+        return ip.isIPv4 ? "\(ip):\(port)" : "[\(ip)]:\(port)"
     }
 }

@@ -8,6 +8,8 @@ final class ConnectionRecord {
     let id: UInt64
     let listener: String
     let source: SocketAddress?
+    /// The source's IP address, read once from the socket address's bytes.
+    let sourceAddress: IPAddress?
     let started: ContinuousClock.Instant
     let wallStart: Double
     var identity: SourceIdentity?
@@ -37,11 +39,13 @@ final class ConnectionRecord {
         self.id = id
         self.listener = listener
         self.source = source
+        self.sourceAddress = source.flatMap(IPAddress.init)
         self.started = .now
         self.wallStart = AccessLog.now()
     }
 
-    var sourceIP: String { source?.ipAddress ?? "unknown" }
+    /// The source address as text, for a reason that names it.
+    var sourceIP: String { sourceAddress.map { $0.unmapped.description } ?? "unknown" }
 
     /// The connection went on as plain HTTP, whose requests are recorded one by one: this record is dropped.
     func handedOver(metrics: ProxyMetrics) {

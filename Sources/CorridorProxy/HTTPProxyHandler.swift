@@ -82,7 +82,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         guard !isSetUp else { return }
         isSetUp = true
         armHeadDeadline(context: context)
-        if let ip = context.channel.remoteAddress?.ipAddress.flatMap(IPAddress.init(parsing:)) {
+        if let ip = context.channel.remoteAddress.flatMap(IPAddress.init) {
             identity = snapshot.inventory.identity(of: ip)
         }
         guard countsConnection else { return }

@@ -76,12 +76,12 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
-        if let ip = record.source?.ipAddress.flatMap(IPAddress.init(parsing:)) {
+        if let ip = record.sourceAddress {
             record.identity = snapshot.inventory.identity(of: ip)
         }
         if mode == .passthrough {
             // A connection redirected by iptables: its original port selects the service port.
-            OriginalDestination.lookup(channel).assumeIsolated().whenSuccess { [weak self] original in
+            OriginalDestination.lookup(channel) { [weak self] original in
                 record.originalDestination = original
                 if let original { self?.judgeAsTCPService(context: context, original: original) }
             }
@@ -189,7 +189,7 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// to that address, without TLS inspection. Other connections go on to the ClientHello.
     private func judgeAsTCPService(context: ChannelHandlerContext, original: SocketAddress) {
         guard snapshot.hasTCPServices, case .readingClientHello = state, let record,
-              let ip = original.ipAddress.flatMap(IPAddress.init(parsing:)), let port = original.port,
+              let ip = IPAddress(original)?.unmapped, let port = original.port,
               let decision = DecisionEngine.decideTCP(source: record.identity, sourceAddress: record.sourceIP,
                                                       destination: ip, port: port, snapshot: snapshot)
         else { return }
@@ -239,7 +239,7 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func dial(context: ChannelHandlerContext, host: String, port: Int, serviceAddresses: [CIDR]) {
         let dialer = UpstreamDialer(context: proxy, snapshot: snapshot, eventLoop: context.eventLoop)
-        let original = record?.originalDestination?.ipAddress.flatMap(IPAddress.init(parsing:))
+        let original = record?.originalDestination.flatMap(IPAddress.init)?.unmapped
         whenDialled(context: context, dialer.connect(host: host, port: port, serviceAddresses: serviceAddresses, originalDestination: original))
     }
 
@@ -307,7 +307,6 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let pending { upstream.channel.writeAndFlush(pending, promise: nil) }
         if clientInputClosed { upstream.channel.close(mode: .output, promise: nil) }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-        try? upstream.channel.syncOptions?.setOption(.autoRead, value: true)
         if readsPaused { try? context.channel.syncOptions?.setOption(.autoRead, value: true) }
     }
 

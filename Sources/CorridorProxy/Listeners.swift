@@ -36,11 +36,13 @@ public enum Listeners {
             .get()
     }
 
-    private static func bootstrap(group: any EventLoopGroup) -> ServerBootstrap {
+    static func bootstrap(group: any EventLoopGroup) -> ServerBootstrap {
         ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            // Accepted sockets inherit TCP_NODELAY from the listener (Linux and the BSDs): one
+            // setsockopt per connection fewer.
+            .serverChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.maxMessagesPerRead, value: RelayBuffers.maxMessagesPerRead)
             .childChannelOption(.recvAllocator, value: RelayBuffers.allocator)

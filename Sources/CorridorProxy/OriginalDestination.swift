@@ -13,37 +13,35 @@ enum OriginalDestination {
     /// `SO_ORIGINAL_DST` and `IP6T_SO_ORIGINAL_DST` share the value 80 (linux/netfilter_ipv4.h, netfilter_ipv6/ip6_tables.h).
     static let optionName: Int32 = 80
 
-    /// Looks the original destination up on the channel's event loop; nil when not redirected.
-    static func lookup(_ channel: any Channel) -> EventLoopFuture<SocketAddress?> {
+    /// Looks the original destination up and calls `body` with it (nil when not redirected). Call on
+    /// the channel's event loop: the lookup is one `getsockopt` there, and `body` runs before this returns.
+    static func lookup(_ channel: any Channel, _ body: @escaping (SocketAddress?) -> Void) {
         #if os(Linux)
-        guard let provider = channel as? any SocketOptionProvider, let local = channel.localAddress else {
-            return channel.eventLoop.makeSucceededFuture(nil)
+        guard let provider = channel as? any SocketOptionProvider, let local = channel.localAddress,
+              let localIP = IPAddress(local) else {
+            return body(nil)
         }
         // An IPv4 client on a dual-stack (`[::]`) listener has an IPv4 conntrack entry.
-        let useIPv4: Bool
-        switch local {
-        case .v4: useIPv4 = true
-        case .v6: useIPv4 = local.ipAddress.map { $0.hasPrefix("::ffff:") && $0.contains(".") } ?? false
-        default: return channel.eventLoop.makeSucceededFuture(nil)
+        let ownIP = localIP.unmapped
+        let ownPort = local.port
+        // Not redirected: conntrack names the listener's own address (IPv4-mapped on a dual-stack listener).
+        func redirected(_ address: SocketAddress) -> SocketAddress? {
+            guard let port = address.port, port != 0, !(IPAddress(address) == ownIP && port == ownPort) else { return nil }
+            return address
         }
-        let original: EventLoopFuture<SocketAddress>
-        if useIPv4 {
-            original = provider.unsafeGetSocketOption(level: SocketOptionLevel(IPPROTO_IP), name: SocketOptionName(optionName))
-                .map { (address: sockaddr_in) in SocketAddress(address, host: "") }
+        if ownIP.isIPv4 {
+            provider.unsafeGetSocketOption(level: SocketOptionLevel(IPPROTO_IP), name: SocketOptionName(optionName))
+                .assumeIsolated().whenComplete { (result: Result<sockaddr_in, any Error>) in
+                    body((try? result.get()).flatMap { redirected(SocketAddress($0, host: "")) })
+                }
         } else {
-            original = provider.unsafeGetSocketOption(level: SocketOptionLevel(IPPROTO_IPV6), name: SocketOptionName(optionName))
-                .map { (address: sockaddr_in6) in SocketAddress(address, host: "") }
+            provider.unsafeGetSocketOption(level: SocketOptionLevel(IPPROTO_IPV6), name: SocketOptionName(optionName))
+                .assumeIsolated().whenComplete { (result: Result<sockaddr_in6, any Error>) in
+                    body((try? result.get()).flatMap { redirected(SocketAddress($0, host: "")) })
+                }
         }
-        return original
-            .map { address -> SocketAddress? in
-                // Not redirected: conntrack names the listener's own address (IPv4-mapped on a dual-stack listener).
-                let ownIP = local.ipAddress.map { $0.hasPrefix("::ffff:") && $0.contains(".") ? String($0.dropFirst(7)) : $0 }
-                guard let port = address.port, port != 0, !(address.ipAddress == ownIP && port == local.port) else { return nil }
-                return address
-            }
-            .recover { _ in nil }
         #else
-        return channel.eventLoop.makeSucceededFuture(nil)
+        body(nil)
         #endif
     }
 }

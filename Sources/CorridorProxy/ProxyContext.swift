@@ -14,6 +14,8 @@ public final class ProxyContext: Sendable {
     private let nextID = Atomic<UInt64>(1)
     /// One pool of idle upstream HTTP connections per event loop.
     private let pools = Mutex<[ObjectIdentifier: NIOLoopBound<UpstreamPool>]>([:])
+    /// One upstream bootstrap cache per event loop.
+    private let upstreamBootstraps = Mutex<[ObjectIdentifier: NIOLoopBound<UpstreamBootstraps>]>([:])
     /// One idle-relay sweeper per event loop.
     private let sweepers = Mutex<[ObjectIdentifier: NIOLoopBound<IdleSweeper>]>([:])
     private let open = Atomic<Int>(0)
@@ -29,6 +31,11 @@ public final class ProxyContext: Sendable {
     /// The idle-relay sweeper of `eventLoop`; call on that event loop.
     func sweeper(for eventLoop: any EventLoop) -> IdleSweeper {
         Self.perLoop(sweepers, eventLoop) { IdleSweeper(eventLoop: eventLoop) }
+    }
+
+    /// The upstream bootstraps of `eventLoop`; call on that event loop.
+    func bootstraps(for eventLoop: any EventLoop) -> UpstreamBootstraps {
+        Self.perLoop(upstreamBootstraps, eventLoop) { UpstreamBootstraps(eventLoop: eventLoop) }
     }
 
     /// The upstream pool of `eventLoop`; call on that event loop.

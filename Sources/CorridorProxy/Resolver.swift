@@ -94,8 +94,45 @@ public struct Resolver: Sendable {
 }
 
 extension IPAddress {
+    /// The address with `port`, built from the bytes (no text formatting and parsing per connection).
     func socketAddress(port: Int) throws -> SocketAddress {
-        try SocketAddress(ipAddress: description, port: port)
+        guard let port = UInt16(exactly: port) else { throw InvalidPortError.invalidPort(port) }
+        switch self {
+        case .v4(let value):
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_port = port.bigEndian
+            sin.sin_addr.s_addr = value.bigEndian
+            return SocketAddress(sin, host: "")
+        case .v6(let high, let low):
+            var sin6 = sockaddr_in6()
+            sin6.sin6_family = sa_family_t(AF_INET6)
+            sin6.sin6_port = port.bigEndian
+            withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in
+                raw.storeBytes(of: high.bigEndian, toByteOffset: 0, as: UInt64.self)
+                raw.storeBytes(of: low.bigEndian, toByteOffset: 8, as: UInt64.self)
+            }
+            return SocketAddress(sin6, host: "")
+        }
+    }
+
+    /// The IP address of a socket address, read from its bytes; nil for a Unix domain socket.
+    /// An IPv4 client of a dual-stack listener stays IPv4-mapped, as the kernel reports it.
+    init?(_ address: SocketAddress) {
+        switch address {
+        case .v4(let v4): self = .v4(UInt32(bigEndian: v4.address.sin_addr.s_addr))
+        case .v6(let v6): self.init(in6: v6.address.sin6_addr)
+        case .unixDomainSocket: return nil
+        }
+    }
+}
+
+enum InvalidPortError: Error, CustomStringConvertible {
+    case invalidPort(Int)
+    var description: String {
+        switch self {
+        case .invalidPort(let port): "port \(port) is out of range"
+        }
     }
 }
 

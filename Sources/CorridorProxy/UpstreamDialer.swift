@@ -80,15 +80,8 @@ struct UpstreamDialer {
             return attempt(Array(addresses.dropFirst()), port: port, lastError: .connectFailed("\(error)", timedOut: false))
         }
         let started = ContinuousClock.now
-        let timeout = snapshot.gateway.limits.connectTimeout
         let metrics = context.metrics
-        return ClientBootstrap(group: eventLoop)
-            .connectTimeout(.nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + Int64(timeout.components.attoseconds / 1_000_000_000)))
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.autoRead, value: false)
-            .channelOption(.maxMessagesPerRead, value: RelayBuffers.maxMessagesPerRead)
-            .channelOption(.recvAllocator, value: RelayBuffers.allocator)
+        return context.bootstraps(for: eventLoop).bootstrap(connectTimeout: snapshot.gateway.limits.connectTimeout)
             .connect(to: target)
             .map { channel in
                 metrics.upstreamConnected(after: ContinuousClock.now - started)
@@ -102,3 +95,31 @@ struct UpstreamDialer {
             }
     }
 }
+
+/// The event loop's client bootstrap for upstream connections, kept from one connection to the
+/// next (building one per connection cost an option list and its dynamic casts each time). Reads
+/// start as soon as a connection is up: its owner adds its handlers in the same event-loop tick
+/// the connect completes, before any read can be delivered.
+final class UpstreamBootstraps {
+    private let eventLoop: any EventLoop
+    private var cached: (timeout: Duration, bootstrap: ClientBootstrap)?
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    func bootstrap(connectTimeout timeout: Duration) -> ClientBootstrap {
+        if let cached, cached.timeout == timeout { return cached.bootstrap }
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(.nanoseconds(timeout.nanoseconds))
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.maxMessagesPerRead, value: RelayBuffers.maxMessagesPerRead)
+            .channelOption(.recvAllocator, value: RelayBuffers.allocator)
+        cached = (timeout, bootstrap)
+        return bootstrap
+    }
+}
+
+@available(*, unavailable)
+extension UpstreamBootstraps: Sendable {}

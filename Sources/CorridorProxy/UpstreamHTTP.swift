@@ -197,7 +197,6 @@ final class UpstreamPool {
                 channel.close(promise: nil)
                 return eventLoop.makeFailedFuture(error)
             }
-            channel.setOption(.autoRead, value: true).whenComplete { _ in }
             let connection = UpstreamHTTPConnection(channel: channel, key: key)
             guard let handshake else { return eventLoop.makeSucceededFuture(connection) }
             let timeout = dialer.snapshot.gateway.limits.connectTimeout

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# CPU profile of Corridor's passthrough path: starts a TLS origin (nginx), runs the release binary
+# with one event loop under `perf record` (cpu-clock samples, DWARF call graphs), drives
+# it with h2load, and prints the gateway's CPU time per connection (or request), the split between
+# kernel and user space, the costliest functions by self time, and the syscalls per connection
+# (strace -c, in a second run: strace slows the gateway down). callgrind would give exact
+# instruction counts, but valgrind 3.19 crashes here on the Swift runtime's first thread.
+#
+#   sudo bench/profile/run.sh [conn|ka] [N]     conn: N new TLS connections (default 300)
+#                                                ka:   N keep-alive requests on 4 connections (default 2000)
+# Root: the gateway gets a private /etc/hosts (unshare -m), like the peers harness gives it.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+mode="${1:-conn}"; n="${2:-}"
+case "$mode" in conn) n=${n:-300} ;; ka) n=${n:-2000} ;; *) echo "usage: $0 [conn|ka] [N]" >&2; exit 2 ;; esac
+[ "$(id -u)" = 0 ] || { echo "run as root (private /etc/hosts via unshare -m)" >&2; exit 1; }
+for tool in perf strace h2load nginx openssl; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install linux-perf strace nghttp2-client nginx openssl)" >&2; exit 1; }
+done
+(cd "$root" && swift build -c release --product corridor >/dev/null)
+run=$(mktemp -d /tmp/corridor-profile.XXXXXX)
+origin_port=${PROFILE_ORIGIN_PORT:-19443}; gw_port=${PROFILE_GATEWAY_PORT:-19444}
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=api.allowed.test \
+    -addext subjectAltName=DNS:api.allowed.test -keyout "$run/origin.key" -out "$run/origin.crt" 2>/dev/null
+printf '127.0.0.1 localhost\n127.0.0.1 api.allowed.test\n' > "$run/hosts"
+mkdir -p "$run/tmp"
+cat > "$run/origin.conf" <<NGINX
+worker_processes 1; daemon off; master_process off; pid $run/origin.pid; error_log $run/origin.err warn;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $run/tmp; proxy_temp_path $run/tmp; fastcgi_temp_path $run/tmp;
+  uwsgi_temp_path $run/tmp; scgi_temp_path $run/tmp; keepalive_requests 100000000;
+  server { listen 127.0.0.1:$origin_port ssl; ssl_certificate $run/origin.crt; ssl_certificate_key $run/origin.key;
+    ssl_session_tickets off; ssl_session_cache off; location = / { default_type text/plain; return 200 "ok\n"; } } }
+NGINX
+nginx -p "$run" -e "$run/origin.err" -c "$run/origin.conf" & pids+=($!)
+cat > "$run/corridor.yaml" <<YAML
+apiVersion: corridor.dev/v1alpha1
+kind: GatewayConfig
+metadata: {name: profile}
+spec:
+  listeners: {tls: 127.0.0.1:$gw_port}
+  tls: {upstreamPort: $origin_port}
+  destinations: {allowPrivate: [127.0.0.1/32]}
+  logging: {accessLog: {file: $run/access.log}}
+---
+apiVersion: corridor.dev/v1alpha1
+kind: Workload
+metadata: {name: client, namespace: bench}
+spec: {addresses: [127.0.0.0/8], serviceAccount: client, labels: {app: client}}
+---
+apiVersion: corridor.dev/v1alpha1
+kind: ExternalService
+metadata: {name: origin}
+spec: {hosts: [api.allowed.test], ports: [{number: $origin_port, protocol: TLS}]}
+---
+apiVersion: corridor.dev/v1alpha1
+kind: EgressPolicy
+metadata: {name: client-egress, namespace: bench}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  egress: [{to: [{externalService: origin}]}]
+YAML
+load() {   # load N: the workload against the gateway
+    if [ "$mode" = conn ]; then
+        h2load --h1 -c 4 -n "$1" -H 'Connection: close' --connect-to=127.0.0.1:$gw_port https://api.allowed.test:$origin_port/
+    else
+        h2load --h1 -c 4 -n "$1" --connect-to=127.0.0.1:$gw_port https://api.allowed.test:$origin_port/
+    fi | grep -E '^requests:' | sed 's/^/  h2load /'
+}
+start_gateway() {   # start_gateway WRAPPER...: the gateway in a private mount namespace (its /etc/hosts)
+    HOSTS="$run/hosts" unshare -m -- /bin/bash -c 'mount --bind "$HOSTS" /etc/hosts && exec "$@"' gateway \
+        "$@" "$root/.build/release/corridor" run --config "$run/corridor.yaml" --workers 1 --log-level warning \
+        > "$run/gateway.out" 2>&1 &
+    gw=$!; pids+=($gw)
+    for _ in $(seq 1 100); do ss -Hltn "sport = :$gw_port" | grep -q . && break; sleep 0.1; done
+    load 200 >/dev/null   # warm up: first connections, resolver cache
+    gwpid=$(pgrep -f "^$root/.build/release/corridor run --config $run/corridor.yaml" | head -1)
+}
+unit=$([ "$mode" = conn ] && echo connection || echo request)
+
+start_gateway
+ticks() { awk '{print $14, $15}' "/proc/$gwpid/stat"; }
+read -r u0 s0 < <(ticks)
+perf record -F 999 --call-graph dwarf,32768 -p "$gwpid" -o "$run/perf.data" -- sleep 1000 >/dev/null 2>&1 & perf=$!
+sleep 0.5
+load "$n"
+kill -INT $perf; wait $perf 2>/dev/null || true
+read -r u1 s1 < <(ticks)
+hz=$(getconf CLK_TCK)
+echo "gateway CPU under perf: user $(( (u1-u0) * 1000000 / hz / n )) us, system $(( (s1-s0) * 1000000 / hz / n )) us per $unit"
+echo "--- self time, top 35 (kernel symbols included)"
+perf report -i "$run/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -35 | swift demangle --simplified | cut -c1-200 || true
+kill "$gw" 2>/dev/null; wait "$gw" 2>/dev/null || true
+
+start_gateway strace -f -c -o "$run/strace.txt"
+load "$n" >/dev/null
+kill "$gwpid"; wait "$gw" 2>/dev/null || true
+echo "--- syscalls per $unit (strace -c over $n, with the warm-up's 200)"
+awk -v n="$n" 'NR>2 && $NF !~ /^-/ && $NF != "total" { calls=($5 ~ /^[0-9]+$/) ? $4 : $4; printf "  %-16s %6.2f\n", $NF, $4/(n+200) }' "$run/strace.txt" | sort -k2 -nr | head -20
+echo "run dir: $run"
