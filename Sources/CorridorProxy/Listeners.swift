@@ -50,18 +50,20 @@ public enum Listeners {
 }
 
 /// Receive buffers of relayed connections. NIO keeps a channel's receive buffers for reuse (up to
-/// `maxMessagesPerRead` of them), so an idle connection keeps paying for them: small to start,
-/// growing on full reads, and one per channel until a bulk transfer shows. 512 B is the sweet
-/// spot: quick peers runs gave 9.2, 7.2, 6.7 and 6.3 KiB per idle connection at 2048, 512, 256
-/// and 128 B, but below 512 the adaptive allocator grows in 64-byte steps, so a handshake flight
-/// takes several reads (and writes): at 256 B a full run cost 4.42 s of CPU per 10k connections
-/// against 3.42 at 512.
+/// `maxMessagesPerRead` of them), so an idle connection keeps paying for them: one per channel
+/// until a bulk transfer shows. The first buffer is 1 KiB: a ClientHello (517 B from OpenSSL 3
+/// clients) or an origin's first flight (657 B from the bench origin) then takes one read and one
+/// write, where 512 B took two of each and grew the kept buffer to 1 KiB anyway (strace: 11 ->
+/// 9 reads and 9 -> 8 writes per connection; the same 7.2 KiB per idle connection at 1,000).
+/// Smaller first buffers do not pay: below 512 NIO's adaptive allocator grows in 64-byte steps,
+/// so a handshake takes several reads (at 256 B a full run cost 4.42 s of CPU per 10k
+/// connections against 3.42 at 512).
 enum RelayBuffers {
     static let maxMessagesPerRead: UInt = 1
     /// A read this large marks a bulk transfer (see ``GlueHandler``).
     static let bulkReadBytes = 16384
     static let bulkMaxMessagesPerRead: UInt = 4
-    static var allocator: AdaptiveRecvByteBufferAllocator { AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536) }
+    static var allocator: AdaptiveRecvByteBufferAllocator { AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536) }
 }
 
 /// The handlers of a plain-HTTP connection (the http listener, or a CONNECT-listener connection

@@ -8,16 +8,25 @@
 #
 #   sudo bench/profile/run.sh [conn|ka] [N]     conn: N new TLS connections (default 300)
 #                                                ka:   N keep-alive requests on 4 connections (default 2000)
+#   sudo bench/profile/run.sh ab conn|ka N BIN_A BIN_B [REPS]
+#        A/B of two release binaries without perf: REPS (default 5) interleaved runs each, 16
+#        clients as in the peers harness; prints the gateway's CPU per connection (or request) of
+#        every run and the medians. Copy a binary aside first (cp .build/release/corridor /tmp/a).
 # Root: the gateway gets a private /etc/hosts (unshare -m), like the peers harness gives it.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 mode="${1:-conn}"; n="${2:-}"
+ab=0; bins=("$root/.build/release/corridor"); clients=4; reps=1
+if [ "$mode" = ab ]; then
+    [ $# -ge 5 ] || { echo "usage: $0 ab conn|ka N BIN_A BIN_B [REPS]" >&2; exit 2; }
+    ab=1; mode=$2; n=$3; bins=("$4" "$5"); reps=${6:-5}; clients=16
+fi
 case "$mode" in conn) n=${n:-300} ;; ka) n=${n:-2000} ;; *) echo "usage: $0 [conn|ka] [N]" >&2; exit 2 ;; esac
 [ "$(id -u)" = 0 ] || { echo "run as root (private /etc/hosts via unshare -m)" >&2; exit 1; }
 for tool in perf strace h2load nginx openssl; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install linux-perf strace nghttp2-client nginx openssl)" >&2; exit 1; }
 done
-(cd "$root" && swift build -c release --product corridor >/dev/null)
+[ "$ab" = 1 ] || (cd "$root" && swift build -c release --product corridor >/dev/null)
 run=$(mktemp -d /tmp/corridor-profile.XXXXXX)
 origin_port=${PROFILE_ORIGIN_PORT:-19443}; gw_port=${PROFILE_GATEWAY_PORT:-19444}
 pids=()
@@ -66,31 +75,54 @@ spec:
 YAML
 load() {   # load N: the workload against the gateway
     if [ "$mode" = conn ]; then
-        h2load --h1 -c 4 -n "$1" -H 'Connection: close' --connect-to=127.0.0.1:$gw_port https://api.allowed.test:$origin_port/
+        h2load --h1 -c "$clients" -n "$1" -H 'Connection: close' --connect-to=127.0.0.1:$gw_port https://api.allowed.test:$origin_port/
     else
-        h2load --h1 -c 4 -n "$1" --connect-to=127.0.0.1:$gw_port https://api.allowed.test:$origin_port/
+        h2load --h1 -c "$clients" -n "$1" --connect-to=127.0.0.1:$gw_port https://api.allowed.test:$origin_port/
     fi | grep -E '^requests:' | sed 's/^/  h2load /'
 }
-start_gateway() {   # start_gateway WRAPPER...: the gateway in a private mount namespace (its /etc/hosts)
+bin=${bins[0]}
+start_gateway() {   # start_gateway WRAPPER...: $bin in a private mount namespace (its /etc/hosts)
     HOSTS="$run/hosts" unshare -m -- /bin/bash -c 'mount --bind "$HOSTS" /etc/hosts && exec "$@"' gateway \
-        "$@" "$root/.build/release/corridor" run --config "$run/corridor.yaml" --workers 1 --log-level warning \
+        "$@" "$bin" run --config "$run/corridor.yaml" --workers 1 --log-level warning \
         > "$run/gateway.out" 2>&1 &
     gw=$!; pids+=($gw)
     for _ in $(seq 1 100); do ss -Hltn "sport = :$gw_port" | grep -q . && break; sleep 0.1; done
     load 200 >/dev/null   # warm up: first connections, resolver cache
-    gwpid=$(pgrep -f "^$root/.build/release/corridor run --config $run/corridor.yaml" | head -1)
+    gwpid=$(pgrep -f "^$bin run --config $run/corridor.yaml" | head -1)
 }
 unit=$([ "$mode" = conn ] && echo connection || echo request)
+ticks() { awk '{print $14, $15}' "/proc/$gwpid/stat"; }
+hz=$(getconf CLK_TCK)
+
+if [ "$ab" = 1 ]; then
+    declare -A runs
+    for rep in $(seq 1 "$reps"); do
+        for which in 0 1; do
+            bin=${bins[$which]}
+            start_gateway
+            read -r u0 s0 < <(ticks)
+            load "$n" >/dev/null
+            read -r u1 s1 < <(ticks)
+            kill "$gwpid"; wait "$gw" 2>/dev/null || true
+            us=$(( (u1 - u0 + s1 - s0) * 1000000 / hz / n ))
+            runs[$which]+="$us "
+            printf '  rep %d %s: %d us per %s (user %d, system %d)\n' "$rep" "$([ $which = 0 ] && echo A || echo B)" "$us" "$unit" \
+                $(( (u1 - u0) * 1000000 / hz / n )) $(( (s1 - s0) * 1000000 / hz / n ))
+        done
+    done
+    median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+    a=$(echo "${runs[0]}" | median); b=$(echo "${runs[1]}" | median)
+    echo "median CPU per $unit: A ${a} us (${bins[0]}), B ${b} us (${bins[1]}), B/A $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", b / a}')"
+    exit 0
+fi
 
 start_gateway
-ticks() { awk '{print $14, $15}' "/proc/$gwpid/stat"; }
 read -r u0 s0 < <(ticks)
 perf record -F 999 --call-graph dwarf,32768 -p "$gwpid" -o "$run/perf.data" -- sleep 1000 >/dev/null 2>&1 & perf=$!
 sleep 0.5
 load "$n"
 kill -INT $perf; wait $perf 2>/dev/null || true
 read -r u1 s1 < <(ticks)
-hz=$(getconf CLK_TCK)
 echo "gateway CPU under perf: user $(( (u1-u0) * 1000000 / hz / n )) us, system $(( (s1-s0) * 1000000 / hz / n )) us per $unit"
 echo "--- self time, top 35 (kernel symbols included)"
 perf report -i "$run/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -35 | swift demangle --simplified | cut -c1-200 || true
