@@ -50,7 +50,7 @@ public final class AccessLog: Sendable {
 
     func write(_ record: ConnectionRecord, cause: CloseCause, duration: Duration) {
         var json = JSONLine()
-        json.string(LogKey.time, Self.rfc3339(record.wallStart))
+        json.timestamp(LogKey.time, record.wallStart)
         json.number(LogKey.connectionID, Int(truncatingIfNeeded: record.id))
         json.string(LogKey.listener, record.listener)
         json.string(LogKey.source, record.source.map(Self.format) ?? "unknown")
@@ -90,8 +90,7 @@ public final class AccessLog: Sendable {
         json.decimal(LogKey.durationMs, ms)
         json.string(LogKey.closeCause, cause.rawValue)
         if let generation = record.policyGeneration { json.number(LogKey.policyGeneration, generation) }
-        var bytes = json.finish()
-        bytes.append(UInt8(ascii: "\n"))
+        let bytes = json.finishLine()
         fd.withLock { descriptor in
             bytes.withUnsafeBytes { raw in
                 var offset = 0
@@ -115,19 +114,6 @@ public final class AccessLog: Sendable {
         default: return "0x" + String(version, radix: 16)
         }
     }
-
-    static func rfc3339(_ seconds: Double) -> String {
-        var time = time_t(seconds)
-        var parts = tm()
-        gmtime_r(&time, &parts)
-        let millis = Int((seconds - Double(time)) * 1000)
-        func pad(_ value: Int32, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
-        }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(millis), 3))Z"
-    }
 }
 
 #if canImport(Glibc)
@@ -138,12 +124,13 @@ private let systemWrite = Musl.write
 private let systemWrite = Darwin.write
 #endif
 
-/// A minimal JSON object writer: keys in insertion order, strings escaped per RFC 8259.
+/// A minimal JSON object writer: keys in insertion order, strings escaped per RFC 8259. Writes
+/// into one byte array: nested objects, numbers and timestamps go straight in, no string per field.
 struct JSONLine {
     private var bytes: [UInt8] = [UInt8(ascii: "{")]
     private var first = true
 
-    init() { bytes.reserveCapacity(512) }
+    init() { bytes.reserveCapacity(640) }
 
     private mutating func key(_ key: String) {
         if !first { bytes.append(UInt8(ascii: ",")) }
@@ -163,14 +150,44 @@ struct JSONLine {
 
     mutating func number(_ name: String, _ value: Int) {
         key(name)
-        bytes.append(contentsOf: String(value).utf8)
+        Self.appendDecimal(value, to: &bytes)
     }
 
+    /// `value` with three decimals (milliseconds as `12.345`).
     mutating func decimal(_ name: String, _ value: Double) {
         key(name)
-        let thousandths = Int((value * 1000).rounded())
-        let fraction = String(thousandths % 1000)
-        bytes.append(contentsOf: "\(thousandths / 1000).\(String(repeating: "0", count: 3 - fraction.count))\(fraction)".utf8)
+        var thousandths = Int((value * 1000).rounded())
+        if thousandths < 0 {
+            bytes.append(UInt8(ascii: "-"))
+            thousandths = -thousandths
+        }
+        Self.appendDecimal(thousandths / 1000, to: &bytes)
+        bytes.append(UInt8(ascii: "."))
+        Self.appendDecimal(thousandths % 1000, width: 3, to: &bytes)
+    }
+
+    /// An RFC 3339 UTC timestamp with milliseconds, `2026-11-27T07:36:24.179Z`, from Unix seconds.
+    mutating func timestamp(_ name: String, _ seconds: Double) {
+        key(name)
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        let millis = min(999, max(0, Int((seconds - Double(time)) * 1000)))
+        bytes.append(UInt8(ascii: "\""))
+        Self.appendDecimal(Int(parts.tm_year) + 1900, width: 4, to: &bytes)
+        func field(_ separator: Unicode.Scalar, _ value: Int32) {
+            bytes.append(UInt8(ascii: separator))
+            Self.appendDecimal(Int(value), width: 2, to: &bytes)
+        }
+        field("-", parts.tm_mon + 1)
+        field("-", parts.tm_mday)
+        field("T", parts.tm_hour)
+        field(":", parts.tm_min)
+        field(":", parts.tm_sec)
+        bytes.append(UInt8(ascii: "."))
+        Self.appendDecimal(millis, width: 3, to: &bytes)
+        bytes.append(UInt8(ascii: "Z"))
+        bytes.append(UInt8(ascii: "\""))
     }
 
     mutating func bool(_ name: String, _ value: Bool) {
@@ -188,11 +205,14 @@ struct JSONLine {
         bytes.append(UInt8(ascii: "]"))
     }
 
+    /// A nested object, written in place.
     mutating func object(_ name: String, _ body: (inout JSONLine) -> Void) {
         key(name)
-        var inner = JSONLine()
-        body(&inner)
-        bytes.append(contentsOf: inner.finish())
+        bytes.append(UInt8(ascii: "{"))
+        first = true
+        body(&self)
+        first = false
+        bytes.append(UInt8(ascii: "}"))
     }
 
     mutating func raw(_ name: String, _ json: [UInt8]) {
@@ -200,7 +220,42 @@ struct JSONLine {
         bytes.append(contentsOf: json)
     }
 
+    /// The object, closed.
     func finish() -> [UInt8] { bytes + [UInt8(ascii: "}")] }
+
+    /// The object, closed and followed by a newline: a log line, without a copy.
+    consuming func finishLine() -> [UInt8] {
+        bytes.append(UInt8(ascii: "}"))
+        bytes.append(UInt8(ascii: "\n"))
+        return bytes
+    }
+
+    /// The decimal digits of `value`, left-padded with zeros to `width`.
+    static func appendDecimal(_ value: Int, width: Int = 1, to bytes: inout [UInt8]) {
+        var value = value
+        if value < 0 {
+            bytes.append(UInt8(ascii: "-"))
+            if value == .min {
+                bytes.append(contentsOf: String(value).utf8.dropFirst())
+                return
+            }
+            value = -value
+        }
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for 24 digits, on the stack
+        withUnsafeMutableBytes(of: &digits) { raw in
+            var n = 0
+            repeat {
+                raw[raw.count - 1 - n] = UInt8(ascii: "0") + UInt8(value % 10)
+                value /= 10
+                n += 1
+            } while value > 0
+            while n < min(width, raw.count) {
+                raw[raw.count - 1 - n] = UInt8(ascii: "0")
+                n += 1
+            }
+            bytes.append(contentsOf: raw[(raw.count - n)...])
+        }
+    }
 
     static func appendEscaped(_ string: String, to bytes: inout [UInt8]) {
         bytes.append(UInt8(ascii: "\""))

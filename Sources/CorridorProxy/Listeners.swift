@@ -17,6 +17,7 @@ public enum Listeners {
             return try await bootstrap(group: group)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        try RelayBuffers.configure(channel)
                         try HTTPProxyPipeline.add(to: channel.pipeline.syncOperations, listenerName: "http", proxy: proxy,
                                                   countsConnection: true, position: .last)
                     }
@@ -29,6 +30,7 @@ public enum Listeners {
         return try await bootstrap(group: group)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try RelayBuffers.configure(channel)
                     try channel.pipeline.syncOperations.addHandler(InspectHandler(mode: handlerMode, listenerName: name, proxy: proxy))
                 }
             }
@@ -43,9 +45,6 @@ public enum Listeners {
             // Accepted sockets inherit TCP_NODELAY from the listener (Linux and the BSDs): one
             // setsockopt per connection fewer.
             .serverChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelOption(.maxMessagesPerRead, value: RelayBuffers.maxMessagesPerRead)
-            .childChannelOption(.recvAllocator, value: RelayBuffers.allocator)
     }
 }
 
@@ -64,6 +63,15 @@ enum RelayBuffers {
     static let bulkReadBytes = 16384
     static let bulkMaxMessagesPerRead: UInt = 4
     static var allocator: AdaptiveRecvByteBufferAllocator { AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536) }
+
+    /// Sets a new channel's relay options directly (in its initializer, before it is registered):
+    /// a bootstrap's option list costs a chain of futures and dynamic casts per connection.
+    static func configure(_ channel: any Channel) throws {
+        guard let options = channel.syncOptions else { return }
+        try options.setOption(.allowRemoteHalfClosure, value: true)
+        try options.setOption(.maxMessagesPerRead, value: maxMessagesPerRead)
+        try options.setOption(.recvAllocator, value: allocator)
+    }
 }
 
 /// The handlers of a plain-HTTP connection (the http listener, or a CONNECT-listener connection

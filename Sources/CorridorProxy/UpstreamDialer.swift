@@ -110,12 +110,10 @@ final class UpstreamBootstraps {
 
     func bootstrap(connectTimeout timeout: Duration) -> ClientBootstrap {
         if let cached, cached.timeout == timeout { return cached.bootstrap }
+        // TCP_NODELAY is a ClientBootstrap default; the rest is set in the initializer.
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(.nanoseconds(timeout.nanoseconds))
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.maxMessagesPerRead, value: RelayBuffers.maxMessagesPerRead)
-            .channelOption(.recvAllocator, value: RelayBuffers.allocator)
+            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try RelayBuffers.configure(channel) } }
         cached = (timeout, bootstrap)
         return bootstrap
     }

@@ -10,18 +10,18 @@ enum TLSExtensionType {
 }
 
 extension ByteBuffer {
-    /// Reads an integer or fails as malformed, naming the field.
-    fileprivate mutating func readOrFail<T: FixedWidthInteger>(_: T.Type, _ field: String) throws(ClientHelloFailure) -> T {
+    /// Reads an integer or fails as malformed, naming the field (its name is built only on failure).
+    fileprivate mutating func readOrFail<T: FixedWidthInteger>(_: T.Type, _ field: @autoclosure () -> String) throws(ClientHelloFailure) -> T {
         guard let value = self.readInteger(as: T.self) else {
-            throw ClientHelloFailure(.malformed, "\(field) is truncated")
+            throw ClientHelloFailure(.malformed, "\(field()) is truncated")
         }
         return value
     }
 
-    /// Reads a slice of exactly `length` bytes or fails as malformed, naming the field.
-    fileprivate mutating func readSliceOrFail(_ length: Int, _ field: String) throws(ClientHelloFailure) -> ByteBuffer {
+    /// Reads a slice of exactly `length` bytes or fails as malformed, naming the field (its name is built only on failure).
+    fileprivate mutating func readSliceOrFail(_ length: Int, _ field: @autoclosure () -> String) throws(ClientHelloFailure) -> ByteBuffer {
         guard let slice = self.readSlice(length: length) else {
-            throw ClientHelloFailure(.malformed, "\(field) length \(length) exceeds the \(self.readableBytes) bytes left")
+            throw ClientHelloFailure(.malformed, "\(field()) length \(length) exceeds the \(self.readableBytes) bytes left")
         }
         return slice
     }
@@ -95,13 +95,13 @@ extension ClientHelloParser {
     private static func parseExtensions(
         _ extensions: inout ByteBuffer, into info: inout ClientHelloInfo
     ) throws(ClientHelloFailure) -> ByteBuffer? {
-        var seen = Set<UInt16>()
+        var seen = ExtensionTypeSet()
         var serverName: ByteBuffer?
         while extensions.readableBytes > 0 {
             let type = try extensions.readOrFail(UInt16.self, "extension type")
             let length = Int(try extensions.readOrFail(UInt16.self, "extension length"))
             let data = try extensions.readSliceOrFail(length, "extension 0x\(String(type, radix: 16)) data")
-            guard seen.insert(type).inserted else {
+            guard seen.insert(type) else {
                 throw ClientHelloFailure(.duplicateExtension, "extension 0x\(String(type, radix: 16)) appears twice")
             }
             switch type {
@@ -208,5 +208,20 @@ extension ClientHelloParser {
             if !isGREASE(version) { versions.append(version) }
         }
         return versions
+    }
+}
+
+/// The extension types seen in one ClientHello: a bitmap of all 65,536 (8 KiB, zeroed once), so
+/// each insert is O(1) with no hashing, whatever the number of extensions a client sends.
+struct ExtensionTypeSet {
+    private var words = [UInt64](repeating: 0, count: 1 << 10)
+
+    /// Inserts `type`; false if it was already there.
+    mutating func insert(_ type: UInt16) -> Bool {
+        let word = Int(type >> 6)
+        let bit = UInt64(1) << (type & 63)
+        if words[word] & bit != 0 { return false }
+        words[word] |= bit
+        return true
     }
 }

@@ -1,0 +1,60 @@
+import Foundation
+import Testing
+
+@testable import CorridorProxy
+
+/// The access log's JSON writer: numbers, decimals and timestamps written digit by digit, nested
+/// objects in place, strings escaped; every line must parse as JSON.
+@Suite struct JSONLineTests {
+    private func text(_ build: (inout JSONLine) -> Void) -> String {
+        var json = JSONLine()
+        build(&json)
+        return String(decoding: json.finishLine(), as: UTF8.self)
+    }
+
+    @Test func integersAsDecimalDigits() throws {
+        for value in [0, 7, 10, 99, 100, 12345, -1, -90, Int.max, Int.min] {
+            let line = text { $0.number("n", value) }
+            #expect(line == "{\"n\":\(value)}\n")
+            let parsed = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(parsed?["n"] != nil)
+        }
+    }
+
+    @Test func decimalsWithThreePlaces() {
+        #expect(text { $0.decimal("ms", 0) } == "{\"ms\":0.000}\n")
+        #expect(text { $0.decimal("ms", 1.5) } == "{\"ms\":1.500}\n")
+        #expect(text { $0.decimal("ms", 12.3456) } == "{\"ms\":12.346}\n")
+        #expect(text { $0.decimal("ms", 1000.0004) } == "{\"ms\":1000.000}\n")
+        #expect(text { $0.decimal("ms", 0.0015) } == "{\"ms\":0.002}\n")
+        #expect(text { $0.decimal("ms", -2.25) } == "{\"ms\":-2.250}\n")
+    }
+
+    @Test func timestampsInRFC3339UTC() {
+        #expect(text { $0.timestamp("t", 0) } == "{\"t\":\"1970-01-01T00:00:00.000Z\"}\n")
+        #expect(text { $0.timestamp("t", 1_795_764_984.1795) } == "{\"t\":\"2026-11-27T07:36:24.179Z\"}\n")
+        #expect(text { $0.timestamp("t", 951_782_400.999_9) } == "{\"t\":\"2000-02-29T00:00:00.999Z\"}\n")
+    }
+
+    @Test func nestedObjectsAndEscapes() throws {
+        let line = text { json in
+            json.string("a", "quote \" backslash \\ newline \n tab \t bell \u{7}")
+            json.object("o") { inner in
+                inner.string("k", "v")
+                inner.object("empty") { _ in }
+                inner.number("n", 1)
+            }
+            json.stringArray("list", ["x", "y\"z"])
+            json.bool("b", true)
+        }
+        #expect(line.hasSuffix("}\n"))
+        let parsed = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(parsed["a"] as? String == "quote \" backslash \\ newline \n tab \t bell \u{7}")
+        let inner = try #require(parsed["o"] as? [String: Any])
+        #expect(inner["k"] as? String == "v")
+        #expect((inner["empty"] as? [String: Any])?.isEmpty == true)
+        #expect(inner["n"] as? Int == 1)
+        #expect(parsed["list"] as? [String] == ["x", "y\"z"])
+        #expect(line.contains(#""o":{"k":"v","empty":{},"n":1},"list""#))
+    }
+}
