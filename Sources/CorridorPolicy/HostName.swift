@@ -95,14 +95,13 @@ public enum HostName {
         }
         if labelLength == 0 { return .failure(endsWithDot ? .emptyLabel : .emptyLabel) }
         if out.last == UInt8(ascii: "-") { return .failure(.hyphenAtLabelEdge) }
-        let name = String(decoding: out, as: UTF8.self)
         if labelAllDigits {
             // "1.2.3.4", "127.1", "2130706433": every spelling an IPv4 parser might accept ends
             // in an all-digit label, and no real TLD is numeric.
-            return .failure(IPAddress(parsing: name) != nil ? .ipLiteral : .allNumericTopLabel)
+            return .failure(IPAddress(parsing: String(decoding: out, as: UTF8.self)) != nil ? .ipLiteral : .allNumericTopLabel)
         }
-        if looksLikeHexIPv4(name) { return .failure(.ipLiteral) }
-        return .success(name)
+        if looksLikeHexIPv4(out) { return .failure(.ipLiteral) }
+        return .success(String(decoding: out, as: UTF8.self))
     }
 
     /// Normalises a string (from configuration or a CONNECT line).
@@ -110,15 +109,33 @@ public enum HostName {
         normalize(bytes: Array(string.utf8))
     }
 
-    /// True for a name whose labels are all inet_aton-style numbers, e.g. `0x7f.1` or `0x7f000001`.
-    static func looksLikeHexIPv4(_ name: String) -> Bool {
-        let labels = name.split(separator: ".", omittingEmptySubsequences: false)
-        guard labels.count <= 4 else { return false }
-        for label in labels {
-            let isHex = label.count > 2 && label.hasPrefix("0x") && label.dropFirst(2).allSatisfy(\.isHexDigit)
-            let isDecimal = label.allSatisfy(\.isNumber)
-            if !(isHex || isDecimal) { return false }
+    /// True for a normalised name (lowercase ASCII, no empty label) whose labels are all
+    /// inet_aton-style numbers, e.g. `0x7f.1` or `0x7f000001`: at most four labels, each decimal
+    /// digits or `0x` and hex digits. Byte by byte: this runs for every ClientHello's name.
+    static func looksLikeHexIPv4<Bytes: Collection>(_ name: Bytes) -> Bool where Bytes.Element == UInt8 {
+        var labels = 1
+        var length = 0
+        var decimal = true
+        var hex = true  // "0x" then hex digits; judged at the label's end
+        for byte in name {
+            if byte == UInt8(ascii: ".") {
+                guard decimal || (hex && length > 2) else { return false }
+                labels += 1
+                if labels > 4 { return false }
+                (length, decimal, hex) = (0, true, true)
+                continue
+            }
+            let isDigit = byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")
+            let isHexLetter = byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "f")
+            switch length {
+            case 0: hex = hex && byte == UInt8(ascii: "0")
+            case 1: hex = hex && byte == UInt8(ascii: "x")
+            default: hex = hex && (isDigit || isHexLetter)
+            }
+            decimal = decimal && isDigit
+            if !decimal && !hex { return false }
+            length += 1
         }
-        return true
+        return decimal || (hex && length > 2)
     }
 }

@@ -109,3 +109,38 @@ struct HostNameTests {
         #expect(Set(normalised) == ["api.stripe.com"])
     }
 }
+
+/// The byte-wise inet_aton check against the character-wise one it replaced, on edge cases and
+/// on every name of up to five labels drawn from a small alphabet of label shapes.
+@Suite struct HexIPv4CheckTests {
+    /// The former implementation, kept as the reference.
+    static func reference(_ name: String) -> Bool {
+        let labels = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard labels.count <= 4 else { return false }
+        for label in labels {
+            let isHex = label.count > 2 && label.hasPrefix("0x") && label.dropFirst(2).allSatisfy(\.isHexDigit)
+            let isDecimal = label.allSatisfy(\.isNumber)
+            if !(isHex || isDecimal) { return false }
+        }
+        return true
+    }
+
+    @Test func agreesWithTheCharacterWiseCheck() {
+        let shapes = ["0", "7", "127", "0x", "0x7f", "0x0", "0xg", "x7f", "0x7f000001", "00x1", "a", "ab", "0a", "1x", "abc", "0xabcdef", "0xfg"]
+        var names: [String] = []
+        for a in shapes {
+            names.append(a)
+            for b in shapes {
+                names.append("\(a).\(b)")
+                for c in ["0", "0x1", "x", "1"] {
+                    names.append("\(a).\(b).\(c)")
+                    names.append("\(a).\(b).\(c).1")
+                    names.append("\(a).\(b).\(c).1.2")
+                }
+            }
+        }
+        for name in names {
+            #expect(HostName.looksLikeHexIPv4(Array(name.utf8)) == Self.reference(name), "\(name)")
+        }
+    }
+}
