@@ -40,7 +40,7 @@ public final class Gateway: Sendable {
     }
 
     private struct State {
-        var listeners: [String: BoundListener] = [:]
+        var listeners: [String: any Channel] = [:]
         var fingerprint: [Int]?
         var ready = false
     }
@@ -109,7 +109,7 @@ public final class Gateway: Sendable {
     /// Binds the listeners. Their addresses (with the real port when 0 was asked for) are in `boundAddresses`.
     public func start() async throws {
         let gateway = proxy.policy.current.gateway
-        var bound: [String: BoundListener] = [:]
+        var bound: [String: any Channel] = [:]
         do {
             if let address = gateway.listeners.tls {
                 bound["tls"] = try await Listeners.bind(.passthrough, host: address.host, port: address.port, group: group, proxy: proxy)
@@ -122,19 +122,18 @@ public final class Gateway: Sendable {
             }
             if let address = gateway.listeners.admin {
                 let isReady: @Sendable () -> Bool = { [weak self] in self?.isReady ?? false }
-                bound["admin"] = BoundListener(channels: [try await AdminServer.bind(host: address.host, port: address.port, group: group, proxy: proxy, isReady: isReady)])
+                bound["admin"] = try await AdminServer.bind(host: address.host, port: address.port, group: group, proxy: proxy, isReady: isReady)
             }
         } catch {
-            for listener in bound.values { await listener.close() }
+            for channel in bound.values { try? await channel.close() }
             throw error
         }
         state.withLock {
             $0.listeners = bound
             $0.ready = true
         }
-        for (name, listener) in bound.sorted(by: { $0.key < $1.key }) {
-            logger.info("listening", metadata: ["listener": "\(name)", "address": "\(listener.localAddress?.hostPort ?? "?")",
-                                                "sockets": "\(listener.channels.count)"])
+        for (name, channel) in bound.sorted(by: { $0.key < $1.key }) {
+            logger.info("listening", metadata: ["listener": "\(name)", "address": "\(channel.localAddress?.hostPort ?? "?")"])
         }
         if let cluster {
             proxy.metrics.setReady(false)
@@ -232,7 +231,7 @@ public final class Gateway: Sendable {
             return state.listeners
         }
         proxy.metrics.setReady(false)
-        for (name, listener) in listeners where name != "admin" { await listener.close() }
+        for (name, channel) in listeners where name != "admin" { try? await channel.close() }
         logger.info("draining", metadata: ["open": "\(proxy.openConnections)"])
         while proxy.openConnections > 0 && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(50))
@@ -240,7 +239,7 @@ public final class Gateway: Sendable {
         if proxy.openConnections > 0 {
             logger.warning("drain deadline passed; closing live connections", metadata: ["open": "\(proxy.openConnections)"])
         }
-        if let admin = listeners["admin"] { await admin.close() }
+        if let admin = listeners["admin"] { try? await admin.close() }
         await cluster?.stop()
         try? await group.shutdownGracefully()
         try? await threadPool.shutdownGracefully()

@@ -2,98 +2,49 @@ import CorridorPolicy
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Binds the data-plane listeners. Each accepted connection starts with an ``InspectHandler``.
-///
-/// With several event loops, every loop gets its own listening socket on the same address
-/// (SO_REUSEPORT): the kernel spreads new connections over them, and each connection stays on the
-/// loop that accepted it. One shared socket would make one loop accept everything and hand each
-/// connection to another loop (a cross-thread task and wake-up per connection).
 public enum Listeners {
-    /// Binds the TLS passthrough listener (`passthrough`), the CONNECT listener (`connect`) or the
-    /// plain-HTTP listener (`http`).
+    /// Binds the TLS passthrough listener (`passthrough`) or the CONNECT listener (`connect`).
     public static func bind(
         _ mode: InspectHandlerMode,
         host: String,
         port: Int,
         group: any EventLoopGroup,
         proxy: ProxyContext
-    ) async throws -> BoundListener {
-        let loops = Array(group.makeIterator())
-        let initializer = childInitializer(mode, proxy: proxy)
-        guard loops.count > 1 else {
-            return BoundListener(channels: [try await bootstrap(group: group).childChannelInitializer(initializer).bind(host: host, port: port).get()])
-        }
-        var channels: [any Channel] = []
-        do {
-            for loop in loops {
-                // Port 0: the first socket picks the port, the others join it.
-                let port = channels.first?.localAddress?.port ?? port
-                channels.append(try await bootstrap(group: loop)
-                    .serverChannelOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_REUSEPORT)), value: 1)
-                    .childChannelInitializer(initializer)
-                    .bind(host: host, port: port)
-                    .get())
-            }
-        } catch {
-            for channel in channels { try? await channel.close() }
-            throw error
-        }
-        return BoundListener(channels: channels)
-    }
-
-    private static func childInitializer(_ mode: InspectHandlerMode, proxy: ProxyContext) -> @Sendable (any Channel) -> EventLoopFuture<Void> {
-        switch mode {
-        case .http:
-            return { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try RelayBuffers.configure(channel)
-                    try HTTPProxyPipeline.add(to: channel.pipeline.syncOperations, listenerName: "http", proxy: proxy,
-                                              countsConnection: true, position: .last)
+    ) async throws -> any Channel {
+        if mode == .http {
+            return try await bootstrap(group: group)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try RelayBuffers.configure(channel)
+                        try HTTPProxyPipeline.add(to: channel.pipeline.syncOperations, listenerName: "http", proxy: proxy,
+                                                  countsConnection: true, position: .last)
+                    }
                 }
-            }
-        case .passthrough, .connect:
-            let name = mode == .passthrough ? "tls" : "connect"
-            let handlerMode: InspectHandler.Mode = mode == .passthrough ? .passthrough : .connect
-            return { channel in
+                .bind(host: host, port: port)
+                .get()
+        }
+        let name = mode == .passthrough ? "tls" : "connect"
+        let handlerMode: InspectHandler.Mode = mode == .passthrough ? .passthrough : .connect
+        return try await bootstrap(group: group)
+            .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try RelayBuffers.configure(channel)
                     try channel.pipeline.syncOperations.addHandler(InspectHandler(mode: handlerMode, listenerName: name, proxy: proxy))
                 }
             }
-        }
+            .bind(host: host, port: port)
+            .get()
     }
 
-    /// A server bootstrap on `group` whose children stay on the loop that accepted them.
     static func bootstrap(group: any EventLoopGroup) -> ServerBootstrap {
-        ServerBootstrap(group: group, childGroup: group)
+        ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // Accepted sockets inherit TCP_NODELAY from the listener (Linux and the BSDs): one
             // setsockopt per connection fewer.
             .serverChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-    }
-}
-
-/// A bound listener: one listening socket, or one per event loop sharing the address.
-public struct BoundListener: Sendable {
-    public let channels: [any Channel]
-
-    public init(channels: [any Channel]) {
-        self.channels = channels
-    }
-
-    /// The bound address (with the real port when 0 was asked for).
-    public var localAddress: SocketAddress? { channels.first?.localAddress }
-
-    /// Stops accepting on every socket; accepted connections go on.
-    public func close() async {
-        for channel in channels { try? await channel.close() }
     }
 }
 
