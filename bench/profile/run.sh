@@ -13,6 +13,7 @@
 #        clients as in the peers harness; prints the gateway's CPU per connection (or request) of
 #        every run and the medians. Copy a binary aside first (cp .build/release/corridor /tmp/a).
 # Root: the gateway gets a private /etc/hosts (unshare -m), like the peers harness gives it.
+# PROFILE_WORKERS=N runs the gateway with N event loops (default 1).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 mode="${1:-conn}"; n="${2:-}"
@@ -78,12 +79,12 @@ load() {   # load N: the workload against the gateway
         h2load --h1 -c "$clients" -n "$1" -H 'Connection: close' --connect-to=127.0.0.1:$gw_port https://api.allowed.test:$origin_port/
     else
         h2load --h1 -c "$clients" -n "$1" --connect-to=127.0.0.1:$gw_port https://api.allowed.test:$origin_port/
-    fi | grep -E '^requests:' | sed 's/^/  h2load /'
+    fi | grep -E '^requests:|^finished in' | sed 's/^/  h2load /'
 }
 bin=${bins[0]}
 start_gateway() {   # start_gateway WRAPPER...: $bin in a private mount namespace (its /etc/hosts)
     HOSTS="$run/hosts" unshare -m -- /bin/bash -c 'mount --bind "$HOSTS" /etc/hosts && exec "$@"' gateway \
-        "$@" "$bin" run --config "$run/corridor.yaml" --workers 1 --log-level warning \
+        "$@" "$bin" run --config "$run/corridor.yaml" --workers "${PROFILE_WORKERS:-1}" --log-level warning \
         > "$run/gateway.out" 2>&1 &
     gw=$!; pids+=($gw)
     for _ in $(seq 1 100); do ss -Hltn "sport = :$gw_port" | grep -q . && break; sleep 0.1; done
@@ -101,13 +102,13 @@ if [ "$ab" = 1 ]; then
             bin=${bins[$which]}
             start_gateway
             read -r u0 s0 < <(ticks)
-            load "$n" >/dev/null
+            rate=$(load "$n" | sed -n 's/.*finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p')
             read -r u1 s1 < <(ticks)
             kill "$gwpid"; wait "$gw" 2>/dev/null || true
             us=$(( (u1 - u0 + s1 - s0) * 1000000 / hz / n ))
             runs[$which]+="$us "
-            printf '  rep %d %s: %d us per %s (user %d, system %d)\n' "$rep" "$([ $which = 0 ] && echo A || echo B)" "$us" "$unit" \
-                $(( (u1 - u0) * 1000000 / hz / n )) $(( (s1 - s0) * 1000000 / hz / n ))
+            printf '  rep %d %s: %d us per %s (user %d, system %d), %s per second\n' "$rep" "$([ $which = 0 ] && echo A || echo B)" "$us" "$unit" \
+                $(( (u1 - u0) * 1000000 / hz / n )) $(( (s1 - s0) * 1000000 / hz / n )) "$rate"
         done
     done
     median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
