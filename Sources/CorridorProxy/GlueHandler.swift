@@ -16,6 +16,9 @@ final class GlueHandler: ChannelDuplexHandler {
     private var pendingRead = false
     /// Whether this side reads several buffers per wake-up (after the first large read).
     private var bulk = false
+    /// Whether this side is down to one read per wake-up (the client side at once, the upstream
+    /// side after its first reads).
+    private var trimmed = false
     private let session: RelaySession
     private let isClientSide: Bool
 
@@ -33,7 +36,17 @@ final class GlueHandler: ChannelDuplexHandler {
         return (client, upstream)
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        // The client's start (the ClientHello) is read: keep one receive buffer from now on.
+        if isClientSide { keepOneReceiveBuffer(context) }
+    }
+
+    /// One read per wake-up, so NIO keeps one receive buffer for this channel (see ``RelayBuffers``).
+    private func keepOneReceiveBuffer(_ context: ChannelHandlerContext) {
+        trimmed = true
+        try? context.channel.syncOptions?.setOption(.maxMessagesPerRead, value: RelayBuffers.maxMessagesPerRead)
+    }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
@@ -64,12 +77,17 @@ final class GlueHandler: ChannelDuplexHandler {
             // A bulk transfer: read up to four buffers per wake-up from now on. Connections start
             // with one (NIO keeps that many receive buffers per channel, and idle ones pay for them).
             bulk = true
+            trimmed = true
+            try? context.channel.syncOptions?.setOption(.recvAllocator, value: RelayBuffers.bulkAllocator)
             try? context.channel.syncOptions?.setOption(.maxMessagesPerRead, value: RelayBuffers.bulkMaxMessagesPerRead)
         }
         partner?.partnerWrite(data)
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) { partner?.partnerFlush() }
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if !trimmed { keepOneReceiveBuffer(context) }
+        partner?.partnerFlush()
+    }
 
     func channelInactive(context: ChannelHandlerContext) {
         session.sideClosed(isClientSide: isClientSide)

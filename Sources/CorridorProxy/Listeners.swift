@@ -17,7 +17,7 @@ public enum Listeners {
             return try await bootstrap(group: group)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try RelayBuffers.configure(channel)
+                        try RelayBuffers.configureHTTP(channel)
                         try HTTPProxyPipeline.add(to: channel.pipeline.syncOperations, listenerName: "http", proxy: proxy,
                                                   countsConnection: true, position: .last)
                     }
@@ -48,29 +48,71 @@ public enum Listeners {
     }
 }
 
-/// Receive buffers of relayed connections. NIO keeps a channel's receive buffers for reuse (up to
-/// `maxMessagesPerRead` of them), so an idle connection keeps paying for them: one per channel
-/// until a bulk transfer shows. The first buffer is 1 KiB: a ClientHello (517 B from OpenSSL 3
-/// clients) or an origin's first flight (657 B from the bench origin) then takes one read and one
-/// write, where 512 B took two of each and grew the kept buffer to 1 KiB anyway (strace: 11 ->
-/// 9 reads and 9 -> 8 writes per connection; the same 7.2 KiB per idle connection at 1,000).
-/// Smaller first buffers do not pay: below 512 NIO's adaptive allocator grows in 64-byte steps,
-/// so a handshake takes several reads (at 256 B a full run cost 4.42 s of CPU per 10k
-/// connections against 3.42 at 512).
+/// Receive buffers of relayed connections, and what an idle connection keeps of them.
+///
+/// NIO keeps a channel's receive buffers for reuse (up to `maxMessagesPerRead` of them), and an
+/// idle relay would keep paying for them: about 1 KiB on each of its two channels, a third of
+/// what an idle connection cost. Relayed channels therefore read with ``RelayRecvAllocator``:
+/// NIO keeps the first buffer a channel reads into, and that one is 16 bytes; every later read
+/// gets a fresh buffer sized by NIO's adaptive allocator (first 1 KiB, so a ClientHello or an
+/// origin's first flight takes one read and one write), freed as soon as its bytes are written
+/// on. Two reads per wake-up while a channel starts, so the 16-byte read costs one `read(2)` and
+/// no extra wake-up; the relay then trims each channel to one kept buffer (see ``GlueHandler``).
+/// A bulk transfer switches to NIO's reusing adaptive allocator, four buffers per wake-up.
 enum RelayBuffers {
+    /// Reads per wake-up while a channel starts: the 16-byte first read, then a full one.
+    static let startingMessagesPerRead: UInt = 2
+    /// Reads per wake-up of a relayed channel (and the buffers NIO keeps for it).
     static let maxMessagesPerRead: UInt = 1
     /// A read this large marks a bulk transfer (see ``GlueHandler``).
     static let bulkReadBytes = 16384
     static let bulkMaxMessagesPerRead: UInt = 4
-    static var allocator: AdaptiveRecvByteBufferAllocator { AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536) }
+    /// The reusing allocator of bulk transfers.
+    static var bulkAllocator: AdaptiveRecvByteBufferAllocator { AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 65536, maximum: 65536) }
+    /// The allocator of plain-HTTP client connections (parsed by NIO's HTTP decoder, not relayed).
+    static var httpAllocator: AdaptiveRecvByteBufferAllocator { AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536) }
 
-    /// Sets a new channel's relay options directly (in its initializer, before it is registered):
+    /// Sets a new relayed channel's options directly (in its initializer, before it is registered):
     /// a bootstrap's option list costs a chain of futures and dynamic casts per connection.
     static func configure(_ channel: any Channel) throws {
         guard let options = channel.syncOptions else { return }
         try options.setOption(.allowRemoteHalfClosure, value: true)
+        try options.setOption(.maxMessagesPerRead, value: startingMessagesPerRead)
+        try options.setOption(.recvAllocator, value: RelayRecvAllocator())
+    }
+
+    /// The options of a plain-HTTP client connection.
+    static func configureHTTP(_ channel: any Channel) throws {
+        guard let options = channel.syncOptions else { return }
+        try options.setOption(.allowRemoteHalfClosure, value: true)
         try options.setOption(.maxMessagesPerRead, value: maxMessagesPerRead)
-        try options.setOption(.recvAllocator, value: allocator)
+        try options.setOption(.recvAllocator, value: httpAllocator)
+    }
+}
+
+/// A receive allocator whose first buffer is 16 bytes and whose later buffers NIO never keeps:
+/// NIO's buffer pool stores the first buffer it allocates for a channel, reuses a stored buffer
+/// only when the allocator names a next size (`nextBufferSize()`; here nil) or says reads will
+/// not grow (`record`; here always "may grow"), and stores later buffers only up to
+/// `maxMessagesPerRead`. Sizes after the first come from NIO's adaptive allocator.
+struct RelayRecvAllocator: RecvByteBufferAllocator {
+    static let firstBufferBytes = 16
+    private var adaptive = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536)
+    private var first = true
+
+    func buffer(allocator: ByteBufferAllocator) -> ByteBuffer {
+        first ? allocator.buffer(capacity: Self.firstBufferBytes) : adaptive.buffer(allocator: allocator)
+    }
+
+    func nextBufferSize() -> Int? { nil }
+
+    mutating func record(actualReadBytes: Int) -> Bool {
+        if first {
+            first = false
+        } else {
+            _ = adaptive.record(actualReadBytes: actualReadBytes)
+        }
+        return true
     }
 }
 

@@ -49,7 +49,11 @@ struct KubernetesModeTests {
         defer { Task { await h.stop() } }
         #expect(h.waitReady())
         try h.api.put(K8sObject.pod("payments", "checkout-2", ip: "127.0.0.5", serviceAccount: "checkout", labels: ["app": "checkout"]))
-        #expect(eventually { (try? h.connect(from: "127.0.0.5").status) == 0 })
+        var lastCurl: CommandResult?
+        #expect(eventually {
+            lastCurl = try? h.connect(from: "127.0.0.5")
+            return lastCurl?.status == 0
+        }, "last curl: \(String(describing: lastCurl)); records from 127.0.0.5: \(h.records(from: "127.0.0.5"))")
         // The pod goes away and the network hands its address to a pod in another namespace.
         try h.api.delete("pods", namespace: "payments", name: "checkout-2")
         try h.api.put(K8sObject.pod("analytics", "crawler-1", ip: "127.0.0.5", serviceAccount: "crawler", labels: ["app": "checkout"]))
