@@ -174,6 +174,18 @@ func eventually(timeout: TimeInterval = 10, _ condition: () throws -> Bool) reth
     return try condition()
 }
 
+/// The same poll for async tests, sleeping without holding a thread: swift-testing runs async tests
+/// on Swift's cooperative pool (one thread per core), which the in-process gateway's Kubernetes
+/// sync shares; a blocking poll there can starve it until the poll gives up.
+func eventually(timeout: TimeInterval = 10, _ condition: () throws -> Bool) async rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try condition() { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return try condition()
+}
+
 /// The Python TLS upstream (Tests/Support/tls_upstream.py) on 127.0.0.1.
 final class TLSUpstream: @unchecked Sendable {
     let process: BackgroundProcess

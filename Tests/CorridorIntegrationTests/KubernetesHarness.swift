@@ -179,7 +179,7 @@ final class KubernetesHarness: AccessLogReading, @unchecked Sendable {
     func stop() async { await gateway?.shutdown(drain: .seconds(1)) }
 
     /// Waits for the gateway's first sync.
-    func waitReady(timeout: TimeInterval = 20) -> Bool { eventually(timeout: timeout) { gateway.isReady } }
+    func waitReady(timeout: TimeInterval = 20) async -> Bool { await eventually(timeout: timeout) { gateway.isReady } }
 
     /// curl through the CONNECT listener from `source` (a 127.0.0.x address standing for a pod IP).
     func connect(from source: String, host: String = "api.allowed.test") throws -> CommandResult {

@@ -12,7 +12,7 @@ struct KubernetesModeTests {
     @Test func policyAndIdentitiesComeFromTheAPIAndEveryObjectIsAccepted() async throws {
         let h = try await KubernetesHarness()
         defer { Task { await h.stop() } }
-        #expect(h.waitReady())
+        #expect(await h.waitReady())
         #expect(try h.admin("/readyz") == "ready\n")
         #expect(try h.connect(from: "127.0.0.1").status == 0)
         #expect(try h.connect(from: "127.0.0.3").status != 0)
@@ -26,8 +26,8 @@ struct KubernetesModeTests {
         #expect(identity(denied)["namespace"] as? String == "analytics")
 
         // The gateway says so on each object, through the status subresource.
-        #expect(eventually { h.api.accepted("externalservices", name: "allowed-api")?["status"] as? String == "True" })
-        #expect(eventually { h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress")?["status"] as? String == "True" })
+        #expect(await eventually { h.api.accepted("externalservices", name: "allowed-api")?["status"] as? String == "True" })
+        #expect(await eventually { h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress")?["status"] as? String == "True" })
         // List then watch, as the API conventions ask: paged lists, watches with bookmarks and a server timeout.
         let requests = h.api.requests
         let podList = try #require(requests.first { $0["path"] as? String == "/api/v1/pods" })
@@ -47,17 +47,17 @@ struct KubernetesModeTests {
     @Test func anIPReusedByAPodOfAnotherNamespaceGetsTheNewIdentityAtOnce() async throws {
         let h = try await KubernetesHarness()
         defer { Task { await h.stop() } }
-        #expect(h.waitReady())
+        #expect(await h.waitReady())
         try h.api.put(K8sObject.pod("payments", "checkout-2", ip: "127.0.0.5", serviceAccount: "checkout", labels: ["app": "checkout"]))
         var lastCurl: CommandResult?
-        #expect(eventually {
+        #expect(await eventually {
             lastCurl = try? h.connect(from: "127.0.0.5")
             return lastCurl?.status == 0
         }, "last curl: \(String(describing: lastCurl)); records from 127.0.0.5: \(h.records(from: "127.0.0.5"))")
         // The pod goes away and the network hands its address to a pod in another namespace.
         try h.api.delete("pods", namespace: "payments", name: "checkout-2")
         try h.api.put(K8sObject.pod("analytics", "crawler-1", ip: "127.0.0.5", serviceAccount: "crawler", labels: ["app": "checkout"]))
-        #expect(eventually { h.gatewayIdentity(of: "127.0.0.5") == "analytics/crawler-1" })
+        #expect(await eventually { h.gatewayIdentity(of: "127.0.0.5") == "analytics/crawler-1" })
         let before = h.records(from: "127.0.0.5").count
         #expect(try h.connect(from: "127.0.0.5").status != 0)
         let record = try #require(h.record { ($0["src"] as? String ?? "").hasPrefix("127.0.0.5:") && h.records(from: "127.0.0.5").count > before })
@@ -75,7 +75,7 @@ struct KubernetesModeTests {
             ]
         })
         defer { Task { await h.stop() } }
-        #expect(h.waitReady())
+        #expect(await h.waitReady())
         for source in ["127.0.0.6", "127.0.0.7"] {
             #expect(try h.connect(from: source).status != 0)
             let record = try #require(h.record { ($0["src"] as? String ?? "").hasPrefix("\(source):") })
@@ -87,7 +87,7 @@ struct KubernetesModeTests {
     @Test func relistsAfter410GoneAndSeesWhatChangedMeanwhile() async throws {
         let h = try await KubernetesHarness()
         defer { Task { await h.stop() } }
-        #expect(h.waitReady())
+        #expect(await h.waitReady())
         func lists() -> Int { h.api.requests.filter { $0["method"] as? String == "GET" && ($0["query"] as? [String: Any])?["watch"] == nil }.count }
         let listsBefore = lists()
         // The stream drops and the server has compacted past the gateway's resourceVersion:
@@ -95,8 +95,8 @@ struct KubernetesModeTests {
         try h.api.control("POST", "/expire-next-watch")
         try h.api.control("POST", "/drop-watches")
         try h.api.put(K8sObject.pod("payments", "checkout-3", ip: "127.0.0.8", serviceAccount: "checkout", labels: ["app": "checkout"]))
-        #expect(eventually(timeout: 20) { h.gatewayIdentity(of: "127.0.0.8") == "payments/checkout-3" })
-        #expect(eventually { lists() > listsBefore }, "a fresh list after 410")
+        #expect(await eventually(timeout: 20) { h.gatewayIdentity(of: "127.0.0.8") == "payments/checkout-3" })
+        #expect(await eventually { lists() > listsBefore }, "a fresh list after 410")
         #expect(try h.metrics().contains(#"reason="expired"} 1"#), "one watch (whichever resource's came first) got 410")
         #expect(try h.connect(from: "127.0.0.8").status == 0)
     }
@@ -104,14 +104,14 @@ struct KubernetesModeTests {
     @Test func eventsSplitAcrossChunksAndStreamsCutMidEventResumeWithoutARelist() async throws {
         let h = try await KubernetesHarness()
         defer { Task { await h.stop() } }
-        #expect(h.waitReady())
+        #expect(await h.waitReady())
         func podLists() -> Int {
             h.api.requests.filter { $0["path"] as? String == "/api/v1/pods" && ($0["query"] as? [String: Any])?["watch"] == nil }.count
         }
         let lists = podLists()
         try h.api.control("POST", "/split-chunks", ["size": 7])
         try h.api.put(K8sObject.pod("payments", "checkout-6", ip: "127.0.0.11", serviceAccount: "checkout", labels: ["app": "checkout"]))
-        #expect(eventually { h.gatewayIdentity(of: "127.0.0.11") == "payments/checkout-6" })
+        #expect(await eventually { h.gatewayIdentity(of: "127.0.0.11") == "payments/checkout-6" })
         try h.api.control("POST", "/split-chunks", ["size": 0])
         // A namespace write moves the server's resourceVersion past every pod event; the bookmark says so.
         try h.api.put(["apiVersion": "v1", "kind": "Namespace", "metadata": ["name": "elsewhere"]])
@@ -120,11 +120,11 @@ struct KubernetesModeTests {
         try h.api.control("POST", "/bookmark")
         try await Task.sleep(for: .milliseconds(300))
         try h.api.control("POST", "/drop-watches", ["midEvent": true])
-        #expect(eventually {
+        #expect(await eventually {
             h.api.requests.last { $0["path"] as? String == "/api/v1/pods" }.flatMap { ($0["query"] as? [String: Any])?["resourceVersion"] as? String } == current
         }, "the re-watch resumes from the bookmark's resourceVersion")
         try h.api.put(K8sObject.pod("payments", "checkout-7", ip: "127.0.0.12", serviceAccount: "checkout", labels: ["app": "checkout"]))
-        #expect(eventually { h.gatewayIdentity(of: "127.0.0.12") == "payments/checkout-7" })
+        #expect(await eventually { h.gatewayIdentity(of: "127.0.0.12") == "payments/checkout-7" })
         #expect(podLists() == lists, "no relist for a dropped stream")
         #expect(try h.metrics().contains(#"corridor_kubernetes_watch_restarts_total{resource="pods",reason="dropped"}"#))
     }
@@ -132,7 +132,7 @@ struct KubernetesModeTests {
     @Test func aGatewayConfigReloadRebuildsOnTheClusterObjects() async throws {
         let h = try await KubernetesHarness()
         defer { Task { await h.stop() } }
-        #expect(h.waitReady())
+        #expect(await h.waitReady())
         #expect(try h.connect(from: "127.0.0.13").status != 0)
         // A static Workload (a VM) joins the file; the cluster's policy applies to it too.
         let config = try String(contentsOfFile: h.configPath, encoding: .utf8) + """
@@ -145,7 +145,7 @@ struct KubernetesModeTests {
             """
         try config.write(toFile: h.configPath, atomically: true, encoding: .utf8)
         #expect(h.gateway.reload(reason: "test"))
-        #expect(eventually { h.gatewayIdentity(of: "127.0.0.13") == "payments/batch-vm" })
+        #expect(await eventually { h.gatewayIdentity(of: "127.0.0.13") == "payments/batch-vm" })
         #expect(try h.connect(from: "127.0.0.13").status == 0)
         #expect(try h.connect(from: "127.0.0.1").status == 0, "the API's pods are still there")
         // A bad file is refused and changes nothing.
@@ -172,7 +172,7 @@ struct KubernetesModeTests {
             ]
         }, nodeName: "node-a", pageSize: 1)
         defer { Task { await h.stop() } }
-        #expect(h.waitReady())
+        #expect(await h.waitReady())
         #expect(h.gatewayIdentity(of: "127.0.0.15") == "payments/checkout-c")
         #expect(h.gatewayIdentity(of: "127.0.0.14") == nil, "another node's pod is not this gateway's to know")
         let podRequests = h.api.requests.filter { $0["path"] as? String == "/api/v1/pods" }
@@ -188,9 +188,9 @@ struct KubernetesModeTests {
     @Test func anOutageKeepsTheLastSnapshotAndRecovers() async throws {
         let h = try await KubernetesHarness()
         defer { Task { await h.stop() } }
-        #expect(h.waitReady())
+        #expect(await h.waitReady())
         try h.api.control("POST", "/outage", ["on": true])
-        #expect(eventually(timeout: 15) { (try? h.metrics().contains(#"corridor_kubernetes_watch_up{resource="pods"} 0"#)) == true })
+        #expect(await eventually(timeout: 15) { (try? h.metrics().contains(#"corridor_kubernetes_watch_up{resource="pods"} 0"#)) == true })
         // Still serving on the last snapshot, still ready.
         #expect(try h.connect(from: "127.0.0.1").status == 0)
         #expect(h.gateway.isReady)
@@ -198,21 +198,21 @@ struct KubernetesModeTests {
         // Changes made during the outage arrive once the API is back.
         try h.api.put(K8sObject.pod("payments", "checkout-4", ip: "127.0.0.9", serviceAccount: "checkout", labels: ["app": "checkout"]))
         try h.api.control("POST", "/outage", ["on": false])
-        #expect(eventually(timeout: 30) { h.gatewayIdentity(of: "127.0.0.9") == "payments/checkout-4" })
-        #expect(eventually(timeout: 10) { (try? h.metrics().contains(#"corridor_kubernetes_watch_up{resource="pods"} 1"#)) == true })
+        #expect(await eventually(timeout: 30) { h.gatewayIdentity(of: "127.0.0.9") == "payments/checkout-4" })
+        #expect(await eventually(timeout: 10) { (try? h.metrics().contains(#"corridor_kubernetes_watch_up{resource="pods"} 1"#)) == true })
     }
 
     @Test func aRotatedTokenIsRereadAfter401() async throws {
         let h = try await KubernetesHarness()
         defer { Task { await h.stop() } }
-        #expect(h.waitReady())
+        #expect(await h.waitReady())
         let next = "token-two-\(UUID().uuidString.prefix(8))"
         // The server now accepts only the new token; the kubelet writes it into the file.
         try h.api.control("POST", "/tokens", ["tokens": [next]])
         try "\(next)\n".write(toFile: h.tokenPath, atomically: true, encoding: .utf8)
         try h.api.control("POST", "/drop-watches")
         try h.api.put(K8sObject.pod("payments", "checkout-5", ip: "127.0.0.10", serviceAccount: "checkout", labels: ["app": "checkout"]))
-        #expect(eventually(timeout: 30) { h.gatewayIdentity(of: "127.0.0.10") == "payments/checkout-5" })
+        #expect(await eventually(timeout: 30) { h.gatewayIdentity(of: "127.0.0.10") == "payments/checkout-5" })
         let requests = h.api.requests
         #expect(requests.contains { $0["status"] as? Int == 401 }, "the old token was refused first")
         #expect(requests.last { $0["path"] as? String == "/api/v1/pods" }?["auth"] as? String == "token:\(next.prefix(6))")
@@ -221,7 +221,7 @@ struct KubernetesModeTests {
     @Test func clientCertificateAuthenticationWorks() async throws {
         let h = try await KubernetesHarness(clientCertificate: true)
         defer { Task { await h.stop() } }
-        #expect(h.waitReady())
+        #expect(await h.waitReady())
         #expect(h.api.requests.allSatisfy { $0["auth"] as? String == "cert:jane" })
         #expect(try h.connect(from: "127.0.0.1").status == 0)
     }
@@ -233,8 +233,8 @@ struct KubernetesModeTests {
             ]
         })
         defer { Task { await h.stop() } }
-        #expect(h.waitReady())
-        #expect(eventually { h.api.accepted("egresspolicies", namespace: "analytics", name: "typo")?["status"] as? String == "False" })
+        #expect(await h.waitReady())
+        #expect(await eventually { h.api.accepted("egresspolicies", namespace: "analytics", name: "typo")?["status"] as? String == "False" })
         let condition = try #require(h.api.accepted("egresspolicies", namespace: "analytics", name: "typo"))
         #expect(condition["reason"] as? String == "Invalid")
         #expect((condition["message"] as? String ?? "").contains("spec.podSelecter: unknown field"), "\(condition)")
@@ -243,7 +243,7 @@ struct KubernetesModeTests {
         // A bad edit of a good policy: the last good generation stays in force.
         try h.api.put(K8sObject.egressPolicy("payments", "checkout-egress", services: ["allowed-api"], matchLabels: ["app": "checkout"],
                                              extraSpec: ["mode": "Sometimes"]))
-        #expect(eventually { h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress")?["status"] as? String == "False" })
+        #expect(await eventually { h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress")?["status"] as? String == "False" })
         let kept = try #require(h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress"))
         #expect((kept["message"] as? String ?? "").contains("still enforcing generation 1"), "\(kept)")
         #expect(try h.connect(from: "127.0.0.1").status == 0)
@@ -263,7 +263,7 @@ struct KubernetesModeTests {
         #expect(record["decision"] as? String == "deny")
         #expect((record["reason"] as? String ?? "").contains("not been synced from the Kubernetes API"), "\(record)")
         try h.api.control("POST", "/outage", ["on": false])
-        #expect(h.waitReady(timeout: 30))
+        #expect(await h.waitReady(timeout: 30))
         #expect(try h.connect(from: "127.0.0.1").status == 0)
     }
 
@@ -274,7 +274,7 @@ struct KubernetesModeTests {
         let config = try String(contentsOfFile: h.configPath, encoding: .utf8).replacingOccurrences(of: "admin: 127.0.0.1:0", with: "admin: 127.0.0.1:\(admin)")
         try config.write(toFile: h.configPath, atomically: true, encoding: .utf8)
         let process = try BackgroundProcess(Repo.corridorBinary.path, ["run", "--kubeconfig", h.kubeconfigPath, "--config", h.configPath])
-        #expect(eventually(timeout: 30) {
+        #expect(await eventually(timeout: 30) {
             (try? runCommand("curl", ["-sS", "--max-time", "2", "http://127.0.0.1:\(admin)/readyz"]).stdout) == "ready\n"
         }, "\(process.stderrText)")
         process.signal(SIGTERM)

@@ -100,20 +100,20 @@ struct OperationsTests {
         let live = try BackgroundProcess("openssl", ["s_client", "-quiet", "-no_ign_eof", "-connect", "127.0.0.1:\(ports["tls"]!)",
                                                      "-servername", "api.allowed.test", "-CAfile", pki.caCert], withStdin: true)
         live.write("ECHO\nbefore\n")
-        #expect(eventually { live.stdoutText.contains("before") })
+        #expect(await eventually { live.stdoutText.contains("before") })
 
         try base.write(toFile: config, atomically: true, encoding: .utf8)  // the file watcher picks this up
-        #expect(try eventually(timeout: 15) { try fetch("second.allowed.test").stdout == "ok\n" })
+        #expect(try await eventually(timeout: 15) { try fetch("second.allowed.test").stdout == "ok\n" })
 
         try base.replacingOccurrences(of: "number: \(upstream.port)", with: "number: 0").write(toFile: config, atomically: true, encoding: .utf8)
         gateway.signal(SIGHUP)
-        #expect(eventually(timeout: 15) { gateway.stderrText.contains("policy reload rejected") })
+        #expect(await eventually(timeout: 15) { gateway.stderrText.contains("policy reload rejected") })
         #expect(gateway.stderrText.contains("spec.ports[0].number: must be between 1 and 65535, got 0"), "\(gateway.stderrText)")
         #expect(try fetch("second.allowed.test").stdout == "ok\n")
         #expect(try fetch("api.allowed.test").stdout == "ok\n")
 
         live.write("after\n")
-        #expect(eventually { live.stdoutText.contains("after") })
+        #expect(await eventually { live.stdoutText.contains("after") })
         live.closeStdin()
         gateway.signal(SIGTERM)
         #expect(gateway.waitForExit(timeout: 20) == 0)
@@ -131,12 +131,12 @@ struct OperationsTests {
         let live = try BackgroundProcess("openssl", ["s_client", "-quiet", "-no_ign_eof", "-connect", "127.0.0.1:\(tls)",
                                                      "-servername", "api.allowed.test", "-CAfile", pki.caCert], withStdin: true)
         live.write("ECHO\none\n")
-        #expect(eventually { live.stdoutText.contains("one") })
+        #expect(await eventually { live.stdoutText.contains("one") })
         gateway.signal(SIGTERM)
-        #expect(eventually { gateway.stderrText.contains("draining") })
+        #expect(await eventually { gateway.stderrText.contains("draining") })
         #expect((try? openRawConnection(port: tls)) == nil, "the listener must be closed while draining")
         live.write("two\n")
-        #expect(eventually { live.stdoutText.contains("two") }, "a live connection keeps working during the drain")
+        #expect(await eventually { live.stdoutText.contains("two") }, "a live connection keeps working during the drain")
         #expect(gateway.waitForExit(timeout: 0.5) == nil, "the gateway waits for the live connection")
         live.closeStdin()
         #expect(gateway.waitForExit(timeout: 20) == 0)

@@ -82,7 +82,7 @@ struct OriginationVerificationTests {
         #expect(result.reason != nil, "a refusal always carries Corridor-Reason: \(result.headers)")
         #expect(result.bodyIsOneLine, "\(result.body.debugDescription)")
         #expect(h.upstream.requests.isEmpty)
-        #expect(eventually { !h.upstream.failedHandshakes.isEmpty }, "the upstream refused the handshake")
+        #expect(await eventually { !h.upstream.failedHandshakes.isEmpty }, "the upstream refused the handshake")
     }
 
     @Test func closedUpstreamPortIs502UpstreamUnreachable() async throws {
@@ -105,7 +105,7 @@ struct OriginationVerificationTests {
         time.sleep(600)
         """])
         var port: Int?
-        _ = eventually { port = silent.stdoutText.split(separator: "\n").first { $0.hasPrefix("PORT ") }.flatMap { Int($0.dropFirst(5)) }; return port != nil }
+        _ = await eventually { port = silent.stdoutText.split(separator: "\n").first { $0.hasPrefix("PORT ") }.flatMap { Int($0.dropFirst(5)) }; return port != nil }
         let silentPort = try #require(port)
         let h = try await OriginationHarness(gatewayExtra: "  limits: {connectTimeout: 1s, handshakeTimeout: 2s, idleTimeout: 5s}",
                                              configure: { o, _ in o.port = silentPort })
@@ -159,7 +159,7 @@ struct OriginationPlaintextTests {
     @Test func allowPlaintextLetsPlainHTTPThroughToThatPortOnly() async throws {
         let plain = try BackgroundProcess("python3", ["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
         var port: Int?
-        _ = eventually {
+        _ = await eventually {
             port = plain.stdoutText.split(separator: "\n").first { $0.contains(" port ") }
                 .flatMap { line in line.split(separator: " ").firstIndex(of: "port").map { Int(line.split(separator: " ")[$0 + 1]) } ?? nil }
             return port != nil

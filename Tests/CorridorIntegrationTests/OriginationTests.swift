@@ -252,7 +252,7 @@ struct OriginationTests {
         _ = try h.curlViaProxy("http://billing.example.test/x")
         _ = try h.curlViaProxy("http://billing.example.test/sink", extra: ["--data-binary", "hello"])
         // No socket of the http listener may stay in CLOSE-WAIT once the clients have hung up.
-        let closed = eventually(timeout: 5) {
+        let closed = await eventually(timeout: 5) {
             let ss = (try? runCommand("ss", ["-Htn", "state", "close-wait", "sport", "= :\(h.httpPort)"]))?.stdout ?? ""
             return ss.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
         }
@@ -265,7 +265,7 @@ struct OriginationTests {
         _ = try h.curlViaProxy("http://billing.example.test/x")
         _ = try h.curlOriginForm(path: "/sink", host: "billing.example.test", extra: ["--data-binary", "hello"])
         _ = try h.curlViaProxy("http://evil.example.test/nope")
-        #expect(eventually { h.records().count >= 3 })
+        #expect(await eventually { h.records().count >= 3 })
         try await Task.sleep(for: .milliseconds(300))
         let records = h.records()
         #expect(records.count == 3, "one line per request: \(records)")
