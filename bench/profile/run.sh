@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CPU profile of Corridor's passthrough path: starts a TLS origin (nginx), runs the release binary
-# with one event loop under `perf record` (cpu-clock samples, DWARF call graphs), drives
+# as the peers bench runs it (bench/corridor-candidate.sh: same config, one event loop) under `perf record` (cpu-clock samples, DWARF call graphs), drives
 # it with h2load, and prints the gateway's CPU time per connection (or request), the split between
 # kernel and user space, the costliest functions by self time, and the syscalls per connection
 # (strace -c, in a second run: strace slows the gateway down). callgrind would give exact
@@ -8,6 +8,9 @@
 #
 #   sudo bench/profile/run.sh [conn|ka] [N]     conn: N new TLS connections (default 300)
 #                                                ka:   N keep-alive requests on 4 connections (default 2000)
+#   sudo bench/profile/run.sh mem N [BIN...]
+#        resident memory per idle connection: N TLS connections held open through each binary
+#        (../shared/bench/peers/tools/hold_conns.py), RSS after minus RSS before, divided by N.
 #   sudo bench/profile/run.sh ab conn|ka N BIN_A BIN_B [REPS]
 #        A/B of two release binaries without perf: REPS (default 5) interleaved runs each, 16
 #        clients as in the peers harness; prints the gateway's CPU per connection (or request) of
@@ -17,8 +20,12 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 mode="${1:-conn}"; n="${2:-}"
-ab=0; bins=("$root/.build/release/corridor"); clients=4; reps=1
-if [ "$mode" = ab ]; then
+ab=0; bins=("$root/.build/release/corridor"); clients=4; reps=1; memory=0
+if [ "$mode" = mem ]; then
+    memory=1; n=${2:-2000}; shift 2 || true
+    [ $# -gt 0 ] && bins=("$@")
+    mode=conn
+elif [ "$mode" = ab ]; then
     [ $# -ge 5 ] || { echo "usage: $0 ab conn|ka N BIN_A BIN_B [REPS]" >&2; exit 2; }
     ab=1; mode=$2; n=$3; bins=("$4" "$5"); reps=${6:-5}; clients=16
 fi
@@ -27,7 +34,7 @@ case "$mode" in conn) n=${n:-300} ;; ka) n=${n:-2000} ;; *) echo "usage: $0 [con
 for tool in perf strace h2load nginx openssl; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install linux-perf strace nghttp2-client nginx openssl)" >&2; exit 1; }
 done
-[ "$ab" = 1 ] || (cd "$root" && swift build -c release --product corridor >/dev/null)
+[ "$ab" = 1 ] || [ "$memory" = 1 ] || (cd "$root" && swift build -c release --product corridor >/dev/null)
 run=$(mktemp -d /tmp/corridor-profile.XXXXXX)
 origin_port=${PROFILE_ORIGIN_PORT:-19443}; gw_port=${PROFILE_GATEWAY_PORT:-19444}
 pids=()
@@ -47,33 +54,6 @@ http { access_log off; client_body_temp_path $run/tmp; proxy_temp_path $run/tmp;
     ssl_session_tickets off; ssl_session_cache off; location = / { default_type text/plain; return 200 "ok\n"; } } }
 NGINX
 nginx -p "$run" -e "$run/origin.err" -c "$run/origin.conf" & pids+=($!)
-cat > "$run/corridor.yaml" <<YAML
-apiVersion: corridor.dev/v1alpha1
-kind: GatewayConfig
-metadata: {name: profile}
-spec:
-  listeners: {tls: 127.0.0.1:$gw_port}
-  tls: {upstreamPort: $origin_port}
-  destinations: {allowPrivate: [127.0.0.1/32]}
-  logging: {accessLog: {file: $run/access.log}}
----
-apiVersion: corridor.dev/v1alpha1
-kind: Workload
-metadata: {name: client, namespace: bench}
-spec: {addresses: [127.0.0.0/8], serviceAccount: client, labels: {app: client}}
----
-apiVersion: corridor.dev/v1alpha1
-kind: ExternalService
-metadata: {name: origin}
-spec: {hosts: [api.allowed.test], ports: [{number: $origin_port, protocol: TLS}]}
----
-apiVersion: corridor.dev/v1alpha1
-kind: EgressPolicy
-metadata: {name: client-egress, namespace: bench}
-spec:
-  podSelector: {matchLabels: {app: client}}
-  egress: [{to: [{externalService: origin}]}]
-YAML
 load() {   # load N: the workload against the gateway
     if [ "$mode" = conn ]; then
         h2load --h1 -c "$clients" -n "$1" -H 'Connection: close' --connect-to=127.0.0.1:$gw_port https://api.allowed.test:$origin_port/
@@ -82,10 +62,11 @@ load() {   # load N: the workload against the gateway
     fi | grep -E '^requests:|^finished in' | sed 's/^/  h2load /'
 }
 bin=${bins[0]}
-start_gateway() {   # start_gateway WRAPPER...: $bin in a private mount namespace (its /etc/hosts)
-    HOSTS="$run/hosts" unshare -m -- /bin/bash -c 'mount --bind "$HOSTS" /etc/hosts && exec "$@"' gateway \
-        "$@" "$bin" run --config "$run/corridor.yaml" --workers "${PROFILE_WORKERS:-1}" --log-level warning \
-        > "$run/gateway.out" 2>&1 &
+start_gateway() {   # start_gateway WRAPPER...: $bin as the peers bench's candidate (same config), with its own /etc/hosts
+    HOSTS="$run/hosts" BENCH_LISTEN="127.0.0.1:$gw_port" BENCH_ALLOWED=api.allowed.test BENCH_UPSTREAM_PORT="$origin_port" \
+        BENCH_RUN_DIR="$run" BENCH_WORKERS="${PROFILE_WORKERS:-1}" BENCH_MAX_CONNS=20000 CORRIDOR_BIN="$bin" \
+        unshare -m -- /bin/bash -c 'mount --bind "$HOSTS" /etc/hosts && exec "$@"' gateway \
+        "$@" "$root/bench/corridor-candidate.sh" > "$run/gateway.out" 2>&1 &
     gw=$!; pids+=($gw)
     for _ in $(seq 1 100); do ss -Hltn "sport = :$gw_port" | grep -q . && break; sleep 0.1; done
     load 200 >/dev/null   # warm up: first connections, resolver cache
@@ -94,6 +75,24 @@ start_gateway() {   # start_gateway WRAPPER...: $bin in a private mount namespac
 unit=$([ "$mode" = conn ] && echo connection || echo request)
 ticks() { awk '{print $14, $15}' "/proc/$gwpid/stat"; }
 hz=$(getconf CLK_TCK)
+
+if [ "$memory" = 1 ]; then
+    hold="$root/../shared/bench/peers/tools/hold_conns.py"
+    rss() { awk '/^VmRSS/ {print $2}' "/proc/$gwpid/status"; }
+    for bin in "${bins[@]}"; do
+        start_gateway
+        sleep 1
+        before=$(rss)
+        python3 "$hold" --port "$gw_port" --sni api.allowed.test --count "$n" --hold 600 > "$run/hold.out" 2>&1 & holder=$!
+        for _ in $(seq 1 600); do grep -q READY "$run/hold.out" && break; sleep 0.1; done
+        sleep 1
+        after=$(rss)
+        echo "$(grep READY "$run/hold.out"): $bin: RSS $before -> $after KiB, $(awk -v a="$after" -v b="$before" -v n="$n" 'BEGIN {printf "%.2f", (a - b) / n}') KiB per idle connection"
+        kill "$holder"; wait "$holder" 2>/dev/null || true
+        kill "$gwpid"; wait "$gw" 2>/dev/null || true
+    done
+    exit 0
+fi
 
 if [ "$ab" = 1 ]; then
     declare -A runs
