@@ -1,6 +1,6 @@
 // Decision engine benchmark: cost per decision at 10, 1,000 and 100,000 registered hosts.
 //
-//   swift run -c release corridor-decision-bench
+//   swift run -c release corridor-decision-bench [hosts...]
 //
 // Each ExternalService registers one exact name and one wildcard; one EgressPolicy per 100
 // services grants them to a workload. Lookups mix exact hits, wildcard hits, and misses, drawn
@@ -43,7 +43,9 @@ let identity = SourceIdentity(namespace: "payments", workload: "checkout", servi
 let lookups = 1_000_000
 print("| registered hosts | ns per decision, 4096 names spread over the registry | ns per decision, 16 hot names | allowed | denied |")
 print("|---|---|---|---|---|")
-for hosts in [10, 1_000, 100_000] {
+// Sizes may be given as arguments (e.g. `corridor-decision-bench 100000` to profile one size).
+let sizes = CommandLine.arguments.dropFirst().compactMap { Int($0) }
+for hosts in sizes.isEmpty ? [10, 1_000, 100_000] : sizes {
     let snapshot = makeSnapshot(hosts: hosts)
     let services = max(1, hosts / 2)
     var rng = SplitMix(state: 42)
