@@ -3,17 +3,16 @@
 ///
 /// Built for lookups from cold memory: one control byte per slot (0 for empty, else 7 bits of the
 /// key's hash) in a dense array small enough to stay in cache, so most probes for a name that is
-/// not there touch nothing else; only when the control byte matches is the slot read (24 bytes: the
-/// whole hash, where the key's bytes are, the payload) and, when the hash matches too, the key's
-/// bytes. Keys are compared byte for byte (names and patterns are normalised
+/// not there touch nothing else; only when the control byte matches is the slot read (16 bytes: the
+/// whole hash, where the key is, the payload) and, when the hash matches too, the key (its length
+/// and bytes, side by side). Keys are compared byte for byte (names and patterns are normalised
 /// lower-case ASCII before they get here). The hash runs over the bytes from the last to the first,
 /// so one pass over a name yields the hash of every suffix after a dot (see ``HostMatch``).
 struct HostTable: Sendable {
     private struct Slot {
         /// The key's hash (kept whole so that growing never rehashes the bytes).
         var hash: UInt64
-        var length: UInt32
-        /// Where the key's bytes start in `bytes`.
+        /// Where the key starts in `bytes`: its length (4 bytes, little-endian), then its bytes.
         var offset: UInt32
         var payload: UInt32
     }
@@ -22,7 +21,7 @@ struct HostTable: Sendable {
     private var control: [UInt8] = []
     /// Empty, or a power of two of slots, never more than half full.
     private var slots: [Slot] = []
-    /// Every key's bytes, one after the other.
+    /// Every key's length and bytes, one after the other.
     private var bytes: [UInt8] = []
     private(set) var count = 0
 
@@ -56,7 +55,7 @@ struct HostTable: Sendable {
             if byte == 0 { return nil }
             if byte == mark {
                 let slot = slots[position]
-                if slot.hash == hash, Int(slot.length) == length, keyEquals(slot, name, from: start) { return slot.payload }
+                if slot.hash == hash, keyEquals(slot, name, from: start, length: length) { return slot.payload }
             }
             position = (position + 1) & mask
         }
@@ -75,18 +74,21 @@ struct HostTable: Sendable {
         if let existing = find(key.utf8.span, from: 0, hash: hash) { return (existing, false) }
         if (count + 1) * 2 > slots.count { grow() }
         let length = key.utf8.count
-        guard bytes.count + length <= Int(UInt32.max) else { preconditionFailure("HostTable: more than 4 GiB of host names") }
-        let slot = Slot(hash: hash, length: UInt32(length), offset: UInt32(bytes.count), payload: newPayload)
+        guard bytes.count + 4 + length <= Int(UInt32.max) else { preconditionFailure("HostTable: more than 4 GiB of host names") }
+        let slot = Slot(hash: hash, offset: UInt32(bytes.count), payload: newPayload)
+        withUnsafeBytes(of: UInt32(length).littleEndian) { bytes.append(contentsOf: $0) }
         bytes.append(contentsOf: key.utf8)
         place(slot, hash: hash)
         count += 1
         return (newPayload, true)
     }
 
-    /// Whether the slot's key is `name[start...]` (same length already checked).
-    private func keyEquals(_ slot: Slot, _ name: Span<UInt8>, from start: Int) -> Bool {
+    /// Whether the slot's key is `name[start...]`, `length` bytes.
+    private func keyEquals(_ slot: Slot, _ name: Span<UInt8>, from start: Int, length: Int) -> Bool {
         let stored = bytes.span
-        let offset = Int(slot.offset), length = Int(slot.length)
+        let storedLength = UInt32(littleEndian: stored.bytes.unsafeLoadUnaligned(fromByteOffset: Int(slot.offset), as: UInt32.self))
+        guard Int(storedLength) == length else { return false }
+        let offset = Int(slot.offset) + 4
         var position = 0
         while position + 8 <= length {  // eight bytes at a time
             let word = stored.bytes.unsafeLoadUnaligned(fromByteOffset: offset + position, as: UInt64.self)
@@ -112,7 +114,7 @@ struct HostTable: Sendable {
         let old = zip(control, slots).filter { $0.0 != 0 }.map(\.1)
         let size = max(16, slots.count * 2)
         control = Array(repeating: 0, count: size)
-        slots = Array(repeating: Slot(hash: 0, length: 0, offset: 0, payload: 0), count: size)
+        slots = Array(repeating: Slot(hash: 0, offset: 0, payload: 0), count: size)
         for slot in old { place(slot, hash: slot.hash) }
     }
 
