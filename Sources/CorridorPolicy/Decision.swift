@@ -56,8 +56,9 @@ public struct Decision: Sendable, Equatable {
     }
 
     /// The reason as the parts the engine had at hand; rendered into words only when logged.
-    /// Two reasons are equal when they read the same.
-    public indirect enum Reason: Sendable, Equatable, CustomStringConvertible {
+    /// Two reasons are equal when they read the same. Only `audited` is boxed, so building the
+    /// usual reason allocates nothing.
+    public enum Reason: Sendable, Equatable, CustomStringConvertible {
         case text(String)
         /// `ExternalService S is open to all workloads (about)`
         case openToAll(service: String, about: String?)
@@ -70,7 +71,7 @@ public struct Decision: Sendable, Equatable {
         /// `no ExternalService matches H`
         case noService(host: String)
         /// `would be denied (R); EgressPolicy P is in Audit mode`
-        case audited(Reason, policy: String)
+        indirect case audited(Reason, policy: String)
 
         public var text: String {
             func about(_ text: String?) -> String { text.map { " (\($0))" } ?? "" }

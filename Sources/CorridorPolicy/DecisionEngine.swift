@@ -2,7 +2,6 @@
 /// Every early exit is a deny; the reason names what was missing.
 public enum DecisionEngine {
     public static func decide(source: SourceIdentity?, sourceAddress: @autoclosure () -> String, facts: DestinationFacts, snapshot: PolicySnapshot) -> Decision {
-        let gateway = snapshot.gateway
         if snapshot.source.awaitingSync { return .deny(awaitingSyncReason, host: facts.connectHost ?? facts.serverName, port: facts.port) }
         guard let host = facts.connectHost ?? facts.serverName else {
             return .deny("no destination host name (no SNI, no CONNECT host)", port: facts.port)
@@ -10,36 +9,46 @@ public enum DecisionEngine {
         if let sni = facts.serverName, let connectHost = facts.connectHost, sni != connectHost {
             return .deny("SNI \(sni) does not match CONNECT host \(connectHost)", host: connectHost, port: facts.port)
         }
-        if facts.hasECH && !gateway.tls.allowECH {
+        if facts.hasECH && !snapshot.gateway.tls.allowECH {
             return .deny("the ClientHello carries Encrypted Client Hello, so SNI \(host) may not be the real destination", host: host, port: facts.port)
         }
-        guard let identity = identity(of: source, gateway: gateway) else {
+        // The source is passed on as it is (not copied into a new identity) when it is known.
+        if let source {
+            return decide(host: host, facts: facts, identity: source, known: true, sourceAddress: sourceAddress, snapshot: snapshot)
+        }
+        guard let identity = identity(of: nil, gateway: snapshot.gateway) else {
             return .deny("source \(sourceAddress()) is not a known workload", host: host, port: facts.port)
         }
+        return decide(host: host, facts: facts, identity: identity, known: false, sourceAddress: sourceAddress, snapshot: snapshot)
+    }
 
+    /// `decide` once the host and the identity to judge are settled.
+    private static func decide(host: String, facts: DestinationFacts, identity: SourceIdentity, known: Bool, sourceAddress: () -> String,
+                               snapshot: PolicySnapshot) -> Decision {
+        let upstreamPort = snapshot.gateway.tls.upstreamPort
         // The most specific match wins: a broader wildcard never overrides a more specific name.
-        let candidates = snapshot.hostIndex.lookupMostSpecific(host)
-        guard !candidates.isEmpty else {
-            return auditOrDeny(identity, known: source != nil, snapshot: snapshot,
-                               deny: .deny(.noService(host: host), host: host, port: facts.port ?? gateway.tls.upstreamPort))
+        guard let candidates = snapshot.routes.candidates(host) else {
+            return auditOrDeny(identity, known: known, snapshot: snapshot,
+                               deny: .deny(.noService(host: host), host: host, port: facts.port ?? upstreamPort))
         }
 
         // Among the services registering that most specific pattern, those that serve the port.
         var firstRefusal: Decision?
-        for serviceIndex in candidates {
-            let service = snapshot.services[serviceIndex]
-            guard let servicePort = choosePort(service, requested: facts.port, preferred: gateway.tls.upstreamPort, kind: facts.kind) else {
+        for position in 0..<snapshot.routes.count(candidates) {
+            let serviceIndex = snapshot.routes.service(candidates, position)
+            guard let port = snapshot.routes.choosePort(serviceIndex, requested: facts.port, preferred: upstreamPort, kind: facts.kind) else {
                 let kind = facts.kind == .http ? "HTTP" : "TLS"
-                let what = facts.port.map { "no \(kind) port \($0)" } ?? "several TLS ports and none is \(gateway.tls.upstreamPort) (spec.tls.upstreamPort)"
-                firstRefusal = firstRefusal ?? .deny("ExternalService \(service.name) has \(what)", host: host, port: facts.port, service: service.name)
+                let what = facts.port.map { "no \(kind) port \($0)" } ?? "several TLS ports and none is \(upstreamPort) (spec.tls.upstreamPort)"
+                let name = snapshot.routes.routes[serviceIndex].name
+                firstRefusal = firstRefusal ?? .deny("ExternalService \(name) has \(what)", host: host, port: facts.port, service: name)
                 continue
             }
-            let decision = judge(service, index: serviceIndex, port: servicePort, host: host, target: nil, identity: identity, known: source != nil,
+            let decision = judge(serviceIndex, port: port, host: host, target: nil, identity: identity, known: known,
                                  sourceAddress: sourceAddress, snapshot: snapshot)
             if decision.verdict == .allow { return decision }
-            firstRefusal = firstRefusal ?? decision
+            if firstRefusal == nil { firstRefusal = decision }  // moved, not copied (`??` would copy)
         }
-        return auditOrDeny(identity, known: source != nil, snapshot: snapshot, deny: firstRefusal!)
+        return auditOrDeny(identity, known: known, snapshot: snapshot, deny: firstRefusal!)
     }
 
     /// A redirected connection judged by where it was going: the ExternalServices with a TCP port
@@ -60,10 +69,10 @@ public enum DecisionEngine {
             return .deny("source \(sourceAddress()) is not a known workload", port: port)
         }
         var refusal: Decision?
+        let routes = snapshot.routes
         for index in matching {
-            let service = snapshot.services[index]
-            guard let servicePort = service.ports.first(where: { $0.protocol == .tcp && $0.number == port }) else { continue }
-            let decision = judge(service, index: index, port: servicePort, host: nil, target: "TCP \(target)", identity: identity, known: source != nil,
+            guard let servicePort = routes.tcpPort(index, port) else { continue }
+            let decision = judge(index, port: servicePort, host: nil, target: "TCP \(target)", identity: identity, known: source != nil,
                                  sourceAddress: sourceAddress, snapshot: snapshot)
             if decision.verdict == .allow { return decision }
             refusal = refusal ?? decision
@@ -80,52 +89,42 @@ public enum DecisionEngine {
         return gateway.unknownSources == .allow ? SourceIdentity(namespace: "", workload: "", serviceAccount: "", labels: [:]) : nil
     }
 
-    /// Whether `service`, on `port`, is open to this source: by `access: All` or a grant of an
-    /// Enforce or Audit EgressPolicy that selects it. Returns the allow, or the refusal to report.
-    /// `target` (e.g. "TCP 10.0.0.5 port 5432") is named in the reason when the connection had no host.
-    static func judge(_ service: ExternalService, index serviceIndex: Int, port: ExternalService.Port, host: String?, target: String?,
+    /// Whether service `serviceIndex`, on its port number `portOrdinal` (in configuration order), is
+    /// open to this source: by `access: All` or a grant of an Enforce or Audit EgressPolicy that
+    /// selects it. Returns the allow, or the refusal to report. `target` (e.g. "TCP 10.0.0.5 port
+    /// 5432") is named in the reason when the connection had no host.
+    static func judge(_ serviceIndex: Int, port portOrdinal: Int, host: String?, target: String?,
                       identity: SourceIdentity, known: Bool, sourceAddress: () -> String, snapshot: PolicySnapshot) -> Decision {
-        if service.access == .all {
-            return Decision(verdict: .allow, host: host, port: port.number, externalService: service.name, egressPolicy: nil,
-                            why: .openToAll(service: service.name, about: target),
-                            serviceAddresses: service.addresses, servicePort: port)
+        // Fields are read from the snapshot where they are, not from a copy of the whole route.
+        let port = snapshot.routes.port(serviceIndex, portOrdinal)
+        if snapshot.routes.routes[serviceIndex].access == .all {
+            let name = snapshot.routes.routes[serviceIndex].name
+            return Decision(verdict: .allow, host: host, port: port.number, externalService: name, egressPolicy: nil,
+                            why: .openToAll(service: name, about: target),
+                            serviceAddresses: snapshot.routes.routes[serviceIndex].addresses, servicePort: port)
         }
         if known {
-            for grant in snapshot.serviceGrants[serviceIndex] {
-                let policy = snapshot.source.egressPolicies[grant.policy]
-                let rule = policy.egress[grant.rule]
-                guard policy.selects(identity), rule.ports.isEmpty || rule.ports.contains(port.number) else { continue }
-                let name = snapshot.policyNames[grant.policy]
-                return Decision(verdict: .allow, host: host, port: port.number, externalService: service.name, egressPolicy: name,
-                                why: .granted(policy: name, service: service.name, about: target),
-                                serviceAddresses: service.addresses, servicePort: port)
+            for ordinal in 0..<snapshot.routes.grantCount(serviceIndex) {
+                guard let policy = snapshot.routes.grantedPolicy(serviceIndex, ordinal, port: port.number),
+                      snapshot.source.egressPolicies[policy].selects(identity) else { continue }
+                let name = snapshot.policyNames[policy]
+                let service = snapshot.routes.routes[serviceIndex].name
+                return Decision(verdict: .allow, host: host, port: port.number, externalService: service, egressPolicy: name,
+                                why: .granted(policy: name, service: service, about: target),
+                                serviceAddresses: snapshot.routes.routes[serviceIndex].addresses, servicePort: port)
             }
         }
+        let service = snapshot.routes.routes[serviceIndex].name
         let why: Decision.Reason = known
-            ? .notGranted(service: service.name, about: target, namespace: identity.namespace, serviceAccount: identity.serviceAccount)
-            : .notGrantedToUnknown(service: service.name, about: target, source: sourceAddress())
-        return Decision(verdict: .deny, host: host, port: port.number, externalService: service.name, egressPolicy: nil,
-                        why: why, serviceAddresses: service.addresses, servicePort: port)
-    }
-
-    /// The port a connection to `service` uses: the requested one if the service serves it with
-    /// TLS; with none requested, the service's only TLS port or else the preferred one.
-    static func choosePort(_ service: ExternalService, requested: Int?, preferred: Int, kind: DestinationFacts.Kind = .tls) -> ExternalService.Port? {
-        let wanted: ExternalService.PortProtocol = kind == .http ? .http : .tls
-        if let requested { return service.ports.first { $0.protocol == wanted && $0.number == requested } }
-        if kind == .http { return service.ports.first { $0.protocol == wanted && $0.number == 80 } }
-        var only: ExternalService.Port?, count = 0
-        for port in service.ports where port.protocol == wanted {
-            if port.number == preferred { return port }
-            only = port
-            count += 1
-        }
-        return count == 1 ? only : nil
+            ? .notGranted(service: service, about: target, namespace: identity.namespace, serviceAccount: identity.serviceAccount)
+            : .notGrantedToUnknown(service: service, about: target, source: sourceAddress())
+        return Decision(verdict: .deny, host: host, port: port.number, externalService: service, egressPolicy: nil,
+                        why: why, serviceAddresses: snapshot.routes.routes[serviceIndex].addresses, servicePort: port)
     }
 
     /// A would-be denial becomes `audit` when an Audit-mode EgressPolicy selects the source.
     static func auditOrDeny(_ identity: SourceIdentity, known: Bool, snapshot: PolicySnapshot, deny: Decision) -> Decision {
-        guard known, let policies = snapshot.auditPolicies[identity.namespace] else { return deny }
+        guard known, !snapshot.auditPolicies.isEmpty, let policies = snapshot.auditPolicies[identity.namespace] else { return deny }
         for index in policies {
             let policy = snapshot.source.egressPolicies[index]
             guard policy.selects(identity) else { continue }

@@ -45,49 +45,41 @@ public enum HostPattern: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Maps host names to the entries registered for them, in time proportional to the number of
-/// labels in the name, whatever the number of patterns: exact names in one hash table, wildcard
-/// suffixes in another, looked up once per parent suffix of the name.
+/// Maps host names to the entries registered for them, in time proportional to the length of the
+/// name, whatever the number of patterns: exact names in one hash table, wildcard suffixes in
+/// another, looked up once per parent suffix of the name (one pass hashes every suffix).
+/// Names and patterns are compared byte for byte, so both must be normalised (``HostName``).
 public struct HostIndex<Value: Sendable>: Sendable {
-    private var exact: [String: [Value]] = [:]
-    /// Keyed by Substring so a lookup can probe each suffix of the name without allocating.
-    private var wildcard: [Substring: [Value]] = [:]
+    /// Payloads are positions in `values`.
+    private var exact = HostTable()
+    private var wildcard = HostTable()
+    /// By entry: the values of one pattern, in insertion order.
+    private var values: [[Value]] = []
     public private(set) var patternCount = 0
 
     public init() {}
 
     public mutating func insert(_ pattern: HostPattern, _ value: Value) {
         patternCount += 1
+        let next = UInt32(values.count)
+        let entry: (payload: UInt32, inserted: Bool)
         switch pattern {
-        case .exact(let name): exact[name, default: []].append(value)
-        case .wildcard(let suffix): wildcard[Substring(suffix), default: []].append(value)
+        case .exact(let name): entry = exact.insert(name, payload: next)
+        case .wildcard(let suffix): entry = wildcard.insert(suffix, payload: next)
         }
+        if entry.inserted { values.append([value]) } else { values[Int(entry.payload)].append(value) }
     }
 
     /// The values whose pattern matches `name` (normalised), most specific first: the exact
     /// entries, then wildcards from the longest suffix to the shortest.
     public func lookup(_ name: String) -> [Value] {
-        var result = exact[name] ?? []
-        if wildcard.isEmpty { return result }
-        // Each proper parent suffix: for a.b.c.d that is b.c.d, c.d, d.
-        var rest = Substring(name)
-        while let dot = rest.utf8.firstIndex(of: UInt8(ascii: ".")) {
-            rest = rest[rest.utf8.index(after: dot)...]
-            if let values = wildcard[rest] { result += values }
-        }
-        return result
+        HostMatch.all(name, exact: exact, wildcard: wildcard).flatMap { values[Int($0)] }
     }
 
     /// The values of the most specific pattern that matches `name` only: the exact entries if
     /// any, else those of the longest matching wildcard suffix. A broader pattern never overrides
     /// a more specific one.
     func lookupMostSpecific(_ name: String) -> [Value] {
-        if let values = exact[name], !values.isEmpty { return values }
-        var rest = Substring(name)
-        while let dot = rest.utf8.firstIndex(of: UInt8(ascii: ".")) {
-            rest = rest[rest.utf8.index(after: dot)...]
-            if let values = wildcard[rest], !values.isEmpty { return values }
-        }
-        return []
+        HostMatch.mostSpecific(name, exact: exact, wildcard: wildcard).map { values[Int($0)] } ?? []
     }
 }

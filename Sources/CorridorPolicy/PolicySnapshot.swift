@@ -7,9 +7,9 @@ public final class PolicySnapshot: Sendable {
     public let inventory: SourceInventory
     public let addressGuard: AddressGuard
     let services: [ExternalService]
-    let hostIndex: HostIndex<Int>
-    /// By service index: the (policy index, rule index) pairs that grant it.
-    let serviceGrants: [[(policy: Int, rule: Int)]]
+    /// The services compiled for the decision engine: host tables, ports, grants (by service index).
+    let routes: ServiceRoutes
+    public let hostPatternCount: Int
     /// `namespace/name` of each EgressPolicy, by index (named in every decision it makes).
     let policyNames: [String]
     /// Namespace -> indexes of the Audit-mode policies there.
@@ -27,11 +27,7 @@ public final class PolicySnapshot: Sendable {
         self.services = source.externalServices
         self.inventory = SourceInventory(workloads: source.workloads)
         self.addressGuard = AddressGuard(allowPrivate: source.gateway.allowPrivate, extraBlocked: source.gateway.extraBlocked)
-        var index = HostIndex<Int>()
-        for (serviceIndex, service) in source.externalServices.enumerated() {
-            for host in service.hosts { index.insert(host, serviceIndex) }
-        }
-        self.hostIndex = index
+        self.hostPatternCount = source.externalServices.reduce(0) { $0 + $1.hosts.count }
         var tcp: [Int: [Int]] = [:]
         for (serviceIndex, service) in source.externalServices.enumerated() {
             for port in service.ports where port.protocol == .tcp { tcp[port.number, default: []].append(serviceIndex) }
@@ -46,7 +42,8 @@ public final class PolicySnapshot: Sendable {
                 for name in rule.externalServices { grants[name, default: []].append((policyIndex, ruleIndex)) }
             }
         }
-        self.serviceGrants = source.externalServices.map { grants[$0.name] ?? [] }
+        self.routes = ServiceRoutes(services: source.externalServices, grants: source.externalServices.map { grants[$0.name] ?? [] },
+                                    policies: source.egressPolicies)
         self.auditPolicies = audit
         self.policyNames = source.egressPolicies.map(\.metadata.qualifiedName)
         var staticHosts = HostIndex<[IPAddress]>()
@@ -62,5 +59,4 @@ public final class PolicySnapshot: Sendable {
     public var serviceCount: Int { services.count }
     /// Whether any ExternalService has a TCP port (so redirected connections are checked by address first).
     public var hasTCPServices: Bool { !tcpServices.isEmpty }
-    public var hostPatternCount: Int { hostIndex.patternCount }
 }

@@ -1,6 +1,6 @@
 // Decision engine benchmark: cost per decision at 10, 1,000 and 100,000 registered hosts.
 //
-//   swift run -c release corridor-decision-bench
+//   swift run -c release corridor-decision-bench [hosts...]
 //
 // Each ExternalService registers one exact name and one wildcard; one EgressPolicy per 100
 // services grants them to a workload. Lookups mix exact hits, wildcard hits, and misses, drawn
@@ -41,10 +41,15 @@ func makeSnapshot(hosts: Int) -> PolicySnapshot {
 
 let identity = SourceIdentity(namespace: "payments", workload: "checkout", serviceAccount: "checkout", labels: ["app": "checkout"])
 let lookups = 1_000_000
-print("| registered hosts | ns per decision, 4096 names spread over the registry | ns per decision, 16 hot names | allowed | denied |")
-print("|---|---|---|---|---|")
-for hosts in [10, 1_000, 100_000] {
+print("| registered hosts | ns per decision, 4096 names spread over the registry | ns per decision, 16 hot names | allowed | denied | snapshot build, ms |")
+print("|---|---|---|---|---|---|")
+// Sizes may be given as arguments (e.g. `corridor-decision-bench 100000` to profile one size).
+let sizes = CommandLine.arguments.dropFirst().compactMap { Int($0) }
+for hosts in sizes.isEmpty ? [10, 1_000, 100_000] : sizes {
+    let buildStart = ContinuousClock.now
     let snapshot = makeSnapshot(hosts: hosts)
+    let build = ContinuousClock.now - buildStart
+    let buildMs = Double(build.components.seconds) * 1e3 + Double(build.components.attoseconds) / 1e15
     let services = max(1, hosts / 2)
     var rng = SplitMix(state: 42)
     // Pre-normalised names, as the data plane hands them to the engine.
@@ -77,5 +82,5 @@ for hosts in [10, 1_000, 100_000] {
     }
     let hot = measure(mask: 15)
     let spread = measure(mask: 4095)
-    print("| \(hosts) | \(String(format: "%.0f", spread)) | \(String(format: "%.0f", hot)) | \(allowed) | \(denied) |")
+    print("| \(hosts) | \(String(format: "%.0f", spread)) | \(String(format: "%.0f", hot)) | \(allowed) | \(denied) | \(String(format: "%.0f", buildMs)) |")
 }
