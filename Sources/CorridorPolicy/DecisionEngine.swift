@@ -59,7 +59,7 @@ public enum DecisionEngine {
                                  snapshot: PolicySnapshot) -> Decision? {
         if snapshot.source.awaitingSync { return .deny(awaitingSyncReason, port: port) }
         guard let candidates = snapshot.tcpServices[port] else { return nil }
-        let matching = candidates.filter { index in snapshot.services[index].addresses.contains { $0.contains(destination) } }
+        let matching = candidates.filter { index in snapshot.routes.routes[index].addresses.contains { $0.contains(destination) } }
         let target = "\(destination) port \(port)"
         if matching.isEmpty {
             if snapshot.tlsPorts.contains(port) { return nil }

@@ -6,7 +6,6 @@ public final class PolicySnapshot: Sendable {
     public let gateway: GatewayConfig
     public let inventory: SourceInventory
     public let addressGuard: AddressGuard
-    let services: [ExternalService]
     /// The services compiled for the decision engine: host tables, ports, grants (by service index).
     let routes: ServiceRoutes
     public let hostPatternCount: Int
@@ -24,7 +23,6 @@ public final class PolicySnapshot: Sendable {
         self.generation = generation
         self.source = source
         self.gateway = source.gateway
-        self.services = source.externalServices
         self.inventory = SourceInventory(workloads: source.workloads)
         self.addressGuard = AddressGuard(allowPrivate: source.gateway.allowPrivate, extraBlocked: source.gateway.extraBlocked)
         self.hostPatternCount = source.externalServices.reduce(0) { $0 + $1.hosts.count }
@@ -56,7 +54,7 @@ public final class PolicySnapshot: Sendable {
         staticHosts.lookup(host).first
     }
 
-    public var serviceCount: Int { services.count }
+    public var serviceCount: Int { routes.routes.count }
     /// Whether any ExternalService has a TCP port (so redirected connections are checked by address first).
     public var hasTCPServices: Bool { !tcpServices.isEmpty }
 }

@@ -208,20 +208,27 @@ struct JSONLine {
     /// A nested object, written in place.
     mutating func object(_ name: String, _ body: (inout JSONLine) -> Void) {
         key(name)
+        nestedObject(body)
+    }
+
+    /// An array of objects, one per item, written in place.
+    mutating func objectArray<T>(_ name: String, _ items: [T], _ body: (inout JSONLine, T) -> Void) {
+        key(name)
+        bytes.append(UInt8(ascii: "["))
+        for (index, item) in items.enumerated() {
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            nestedObject { body(&$0, item) }
+        }
+        bytes.append(UInt8(ascii: "]"))
+    }
+
+    private mutating func nestedObject(_ body: (inout JSONLine) -> Void) {
         bytes.append(UInt8(ascii: "{"))
         first = true
         body(&self)
         first = false
         bytes.append(UInt8(ascii: "}"))
     }
-
-    mutating func raw(_ name: String, _ json: [UInt8]) {
-        key(name)
-        bytes.append(contentsOf: json)
-    }
-
-    /// The object, closed.
-    func finish() -> [UInt8] { bytes + [UInt8(ascii: "}")] }
 
     /// The object, closed and followed by a newline: a log line, without a copy.
     consuming func finishLine() -> [UInt8] {

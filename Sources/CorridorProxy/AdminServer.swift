@@ -113,18 +113,6 @@ public enum PolicySummary {
             w.stringArray("addresses", workload.addresses.map(\.description))
             w.string("serviceAccount", workload.serviceAccount)
         }
-        return json.finish() + [UInt8(ascii: "\n")]
-    }
-}
-
-extension JSONLine {
-    mutating func objectArray<T>(_ name: String, _ items: [T], _ body: (inout JSONLine, T) -> Void) {
-        var rendered: [[UInt8]] = []
-        for item in items {
-            var inner = JSONLine()
-            body(&inner, item)
-            rendered.append(inner.finish())
-        }
-        raw(name, Array(("[" + rendered.map { String(decoding: $0, as: UTF8.self) }.joined(separator: ",") + "]").utf8))
+        return json.finishLine()
     }
 }

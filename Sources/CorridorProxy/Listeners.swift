@@ -17,7 +17,7 @@ public enum Listeners {
             return try await bootstrap(group: group)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try RelayBuffers.configureHTTP(channel)
+                        try RelayBuffers.configure(channel, relayed: false)
                         try HTTPProxyPipeline.add(to: channel.pipeline.syncOperations, listenerName: "http", proxy: proxy,
                                                   countsConnection: true, position: .last)
                     }
@@ -30,7 +30,7 @@ public enum Listeners {
         return try await bootstrap(group: group)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try RelayBuffers.configure(channel)
+                    try RelayBuffers.configure(channel, relayed: true)
                     try channel.pipeline.syncOperations.addHandler(InspectHandler(mode: handlerMode, listenerName: name, proxy: proxy))
                 }
             }
@@ -69,24 +69,25 @@ enum RelayBuffers {
     static let bulkMaxMessagesPerRead: UInt = 4
     /// The reusing allocator of bulk transfers.
     static var bulkAllocator: AdaptiveRecvByteBufferAllocator { AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 65536, maximum: 65536) }
-    /// The allocator of plain-HTTP client connections (parsed by NIO's HTTP decoder, not relayed).
-    static var httpAllocator: AdaptiveRecvByteBufferAllocator { AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536) }
+    /// NIO's adaptive sizes: 1 KiB first, between 64 B and 64 KiB. Plain-HTTP client connections
+    /// (parsed by NIO's HTTP decoder, not relayed) read with it directly; ``RelayRecvAllocator``
+    /// sizes its later buffers with it.
+    static var adaptiveAllocator: AdaptiveRecvByteBufferAllocator { AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536) }
 
-    /// Sets a new relayed channel's options directly (in its initializer, before it is registered):
-    /// a bootstrap's option list costs a chain of futures and dynamic casts per connection.
-    static func configure(_ channel: any Channel) throws {
+    /// Sets a new channel's options directly (in its initializer, before it is registered): a
+    /// bootstrap's option list costs a chain of futures and dynamic casts per connection.
+    /// `relayed`: its bytes are relayed (``RelayRecvAllocator``, two reads per wake-up while it
+    /// starts); else it is a plain-HTTP client connection.
+    static func configure(_ channel: any Channel, relayed: Bool) throws {
         guard let options = channel.syncOptions else { return }
         try options.setOption(.allowRemoteHalfClosure, value: true)
-        try options.setOption(.maxMessagesPerRead, value: startingMessagesPerRead)
-        try options.setOption(.recvAllocator, value: RelayRecvAllocator())
-    }
-
-    /// The options of a plain-HTTP client connection.
-    static func configureHTTP(_ channel: any Channel) throws {
-        guard let options = channel.syncOptions else { return }
-        try options.setOption(.allowRemoteHalfClosure, value: true)
-        try options.setOption(.maxMessagesPerRead, value: maxMessagesPerRead)
-        try options.setOption(.recvAllocator, value: httpAllocator)
+        if relayed {
+            try options.setOption(.maxMessagesPerRead, value: startingMessagesPerRead)
+            try options.setOption(.recvAllocator, value: RelayRecvAllocator())
+        } else {
+            try options.setOption(.maxMessagesPerRead, value: maxMessagesPerRead)
+            try options.setOption(.recvAllocator, value: adaptiveAllocator)
+        }
     }
 }
 
@@ -97,7 +98,7 @@ enum RelayBuffers {
 /// `maxMessagesPerRead`. Sizes after the first come from NIO's adaptive allocator.
 struct RelayRecvAllocator: RecvByteBufferAllocator {
     static let firstBufferBytes = 16
-    private var adaptive = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536)
+    private var adaptive = RelayBuffers.adaptiveAllocator
     private var first = true
 
     func buffer(allocator: ByteBufferAllocator) -> ByteBuffer {

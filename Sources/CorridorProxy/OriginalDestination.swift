@@ -29,16 +29,16 @@ enum OriginalDestination {
             guard let port = address.port, port != 0, !(IPAddress(address) == ownIP && port == ownPort) else { return nil }
             return address
         }
+        func fetch<Address: Sendable>(level: Int, _ socketAddress: @escaping (Address) -> SocketAddress) {
+            provider.unsafeGetSocketOption(level: SocketOptionLevel(level), name: SocketOptionName(optionName))
+                .assumeIsolated().whenComplete { (result: Result<Address, any Error>) in
+                    body((try? result.get()).flatMap { redirected(socketAddress($0)) })
+                }
+        }
         if ownIP.isIPv4 {
-            provider.unsafeGetSocketOption(level: SocketOptionLevel(IPPROTO_IP), name: SocketOptionName(optionName))
-                .assumeIsolated().whenComplete { (result: Result<sockaddr_in, any Error>) in
-                    body((try? result.get()).flatMap { redirected(SocketAddress($0, host: "")) })
-                }
+            fetch(level: IPPROTO_IP) { (address: sockaddr_in) in SocketAddress(address, host: "") }
         } else {
-            provider.unsafeGetSocketOption(level: SocketOptionLevel(IPPROTO_IPV6), name: SocketOptionName(optionName))
-                .assumeIsolated().whenComplete { (result: Result<sockaddr_in6, any Error>) in
-                    body((try? result.get()).flatMap { redirected(SocketAddress($0, host: "")) })
-                }
+            fetch(level: IPPROTO_IPV6) { (address: sockaddr_in6) in SocketAddress(address, host: "") }
         }
         #else
         body(nil)

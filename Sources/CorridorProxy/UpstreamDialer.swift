@@ -113,7 +113,7 @@ final class UpstreamBootstraps {
         // TCP_NODELAY is a ClientBootstrap default; the rest is set in the initializer.
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(.nanoseconds(timeout.nanoseconds))
-            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try RelayBuffers.configure(channel) } }
+            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try RelayBuffers.configure(channel, relayed: true) } }
         cached = (timeout, bootstrap)
         return bootstrap
     }
