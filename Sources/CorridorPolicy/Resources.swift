@@ -82,7 +82,13 @@ public struct ExternalService: Sendable, Equatable {
         public var `protocol`: PortProtocol
         public var name: String?
         /// HTTP ports: TLS origination to the service.
-        public var originateTLS: OriginateTLS?
+        public var originateTLS: OriginateTLS? {
+            get { originate?.value }
+            set { originate = newValue.map(SharedOriginateTLS.init) }
+        }
+        /// Kept out of line: a port (and every decision, which carries its port) stays small,
+        /// and copying one is a reference count, not about 70 bytes of settings.
+        private var originate: SharedOriginateTLS?
         /// HTTP ports: let plain HTTP leave as it came (an explicit, audited exception).
         public var allowPlaintext: Bool
 
@@ -91,9 +97,16 @@ public struct ExternalService: Sendable, Equatable {
             self.number = number
             self.protocol = `protocol`
             self.name = name
-            self.originateTLS = originateTLS
+            self.originate = originateTLS.map(SharedOriginateTLS.init)
             self.allowPlaintext = allowPlaintext
         }
+    }
+
+    /// The origination settings of a port, shared by its copies.
+    final class SharedOriginateTLS: Sendable, Equatable {
+        let value: OriginateTLS
+        init(_ value: OriginateTLS) { self.value = value }
+        static func == (lhs: SharedOriginateTLS, rhs: SharedOriginateTLS) -> Bool { lhs === rhs || lhs.value == rhs.value }
     }
 
     public var metadata: ObjectMeta

@@ -27,10 +27,31 @@ final class ConnectionRecord {
     var decision: Decision?
     var policyGeneration: Int?
     /// Plain-HTTP requests (TLS origination): method, Host, status, and the path when configured.
-    var httpMethod: String?
-    var httpHost: String?
-    var httpPath: String?
-    var httpStatus: Int?
+    var httpMethod: String? {
+        get { http?.method }
+        set { httpFacts.method = newValue }
+    }
+    var httpHost: String? {
+        get { http?.host }
+        set { httpFacts.host = newValue }
+    }
+    var httpPath: String? {
+        get { http?.path }
+        set { httpFacts.path = newValue }
+    }
+    var httpStatus: Int? {
+        get { http?.status }
+        set { httpFacts.status = newValue }
+    }
+    /// Out of line, made by the first HTTP field set: a relayed connection's record (which may
+    /// stay open for hours) does not carry four empty HTTP fields.
+    private var http: HTTPFacts?
+    private var httpFacts: HTTPFacts {
+        if let http { return http }
+        let facts = HTTPFacts()
+        http = facts
+        return facts
+    }
     var bytesUp = 0
     var bytesDown = 0
     private(set) var written = false
@@ -71,4 +92,12 @@ final class ConnectionRecord {
         log.write(self, cause: cause, duration: duration)
         metrics.connectionEnded(listener: listener, verdict: decision?.verdict ?? .deny, cause: cause, up: bytesUp, down: bytesDown)
     }
+}
+
+/// The plain-HTTP request fields of a ``ConnectionRecord``.
+private final class HTTPFacts {
+    var method: String?
+    var host: String?
+    var path: String?
+    var status: Int?
 }

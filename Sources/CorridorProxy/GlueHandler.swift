@@ -138,6 +138,8 @@ final class RelaySession {
     /// Set while an ``IdleSweeper`` watches the relay: the client channel to close when idle.
     var clientChannel: (any Channel)?
     weak var sweeper: IdleSweeper?
+    /// Where the sweeper keeps this session (its index in the sweeper's array).
+    fileprivate var sweepSlot = -1
 
     init(record: ConnectionRecord, context: ProxyContext, idleLimit: TimeAmount = .hours(1), now: NIODeadline = .now()) {
         self.record = record
@@ -178,7 +180,8 @@ final class RelaySession {
 final class IdleSweeper {
     static let interval: TimeAmount = .seconds(1)
     private let eventLoop: any EventLoop
-    private var sessions: [ObjectIdentifier: RelaySession] = [:]
+    /// The relays watched, in no order; each knows its slot, so removal is a swap with the last.
+    private var sessions: [RelaySession] = []
     private var scheduled: Scheduled<Void>?
 
     init(eventLoop: any EventLoop) {
@@ -188,13 +191,22 @@ final class IdleSweeper {
     var count: Int { sessions.count }
 
     func add(_ session: RelaySession) {
+        guard session.sweeper == nil else { return }
         session.sweeper = self
-        sessions[ObjectIdentifier(session)] = session
+        session.sweepSlot = sessions.count
+        sessions.append(session)
         scheduleIfNeeded()
     }
 
     func remove(_ session: RelaySession) {
-        sessions[ObjectIdentifier(session)] = nil
+        guard session.sweeper === self else { return }
+        let slot = session.sweepSlot
+        let last = sessions.removeLast()
+        if last !== session {
+            sessions[slot] = last
+            last.sweepSlot = slot
+        }
+        session.sweepSlot = -1
         session.sweeper = nil
     }
 
@@ -210,7 +222,8 @@ final class IdleSweeper {
 
     func sweep() {
         let now = eventLoop.now
-        for session in sessions.values where session.isIdle(at: now) { session.closeForIdle() }
+        // Closing may remove sessions from the array (a close can complete at once): walk a copy.
+        for session in sessions where session.isIdle(at: now) { session.closeForIdle() }
     }
 }
 

@@ -209,6 +209,33 @@ struct GlueHandlerTests {
         }
     }
 
+    @Test func theSweeperKeepsTrackOfManyRelaysAsTheyComeAndGo() throws {
+        let harness = try ProxyHarness()
+        let sweeper = IdleSweeper(eventLoop: harness.loop)
+        let records = (0..<5).map { ConnectionRecord(id: UInt64($0), listener: "tls", source: nil) }
+        let sessions = records.map { RelaySession(record: $0, context: harness.proxy, idleLimit: .seconds(30), now: harness.loop.now) }
+        for session in sessions { sweeper.add(session) }
+        sweeper.add(sessions[2])
+        #expect(sweeper.count == 5, "adding a watched relay again changes nothing")
+        // The first, a middle one and the last leave (swapped out of the array in turn).
+        for index in [0, 2, 4] { sweeper.remove(sessions[index]) }
+        sweeper.remove(sessions[2])
+        #expect(sweeper.count == 2, "removing a relay twice changes nothing")
+        #expect(sessions.map { $0.sweeper != nil } == [false, true, false, true, false])
+        // The two left are still swept: both go idle and each closes once, which removes it.
+        harness.loop.advanceTime(by: .seconds(20))
+        sessions[3].count(bytes: 1, fromClient: true, at: harness.loop.now)
+        harness.loop.advanceTime(by: .seconds(11))
+        sweeper.sweep()
+        sessions[1].sideClosed(isClientSide: true)
+        sessions[1].sideClosed(isClientSide: false)
+        #expect(sweeper.count == 1, "the idle one left; the one with traffic 11 s ago stays")
+        #expect(sessions[3].sweeper === sweeper)
+        sessions[3].sideClosed(isClientSide: true)
+        sessions[3].sideClosed(isClientSide: false)
+        #expect(sweeper.count == 0)
+    }
+
     @Test func upstreamErrorClosesTheRelayWithThatCause() throws {
         try withPair { pair throws in
             struct Boom: Error {}

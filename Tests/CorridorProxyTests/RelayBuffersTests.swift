@@ -57,4 +57,22 @@ import Testing
         }
         #expect(pool.count <= Int(RelayBuffers.bulkMaxMessagesPerRead))
     }
+
+    @Test func laterSizesFollowNIOsAdaptiveRuleAndTheAllocatorFitsAnExistentialInline() {
+        #expect(MemoryLayout<RelayRecvAllocator>.size <= 3 * MemoryLayout<Int>.size, "no heap box per channel")
+        var ours = RelayRecvAllocator()
+        var nio = RelayBuffers.adaptiveAllocator
+        _ = ours.record(actualReadBytes: 16)  // the 16-byte first read
+        var generator = SystemRandomNumberGenerator()
+        for step in 0..<20_000 {
+            #expect(ours.nextAdaptiveSize == nio.nextBufferSize(), "step \(step)")
+            if ours.nextAdaptiveSize != nio.nextBufferSize() { return }
+            let size = ours.nextAdaptiveSize
+            // Reads that fill the buffer, fit in half or a quarter of it, or land in between.
+            let read = [size, size / 2, size / 4, size * 3 / 4, 0, Int.random(in: 0...size, using: &generator)].randomElement(using: &generator)!
+            let mayGrow = ours.record(actualReadBytes: read)
+            #expect(mayGrow, "never lets NIO reuse a later buffer")
+            _ = nio.record(actualReadBytes: read)
+        }
+    }
 }
