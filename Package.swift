@@ -31,12 +31,16 @@ let package = Package(
             name: "CorridorWire",
             dependencies: ["CorridorPolicy", .product(name: "NIOCore", package: "swift-nio")]
         ),
-        // The NIO data plane: listeners, sniff/decide/dial/relay handlers, access log, metrics.
+        // Linux calls for the splice data plane (epoll, accept4, pipe2, splice) that Glibc's module lacks.
+        .target(name: "CCorridorLinux"),
+        // The data plane: listeners, sniff/decide/dial/relay handlers (NIO, and the splice plane
+        // for TLS passthrough), access log, metrics.
         .target(
             name: "CorridorProxy",
             dependencies: [
                 "CorridorPolicy",
                 "CorridorWire",
+                "CCorridorLinux",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

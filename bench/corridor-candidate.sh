@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Corridor as the candidate of ../shared/bench/peers/run.sh: writes a config from the BENCH_*
 # variables and runs the release binary in the foreground. Names are resolved by Corridor itself
-# with the system resolver (run.sh gives the candidate a private /etc/hosts).
+# with the system resolver (run.sh gives the candidate a private /etc/hosts). The tls listener
+# runs on the splice plane unless CORRIDOR_DATA_PLANE=NIO.
 set -euo pipefail
 : "${BENCH_LISTEN:?run this from run.sh}" "${BENCH_ALLOWED:?}" "${BENCH_UPSTREAM_PORT:?}" "${BENCH_RUN_DIR:?}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,7 +20,7 @@ kind: GatewayConfig
 metadata: {name: bench}
 spec:
   listeners: {$listener}
-  tls: {upstreamPort: $BENCH_UPSTREAM_PORT}
+  tls: {upstreamPort: $BENCH_UPSTREAM_PORT, dataPlane: ${CORRIDOR_DATA_PLANE:-Splice}}
   destinations: {allowPrivate: [127.0.0.1/32]}   # the origin is on loopback here
   limits: {maxConnections: $(( ${BENCH_MAX_CONNS:-1000} + 200 )), idleTimeout: 600s}
   logging: {accessLog: {file: $log_file}}

@@ -39,8 +39,30 @@ public final class Gateway: Sendable {
         }
     }
 
+    /// A bound listener: a NIO server channel, or the splice plane's socket (`spec.tls.dataPlane: Splice`).
+    enum BoundListener: Sendable {
+        case nio(any Channel)
+        case splice(SpliceListener)
+
+        var localAddress: SocketAddress? {
+            switch self {
+            case .nio(let channel): channel.localAddress
+            case .splice(let listener): listener.localAddress
+            }
+        }
+
+        func close() async {
+            switch self {
+            case .nio(let channel): try? await channel.close()
+            case .splice(let listener): await listener.close()
+            }
+        }
+    }
+
     private struct State {
-        var listeners: [String: any Channel] = [:]
+        var listeners: [String: BoundListener] = [:]
+        /// The splice plane, when the tls listener uses it.
+        var splice: SplicePlane?
         var fingerprint: [Int]?
         var ready = false
     }
@@ -109,31 +131,42 @@ public final class Gateway: Sendable {
     /// Binds the listeners. Their addresses (with the real port when 0 was asked for) are in `boundAddresses`.
     public func start() async throws {
         let gateway = proxy.policy.current.gateway
-        var bound: [String: any Channel] = [:]
+        var bound: [String: BoundListener] = [:]
+        var splice: SplicePlane?
         do {
             if let address = gateway.listeners.tls {
-                bound["tls"] = try await Listeners.bind(.passthrough, host: address.host, port: address.port, group: group, proxy: proxy)
+                if gateway.tls.dataPlane == .splice {
+                    #if os(Linux)
+                    let plane = try SplicePlane(workers: options.workers, proxy: proxy, group: group)
+                    splice = plane
+                    bound["tls"] = .splice(try plane.bind(host: address.host, port: address.port, name: "tls"))
+                    #endif
+                } else {
+                    bound["tls"] = .nio(try await Listeners.bind(.passthrough, host: address.host, port: address.port, group: group, proxy: proxy))
+                }
             }
             if let address = gateway.listeners.connect {
-                bound["connect"] = try await Listeners.bind(.connect, host: address.host, port: address.port, group: group, proxy: proxy)
+                bound["connect"] = .nio(try await Listeners.bind(.connect, host: address.host, port: address.port, group: group, proxy: proxy))
             }
             if let address = gateway.listeners.http {
-                bound["http"] = try await Listeners.bind(.http, host: address.host, port: address.port, group: group, proxy: proxy)
+                bound["http"] = .nio(try await Listeners.bind(.http, host: address.host, port: address.port, group: group, proxy: proxy))
             }
             if let address = gateway.listeners.admin {
                 let isReady: @Sendable () -> Bool = { [weak self] in self?.isReady ?? false }
-                bound["admin"] = try await AdminServer.bind(host: address.host, port: address.port, group: group, proxy: proxy, isReady: isReady)
+                bound["admin"] = .nio(try await AdminServer.bind(host: address.host, port: address.port, group: group, proxy: proxy, isReady: isReady))
             }
         } catch {
-            for channel in bound.values { try? await channel.close() }
+            for listener in bound.values { await listener.close() }
+            await splice?.shutdown()
             throw error
         }
         state.withLock {
             $0.listeners = bound
+            $0.splice = splice
             $0.ready = true
         }
-        for (name, channel) in bound.sorted(by: { $0.key < $1.key }) {
-            logger.info("listening", metadata: ["listener": "\(name)", "address": "\(channel.localAddress?.hostPort ?? "?")"])
+        for (name, listener) in bound.sorted(by: { $0.key < $1.key }) {
+            logger.info("listening", metadata: ["listener": "\(name)", "address": "\(listener.localAddress?.hostPort ?? "?")"])
         }
         if let cluster {
             proxy.metrics.setReady(false)
@@ -206,8 +239,8 @@ public final class Gateway: Sendable {
 
     /// Listeners are bound and the access log opened once, at start.
     private func warnIfRestartNeeded(old: GatewayConfig, new: GatewayConfig) {
-        if new.listeners != old.listeners || new.logging != old.logging {
-            logger.warning("listener and logging changes take effect at the next restart", metadata: ["file": "\(options.configPath)"])
+        if new.listeners != old.listeners || new.logging != old.logging || new.tls.dataPlane != old.tls.dataPlane {
+            logger.warning("listener, data plane and logging changes take effect at the next restart", metadata: ["file": "\(options.configPath)"])
         }
     }
 
@@ -225,13 +258,16 @@ public final class Gateway: Sendable {
         // Stop watching at once (an API connect in flight may take its 10 s timeout to give up:
         // it is awaited after the drain, not before).
         cluster?.cancel()
-        let listeners = state.withLock { state in
+        let (listeners, splice) = state.withLock { state in
             state.ready = false
-            defer { state.listeners = [:] }
-            return state.listeners
+            defer {
+                state.listeners = [:]
+                state.splice = nil
+            }
+            return (state.listeners, state.splice)
         }
         proxy.metrics.setReady(false)
-        for (name, channel) in listeners where name != "admin" { try? await channel.close() }
+        for (name, listener) in listeners where name != "admin" { await listener.close() }
         logger.info("draining", metadata: ["open": "\(proxy.openConnections)"])
         while proxy.openConnections > 0 && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(50))
@@ -239,7 +275,9 @@ public final class Gateway: Sendable {
         if proxy.openConnections > 0 {
             logger.warning("drain deadline passed; closing live connections", metadata: ["open": "\(proxy.openConnections)"])
         }
-        if let admin = listeners["admin"] { try? await admin.close() }
+        if let admin = listeners["admin"] { await admin.close() }
+        // Connections still open after the drain end now (their records say `shutdown`).
+        await splice?.shutdown()
         await cluster?.stop()
         try? await group.shutdownGracefully()
         try? await threadPool.shutdownGracefully()

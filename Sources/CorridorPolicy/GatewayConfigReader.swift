@@ -25,6 +25,12 @@ enum GatewayConfigReader {
             config.tls.upstreamPort = try tls.int("upstreamPort", in: 1...65535) ?? config.tls.upstreamPort
             config.tls.allowECH = try tls.bool("allowECH") ?? false
             config.tls.maxClientHelloBytes = try tls.int("maxClientHelloBytes", in: 1024...(1 << 20)) ?? config.tls.maxClientHelloBytes
+            config.tls.dataPlane = try tls.enumeration("dataPlane", GatewayConfig.TLSSettings.DataPlane.self) ?? config.tls.dataPlane
+            #if !os(Linux)
+            if config.tls.dataPlane == .splice {
+                throw reader.error("spec.tls.dataPlane", tls.node("dataPlane"), "Splice needs Linux (epoll and splice(2)); use NIO here")
+            }
+            #endif
             try tls.finish()
         }
 

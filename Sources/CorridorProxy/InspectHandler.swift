@@ -256,24 +256,17 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
                 self.startRelay(context: context, upstream: connected)
             case .failure(let error):
                 guard case .dialing = self.state, let record = self.record else { return }
-                let (cause, reason): (CloseCause, String?)
-                switch error {
-                case UpstreamDialer.Failure.blocked(let why): (cause, reason) = (.destinationBlocked, why)
-                case UpstreamDialer.Failure.addressMismatch(let why):
-                    record.addressMismatch = true
-                    (cause, reason) = (.destinationBlocked, why)
-                case UpstreamDialer.Failure.resolveFailed(let why): (cause, reason) = (.resolveFailed, why)
-                case UpstreamDialer.Failure.connectFailed(let why, let timedOut): (cause, reason) = (timedOut ? .connectTimeout : .connectFailed, why)
-                default: (cause, reason) = (.connectFailed, "\(error)")
-                }
-                if cause == .destinationBlocked {
+                let failure = error as? UpstreamDialer.Failure ?? .connectFailed("\(error)", timedOut: false)
+                if case .addressMismatch = failure { record.addressMismatch = true }
+                let (cause, reason, refused) = failure.ending
+                if refused {
                     if !self.plainTCP {
                         context.write(self.wrapOutboundOut(TLSAlert.accessDenied.record(allocator: context.channel.allocator)), promise: nil)
                     }
                     self.finishEarly(context: context, cause: cause, reason: reason)
                 } else {
                     // Policy allowed it; the upstream could not be reached. Keep the verdict, say why.
-                    record.decision?.reason += "; \(reason ?? "upstream unreachable")"
+                    record.decision?.reason += "; \(reason)"
                     if !self.plainTCP {
                         context.write(self.wrapOutboundOut(TLSAlert.internalError.record(allocator: context.channel.allocator)), promise: nil)
                     }

@@ -44,4 +44,51 @@ enum OriginalDestination {
         body(nil)
         #endif
     }
+
+    /// The original destination of an accepted socket `fd` (the splice plane's), or nil when it
+    /// was not redirected. `peer`: the client's address (an IPv4 client, mapped or not, has an
+    /// IPv4 conntrack entry). One `getsockopt`, and a `getsockname` only when conntrack answers.
+    static func lookup(fd: Int32, peer: IPAddress) -> SocketAddress? {
+        #if os(Linux)
+        var found: SocketAddress?
+        if peer.unmapped.isIPv4 {
+            var address = sockaddr_in()
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            guard getsockopt(fd, Int32(IPPROTO_IP), optionName, &address, &length) == 0 else { return nil }
+            found = SocketAddress(address, host: "")
+        } else {
+            var address = sockaddr_in6()
+            var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+            guard getsockopt(fd, Int32(IPPROTO_IPV6), optionName, &address, &length) == 0 else { return nil }
+            found = SocketAddress(address, host: "")
+        }
+        // Not redirected: conntrack names the listener's own address.
+        var local = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        guard let found, let port = found.port, port != 0,
+              getsockname(fd, withUnsafeMutableBytes(of: &local) { $0.baseAddress!.assumingMemoryBound(to: sockaddr.self) }, &length) == 0
+        else { return nil }
+        if let own = SocketAddress(storage: local), IPAddress(own)?.unmapped == IPAddress(found)?.unmapped, own.port == port { return nil }
+        return found
+        #else
+        return nil
+        #endif
+    }
+}
+
+extension SocketAddress {
+    /// An IPv4 or IPv6 address from `sockaddr_storage` bytes (no text formatting); nil for others.
+    init?(storage: sockaddr_storage) {
+        var storage = storage
+        switch Int32(storage.ss_family) {
+        case AF_INET:
+            let address = withUnsafeBytes(of: &storage) { $0.loadUnaligned(as: sockaddr_in.self) }
+            self = SocketAddress(address, host: "")
+        case AF_INET6:
+            let address = withUnsafeBytes(of: &storage) { $0.loadUnaligned(as: sockaddr_in6.self) }
+            self = SocketAddress(address, host: "")
+        default:
+            return nil
+        }
+    }
 }

@@ -60,14 +60,23 @@ public final class ProxyContext: Sendable {
     /// Takes a slot in the connection budget for `channel`, given back when the channel closes;
     /// false when `limit` connections are already open.
     func admit(_ channel: any Channel, limit: Int) -> Bool {
+        guard admit(limit: limit) else { return false }
+        channel.closeFuture.whenComplete { [self] _ in release() }
+        return true
+    }
+
+    /// Takes a slot in the connection budget; false when `limit` connections are already open.
+    /// Each slot taken is given back with ``release()``.
+    func admit(limit: Int) -> Bool {
         let previous = open.wrappingAdd(1, ordering: .relaxed).oldValue
         if previous >= limit {
             open.wrappingSubtract(1, ordering: .relaxed)
             return false
         }
-        channel.closeFuture.whenComplete { [self] _ in open.wrappingSubtract(1, ordering: .relaxed) }
         return true
     }
+
+    func release() { open.wrappingSubtract(1, ordering: .relaxed) }
 
     /// The reason recorded for a connection refused by ``admit(_:limit:)``.
     static func connectionLimitReason(_ limit: Int) -> String {

@@ -33,6 +33,13 @@ public struct Resolver: Sendable {
         self.threadPool = threadPool
     }
 
+    /// The answer known without a lookup: the static map's, or a cached one. Nil: call ``resolve(_:snapshot:on:)``.
+    func immediate(_ host: String, snapshot: PolicySnapshot) -> [IPAddress]? {
+        if let fixed = snapshot.staticAddresses(for: host) { return fixed }
+        guard snapshot.gateway.systemResolver, snapshot.gateway.resolverCacheTTL > .zero else { return nil }
+        return cache.lookup(host, now: ContinuousClock.now)
+    }
+
     public func resolve(_ host: String, snapshot: PolicySnapshot, on eventLoop: any EventLoop) -> EventLoopFuture<[IPAddress]> {
         if let fixed = snapshot.staticAddresses(for: host) { return eventLoop.makeSucceededFuture(fixed) }
         guard snapshot.gateway.systemResolver else { return eventLoop.makeFailedFuture(Failure.systemResolverDisabled) }

@@ -32,41 +32,60 @@ struct UpstreamDialer {
         context.resolver.resolve(host, snapshot: snapshot, on: eventLoop)
             .flatMapErrorThrowing { error in throw Failure.resolveFailed("cannot resolve \(host): \(error)") }
             .flatMap { addresses in
-                var mismatch = false
-                if let original = originalDestination, !addresses.contains(original) {
-                    mismatch = true
-                    if snapshot.gateway.transparent.addressMismatch == .deny {
-                        let list = addresses.map(\.description).joined(separator: ", ")
-                        return eventLoop.makeFailedFuture(Failure.addressMismatch(
-                            "the client dialled \(original), which is not an address of \(host) ([\(list)]) (spec.transparent.addressMismatch: Deny)"))
-                    }
+                switch Self.vet(addresses, host: host, serviceAddresses: serviceAddresses,
+                                originalDestination: originalDestination, snapshot: snapshot) {
+                case .failure(let failure):
+                    return eventLoop.makeFailedFuture(failure)
+                case .success(let (vetted, mismatch)):
+                    return attempt(vetted, port: port, lastError: nil)
+                        .map { connected in
+                            var connected = connected
+                            connected.addressMismatch = mismatch
+                            return connected
+                        }
                 }
-                var vetted: [IPAddress] = []
-                var firstBlock: String?
-                for address in addresses {
-                    switch snapshot.addressGuard.check(address, serviceAddresses: serviceAddresses) {
-                    case .allowed: vetted.append(address)
-                    case .blocked(let range, let name):
-                        firstBlock = firstBlock ?? "\(host) resolved to \(address), which is in blocked range \(range) (\(name))"
-                    }
-                }
-                guard !vetted.isEmpty else {
-                    return eventLoop.makeFailedFuture(Failure.blocked(firstBlock ?? "\(host) resolved to no address"))
-                }
-                return attempt(Array(vetted.prefix(Self.maxAttempts)), port: port, lastError: nil)
-                    .map { connected in
-                        var connected = connected
-                        connected.addressMismatch = mismatch
-                        return connected
-                    }
             }
+    }
+
+    /// The addresses of `host` that may be dialled, in order (at most ``maxAttempts``), and whether
+    /// the client's original destination was not among them; or why none may.
+    static func vet(_ addresses: [IPAddress], host: String, serviceAddresses: [CIDR], originalDestination: IPAddress?,
+                    snapshot: PolicySnapshot) -> Result<(vetted: [IPAddress], mismatch: Bool), Failure> {
+        var mismatch = false
+        if let original = originalDestination, !addresses.contains(original) {
+            mismatch = true
+            if snapshot.gateway.transparent.addressMismatch == .deny {
+                let list = addresses.map(\.description).joined(separator: ", ")
+                return .failure(.addressMismatch(
+                    "the client dialled \(original), which is not an address of \(host) ([\(list)]) (spec.transparent.addressMismatch: Deny)"))
+            }
+        }
+        var vetted: [IPAddress] = []
+        var firstBlock: String?
+        for address in addresses {
+            switch snapshot.addressGuard.check(address, serviceAddresses: serviceAddresses) {
+            case .allowed: vetted.append(address)
+            case .blocked(let range, let name):
+                firstBlock = firstBlock ?? "\(host) resolved to \(address), which is in blocked range \(range) (\(name))"
+            }
+        }
+        guard !vetted.isEmpty else { return .failure(.blocked(firstBlock ?? "\(host) resolved to no address")) }
+        return .success((Array(vetted.prefix(maxAttempts)), mismatch))
+    }
+
+    /// Vets an address the policy named itself (a TCP service's original destination).
+    static func vet(address: IPAddress, serviceAddresses: [CIDR], snapshot: PolicySnapshot) -> Failure? {
+        if case .blocked(let range, let name) = snapshot.addressGuard.check(address, serviceAddresses: serviceAddresses) {
+            return .blocked("\(address) is in blocked range \(range) (\(name))")
+        }
+        return nil
     }
 
     /// Dials an address the policy named itself (a TCP service's original destination), after the
     /// same vetting as a resolved address.
     func connect(address: IPAddress, port: Int, serviceAddresses: [CIDR]) -> EventLoopFuture<Connected> {
-        if case .blocked(let range, let name) = snapshot.addressGuard.check(address, serviceAddresses: serviceAddresses) {
-            return eventLoop.makeFailedFuture(Failure.blocked("\(address) is in blocked range \(range) (\(name))"))
+        if let failure = Self.vet(address: address, serviceAddresses: serviceAddresses, snapshot: snapshot) {
+            return eventLoop.makeFailedFuture(failure)
         }
         return attempt([address], port: port, lastError: nil)
     }
@@ -121,3 +140,17 @@ final class UpstreamBootstraps {
 
 @available(*, unavailable)
 extension UpstreamBootstraps: Sendable {}
+
+extension UpstreamDialer.Failure {
+    /// How a connection that could not be dialled ends: its close cause, the reason (nil keeps the
+    /// policy's reason and appends `unreachable`), and whether the destination itself was refused
+    /// (the client gets `access_denied`; otherwise `internal_error`).
+    var ending: (cause: CloseCause, reason: String, refused: Bool) {
+        switch self {
+        case .blocked(let why): (.destinationBlocked, why, true)
+        case .addressMismatch(let why): (.destinationBlocked, why, true)
+        case .resolveFailed(let why): (.resolveFailed, why, false)
+        case .connectFailed(let why, let timedOut): (timedOut ? .connectTimeout : .connectFailed, why, false)
+        }
+    }
+}

@@ -4,6 +4,10 @@ import Foundation
 import Logging
 import NIOCore
 
+/// The tls listener's data plane in the integration tests: `CORRIDOR_TEST_DATA_PLANE` (NIO or
+/// Splice); `scripts/test` runs the passthrough suites under both.
+let testDataPlane = ProcessInfo.processInfo.environment["CORRIDOR_TEST_DATA_PLANE"] ?? "NIO"
+
 /// The config every integration test starts from: the quickstart's objects, with the upstream's
 /// real port and listeners on port 0. `extra` is appended as more YAML documents.
 func testConfig(upstreamPort: Int, accessLog: String, gatewayExtra: String = "", extra: String = "") -> String {
@@ -24,6 +28,7 @@ func testConfig(upstreamPort: Int, accessLog: String, gatewayExtra: String = "",
       destinations: {allowPrivate: [127.0.0.1/32]}
       unknownSources: Deny
       logging: {accessLog: {file: \(accessLog)}}
+      tls: {dataPlane: \(testDataPlane)}
     \(gatewayExtra)
     ---
     apiVersion: corridor.dev/v1alpha1

@@ -65,6 +65,31 @@ struct PassthroughTests {
         #expect(record["closeCause"] as? String == "completed")
     }
 
+    @Test func aClientResettingMidTransferEndsTheRelayWithARecordAndTheGatewayGoesOn() async throws {
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        // A TLS session that sends 256 KiB, reads a little of the echo, then resets (SO_LINGER 0).
+        let result = try runCommand("python3", ["-c", """
+            import socket, ssl, struct, sys
+            ctx = ssl.create_default_context(cafile=sys.argv[1])
+            raw = socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=20)
+            tls = ctx.wrap_socket(raw, server_hostname="api.allowed.test")
+            tls.sendall(b"ECHO\\n")
+            tls.sendall(b"x" * (256 << 10))
+            got = tls.recv(1000)
+            tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            tls.close()
+            print("reset after", len(got))
+            """, h.pki.caCert, "\(h.tlsPort)"], timeout: 30)
+        #expect(result.stdout.contains("reset after"), "\(result.stdout)\(result.stderr)")
+        let record = try #require(h.record { $0["decision"] as? String == "allow" && ($0["bytesUp"] as? Int ?? 0) > 0 })
+        #expect(["client_error", "upstream_error", "completed"].contains(record["closeCause"] as? String ?? "?"), "\(record)")
+        // The next connection is served as usual.
+        let next = try h.pythonClient(["--port", "\(h.tlsPort)", "--sni", "api.allowed.test", "--mode", "ECHO", "--bytes", "65536"])
+        #expect(next["error"] == nil, "\(next)")
+        #expect(next["receivedHash"] as? String == next["sentHash"] as? String)
+    }
+
     @Test func halfCloseIsPassedOnAndTheAnswerStillComesBack() async throws {
         let h = try await GatewayHarness()
         defer { Task { await h.stop() } }

@@ -1,0 +1,213 @@
+#if os(Linux)
+import CCorridorLinux
+import Glibc
+import Synchronization
+
+/// Something with descriptors in an ``EpollLoop``. `ready` may be called for a descriptor that
+/// has since been closed and reused (readiness is level-triggered and may be spurious): handlers
+/// find out by calling and getting `EAGAIN`.
+protocol EpollHandler: AnyObject {
+    func ready(fd: Int32, events: UInt32)
+}
+
+/// Something with deadlines: the loop calls `tick` about four times a second while it is listed.
+protocol EpollTicking: AnyObject {
+    var tickSlot: Int { get set }
+    func tick(now: ContinuousClock.Instant)
+}
+
+/// One thread and one epoll set: the event loop of the splice data plane (``SplicePlane``).
+/// Level-triggered: a descriptor is watched for what its owner wants next (read, write or
+/// nothing), so each wake-up does one read or splice and no probing for `EAGAIN`. Closing a
+/// descriptor removes it from the set (no `2`). Work from other threads (a resolved
+/// name, a stop) comes in through ``execute(_:)`` and an eventfd.
+///
+/// Everything but ``execute(_:)`` and ``stop()`` is called on the loop's own thread.
+final class EpollLoop: @unchecked Sendable {
+    static let readable = corridor_epollin()
+    static let writable = corridor_epollout()
+    static let failed = corridor_epollhup() | corridor_epollerr()
+    static let tickInterval: Duration = .milliseconds(250)
+    /// EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD (sys/epoll.h).
+    static let opAdd: Int32 = 1, opRemove: Int32 = 2, opModify: Int32 = 3
+    /// Pipes kept for reuse per loop (each is two descriptors; a relay takes one only while bytes move).
+    static let maxPooledPipes = 64
+
+    private let epfd: Int32
+    private let wakeFD: Int32
+    private var handlers: [(any EpollHandler)?] = []
+    private var ticking: [any EpollTicking] = []
+    private let inbox = Mutex<(tasks: [@Sendable () -> Void], stopping: Bool)>(([], false))
+    private var lastTick = ContinuousClock.now
+    private var pipes: [(read: Int32, write: Int32)] = []
+    /// The time of the current wake-up.
+    private(set) var now = ContinuousClock.now
+
+    init() throws(SpliceError) {
+        epfd = corridor_epoll_create()
+        guard epfd >= 0 else { throw .system("epoll_create1", errno) }
+        wakeFD = corridor_eventfd()
+        guard wakeFD >= 0 else {
+            let code = errno
+            close(epfd)
+            throw .system("eventfd", code)
+        }
+        guard corridor_epoll_ctl(epfd, Self.opAdd, wakeFD, Self.readable) == 0 else {
+            let code = errno
+            close(wakeFD)
+            close(epfd)
+            throw .system("epoll_ctl", code)
+        }
+    }
+
+    deinit {
+        for pipe in pipes {
+            close(pipe.read)
+            close(pipe.write)
+        }
+        close(wakeFD)
+        close(epfd)
+    }
+
+    // MARK: descriptors
+
+    /// Watches `fd` for `events` on behalf of `handler`.
+    func add(_ fd: Int32, _ events: UInt32, _ handler: any EpollHandler) -> Bool {
+        guard corridor_epoll_ctl(epfd, Self.opAdd, fd, events) == 0 else { return false }
+        let index = Int(fd)
+        if index >= handlers.count { handlers.append(contentsOf: repeatElement(nil, count: index - handlers.count + 1024)) }
+        handlers[index] = handler
+        return true
+    }
+
+    /// Changes what `fd` is watched for.
+    func modify(_ fd: Int32, _ events: UInt32) {
+        _ = corridor_epoll_ctl(epfd, Self.opModify, fd, events)
+    }
+
+    /// Stops watching `fd` without closing it (a descriptor shared with other loops).
+    func remove(_ fd: Int32) {
+        _ = corridor_epoll_ctl(epfd, Self.opRemove, fd, 0)
+        if Int(fd) < handlers.count { handlers[Int(fd)] = nil }
+    }
+
+    /// Closes `fd`, which the kernel takes out of the set.
+    func close(_ fd: Int32) {
+        if Int(fd) < handlers.count { handlers[Int(fd)] = nil }
+        _ = Glibc.close(fd)
+    }
+
+    // MARK: deadlines
+
+    func watchDeadlines(_ item: any EpollTicking) {
+        guard item.tickSlot < 0 else { return }
+        item.tickSlot = ticking.count
+        ticking.append(item)
+    }
+
+    func unwatchDeadlines(_ item: any EpollTicking) {
+        let slot = item.tickSlot
+        guard slot >= 0, slot < ticking.count, ticking[slot] === item else { return }
+        let last = ticking.removeLast()
+        if last !== item {
+            ticking[slot] = last
+            last.tickSlot = slot
+        }
+        item.tickSlot = -1
+    }
+
+    /// What is watched for deadlines now (the connections of this loop).
+    var watched: [any EpollTicking] { ticking }
+
+    // MARK: pipes
+
+    /// A pipe from the pool, or a new one; nil when none can be made (descriptor limit).
+    func takePipe() -> (read: Int32, write: Int32)? {
+        if let pipe = pipes.popLast() { return pipe }
+        var fds: [Int32] = [0, 0]
+        guard corridor_pipe(&fds) == 0 else { return nil }
+        return (fds[0], fds[1])
+    }
+
+    /// Gives back an empty pipe.
+    func returnPipe(_ pipe: (read: Int32, write: Int32)) {
+        if pipes.count < Self.maxPooledPipes {
+            pipes.append(pipe)
+        } else {
+            _ = Glibc.close(pipe.read)
+            _ = Glibc.close(pipe.write)
+        }
+    }
+
+    // MARK: running
+
+    /// Runs `task` on the loop's thread; from any thread.
+    func execute(_ task: @escaping @Sendable () -> Void) {
+        let wake = inbox.withLock { inbox in
+            inbox.tasks.append(task)
+            return inbox.tasks.count == 1
+        }
+        if wake { signal() }
+    }
+
+    /// Makes ``run(onStop:)`` return after its current wake-up; from any thread.
+    func stop() {
+        inbox.withLock { $0.stopping = true }
+        signal()
+    }
+
+    private func signal() {
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    /// The loop; returns after ``stop()``, once `onStop` has run on the loop's thread.
+    func run(onStop: () -> Void) {
+        var fds = [Int32](repeating: 0, count: 256)
+        var events = [UInt32](repeating: 0, count: 256)
+        while true {
+            let timeout: Int32 = ticking.isEmpty ? -1 : 250
+            let count = corridor_epoll_wait(epfd, &fds, &events, 256, timeout)
+            now = .now
+            if count < 0 && errno != EINTR { break }
+            var woken = false
+            for i in 0..<max(0, Int(count)) {
+                let fd = fds[i]
+                if fd == wakeFD {
+                    woken = true
+                    continue
+                }
+                if Int(fd) < handlers.count, let handler = handlers[Int(fd)] { handler.ready(fd: fd, events: events[i]) }
+            }
+            if woken {
+                var value: UInt64 = 0
+                _ = read(wakeFD, &value, 8)
+                let (tasks, stopping) = inbox.withLock { inbox in
+                    defer { inbox.tasks.removeAll(keepingCapacity: true) }
+                    return (inbox.tasks, inbox.stopping)
+                }
+                for task in tasks { task() }
+                if stopping { break }
+            }
+            if now - lastTick >= Self.tickInterval {
+                lastTick = now
+                // A tick may end connections, which leave the list: walk a copy.
+                for item in ticking { item.tick(now: now) }
+            }
+        }
+        onStop()
+    }
+}
+
+enum SpliceError: Error, CustomStringConvertible {
+    case system(String, Int32)
+    case address(String)
+
+    var description: String {
+        switch self {
+        case .system(let call, let code): "\(call): \(String(cString: strerror(code)))"
+        case .address(let text): text
+        }
+    }
+}
+#endif

@@ -1,0 +1,182 @@
+#if os(Linux)
+import CCorridorLinux
+import CorridorPolicy
+import Glibc
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// The splice data plane of the tls listener (`spec.tls.dataPlane: Splice`): TLS passthrough on
+/// raw sockets and epoll, one ``EpollLoop`` thread per worker. A connection is accepted, its
+/// ClientHello read and decided, the vetted upstream dialled, and the bytes moved by the kernel
+/// with splice(2) through a pipe, never copied into the gateway. The steps and their rules are the
+/// NIO plane's (``InspectHandler``, ``UpstreamDialer``, ``GlueHandler``): same parser, decision
+/// engine, resolver, address guard, access record and metrics. See ``SpliceConnection``.
+///
+/// Why a second plane: each NIO connection is two channels with fixed costs (about 14
+/// `epoll_ctl` and 7 `getsockname`/`getpeername` per connection, about 3.8 KiB of the 5 KiB an
+/// idle connection holds) and no way to splice. Here an idle connection is two descriptors and
+/// one object, and a connection costs two `epoll_ctl`.
+public final class SplicePlane: Sendable {
+    let loops: [EpollLoop]
+    private let threads: NIOThreadPool
+    let proxy: ProxyContext
+    /// Event loops for the resolver's futures (its thread pool and timeout).
+    let group: any EventLoopGroup
+    private let next = Atomic<Int>(0)
+
+    public init(workers: Int, proxy: ProxyContext, group: any EventLoopGroup) throws {
+        // A write to a socket whose peer has gone must fail with EPIPE, not kill the process.
+        signal(SIGPIPE, SIG_IGN)
+        var loops: [EpollLoop] = []
+        for _ in 0..<max(1, workers) { loops.append(try EpollLoop()) }
+        self.loops = loops
+        self.proxy = proxy
+        self.group = group
+        threads = NIOThreadPool(numberOfThreads: loops.count)
+        threads.start()
+        for loop in loops {
+            threads.submit { _ in
+                loop.run {
+                    for item in loop.watched { (item as? SpliceConnection)?.end(.shutdown) }
+                }
+            }
+        }
+    }
+
+    /// Binds a listener; every loop accepts from it.
+    public func bind(host: String, port: Int, name: String) throws -> SpliceListener {
+        let listener = try SpliceListener(host: host, port: port, name: name, plane: self)
+        for loop in loops {
+            let acceptor = SpliceAcceptor(listener: listener, loop: loop)
+            loop.execute { _ = loop.add(listener.fd, SpliceAcceptor.events, acceptor) }
+        }
+        return listener
+    }
+
+    /// Ends every connection (cause `shutdown`) and stops the loops.
+    public func shutdown() async {
+        for loop in loops { loop.stop() }
+        try? await threads.shutdownGracefully()
+    }
+}
+
+/// A listening socket of the splice plane, shared by its loops.
+public final class SpliceListener: Sendable {
+    let fd: Int32
+    let name: String
+    let plane: SplicePlane
+    /// Set by ``close()``: a paused acceptor must not watch the socket again.
+    let closed = Atomic<Bool>(false)
+    /// The bound address (with the real port when 0 was asked for).
+    public let localAddress: SocketAddress
+
+    init(host: String, port: Int, name: String, plane: SplicePlane) throws {
+        guard let ip = IPAddress(parsing: host), let address = try? ip.socketAddress(port: port) else {
+            throw SpliceError.address("cannot listen on \(host):\(port): not an IP address and port")
+        }
+        let fd = corridor_stream_socket(ip.isIPv4 ? AF_INET : AF_INET6)
+        guard fd >= 0 else { throw SpliceError.system("socket", errno) }
+        var one: Int32 = 1
+        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        // Accepted sockets inherit TCP_NODELAY.
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        let bound = address.withRawSockaddr { Glibc.bind(fd, $0, $1) }
+        guard bound == 0, listen(fd, 4096) == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw SpliceError.system("bind \(host):\(port)", code)
+        }
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutableBytes(of: &storage) { getsockname(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length) }
+        self.fd = fd
+        self.name = name
+        self.plane = plane
+        self.localAddress = SocketAddress(storage: storage) ?? address
+    }
+
+    /// Stops accepting: every loop lets go of the socket, then it is closed (new connections are refused).
+    public func close() async {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let loops = plane.loops
+        let remaining = Atomic<Int>(loops.count)
+        let fd = self.fd
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            for loop in loops {
+                loop.execute {
+                    loop.remove(fd)
+                    if remaining.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+                        Glibc.close(fd)
+                        done.resume()
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Accepts connections of one listener on one loop.
+final class SpliceAcceptor: EpollHandler, EpollTicking, @unchecked Sendable {
+    private let listener: SpliceListener
+    private let loop: EpollLoop
+    /// Accepts per wake-up, so one busy listener does not starve the relays.
+    static let acceptsPerWake = 64
+    /// Set while accepting is paused because the process is out of descriptors.
+    private var pausedUntil: ContinuousClock.Instant?
+    var tickSlot = -1
+
+    init(listener: SpliceListener, loop: EpollLoop) {
+        self.listener = listener
+        self.loop = loop
+    }
+
+    static let events = EpollLoop.readable | corridor_epollexclusive()
+
+    func ready(fd: Int32, events: UInt32) {
+        guard fd == listener.fd, pausedUntil == nil else { return }
+        for _ in 0..<Self.acceptsPerWake {
+            var storage = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let client = corridor_accept(fd, &storage, &length)
+            if client < 0 {
+                let code = errno
+                if code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM {
+                    // Out of descriptors: stop watching the listener for a moment rather than
+                    // spin on it (it stays readable; connections wait in the backlog).
+                    pausedUntil = loop.now + .milliseconds(250)
+                    loop.remove(fd)
+                    loop.watchDeadlines(self)
+                    listener.plane.proxy.logger.warning("cannot accept: \(String(cString: strerror(code))); accepting again in 250 ms")
+                }
+                return
+            }
+            SpliceConnection.start(client: client, peer: SocketAddress(storage: storage), listener: listener, loop: loop)
+        }
+    }
+
+    func tick(now: ContinuousClock.Instant) {
+        guard let pausedUntil, now >= pausedUntil else { return }
+        self.pausedUntil = nil
+        loop.unwatchDeadlines(self)
+        if !listener.closed.load(ordering: .acquiring) { _ = loop.add(listener.fd, Self.events, self) }
+    }
+}
+
+extension SocketAddress {
+    /// Calls `body` with the raw `sockaddr` and its length.
+    func withRawSockaddr<T>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
+        switch self {
+        case .v4(let v4):
+            var address = v4.address
+            return withUnsafeBytes(of: &address) { body($0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count)) }
+        case .v6(let v6):
+            var address = v6.address
+            return withUnsafeBytes(of: &address) { body($0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count)) }
+        case .unixDomainSocket:
+            var address = sockaddr()
+            return body(&address, 0)
+        }
+    }
+}
+#endif
