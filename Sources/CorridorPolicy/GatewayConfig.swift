@@ -61,14 +61,21 @@ public struct GatewayConfig: Sendable, Equatable {
         public var allowECH = false
         /// The largest ClientHello accepted, in bytes, across TLS records.
         public var maxClientHelloBytes = 65536
-        /// What carries the tls listener's connections. Read when the gateway starts.
-        public var dataPlane: DataPlane = .nio
+        /// What carries the tls listener's connections: Splice on Linux, NIO elsewhere. Read when
+        /// the gateway starts.
+        public var dataPlane: DataPlane = .platformDefault
 
         public enum DataPlane: String, Sendable, Equatable, CaseIterable {
             /// SwiftNIO channels, like the other listeners.
             case nio = "NIO"
             /// Raw sockets and epoll, bytes moved by splice(2) without copying (Linux only).
             case splice = "Splice"
+
+            #if os(Linux)
+            public static let platformDefault = DataPlane.splice
+            #else
+            public static let platformDefault = DataPlane.nio
+            #endif
         }
     }
 

@@ -1,12 +1,13 @@
 import CorridorGateway
+import CorridorPolicy
 import CorridorProxy
 import Foundation
 import Logging
 import NIOCore
 
 /// The tls listener's data plane in the integration tests: `CORRIDOR_TEST_DATA_PLANE` (NIO or
-/// Splice); `scripts/test` runs the passthrough suites under both.
-let testDataPlane = ProcessInfo.processInfo.environment["CORRIDOR_TEST_DATA_PLANE"] ?? "NIO"
+/// Splice), else the platform's default. `scripts/test` runs the passthrough suites under both.
+let testDataPlane = ProcessInfo.processInfo.environment["CORRIDOR_TEST_DATA_PLANE"] ?? GatewayConfig.TLSSettings.DataPlane.platformDefault.rawValue
 
 /// The config every integration test starts from: the quickstart's objects, with the upstream's
 /// real port and listeners on port 0. `extra` is appended as more YAML documents.

@@ -75,6 +75,7 @@ struct GatewayConfigLoadTests {
         Named("unknownSources lower case", ("  unknownSources: deny\n", "spec.unknownSources", 5, "Deny, Allow")),
         Named("zero timeout", ("  limits: {connectTimeout: 0s}\n", "spec.limits.connectTimeout", 5, "positive duration")),
         Named("typo in limits", ("  limits: {idleTimeOut: 5m}\n", "spec.limits.idleTimeOut", 5, "unknown field")),
+        Named("dataPlane lower case", ("  tls: {dataPlane: splice}\n", "spec.tls.dataPlane", 5, "NIO, Splice")),
     ])
     func errors(_ example: Named<(String, String, Int, String)>) throws {
         let (spec, field, line, reason) = example.value
@@ -86,6 +87,18 @@ struct GatewayConfigLoadTests {
         #expect(error.field == field)
         #expect(error.line == line)
         #expect(error.reason.contains(reason), "reason: \(error.reason)")
+    }
+
+    @Test("the tls listener's data plane")
+    func dataPlane() throws {
+        let byDefault = try #require(loadValid(Self.gateway("  tls: {upstreamPort: 443}\n")))
+        #if os(Linux)
+        #expect(byDefault.gateway.tls.dataPlane == .splice)
+        #else
+        #expect(byDefault.gateway.tls.dataPlane == .nio)
+        #endif
+        let nio = try #require(loadValid(Self.gateway("  tls: {dataPlane: NIO}\n")))
+        #expect(nio.gateway.tls.dataPlane == .nio)
     }
 
     @Test("access log to standard output and a file")

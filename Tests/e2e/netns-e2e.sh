@@ -134,7 +134,7 @@ metadata: {name: e2e}
 spec:
   listeners: {tls: "[::]:15443", http: "[::]:15080", admin: 127.0.0.1:15000}   # dual-stack
   transparent: {addressMismatch: $1}
-  tls: {dataPlane: ${CORRIDOR_TEST_DATA_PLANE:-NIO}}
+  tls: {dataPlane: ${CORRIDOR_TEST_DATA_PLANE:-Splice}}
   resolver: {cacheTTL: 0s}
   logging: {accessLog: {file: $WORK/access.log}}
 ---
@@ -286,7 +286,7 @@ kind: GatewayConfig
 metadata: {name: sidecar}
 spec:
   listeners: {tls: 127.0.0.1:15443, admin: 127.0.0.1:15000}
-  tls: {dataPlane: ${CORRIDOR_TEST_DATA_PLANE:-NIO}}
+  tls: {dataPlane: ${CORRIDOR_TEST_DATA_PLANE:-Splice}}
   resolver: {cacheTTL: 0s}
   logging: {accessLog: {file: $WORK/sidecar-access.log}}
 ---
