@@ -77,7 +77,9 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     private var lastActivity = ContinuousClock.now
     private var clientEvents: UInt32 = 0
     private var upstreamEvents: UInt32 = 0
-    private var cause = CloseCause.completed
+    /// The client (or upstream) hung up and left the epoll set (``hungUp(isClient:)``).
+    private var clientHungUp = false
+    private var upstreamHungUp = false
     var tickSlot = -1
 
     private init(client: Int32, listener: SpliceListener, loop: EpollLoop, record: ConnectionRecord, snapshot: PolicySnapshot) {
@@ -140,11 +142,11 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
                 clientLeftWhileConnecting()
             }
         case .relaying:
-            if fd == client {
-                pump(readClient: events & (EpollLoop.readable | EpollLoop.failed) != 0)
-            } else if fd == upstream {
-                pump(readUpstream: events & (EpollLoop.readable | EpollLoop.failed) != 0)
-            }
+            let isClient = fd == client
+            guard isClient || fd == upstream else { return }
+            if events & EpollLoop.failed != 0 { hungUp(isClient: isClient) }
+            let readable = events & EpollLoop.readable != 0
+            pump(readClient: isClient && readable, readUpstream: !isClient && readable)
         case .closed:
             return
         }
@@ -384,21 +386,53 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     private func pump(readClient: Bool = false, readUpstream: Bool = false) {
         guard phase == .relaying else { return }
         // `move` works on a direction in place and reports an ending instead of ending the
-        // connection itself: ending touches both directions.
-        if case .failed(let cause, let note) = move(&up, from: client, to: upstream, read: readClient) {
-            end(cause, note: note)
-            return
-        }
-        if case .failed(let cause, let note) = move(&down, from: upstream, to: client, read: readUpstream) {
-            end(cause, note: note)
-            return
-        }
+        // connection itself: ending touches both directions. A hung-up source is not watched:
+        // it is read until its end, or until its destination is full.
+        var moved = 0
+        repeat {
+            moved = record.bytesUp
+            if case .failed(let cause, let note) = move(&up, from: client, to: upstream, read: readClient || clientHungUp) {
+                end(cause, note: note)
+                return
+            }
+        } while clientHungUp && !up.ended && !up.blocked && record.bytesUp > moved
+        repeat {
+            moved = record.bytesDown
+            if case .failed(let cause, let note) = move(&down, from: upstream, to: client, read: readUpstream || upstreamHungUp) {
+                end(cause, note: note)
+                return
+            }
+        } while upstreamHungUp && !down.ended && !down.blocked && record.bytesDown > moved
         if up.shut && down.shut {
             end(.completed)
             return
         }
         setEvents(client: (up.wantsToRead ? EpollLoop.readable : 0) | (down.blocked ? EpollLoop.writable : 0),
                   upstream: (down.wantsToRead ? EpollLoop.readable : 0) | (up.blocked ? EpollLoop.writable : 0))
+    }
+
+    /// The client (or the upstream) hung up: it closed both ways (its end after ours), or reset.
+    /// Level-triggered epoll would report that again on every wait, so the socket leaves the set:
+    /// nothing more can be written to it, and what it sent before is read without waiting for
+    /// readiness (``pump``) until its end (or its error).
+    private func hungUp(isClient: Bool) {
+        if isClient ? clientHungUp : upstreamHungUp { return }
+        if isClient { clientHungUp = true } else { upstreamHungUp = true }
+        loop.remove(isClient ? client : upstream)
+        var toGone = isClient ? down : up
+        if !toGone.shut {
+            toGone.ended = true
+            toGone.shut = true
+            toGone.prefix = nil
+            toGone.blocked = false
+            if let pipe = toGone.pipe {
+                Glibc.close(pipe.read)
+                Glibc.close(pipe.write)
+                toGone.pipe = nil
+            }
+            toGone.inPipe = 0
+            if isClient { down = toGone } else { up = toGone }
+        }
     }
 
     private enum Step {
@@ -498,11 +532,11 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     }
 
     private func setEvents(client clientWanted: UInt32? = nil, upstream upstreamWanted: UInt32? = nil) {
-        if let clientWanted, clientWanted != clientEvents {
+        if let clientWanted, !clientHungUp, clientWanted != clientEvents {
             clientEvents = clientWanted
             loop.modify(client, clientWanted)
         }
-        if let upstreamWanted, upstream >= 0, upstreamWanted != upstreamEvents {
+        if let upstreamWanted, upstream >= 0, !upstreamHungUp, upstreamWanted != upstreamEvents {
             upstreamEvents = upstreamWanted
             loop.modify(upstream, upstreamWanted)
         }

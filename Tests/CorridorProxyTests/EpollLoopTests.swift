@@ -1,0 +1,124 @@
+#if os(Linux)
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+
+@testable import CorridorProxy
+
+/// The splice plane's event loop: work from other threads, readiness of descriptors, deadline
+/// ticks, the pipe pool and stopping. (The connections themselves are tested over real sockets by
+/// the integration suites, which run on both data planes.)
+@Suite struct EpollLoopTests {
+    /// Runs a loop on its own thread for the test's body, then stops it.
+    private func withLoop(_ body: (EpollLoop) async throws -> Void) async throws {
+        let loop = try EpollLoop()
+        let stopped = Atomic<Bool>(false)
+        let thread = Thread {
+            loop.run { stopped.store(true, ordering: .releasing) }
+        }
+        thread.start()
+        defer {
+            loop.stop()
+        }
+        try await body(loop)
+        loop.stop()
+        #expect(await within(seconds: 5) { stopped.load(ordering: .acquiring) }, "run returns after stop, having called onStop")
+    }
+
+    private func within(seconds: Double, _ condition: () -> Bool) async -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return condition()
+    }
+
+    private final class Recorder: EpollHandler, EpollTicking, @unchecked Sendable {
+        let events = Mutex<[(Int32, UInt32)]>([])
+        let ticks = Atomic<Int>(0)
+        var tickSlot = -1
+        func ready(fd: Int32, events: UInt32) { self.events.withLock { $0.append((fd, events)) } }
+        func tick(now: ContinuousClock.Instant) { ticks.wrappingAdd(1, ordering: .relaxed) }
+    }
+
+    @Test func workFromOtherThreadsRunsOnTheLoopInOrder() async throws {
+        try await withLoop { loop in
+            let seen = Mutex<[Int]>([])
+            let loopThread = Mutex<[String]>([])
+            for n in 0..<100 {
+                loop.execute {
+                    seen.withLock { $0.append(n) }
+                    loopThread.withLock { $0.append(Thread.current.description) }
+                }
+            }
+            #expect(await within(seconds: 5) { seen.withLock { $0.count } == 100 })
+            #expect(seen.withLock { $0 } == Array(0..<100))
+            #expect(Set(loopThread.withLock { $0 }).count == 1, "one thread runs them all")
+        }
+    }
+
+    @Test func aWatchedDescriptorIsReportedForWhatItIsWatchedFor() async throws {
+        try await withLoop { loop in
+            var fds: [Int32] = [0, 0]
+            #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+            let pair = fds
+            defer { close(pair[1]) }
+            let recorder = Recorder()
+            loop.execute { _ = loop.add(pair[0], 0, recorder) }
+            try await Task.sleep(for: .milliseconds(50))
+            _ = send(pair[1], "x", 1, Int32(MSG_NOSIGNAL))
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(recorder.events.withLock { $0.isEmpty }, "watched for nothing: not reported")
+            loop.execute { loop.modify(pair[0], EpollLoop.readable) }
+            #expect(await within(seconds: 5) { recorder.events.withLock { $0.contains { $0.0 == pair[0] && $0.1 & EpollLoop.readable != 0 } } })
+            // Closing through the loop takes the descriptor out of the set and out of the table.
+            loop.execute { loop.close(pair[0]) }
+            try await Task.sleep(for: .milliseconds(50))
+            let before = recorder.events.withLock { $0.count }
+            _ = send(pair[1], "y", 1, Int32(MSG_NOSIGNAL))
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(recorder.events.withLock { $0.count } == before)
+        }
+    }
+
+    @Test func deadlinesAreTickedWhileWatchedAndNotAfter() async throws {
+        try await withLoop { loop in
+            let items = (0..<4).map { _ in Recorder() }
+            loop.execute { for item in items { loop.watchDeadlines(item) } }
+            #expect(await within(seconds: 5) { items.allSatisfy { $0.ticks.load(ordering: .relaxed) >= 2 } }, "about four ticks a second")
+            // The second leaves (its slot is filled by the last); the others are still ticked.
+            loop.execute { loop.unwatchDeadlines(items[1]) }
+            try await Task.sleep(for: .milliseconds(100))
+            let frozen = items[1].ticks.load(ordering: .relaxed)
+            let others = [0, 2, 3].map { items[$0].ticks.load(ordering: .relaxed) }
+            try await Task.sleep(for: .milliseconds(700))
+            #expect(items[1].ticks.load(ordering: .relaxed) == frozen)
+            #expect(items[1].tickSlot == -1)
+            for (n, index) in [0, 2, 3].enumerated() { #expect(items[index].ticks.load(ordering: .relaxed) > others[n]) }
+        }
+    }
+
+    @Test func pipesAreReusedUpToThePoolSize() async throws {
+        try await withLoop { loop in
+            let result = Mutex<(first: Int32, again: Int32, kept: Int)>((0, 0, 0))
+            loop.execute {
+                let first = loop.takePipe()!
+                loop.returnPipe(first)
+                let again = loop.takePipe()!
+                var many: [(read: Int32, write: Int32)] = [again]
+                for _ in 0..<(EpollLoop.maxPooledPipes + 10) { many.append(loop.takePipe()!) }
+                for pipe in many { loop.returnPipe(pipe) }
+                // Past the pool size, returned pipes are closed.
+                let kept = many.filter { fcntl($0.read, F_GETFD) != -1 }.count
+                result.withLock { $0 = (first.read, again.read, kept) }
+            }
+            #expect(await within(seconds: 5) { result.withLock { $0.kept } > 0 })
+            let (first, again, kept) = result.withLock { $0 }
+            #expect(first == again, "an empty pipe given back is taken again")
+            #expect(kept == EpollLoop.maxPooledPipes)
+        }
+    }
+}
+#endif
