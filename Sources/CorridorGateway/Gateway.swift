@@ -139,7 +139,7 @@ public final class Gateway: Sendable {
                     #if os(Linux)
                     let plane = try SplicePlane(workers: options.workers, proxy: proxy, group: group)
                     splice = plane
-                    bound["tls"] = .splice(try plane.bind(host: address.host, port: address.port, name: "tls"))
+                    bound["tls"] = .splice(try await plane.bind(host: address.host, port: address.port, name: "tls"))
                     #endif
                 } else {
                     bound["tls"] = .nio(try await Listeners.bind(.passthrough, host: address.host, port: address.port, group: group, proxy: proxy))
@@ -276,7 +276,7 @@ public final class Gateway: Sendable {
             logger.warning("drain deadline passed; closing live connections", metadata: ["open": "\(proxy.openConnections)"])
         }
         if let admin = listeners["admin"] { await admin.close() }
-        // Connections still open after the drain end now (their records say `shutdown`).
+        // Connections of the splice plane still open after the drain end now (cause `shutdown`).
         await splice?.shutdown()
         await cluster?.stop()
         try? await group.shutdownGracefully()

@@ -90,6 +90,37 @@ struct PassthroughTests {
         #expect(next["receivedHash"] as? String == next["sentHash"] as? String)
     }
 
+    @Test func tcpUrgentDataNeitherStallsTheRelayNorCutsWhatFollows() async throws {
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        // An urgent byte (MSG_OOB) on the TCP connection under a TLS session: it is not part of the
+        // stream (read(2) steps over it; splice(2) stops at it), and what follows must still flow,
+        // including after the client shuts its side.
+        let result = try runCommand("python3", ["-c", """
+            import os, socket, ssl, sys
+            ctx = ssl.create_default_context(cafile=sys.argv[1])
+            raw = socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=10)
+            tls = ctx.wrap_socket(raw, server_hostname="api.allowed.test")
+            side = socket.socket(socket.AF_INET, socket.SOCK_STREAM, fileno=os.dup(tls.fileno()))
+            tls.sendall(b"ECHO\\n")
+            side.send(b"!", socket.MSG_OOB)
+            tls.sendall(b"first")
+            got = b""
+            while len(got) < 5:
+                got += tls.recv(100)
+            side.send(b"!", socket.MSG_OOB)
+            tls.sendall(b"second")
+            side.shutdown(socket.SHUT_WR)
+            while True:
+                chunk = tls.recv(100)
+                if not chunk:
+                    break
+                got += chunk
+            print(got.decode())
+            """, h.pki.caCert, "\(h.tlsPort)"], timeout: 30)
+        #expect(result.stdout.contains("firstsecond"), "\(result.stdout)\(result.stderr)")
+    }
+
     @Test func halfCloseIsPassedOnAndTheAnswerStillComesBack() async throws {
         let h = try await GatewayHarness()
         defer { Task { await h.stop() } }

@@ -36,8 +36,10 @@ final class EpollLoop: @unchecked Sendable {
     private let epfd: Int32
     private let wakeFD: Int32
     private var handlers: [(any EpollHandler)?] = []
+    /// Descriptors closed during this wake-up (see ``close(_:)``).
+    private var closing: [Int32] = []
     private var ticking: [any EpollTicking] = []
-    private let inbox = Mutex<(tasks: [@Sendable () -> Void], stopping: Bool)>(([], false))
+    private let inbox = Mutex<(tasks: [@Sendable () -> Void], stopping: Bool, stopped: Bool)>(([], false, false))
     private var lastTick = ContinuousClock.now
     private var pipes: [(read: Int32, write: Int32)] = []
     /// The time of the current wake-up.
@@ -91,10 +93,17 @@ final class EpollLoop: @unchecked Sendable {
         if Int(fd) < handlers.count { handlers[Int(fd)] = nil }
     }
 
-    /// Closes `fd`, which the kernel takes out of the set.
+    /// Closes `fd`, which the kernel takes out of the set. Events for it already fetched in this
+    /// wake-up are dropped; the descriptor itself is closed at the end of the wake-up, so that its
+    /// number cannot be reused meanwhile (by an accept or a dial) and receive a stale event.
     func close(_ fd: Int32) {
         if Int(fd) < handlers.count { handlers[Int(fd)] = nil }
-        _ = Glibc.close(fd)
+        closing.append(fd)
+    }
+
+    private func closePending() {
+        for fd in closing { _ = Glibc.close(fd) }
+        closing.removeAll(keepingCapacity: true)
     }
 
     // MARK: deadlines
@@ -141,16 +150,21 @@ final class EpollLoop: @unchecked Sendable {
 
     // MARK: running
 
-    /// Runs `task` on the loop's thread; from any thread.
-    func execute(_ task: @escaping @Sendable () -> Void) {
-        let wake = inbox.withLock { inbox in
+    /// Runs `task` on the loop's thread; from any thread. False (and the task dropped) once the
+    /// loop has stopped.
+    @discardableResult
+    func execute(_ task: @escaping @Sendable () -> Void) -> Bool {
+        let (accepted, wake) = inbox.withLock { inbox -> (Bool, Bool) in
+            guard !inbox.stopped else { return (false, false) }
             inbox.tasks.append(task)
-            return inbox.tasks.count == 1
+            return (true, inbox.tasks.count == 1)
         }
         if wake { signal() }
+        return accepted
     }
 
-    /// Makes ``run(onStop:)`` return after its current wake-up; from any thread.
+    /// Makes ``run(onStop:)`` return after its current wake-up; from any thread. Tasks queued
+    /// after that are dropped (``execute(_:)`` says so).
     func stop() {
         inbox.withLock { $0.stopping = true }
         signal()
@@ -187,26 +201,39 @@ final class EpollLoop: @unchecked Sendable {
                     return (inbox.tasks, inbox.stopping)
                 }
                 for task in tasks { task() }
-                if stopping { break }
+                if stopping {
+                    closePending()
+                    break
+                }
             }
             if now - lastTick >= Self.tickInterval {
                 lastTick = now
                 // A tick may end connections, which leave the list: walk a copy.
                 for item in ticking { item.tick(now: now) }
             }
+            closePending()
         }
         onStop()
+        closePending()
+        // Nothing runs here any more: drop what is queued and watched (they refer back to the loop).
+        inbox.withLock { inbox in
+            inbox.stopped = true
+            inbox.tasks.removeAll()
+        }
+        ticking.removeAll()
+        handlers.removeAll()
     }
 }
 
 enum SpliceError: Error, CustomStringConvertible {
     case system(String, Int32)
     case address(String)
+    case failed(String)
 
     var description: String {
         switch self {
         case .system(let call, let code): "\(call): \(String(cString: strerror(code)))"
-        case .address(let text): text
+        case .address(let text), .failed(let text): text
         }
     }
 }

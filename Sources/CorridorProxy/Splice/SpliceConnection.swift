@@ -50,6 +50,8 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     static let chunk = 65536
     /// What a ClientHello read takes at most per call.
     static let helloReadBytes = 4096
+    /// What one read(2) takes where splice(2) cannot be used.
+    static let copyBytes = 16384
 
     let client: Int32
     private var upstream: Int32 = -1
@@ -178,14 +180,14 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
             code = errno
             return max(0, result)
         }
-        if result <= 0 {
-            if result < 0 && (code == EAGAIN || code == EINTR) { return }
-            if result == 0 || code == ECONNRESET || code == EPIPE {
-                finishEarly(.clientClosedEarly, reason: hello.readableBytes > 0
-                            ? "the client closed before sending a complete ClientHello" : "the client closed without sending a ClientHello")
-            } else {
-                finishEarly(.clientError, reason: "client connection error: \(String(cString: strerror(code)))")
-            }
+        if result < 0 {
+            if code == EAGAIN || code == EINTR { return }
+            finishEarly(.clientError, reason: "client connection error: \(String(cString: strerror(code)))")
+            return
+        }
+        if result == 0 {
+            // As the NIO plane words it (its channels see the end of input first).
+            finishEarly(.clientClosedEarly, reason: "the client shut its side before sending a complete ClientHello")
             return
         }
         switch parser.parse(hello) {
@@ -467,9 +469,8 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         }
         guard read else { return .ok }
         if d.pipe == nil {
-            guard let pipe = loop.takePipe() else {
-                return .failed(d.fromClient ? .clientError : .upstreamError, note: "cannot make a pipe: \(String(cString: strerror(errno)))")
-            }
+            // No pipe to be had (the process is out of descriptors): copy this chunk instead.
+            guard let pipe = loop.takePipe() else { return copy(&d, from: source, to: destination) }
             d.pipe = pipe
         }
         let n = corridor_splice(source, d.pipe!.write, UInt(Self.chunk))
@@ -478,14 +479,39 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
             count(n, fromClient: d.fromClient)
             return drain(&d, to: destination)
         }
-        if n == 0 {
+        let code = errno
+        loop.returnPipe(d.pipe!)
+        d.pipe = nil
+        if n < 0 && code != EAGAIN && code != EINTR {
+            return .failed(d.fromClient ? .clientError : .upstreamError, note: nil)
+        }
+        // splice(2) stops at TCP urgent data (MSG_OOB): it answers EAGAIN (or 0 once the peer has
+        // shut its side) although bytes follow, and level-triggered epoll would report them again
+        // and again. read(2) steps over the urgent byte, as the NIO plane does: one read decides.
+        return copy(&d, from: source, to: destination)
+    }
+
+    /// Reads one chunk with recv(2) and writes it on (the bytes wait as the direction's prefix if the
+    /// destination is full); a zero-byte read is the source's end.
+    private func copy(_ d: inout Direction, from source: Int32, to destination: Int32) -> Step {
+        var chunk = ByteBufferAllocator().buffer(capacity: Self.copyBytes)
+        var result = 0
+        var code: Int32 = 0
+        chunk.writeWithUnsafeMutableBytes(minimumWritableBytes: Self.copyBytes) { buffer in
+            result = recv(source, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
+            code = errno
+            return max(0, result)
+        }
+        if result > 0 {
+            count(result, fromClient: d.fromClient)
+            d.prefix = chunk
+            return move(&d, from: source, to: destination, read: false)
+        }
+        if result == 0 {
             d.ended = true
             shut(&d, destination)
             return .ok
         }
-        let code = errno
-        loop.returnPipe(d.pipe!)
-        d.pipe = nil
         if code == EAGAIN || code == EINTR { return .ok }
         return .failed(d.fromClient ? .clientError : .upstreamError, note: nil)
     }
@@ -555,8 +581,11 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
             if let note { record.decision?.reason += "; \(note)" }
             record.finish(cause, log: proxy.accessLog, metrics: proxy.metrics)
             closeSockets()
-        case .readingHello, .resolving, .connecting:
-            finishEarly(cause, reason: "the gateway stopped")
+        case .readingHello:
+            finishEarly(cause, reason: "the gateway stopped before the ClientHello was complete")
+        case .resolving, .connecting:
+            // Decided already: the record keeps the decision, with the cause.
+            finishEarly(cause, reason: nil)
         }
     }
 

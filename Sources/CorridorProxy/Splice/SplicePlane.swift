@@ -44,12 +44,30 @@ public final class SplicePlane: Sendable {
         }
     }
 
-    /// Binds a listener; every loop accepts from it.
-    public func bind(host: String, port: Int, name: String) throws -> SpliceListener {
+    /// Binds a listener; every loop accepts from it. Throws if a loop cannot watch it.
+    public func bind(host: String, port: Int, name: String) async throws -> SpliceListener {
         let listener = try SpliceListener(host: host, port: port, name: name, plane: self)
-        for loop in loops {
-            let acceptor = SpliceAcceptor(listener: listener, loop: loop)
-            loop.execute { _ = loop.add(listener.fd, SpliceAcceptor.events, acceptor) }
+        let failures = Mutex<[String]>([])
+        let remaining = Atomic<Int>(loops.count)
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            for loop in loops {
+                let acceptor = SpliceAcceptor(listener: listener, loop: loop)
+                let registered = loop.execute {
+                    if !loop.add(listener.fd, SpliceAcceptor.events, acceptor) {
+                        let reason = String(cString: strerror(errno))
+                        failures.withLock { $0.append(reason) }
+                    }
+                    if remaining.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 { done.resume() }
+                }
+                if !registered {
+                    failures.withLock { $0.append("the data plane has stopped") }
+                    if remaining.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 { done.resume() }
+                }
+            }
+        }
+        if let reason = failures.withLock({ $0.first }) {
+            await listener.close()
+            throw SpliceError.failed("cannot watch the \(name) listener on \(host):\(port): \(reason)")
         }
         return listener
     }
@@ -103,14 +121,15 @@ public final class SpliceListener: Sendable {
         let remaining = Atomic<Int>(loops.count)
         let fd = self.fd
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            for loop in loops {
-                loop.execute {
-                    loop.remove(fd)
-                    if remaining.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
-                        Glibc.close(fd)
-                        done.resume()
-                    }
+            let letGo: @Sendable () -> Void = {
+                if remaining.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+                    Glibc.close(fd)
+                    done.resume()
                 }
+            }
+            for loop in loops {
+                // A loop that has stopped no longer watches anything.
+                if !loop.execute({ loop.remove(fd); letGo() }) { letGo() }
             }
         }
     }
