@@ -1,4 +1,5 @@
 import CorridorPolicy
+import CorridorWire
 import NIOCore
 
 /// Everything the access record says about one connection, filled in as the connection
@@ -100,4 +101,32 @@ private final class HTTPFacts {
     var host: String?
     var path: String?
     var status: Int?
+}
+
+/// The decisions both data planes make, recorded the same way.
+extension ConnectionRecord {
+    /// Records what the ClientHello says and decides the connection on it.
+    func decide(hello: ClientHelloInfo, snapshot: PolicySnapshot) -> Decision {
+        sni = hello.serverName
+        alpn = hello.alpn
+        tlsVersions = hello.supportedVersions
+        ech = hello.hasECH
+        if port == nil, let original = originalDestination { port = original.port }
+        let facts = DestinationFacts(serverName: hello.serverName, connectHost: connectHost, port: port, hasECH: hello.hasECH)
+        let made = DecisionEngine.decide(source: identity, sourceAddress: sourceIP, facts: facts, snapshot: snapshot)
+        decision = made
+        return made
+    }
+
+    /// A connection redirected to a TCP ExternalService's address and port is decided at once
+    /// (some TCP protocols wait for the server to speak first), without TLS: the decision, recorded,
+    /// with the address and port to dial; nil when the original destination is no TCP service's.
+    func decideTCPService(original: SocketAddress, snapshot: PolicySnapshot) -> (decision: Decision, address: IPAddress, port: Int)? {
+        guard snapshot.hasTCPServices, let ip = IPAddress(original)?.unmapped, let servicePort = original.port,
+              let made = DecisionEngine.decideTCP(source: identity, sourceAddress: sourceIP, destination: ip, port: servicePort, snapshot: snapshot)
+        else { return nil }
+        port = servicePort
+        decision = made
+        return (made, ip, servicePort)
+    }
 }

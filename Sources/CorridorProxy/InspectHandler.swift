@@ -158,15 +158,7 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
                 }
                 finishEarly(context: context, cause: .invalidClientHello, reason: reason)
             case .complete(let hello):
-                record.sni = hello.serverName
-                record.alpn = hello.alpn
-                record.tlsVersions = hello.supportedVersions
-                record.ech = hello.hasECH
-                if record.port == nil, let original = record.originalDestination { record.port = original.port }
-                let facts = DestinationFacts(serverName: hello.serverName, connectHost: record.connectHost,
-                                             port: record.port, hasECH: hello.hasECH)
-                let decision = decide(record: record, facts: facts)
-                record.decision = decision
+                let decision = record.decide(hello: hello, snapshot: snapshot)
                 guard decision.lets, let host = decision.host, let port = decision.port else {
                     context.write(wrapOutboundOut(TLSAlert.accessDenied.record(allocator: context.channel.allocator)), promise: nil)
                     finishEarly(context: context, cause: .denied, reason: nil)
@@ -188,13 +180,8 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// port is decided at once (some TCP protocols wait for the server to speak first) and relayed
     /// to that address, without TLS inspection. Other connections go on to the ClientHello.
     private func judgeAsTCPService(context: ChannelHandlerContext, original: SocketAddress) {
-        guard snapshot.hasTCPServices, case .readingClientHello = state, let record,
-              let ip = IPAddress(original)?.unmapped, let port = original.port,
-              let decision = DecisionEngine.decideTCP(source: record.identity, sourceAddress: record.sourceIP,
-                                                      destination: ip, port: port, snapshot: snapshot)
+        guard case .readingClientHello = state, let (decision, ip, port) = record?.decideTCPService(original: original, snapshot: snapshot)
         else { return }
-        record.port = port
-        record.decision = decision
         plainTCP = true
         guard decision.lets else {
             finishEarly(context: context, cause: .denied, reason: nil)

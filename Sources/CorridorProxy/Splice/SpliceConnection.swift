@@ -199,14 +199,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
             if rejection != .notTLS && rejection != .sslv2 { writeAlert(.decodeError) }
             finishEarly(.invalidClientHello, reason: reason)
         case .complete(let info):
-            record.sni = info.serverName
-            record.alpn = info.alpn
-            record.tlsVersions = info.supportedVersions
-            record.ech = info.hasECH
-            if record.port == nil, let original = record.originalDestination { record.port = original.port }
-            let facts = DestinationFacts(serverName: info.serverName, connectHost: nil, port: record.port, hasECH: info.hasECH)
-            let decision = DecisionEngine.decide(source: record.identity, sourceAddress: record.sourceIP, facts: facts, snapshot: snapshot)
-            record.decision = decision
+            let decision = record.decide(hello: info, snapshot: snapshot)
             guard decision.lets, let host = decision.host, let port = decision.port else {
                 writeAlert(.accessDenied)
                 finishEarly(.denied, reason: nil)
@@ -220,12 +213,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     /// A redirected connection to a TCP ExternalService's address and port: decided at once and
     /// relayed to that address without TLS inspection.
     private func judgeAsTCPService(original: SocketAddress) {
-        guard snapshot.hasTCPServices, let ip = IPAddress(original)?.unmapped, let port = original.port,
-              let decision = DecisionEngine.decideTCP(source: record.identity, sourceAddress: record.sourceIP,
-                                                      destination: ip, port: port, snapshot: snapshot)
-        else { return }
-        record.port = port
-        record.decision = decision
+        guard let (decision, ip, port) = record.decideTCPService(original: original, snapshot: snapshot) else { return }
         plainTCP = true
         guard decision.lets else {
             finishEarly(.denied, reason: nil)
@@ -390,21 +378,14 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         // `move` works on a direction in place and reports an ending instead of ending the
         // connection itself: ending touches both directions. A hung-up source is not watched:
         // it is read until its end, or until its destination is full.
-        var moved = 0
-        repeat {
-            moved = record.bytesUp
-            if case .failed(let cause, let note) = move(&up, from: client, to: upstream, read: readClient || clientHungUp) {
-                end(cause, note: note)
-                return
-            }
-        } while clientHungUp && !up.ended && !up.blocked && record.bytesUp > moved
-        repeat {
-            moved = record.bytesDown
-            if case .failed(let cause, let note) = move(&down, from: upstream, to: client, read: readUpstream || upstreamHungUp) {
-                end(cause, note: note)
-                return
-            }
-        } while upstreamHungUp && !down.ended && !down.blocked && record.bytesDown > moved
+        if case .failed(let cause, let note) = moveAll(&up, from: client, to: upstream, read: readClient, hungUp: clientHungUp) {
+            end(cause, note: note)
+            return
+        }
+        if case .failed(let cause, let note) = moveAll(&down, from: upstream, to: client, read: readUpstream, hungUp: upstreamHungUp) {
+            end(cause, note: note)
+            return
+        }
         if up.shut && down.shut {
             end(.completed)
             return
@@ -440,6 +421,16 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     private enum Step {
         case ok
         case failed(CloseCause, note: String?)
+    }
+
+    /// One ``move(_:from:to:read:)``, or, from a source that hung up (and is not watched), moves
+    /// until its end, until its destination is full, or until a read brings nothing.
+    private func moveAll(_ d: inout Direction, from source: Int32, to destination: Int32, read: Bool, hungUp: Bool) -> Step {
+        while true {
+            let before = d.fromClient ? record.bytesUp : record.bytesDown
+            let step = move(&d, from: source, to: destination, read: read || hungUp)
+            guard case .ok = step, hungUp, !d.ended, !d.blocked, (d.fromClient ? record.bytesUp : record.bytesDown) > before else { return step }
+        }
     }
 
     /// One step of a direction: write what is waiting, then (when `read`) take one chunk from the
