@@ -25,8 +25,9 @@ func testConfig(upstreamPort: Int, accessLog: String, gatewayExtra: String = "",
           "*.wild.allowed.test": [127.0.0.1]
           evil.test: [127.0.0.1]
           private.allowed.test: [127.0.0.2]
+          fallback.allowed.test: ["::1", 127.0.0.1]
         system: false
-      destinations: {allowPrivate: [127.0.0.1/32]}
+      destinations: {allowPrivate: [127.0.0.1/32, "::1/128"]}
       unknownSources: Deny
       logging: {accessLog: {file: \(accessLog)}}
       tls: {dataPlane: \(testDataPlane)}
@@ -46,7 +47,7 @@ func testConfig(upstreamPort: Int, accessLog: String, gatewayExtra: String = "",
     kind: ExternalService
     metadata: {name: allowed-api}
     spec:
-      hosts: [api.allowed.test, "*.wild.allowed.test", second.allowed.test, private.allowed.test]
+      hosts: [api.allowed.test, "*.wild.allowed.test", second.allowed.test, private.allowed.test, fallback.allowed.test]
       ports: [{number: \(upstreamPort), protocol: TLS}]
     ---
     apiVersion: corridor.dev/v1alpha1

@@ -166,6 +166,19 @@ struct PassthroughTests {
         #expect((record["reason"] as? String ?? "").contains("127.0.0.0/8 (loopback)"))
     }
 
+    @Test func aRefusedAddressIsFollowedByTheNextResolvedOne() async throws {
+        // fallback.allowed.test resolves to ::1 (nothing listens there: refused) and then 127.0.0.1.
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        let result = try runCommand("curl", ["-sS", "--max-time", "20", "-k",
+                                             "--connect-to", "fallback.allowed.test:443:127.0.0.1:\(h.tlsPort)", "https://fallback.allowed.test/"])
+        #expect(result.stdout == "ok\n", "\(result.stdout)\(result.stderr)")
+        let record = try #require(h.record { $0["sni"] as? String == "fallback.allowed.test" })
+        #expect(record["decision"] as? String == "allow")
+        #expect(record["resolved"] as? String == "127.0.0.1:\(h.upstream.port)")
+        #expect(record["closeCause"] as? String == "completed")
+    }
+
     @Test func nonTLSBytesAreRefusedAsSuch() async throws {
         let h = try await GatewayHarness()
         defer { Task { await h.stop() } }
