@@ -179,6 +179,47 @@ struct PassthroughTests {
         #expect(record["closeCause"] as? String == "completed")
     }
 
+    @Test func anUpstreamThatNeverAnswersTheConnectIsGivenUpAfterTheTimeout() async throws {
+        // A listener with a full accept queue (backlog 0, one connection waiting) drops further
+        // SYNs: a connect to it hangs. evil.test resolves to 127.0.0.1 and is opened to all on that port.
+        let blackhole = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(blackhole) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        try withUnsafeMutablePointer(to: &address) { pointer in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                guard bind(blackhole, $0, length) == 0, listen(blackhole, 0) == 0, getsockname(blackhole, $0, &length) == 0 else {
+                    throw TestError.failed("blackhole listener")
+                }
+            }
+        }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let fillers = [try openRawConnection(port: port)]
+        defer { for fd in fillers { close(fd) } }
+        let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 1s}", extra: """
+            ---
+            apiVersion: corridor.dev/v1alpha1
+            kind: ExternalService
+            metadata: {name: silent}
+            spec:
+              hosts: [evil.test]
+              ports: [{number: \(port), protocol: TLS}]
+              access: All
+            """)
+        defer { Task { await h.stop() } }
+        let started = Date()
+        let result = try runCommand("curl", ["-sS", "--max-time", "20", "-k",
+                                             "--connect-to", "evil.test:443:127.0.0.1:\(h.tlsPort)", "https://evil.test/"])
+        #expect(result.status != 0)
+        #expect(Date().timeIntervalSince(started) < 10)
+        let record = try #require(h.record { $0["sni"] as? String == "evil.test" })
+        #expect(record["decision"] as? String == "allow", "the policy allowed it; the upstream did not answer")
+        #expect(record["closeCause"] as? String == "connect_timeout", "\(record)")
+        #expect(record["externalService"] as? String == "silent")
+    }
+
     @Test func nonTLSBytesAreRefusedAsSuch() async throws {
         let h = try await GatewayHarness()
         defer { Task { await h.stop() } }
