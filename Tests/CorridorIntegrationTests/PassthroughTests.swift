@@ -220,6 +220,65 @@ struct PassthroughTests {
         #expect(record["externalService"] as? String == "silent")
     }
 
+    @Test func manyConnectionsEndingEveryWayLeaveNoDescriptorOrBudgetBehind() async throws {
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        // Sockets only: the splice plane keeps up to 64 empty pipes per loop for reuse.
+        func openDescriptors() -> Int {
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+            return entries.filter { ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)")) ?? "").hasPrefix("socket:") }.count
+        }
+        // Warm up (pooled pipes, resolver, metrics), then count.
+        _ = try h.pythonClient(["--port", "\(h.tlsPort)", "--sni", "api.allowed.test", "--mode", "ECHO", "--bytes", "1000"])
+        #expect(await eventually { h.gateway.proxy.openConnections == 0 })
+        let before = openDescriptors()
+        // 200 connections at 20 at a time, ending every way: echoed and closed, reset mid-transfer,
+        // half-closed, denied by name, not TLS at all, closed before a hello, and left idle then cut.
+        let result = try runCommand("python3", ["-c", """
+            import socket, ssl, struct, sys, threading
+            from concurrent.futures import ThreadPoolExecutor
+            ca, port = sys.argv[1], int(sys.argv[2])
+            def tls(name):
+                ctx = ssl.create_default_context(cafile=ca)
+                raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+                return ctx.wrap_socket(raw, server_hostname=name)
+            def one(i):
+                kind = i % 6
+                try:
+                    if kind == 0:
+                        s = tls("api.allowed.test"); s.sendall(b"ECHO\\n" + b"a" * 5000); got = b""
+                        while len(got) < 5000: got += s.recv(65536)
+                        s.close()
+                    elif kind == 1:
+                        s = tls("api.allowed.test"); s.sendall(b"ECHO\\n" + b"b" * 200000); s.recv(100)
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)); s.close()
+                    elif kind == 2:
+                        s = tls("api.allowed.test"); s.sendall(b"SINK\\n" + b"c" * 3000); s.shutdown(socket.SHUT_WR)
+                        while s.recv(100): pass
+                        s.close()
+                    elif kind == 3:
+                        try: tls("evil.test")
+                        except ssl.SSLError: pass
+                    elif kind == 4:
+                        r = socket.create_connection(("127.0.0.1", port), timeout=10); r.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+                        try: r.recv(100)
+                        except ConnectionResetError: pass  # refused: closed, or reset
+                        r.close()
+                    else:
+                        r = socket.create_connection(("127.0.0.1", port), timeout=10); r.close()
+                    return "ok"
+                except Exception as e:
+                    return f"{kind}: {e!r}"
+            with ThreadPoolExecutor(20) as pool:
+                results = list(pool.map(one, range(200)))
+            print(sum(r == "ok" for r in results), [r for r in results if r != "ok"][:5])
+            """, h.pki.caCert, "\(h.tlsPort)"], timeout: 120)
+        #expect(result.stdout.hasPrefix("200 "), "\(result.stdout)\(result.stderr)")
+        #expect(await eventually(timeout: 15) { h.gateway.proxy.openConnections == 0 }, "every connection gave its budget back")
+        #expect(await eventually(timeout: 15) { openDescriptors() <= before }, "sockets: \(before) before, \(openDescriptors()) after")
+        #expect(await eventually { h.records().count >= 201 }, "one record per connection")
+    }
+
     @Test func nonTLSBytesAreRefusedAsSuch() async throws {
         let h = try await GatewayHarness()
         defer { Task { await h.stop() } }
