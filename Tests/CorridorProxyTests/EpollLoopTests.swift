@@ -15,7 +15,7 @@ import Testing
         let loop = try EpollLoop()
         let stopped = Atomic<Bool>(false)
         let thread = Thread {
-            loop.run { stopped.store(true, ordering: .releasing) }
+            loop.run { failure in stopped.store(failure == nil, ordering: .releasing) }
         }
         thread.start()
         defer {
@@ -23,7 +23,7 @@ import Testing
         }
         try await body(loop)
         loop.stop()
-        #expect(await within(seconds: 5) { stopped.load(ordering: .acquiring) }, "run returns after stop, having called onStop")
+        #expect(await within(seconds: 5) { stopped.load(ordering: .acquiring) }, "run returns after stop, having called onStop with no failure")
     }
 
     private func within(seconds: Double, _ condition: () -> Bool) async -> Bool {

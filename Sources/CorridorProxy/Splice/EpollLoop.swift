@@ -175,15 +175,20 @@ final class EpollLoop: @unchecked Sendable {
         _ = write(wakeFD, &one, 8)
     }
 
-    /// The loop; returns after ``stop()``, once `onStop` has run on the loop's thread.
-    func run(onStop: () -> Void) {
+    /// The loop; returns after ``stop()`` (or if `epoll_wait` fails, which `onStop` is told with its
+    /// errno), once `onStop` has run on the loop's thread.
+    func run(onStop: (_ failure: Int32?) -> Void) {
+        var failure: Int32?
         var fds = [Int32](repeating: 0, count: 256)
         var events = [UInt32](repeating: 0, count: 256)
         while true {
             let timeout: Int32 = ticking.isEmpty ? -1 : 250
             let count = corridor_epoll_wait(epfd, &fds, &events, 256, timeout)
             now = .now
-            if count < 0 && errno != EINTR { break }
+            if count < 0 && errno != EINTR {
+                failure = errno
+                break
+            }
             var woken = false
             for i in 0..<max(0, Int(count)) {
                 let fd = fds[i]
@@ -213,7 +218,7 @@ final class EpollLoop: @unchecked Sendable {
             }
             closePending()
         }
-        onStop()
+        onStop(failure)
         closePending()
         // Nothing runs here any more: drop what is queued and watched (they refer back to the loop).
         inbox.withLock { inbox in

@@ -35,9 +35,13 @@ public final class SplicePlane: Sendable {
         self.group = group
         threads = NIOThreadPool(numberOfThreads: loops.count)
         threads.start()
-        for loop in loops {
+        let logger = proxy.logger
+        for (index, loop) in loops.enumerated() {
             threads.submit { _ in
-                loop.run {
+                loop.run { failure in
+                    if let failure {
+                        logger.error("splice data plane loop \(index) stopped: epoll_wait: \(String(cString: strerror(failure))); ending its connections")
+                    }
                     for item in loop.watched { (item as? SpliceConnection)?.end(.shutdown) }
                 }
             }
