@@ -19,7 +19,8 @@ public enum CheckSummary {
         let listeners = [("tls", gateway.listeners.tls), ("connect", gateway.listeners.connect), ("http", gateway.listeners.http),
                          ("admin", gateway.listeners.admin)]
             .compactMap { name, address in address.map { "\(name) \($0)" } }
-        lines.append("listeners: " + (listeners.isEmpty ? "none" : listeners.joined(separator: ", ")))
+        lines.append("listeners: " + (listeners.isEmpty ? "none" : listeners.joined(separator: ", "))
+            + (gateway.listeners.tls == nil ? "" : "; tls data plane: \(gateway.tls.dataPlane.rawValue)"))
         lines.append("unknown sources: \(gateway.unknownSources.rawValue); ECH: \(gateway.tls.allowECH ? "allowed" : "denied"); "
             + "private destinations allowed: \(gateway.allowPrivate.isEmpty ? "none" : gateway.allowPrivate.map(\.description).joined(separator: ", "))")
         lines.append("\(source.externalServices.count) ExternalService(s), \(snapshot.hostPatternCount) host pattern(s):")

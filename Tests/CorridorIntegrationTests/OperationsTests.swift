@@ -162,6 +162,9 @@ struct OperationsTests {
         let good = try runCommand(Repo.corridorBinary.path, ["check", "--config", Repo.root.appendingPathComponent("examples/quickstart.yaml").path])
         #expect(good.status == 0, "\(good.stderr)")
         #expect(good.stdout.contains("1 ExternalService(s)"))
+        #if os(Linux)
+        #expect(good.stdout.contains("tls data plane: Splice"), "\(good.stdout)")
+        #endif
     }
 }
 
