@@ -63,6 +63,7 @@ final class EpollLoop: @unchecked Sendable {
     }
 
     deinit {
+        scratch.deallocate()
         for pipe in pipes {
             close(pipe.read)
             close(pipe.write)
@@ -137,6 +138,9 @@ final class EpollLoop: @unchecked Sendable {
         guard corridor_pipe(&fds) == 0 else { return nil }
         return (fds[0], fds[1])
     }
+
+    /// Pipes kept for reuse now.
+    var pooledPipes: Int { pipes.count }
 
     /// Gives back an empty pipe.
     func returnPipe(_ pipe: (read: Int32, write: Int32)) {
@@ -219,15 +223,22 @@ final class EpollLoop: @unchecked Sendable {
             closePending()
         }
         onStop(failure)
-        closePending()
-        // Nothing runs here any more: drop what is queued and watched (they refer back to the loop).
-        inbox.withLock { inbox in
+        // From here `execute` refuses; what was accepted before still runs (a listener's close
+        // step, a late resolver answer), so that nobody waits for it for ever.
+        let leftovers = inbox.withLock { inbox in
             inbox.stopped = true
-            inbox.tasks.removeAll()
+            defer { inbox.tasks.removeAll() }
+            return inbox.tasks
         }
+        for task in leftovers { task() }
+        closePending()
+        // Drop what is watched (it refers back to the loop).
         ticking.removeAll()
         handlers.removeAll()
     }
+
+    /// A buffer for reads that cannot be spliced (``SpliceConnection``); used on the loop's thread only.
+    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 16384, alignment: 16)
 }
 
 enum SpliceError: Error, CustomStringConvertible {

@@ -50,8 +50,6 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     static let chunk = 65536
     /// What a ClientHello read takes at most per call.
     static let helloReadBytes = 4096
-    /// What one read(2) takes where splice(2) cannot be used.
-    static let copyBytes = 16384
 
     let client: Int32
     private var upstream: Int32 = -1
@@ -485,17 +483,12 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     /// Reads one chunk with recv(2) and writes it on (the bytes wait as the direction's prefix if the
     /// destination is full); a zero-byte read is the source's end.
     private func copy(_ d: inout Direction, from source: Int32, to destination: Int32) -> Step {
-        var chunk = ByteBufferAllocator().buffer(capacity: Self.copyBytes)
-        var result = 0
-        var code: Int32 = 0
-        chunk.writeWithUnsafeMutableBytes(minimumWritableBytes: Self.copyBytes) { buffer in
-            result = recv(source, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
-            code = errno
-            return max(0, result)
-        }
+        let scratch = loop.scratch
+        let result = recv(source, scratch.baseAddress, scratch.count, Int32(MSG_DONTWAIT))
+        let code = errno
         if result > 0 {
             count(result, fromClient: d.fromClient)
-            d.prefix = chunk
+            d.prefix = ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: scratch[..<result]))
             return move(&d, from: source, to: destination, read: false)
         }
         if result == 0 {

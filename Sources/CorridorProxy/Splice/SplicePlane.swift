@@ -181,9 +181,19 @@ final class SpliceAcceptor: EpollHandler, EpollTicking, @unchecked Sendable {
 
     func tick(now: ContinuousClock.Instant) {
         guard let pausedUntil, now >= pausedUntil else { return }
+        guard !listener.closed.load(ordering: .acquiring) else {
+            self.pausedUntil = nil
+            loop.unwatchDeadlines(self)
+            return
+        }
+        guard loop.add(listener.fd, Self.events, self) else {
+            // Still short of something (memory for epoll): try again in a moment.
+            self.pausedUntil = now + .milliseconds(250)
+            listener.plane.proxy.logger.warning("cannot watch the \(listener.name) listener again: \(String(cString: strerror(errno))); trying again in 250 ms")
+            return
+        }
         self.pausedUntil = nil
         loop.unwatchDeadlines(self)
-        if !listener.closed.load(ordering: .acquiring) { _ = loop.add(listener.fd, Self.events, self) }
     }
 }
 
