@@ -21,21 +21,14 @@ enum OriginalDestination {
               let localIP = IPAddress(local) else {
             return body(nil)
         }
-        // An IPv4 client on a dual-stack (`[::]`) listener has an IPv4 conntrack entry.
-        let ownIP = localIP.unmapped
-        let ownPort = local.port
-        // Not redirected: conntrack names the listener's own address (IPv4-mapped on a dual-stack listener).
-        func redirected(_ address: SocketAddress) -> SocketAddress? {
-            guard let port = address.port, port != 0, !(IPAddress(address) == ownIP && port == ownPort) else { return nil }
-            return address
-        }
         func fetch<Address: Sendable>(level: Int, _ socketAddress: @escaping (Address) -> SocketAddress) {
             provider.unsafeGetSocketOption(level: SocketOptionLevel(level), name: SocketOptionName(optionName))
                 .assumeIsolated().whenComplete { (result: Result<Address, any Error>) in
-                    body((try? result.get()).flatMap { redirected(socketAddress($0)) })
+                    body((try? result.get()).flatMap { redirected(socketAddress($0), listener: local) })
                 }
         }
-        if ownIP.isIPv4 {
+        // An IPv4 client on a dual-stack (`[::]`) listener has an IPv4 conntrack entry.
+        if localIP.unmapped.isIPv4 {
             fetch(level: IPPROTO_IP) { (address: sockaddr_in) in SocketAddress(address, host: "") }
         } else {
             fetch(level: IPPROTO_IPV6) { (address: sockaddr_in6) in SocketAddress(address, host: "") }
@@ -50,33 +43,39 @@ enum OriginalDestination {
     /// IPv4 conntrack entry). One `getsockopt`, and a `getsockname` only when conntrack answers.
     static func lookup(fd: Int32, peer: IPAddress) -> SocketAddress? {
         #if os(Linux)
-        var found: SocketAddress?
-        if peer.unmapped.isIPv4 {
-            var address = sockaddr_in()
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            guard getsockopt(fd, Int32(IPPROTO_IP), optionName, &address, &length) == 0 else { return nil }
-            found = SocketAddress(address, host: "")
-        } else {
-            var address = sockaddr_in6()
-            var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-            guard getsockopt(fd, Int32(IPPROTO_IPV6), optionName, &address, &length) == 0 else { return nil }
-            found = SocketAddress(address, host: "")
+        func fetch<Address>(level: Int32, _ empty: Address) -> Address? {
+            var address = empty
+            var length = socklen_t(MemoryLayout<Address>.size)
+            return getsockopt(fd, level, optionName, &address, &length) == 0 ? address : nil
         }
-        // Not redirected: conntrack names the listener's own address.
-        var local = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        guard let found, let port = found.port, port != 0,
-              getsockname(fd, withUnsafeMutableBytes(of: &local) { $0.baseAddress!.assumingMemoryBound(to: sockaddr.self) }, &length) == 0
-        else { return nil }
-        if let own = SocketAddress(storage: local), IPAddress(own)?.unmapped == IPAddress(found)?.unmapped, own.port == port { return nil }
-        return found
+        let found = peer.unmapped.isIPv4
+            ? fetch(level: Int32(IPPROTO_IP), sockaddr_in()).map { SocketAddress($0, host: "") }
+            : fetch(level: Int32(IPPROTO_IPV6), sockaddr_in6()).map { SocketAddress($0, host: "") }
+        guard let found, let listener = SocketAddress.local(of: fd) else { return nil }
+        return redirected(found, listener: listener)
         #else
         return nil
         #endif
     }
+
+    /// What conntrack answered, unless it is the listener's own address (the connection reached the
+    /// listener directly; IPv4-mapped on a dual-stack listener) or names no port.
+    private static func redirected(_ address: SocketAddress, listener: SocketAddress) -> SocketAddress? {
+        guard let port = address.port, port != 0 else { return nil }
+        if IPAddress(address)?.unmapped == IPAddress(listener)?.unmapped && port == listener.port { return nil }
+        return address
+    }
 }
 
 extension SocketAddress {
+    /// The local address of socket `fd` (`getsockname`), from its bytes.
+    static func local(of fd: Int32) -> SocketAddress? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let done = withUnsafeMutableBytes(of: &storage) { getsockname(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length) }
+        return done == 0 ? SocketAddress(storage: storage) : nil
+    }
+
     /// An IPv4 or IPv6 address from `sockaddr_storage` bytes (no text formatting); nil for others.
     init?(storage: sockaddr_storage) {
         var storage = storage

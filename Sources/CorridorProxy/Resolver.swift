@@ -41,11 +41,9 @@ public struct Resolver: Sendable {
     }
 
     public func resolve(_ host: String, snapshot: PolicySnapshot, on eventLoop: any EventLoop) -> EventLoopFuture<[IPAddress]> {
-        if let fixed = snapshot.staticAddresses(for: host) { return eventLoop.makeSucceededFuture(fixed) }
+        if let known = immediate(host, snapshot: snapshot) { return eventLoop.makeSucceededFuture(known) }
         guard snapshot.gateway.systemResolver else { return eventLoop.makeFailedFuture(Failure.systemResolverDisabled) }
         let ttl = snapshot.gateway.resolverCacheTTL
-        let now = ContinuousClock.now
-        if ttl > .zero, let cached = cache.lookup(host, now: now) { return eventLoop.makeSucceededFuture(cached) }
         let cache = self.cache
         let lookup = threadPool.runIfActive(eventLoop: eventLoop) {
             let addresses = try Self.getaddrinfo(host)

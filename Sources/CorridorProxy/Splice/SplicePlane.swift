@@ -24,7 +24,6 @@ public final class SplicePlane: Sendable {
     let proxy: ProxyContext
     /// Event loops for the resolver's futures (its thread pool and timeout).
     let group: any EventLoopGroup
-    private let next = Atomic<Int>(0)
 
     public init(workers: Int, proxy: ProxyContext, group: any EventLoopGroup) throws {
         // A write to a socket whose peer has gone must fail with EPIPE, not kill the process.
@@ -53,21 +52,11 @@ public final class SplicePlane: Sendable {
     public func bind(host: String, port: Int, name: String) async throws -> SpliceListener {
         let listener = try SpliceListener(host: host, port: port, name: name, plane: self)
         let failures = Mutex<[String]>([])
-        let remaining = Atomic<Int>(loops.count)
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            for loop in loops {
-                let acceptor = SpliceAcceptor(listener: listener, loop: loop)
-                let registered = loop.execute {
-                    if !loop.add(listener.fd, SpliceAcceptor.events, acceptor) {
-                        let reason = String(cString: strerror(errno))
-                        failures.withLock { $0.append(reason) }
-                    }
-                    if remaining.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 { done.resume() }
-                }
-                if !registered {
-                    failures.withLock { $0.append("the data plane has stopped") }
-                    if remaining.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 { done.resume() }
-                }
+        await Self.onEachLoop(loops) { loop, running in
+            guard running else { return failures.withLock { $0.append("the data plane has stopped") } }
+            if !loop.add(listener.fd, SpliceAcceptor.events, SpliceAcceptor(listener: listener, loop: loop)) {
+                let reason = String(cString: strerror(errno))
+                failures.withLock { $0.append(reason) }
             }
         }
         if let reason = failures.withLock({ $0.first }) {
@@ -75,6 +64,21 @@ public final class SplicePlane: Sendable {
             throw SpliceError.failed("cannot watch the \(name) listener on \(host):\(port): \(reason)")
         }
         return listener
+    }
+
+    /// Runs `task` once per loop: on that loop's thread (`running` true), or here for a loop that
+    /// has stopped (`running` false). Returns when every loop has had its turn.
+    static func onEachLoop(_ loops: [EpollLoop], _ task: @escaping @Sendable (_ loop: EpollLoop, _ running: Bool) -> Void) async {
+        let remaining = Atomic<Int>(loops.count)
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            for loop in loops {
+                let turn: @Sendable (Bool) -> Void = { running in
+                    task(loop, running)
+                    if remaining.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 { done.resume() }
+                }
+                if !loop.execute({ turn(true) }) { turn(false) }
+            }
+        }
     }
 
     /// Ends every connection (cause `shutdown`) and stops the loops.
@@ -110,33 +114,19 @@ public final class SpliceListener: Sendable {
             Glibc.close(fd)
             throw SpliceError.system("bind \(host):\(port)", code)
         }
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        _ = withUnsafeMutableBytes(of: &storage) { getsockname(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length) }
         self.fd = fd
         self.name = name
         self.plane = plane
-        self.localAddress = SocketAddress(storage: storage) ?? address
+        self.localAddress = SocketAddress.local(of: fd) ?? address
     }
 
     /// Stops accepting: every loop lets go of the socket, then it is closed (new connections are refused).
     public func close() async {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let loops = plane.loops
-        let remaining = Atomic<Int>(loops.count)
         let fd = self.fd
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            let letGo: @Sendable () -> Void = {
-                if remaining.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
-                    Glibc.close(fd)
-                    done.resume()
-                }
-            }
-            for loop in loops {
-                // A loop that has stopped no longer watches anything.
-                if !loop.execute({ loop.remove(fd); letGo() }) { letGo() }
-            }
-        }
+        // A loop that has stopped no longer watches anything.
+        await SplicePlane.onEachLoop(plane.loops) { loop, running in if running { loop.remove(fd) } }
+        Glibc.close(fd)
     }
 }
 
