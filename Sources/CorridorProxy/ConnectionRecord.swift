@@ -129,4 +129,25 @@ extension ConnectionRecord {
         decision = made
         return (made, ip, servicePort)
     }
+
+    /// Records why the upstream could not be dialled. Returns how the connection ends, the alert
+    /// a TLS client gets, and the denial reason for ``finish(_:log:metrics:reason:)``: the
+    /// destination was refused (`destination_blocked`, `access_denied`), or, nil, the policy
+    /// allowed it and the upstream could not be reached (the verdict stays, its reason says why;
+    /// `internal_error`).
+    func dialFailed(_ failure: UpstreamDialer.Failure) -> (cause: CloseCause, alert: TLSAlert, denial: String?) {
+        switch failure {
+        case .blocked(let why):
+            return (.destinationBlocked, .accessDenied, why)
+        case .addressMismatch(let why):
+            addressMismatch = true
+            return (.destinationBlocked, .accessDenied, why)
+        case .resolveFailed(let why):
+            decision?.reason += "; \(why)"
+            return (.resolveFailed, .internalError, nil)
+        case .connectFailed(let why, let timedOut):
+            decision?.reason += "; \(why)"
+            return (timedOut ? .connectTimeout : .connectFailed, .internalError, nil)
+        }
+    }
 }

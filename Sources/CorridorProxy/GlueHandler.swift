@@ -138,7 +138,7 @@ final class RelaySession {
     /// Set while an ``IdleSweeper`` watches the relay: the client channel to close when idle.
     var clientChannel: (any Channel)?
     weak var sweeper: IdleSweeper?
-    /// Where the sweeper keeps this session (its index in the sweeper's array).
+    /// Where the sweeper keeps this session (its index in the sweeper's ``SlotList``).
     fileprivate var sweepSlot = -1
 
     init(record: ConnectionRecord, context: ProxyContext, idleLimit: TimeAmount = .hours(1), now: NIODeadline = .now()) {
@@ -180,8 +180,8 @@ final class RelaySession {
 final class IdleSweeper {
     static let interval: TimeAmount = .seconds(1)
     private let eventLoop: any EventLoop
-    /// The relays watched, in no order; each knows its slot, so removal is a swap with the last.
-    private var sessions: [RelaySession] = []
+    /// The relays watched.
+    private var sessions = SlotList<RelaySession>(slot: \.sweepSlot)
     private var scheduled: Scheduled<Void>?
 
     init(eventLoop: any EventLoop) {
@@ -193,20 +193,13 @@ final class IdleSweeper {
     func add(_ session: RelaySession) {
         guard session.sweeper == nil else { return }
         session.sweeper = self
-        session.sweepSlot = sessions.count
-        sessions.append(session)
+        sessions.insert(session)
         scheduleIfNeeded()
     }
 
     func remove(_ session: RelaySession) {
         guard session.sweeper === self else { return }
-        let slot = session.sweepSlot
-        let last = sessions.removeLast()
-        if last !== session {
-            sessions[slot] = last
-            last.sweepSlot = slot
-        }
-        session.sweepSlot = -1
+        sessions.remove(session)
         session.sweeper = nil
     }
 
@@ -223,7 +216,7 @@ final class IdleSweeper {
     func sweep() {
         let now = eventLoop.now
         // Closing may remove sessions from the array (a close can complete at once): walk a copy.
-        for session in sessions where session.isIdle(at: now) { session.closeForIdle() }
+        for session in sessions.items where session.isIdle(at: now) { session.closeForIdle() }
     }
 }
 

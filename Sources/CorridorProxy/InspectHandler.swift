@@ -243,22 +243,11 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
                 self.startRelay(context: context, upstream: connected)
             case .failure(let error):
                 guard case .dialing = self.state, let record = self.record else { return }
-                let failure = error as? UpstreamDialer.Failure ?? .connectFailed("\(error)", timedOut: false)
-                if case .addressMismatch = failure { record.addressMismatch = true }
-                let (cause, reason, refused) = failure.ending
-                if refused {
-                    if !self.plainTCP {
-                        context.write(self.wrapOutboundOut(TLSAlert.accessDenied.record(allocator: context.channel.allocator)), promise: nil)
-                    }
-                    self.finishEarly(context: context, cause: cause, reason: reason)
-                } else {
-                    // Policy allowed it; the upstream could not be reached. Keep the verdict, say why.
-                    record.decision?.reason += "; \(reason)"
-                    if !self.plainTCP {
-                        context.write(self.wrapOutboundOut(TLSAlert.internalError.record(allocator: context.channel.allocator)), promise: nil)
-                    }
-                    self.finishEarly(context: context, cause: cause, reason: nil)
+                let (cause, alert, denial) = record.dialFailed(error as? UpstreamDialer.Failure ?? .connectFailed("\(error)", timedOut: false))
+                if !self.plainTCP {
+                    context.write(self.wrapOutboundOut(alert.record(allocator: context.channel.allocator)), promise: nil)
                 }
+                self.finishEarly(context: context, cause: cause, reason: denial)
             }
         }
     }

@@ -140,17 +140,3 @@ final class UpstreamBootstraps {
 
 @available(*, unavailable)
 extension UpstreamBootstraps: Sendable {}
-
-extension UpstreamDialer.Failure {
-    /// How a connection that could not be dialled ends: its close cause, the reason (nil keeps the
-    /// policy's reason and appends `unreachable`), and whether the destination itself was refused
-    /// (the client gets `access_denied`; otherwise `internal_error`).
-    var ending: (cause: CloseCause, reason: String, refused: Bool) {
-        switch self {
-        case .blocked(let why): (.destinationBlocked, why, true)
-        case .addressMismatch(let why): (.destinationBlocked, why, true)
-        case .resolveFailed(let why): (.resolveFailed, why, false)
-        case .connectFailed(let why, let timedOut): (timedOut ? .connectTimeout : .connectFailed, why, false)
-        }
-    }
-}

@@ -38,7 +38,7 @@ final class EpollLoop: @unchecked Sendable {
     private var handlers: [(any EpollHandler)?] = []
     /// Descriptors closed during this wake-up (see ``close(_:)``).
     private var closing: [Int32] = []
-    private var ticking: [any EpollTicking] = []
+    private var ticking = SlotList<any EpollTicking>(slot: \.tickSlot)
     private let inbox = Mutex<(tasks: [@Sendable () -> Void], stopping: Bool, stopped: Bool)>(([], false, false))
     private var lastTick = ContinuousClock.now
     private var pipes: [(read: Int32, write: Int32)] = []
@@ -64,10 +64,7 @@ final class EpollLoop: @unchecked Sendable {
 
     deinit {
         scratch.deallocate()
-        for pipe in pipes {
-            close(pipe.read)
-            close(pipe.write)
-        }
+        for pipe in pipes { dropPipe(pipe) }
         close(wakeFD)
         close(epfd)
     }
@@ -109,25 +106,12 @@ final class EpollLoop: @unchecked Sendable {
 
     // MARK: deadlines
 
-    func watchDeadlines(_ item: any EpollTicking) {
-        guard item.tickSlot < 0 else { return }
-        item.tickSlot = ticking.count
-        ticking.append(item)
-    }
+    func watchDeadlines(_ item: any EpollTicking) { ticking.insert(item) }
 
-    func unwatchDeadlines(_ item: any EpollTicking) {
-        let slot = item.tickSlot
-        guard slot >= 0, slot < ticking.count, ticking[slot] === item else { return }
-        let last = ticking.removeLast()
-        if last !== item {
-            ticking[slot] = last
-            last.tickSlot = slot
-        }
-        item.tickSlot = -1
-    }
+    func unwatchDeadlines(_ item: any EpollTicking) { ticking.remove(item) }
 
     /// What is watched for deadlines now (the connections of this loop).
-    var watched: [any EpollTicking] { ticking }
+    var watched: [any EpollTicking] { ticking.items }
 
     // MARK: pipes
 
@@ -144,12 +128,13 @@ final class EpollLoop: @unchecked Sendable {
 
     /// Gives back an empty pipe.
     func returnPipe(_ pipe: (read: Int32, write: Int32)) {
-        if pipes.count < Self.maxPooledPipes {
-            pipes.append(pipe)
-        } else {
-            _ = Glibc.close(pipe.read)
-            _ = Glibc.close(pipe.write)
-        }
+        if pipes.count < Self.maxPooledPipes { pipes.append(pipe) } else { dropPipe(pipe) }
+    }
+
+    /// Closes a pipe that is not to be reused (full pool, or bytes still in it).
+    func dropPipe(_ pipe: (read: Int32, write: Int32)) {
+        _ = Glibc.close(pipe.read)
+        _ = Glibc.close(pipe.write)
     }
 
     // MARK: running
@@ -218,7 +203,7 @@ final class EpollLoop: @unchecked Sendable {
             if now - lastTick >= Self.tickInterval {
                 lastTick = now
                 // A tick may end connections, which leave the list: walk a copy.
-                for item in ticking { item.tick(now: now) }
+                for item in ticking.items { item.tick(now: now) }
             }
             closePending()
         }
@@ -233,7 +218,7 @@ final class EpollLoop: @unchecked Sendable {
         for task in leftovers { task() }
         closePending()
         // Drop what is watched (it refers back to the loop).
-        ticking.removeAll()
+        ticking = SlotList(slot: \.tickSlot)
         handlers.removeAll()
     }
 

@@ -334,24 +334,13 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     }
 
     private func dialFailed(_ failure: UpstreamDialer.Failure) {
-        if case .addressMismatch = failure { record.addressMismatch = true }
-        let (cause, reason, refused) = failure.ending
-        if refused {
-            if !plainTCP { writeAlert(.accessDenied) }
-            finishEarly(cause, reason: reason)
-        } else {
-            // Policy allowed it; the upstream could not be reached. Keep the verdict, say why.
-            record.decision?.reason += "; \(reason)"
-            if !plainTCP { writeAlert(.internalError) }
-            finishEarly(cause, reason: nil)
-        }
+        let (cause, alert, denial) = record.dialFailed(failure)
+        if !plainTCP { writeAlert(alert) }
+        finishEarly(cause, reason: denial)
     }
 
     private func clientLeftWhileConnecting() {
-        phase = .closed
-        loop.unwatchDeadlines(self)
-        record.finish(.clientClosedWhileConnecting, log: proxy.accessLog, metrics: proxy.metrics)
-        closeSockets()
+        finishEarly(.clientClosedWhileConnecting, reason: nil)
     }
 
     // MARK: relay
@@ -376,12 +365,12 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         // `move` works on a direction in place and reports an ending instead of ending the
         // connection itself: ending touches both directions. A hung-up source is not watched:
         // it is read until its end, or until its destination is full.
-        if case .failed(let cause, let note) = moveAll(&up, from: client, to: upstream, read: readClient, hungUp: clientHungUp) {
-            end(cause, note: note)
+        if case .failed(let cause) = moveAll(&up, from: client, to: upstream, read: readClient, hungUp: clientHungUp) {
+            end(cause)
             return
         }
-        if case .failed(let cause, let note) = moveAll(&down, from: upstream, to: client, read: readUpstream, hungUp: upstreamHungUp) {
-            end(cause, note: note)
+        if case .failed(let cause) = moveAll(&down, from: upstream, to: client, read: readUpstream, hungUp: upstreamHungUp) {
+            end(cause)
             return
         }
         if up.shut && down.shut {
@@ -407,8 +396,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
             toGone.prefix = nil
             toGone.blocked = false
             if let pipe = toGone.pipe {
-                Glibc.close(pipe.read)
-                Glibc.close(pipe.write)
+                loop.dropPipe(pipe)
                 toGone.pipe = nil
             }
             toGone.inPipe = 0
@@ -418,7 +406,8 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
 
     private enum Step {
         case ok
-        case failed(CloseCause, note: String?)
+        /// The relay ends with this cause (a read or write failed).
+        case failed(CloseCause)
     }
 
     /// One ``move(_:from:to:read:)``, or, from a source that hung up (and is not watched), moves
@@ -472,7 +461,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         loop.returnPipe(d.pipe!)
         d.pipe = nil
         if n < 0 && code != EAGAIN && code != EINTR {
-            return .failed(d.fromClient ? .clientError : .upstreamError, note: nil)
+            return .failed(d.fromClient ? .clientError : .upstreamError)
         }
         // splice(2) stops at TCP urgent data (MSG_OOB): it answers EAGAIN (or 0 once the peer has
         // shut its side) although bytes follow, and level-triggered epoll would report them again
@@ -497,7 +486,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
             return .ok
         }
         if code == EAGAIN || code == EINTR { return .ok }
-        return .failed(d.fromClient ? .clientError : .upstreamError, note: nil)
+        return .failed(d.fromClient ? .clientError : .upstreamError)
     }
 
     /// The source ended and everything it sent is written: shut the destination's write side.
@@ -533,7 +522,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
             return .ok
         }
         // The destination went away.
-        return .failed(d.fromClient ? .upstreamError : .clientError, note: nil)
+        return .failed(d.fromClient ? .upstreamError : .clientError)
     }
 
     private func count(_ bytes: Int, fromClient: Bool) {
@@ -555,19 +544,13 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     // MARK: endings
 
     /// Ends a relay (or any connection at shutdown) and writes its record with `cause`.
-    func end(_ cause: CloseCause, note: String? = nil) {
+    func end(_ cause: CloseCause) {
         switch phase {
         case .closed:
             return
-        case .relaying:
-            phase = .closed
-            loop.unwatchDeadlines(self)
-            if let note { record.decision?.reason += "; \(note)" }
-            record.finish(cause, log: proxy.accessLog, metrics: proxy.metrics)
-            closeSockets()
         case .readingHello:
             finishEarly(cause, reason: "the gateway stopped before the ClientHello was complete")
-        case .resolving, .connecting:
+        case .resolving, .connecting, .relaying:
             // Decided already: the record keeps the decision, with the cause.
             finishEarly(cause, reason: nil)
         }
@@ -590,12 +573,8 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     private func closeSockets() {
         for d in [up, down] {
             if let pipe = d.pipe {
-                if d.inPipe == 0 {
-                    loop.returnPipe(pipe)
-                } else {
-                    Glibc.close(pipe.read)
-                    Glibc.close(pipe.write)
-                }
+                // A pipe still holding bytes cannot serve another relay.
+                if d.inPipe == 0 { loop.returnPipe(pipe) } else { loop.dropPipe(pipe) }
             }
         }
         up.pipe = nil
