@@ -7,8 +7,10 @@ import NIOSSL
 ///
 ///     request head -> target (absolute form or Host) -> identify + decide -> pooled upstream (TLS) -> stream both ways
 ///
-/// Every request on a keep-alive connection is decided again. Refusals are HTTP responses with a
-/// one-line reason and a `Corridor-Reason` code; each request writes one access record.
+/// Every request on a keep-alive connection is decided again, against the policy in force when it
+/// arrives and the source's identity at that moment (a reload, or a pod IP changing hands, reaches
+/// the next request). Refusals are HTTP responses with a one-line reason and a `Corridor-Reason`
+/// code; each request writes one access record.
 final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -34,12 +36,15 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
 
     private let listenerName: String
     private let proxy: ProxyContext
-    private let snapshot: PolicySnapshot
-    private let origination: OriginationContexts
+    /// The policy of the current request (read again as each request head arrives).
+    private var snapshot: PolicySnapshot
+    private var origination: OriginationContexts
     private let countsConnection: Bool
     private var state = State.idle
     private var exchange: Exchange?
     private var context: ChannelHandlerContext?
+    /// The client's address, read once; its identity is looked up per request.
+    private var sourceAddress: IPAddress?
     private var identity: SourceIdentity?
     private var pendingRead = false
     /// The client shut its side: answer what it asked, then close.
@@ -82,9 +87,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         guard !isSetUp else { return }
         isSetUp = true
         armHeadDeadline(context: context)
-        if let ip = context.channel.remoteAddress.flatMap(IPAddress.init) {
-            identity = snapshot.inventory.identity(of: ip)
-        }
+        sourceAddress = context.channel.remoteAddress.flatMap(IPAddress.init)
+        refreshPolicy()
         guard countsConnection else { return }
         let limit = snapshot.gateway.limits.maxConnections
         guard proxy.admit(context.channel, limit: limit) else {
@@ -96,6 +100,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             context.close(promise: nil)
             return
         }
+    }
+
+    /// Reads the policy in force now and the source's identity under it.
+    private func refreshPolicy() {
+        (snapshot, origination) = proxy.policy.currentWithOrigination
+        identity = sourceAddress.flatMap { snapshot.inventory.identity(of: $0) }
     }
 
     private func newRecord(context: ChannelHandlerContext) -> ConnectionRecord {
@@ -155,6 +165,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     private func begin(context: ChannelHandlerContext, head: HTTPRequestHead) {
         headDeadline?.cancel()
         headDeadline = nil
+        refreshPolicy()
         let record = newRecord(context: context)
         proxy.metrics.connectionOpened()
         record.httpMethod = head.method.rawValue
