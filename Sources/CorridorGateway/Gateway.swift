@@ -118,7 +118,7 @@ public final class Gateway: Sendable {
                 client: try KubeAPIClient(endpoint: endpoint, group: group), base: base, registry: metrics.registry, logger: logger,
                 nextGeneration: { generations.next() },
                 install: { snapshot, origination in
-                    proxy.policy.replace(with: snapshot, origination: origination)
+                    proxy.install(snapshot, origination: origination)
                     proxy.metrics.policyReload(succeeded: true, snapshot: snapshot)
                 },
                 nodeName: options.nodeName, pageSize: options.listPageSize)
@@ -220,7 +220,7 @@ public final class Gateway: Sendable {
         let next = generations.next()
         do {
             let (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: next, cache: configCache)
-            proxy.policy.replace(with: snapshot, origination: origination)
+            proxy.install(snapshot, origination: origination)
             proxy.metrics.policyReload(succeeded: true, snapshot: snapshot)
             warnIfRestartNeeded(old: old.gateway, new: snapshot.gateway)
             logger.info("policy reloaded", metadata: [

@@ -109,6 +109,20 @@ public struct GatewayConfig: Sendable, Equatable {
         public var upstreamResponseTimeout: Duration = .seconds(60)
     }
 
+    /// What a policy change does to connections already open.
+    public struct ReloadSettings: Sendable, Equatable {
+        public enum LiveConnections: String, Sendable, Equatable, CaseIterable {
+            /// A tunnel keeps the decision it was opened with until it ends (the default). Plain-HTTP
+            /// requests are judged one by one whatever this says.
+            case keep = "Keep"
+            /// After every policy change, each relayed connection is decided again against the new
+            /// policy and its source's identity now; one now denied is closed (`policy_revoked`).
+            case recheck = "Recheck"
+        }
+
+        public var liveConnections = LiveConnections.keep
+    }
+
     public struct Logging: Sendable, Equatable {
         /// Where access records go: nil for standard output, else a file path (appended to).
         public var accessLogFile: String?
@@ -135,6 +149,7 @@ public struct GatewayConfig: Sendable, Equatable {
     public var extraBlocked: [CIDR] = []
     public var unknownSources = UnknownSources.deny
     public var limits = Limits()
+    public var reload = ReloadSettings()
     public var logging = Logging()
 
     public init() {}
@@ -144,7 +159,7 @@ public struct GatewayConfig: Sendable, Equatable {
             && lhs.staticHosts.map(\.0) == rhs.staticHosts.map(\.0) && lhs.staticHosts.map(\.1) == rhs.staticHosts.map(\.1)
             && lhs.systemResolver == rhs.systemResolver && lhs.resolverCacheTTL == rhs.resolverCacheTTL && lhs.allowPrivate == rhs.allowPrivate
             && lhs.extraBlocked == rhs.extraBlocked && lhs.unknownSources == rhs.unknownSources
-            && lhs.limits == rhs.limits && lhs.logging == rhs.logging
+            && lhs.limits == rhs.limits && lhs.reload == rhs.reload && lhs.logging == rhs.logging
     }
 }
 

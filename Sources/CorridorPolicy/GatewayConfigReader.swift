@@ -96,6 +96,12 @@ enum GatewayConfigReader {
             try limits.finish()
         }
 
+        if let reload = try spec.fields("reload") {
+            config.reload.liveConnections = try reload.enumeration("liveConnections", GatewayConfig.ReloadSettings.LiveConnections.self)
+                ?? config.reload.liveConnections
+            try reload.finish()
+        }
+
         if let logging = try spec.fields("logging") {
             if let access = try logging.fields("accessLog") {
                 let file = try access.string("file")

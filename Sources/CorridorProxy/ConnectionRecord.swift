@@ -130,6 +130,33 @@ extension ConnectionRecord {
         return (made, ip, servicePort)
     }
 
+    /// Whether `snapshot` (a policy installed while this connection was open) no longer lets it
+    /// through: it is decided again on the facts it was decided on (SNI, CONNECT host, port, ECH,
+    /// or the TCP service's address) with its source's identity under `snapshot`, and the address
+    /// it relays to is vetted again. When it is revoked, the record's reason says so and why; the
+    /// verdict stays the one the connection was opened with. Connections policy never let through
+    /// are not re-decided.
+    func revoked(by snapshot: PolicySnapshot) -> Bool {
+        guard let decision, decision.lets else { return false }
+        let identity = sourceAddress.flatMap { snapshot.inventory.identity(of: $0) }
+        var now: Decision
+        if sni == nil, connectHost == nil, let original = originalDestination, let ip = IPAddress(original)?.unmapped,
+           let servicePort = original.port {
+            now = DecisionEngine.decideTCP(source: identity, sourceAddress: sourceIP, destination: ip, port: servicePort, snapshot: snapshot)
+                ?? .deny("no ExternalService serves TCP \(ip) port \(servicePort)", port: servicePort)
+        } else {
+            let facts = DestinationFacts(serverName: sni, connectHost: connectHost, port: port, hasECH: ech)
+            now = DecisionEngine.decide(source: identity, sourceAddress: sourceIP, facts: facts, snapshot: snapshot)
+        }
+        if now.lets, let address = resolved.flatMap(IPAddress.init)?.unmapped,
+           case .blocked(let why)? = UpstreamDialer.vet(address: address, serviceAddresses: now.serviceAddresses, snapshot: snapshot) {
+            now = .deny(why)
+        }
+        guard !now.lets else { return false }
+        self.decision?.reason += "; revoked by policy generation \(snapshot.generation): \(now.reason)"
+        return true
+    }
+
     /// Records why the upstream could not be dialled. Returns how the connection ends, the alert
     /// a TLS client gets, and the denial reason for ``finish(_:log:metrics:reason:)``: the
     /// destination was refused (`destination_blocked`, `access_denied`), or, nil, the policy

@@ -1,3 +1,4 @@
+import CorridorPolicy
 import NIOCore
 
 /// One half of a relay: what this channel reads is written to the partner's channel.
@@ -161,6 +162,13 @@ final class RelaySession {
         clientChannel?.close(promise: nil)
     }
 
+    /// Closes the relay if `snapshot` no longer allows it (`spec.reload.liveConnections: Recheck`).
+    func recheck(against snapshot: PolicySnapshot) {
+        guard closedSides == 0, record.revoked(by: snapshot) else { return }
+        cause = .policyRevoked
+        clientChannel?.close(promise: nil)
+    }
+
     func error(fromClient: Bool) {
         if cause == .completed { cause = fromClient ? .clientError : .upstreamError }
     }
@@ -175,8 +183,9 @@ final class RelaySession {
     }
 }
 
-/// Closes relays that moved no byte for their idle limit: one sweep a second per event loop,
-/// only while it has relays, instead of a timer (and a pipeline handler) per connection.
+/// The relays of one event loop. Closes those that moved no byte for their idle limit (one sweep
+/// a second, only while it has relays, instead of a timer and a pipeline handler per connection),
+/// and decides them all again after a policy change when live connections are rechecked.
 final class IdleSweeper {
     static let interval: TimeAmount = .seconds(1)
     private let eventLoop: any EventLoop
@@ -211,6 +220,10 @@ final class IdleSweeper {
             self.sweep()
             self.scheduleIfNeeded()
         }
+    }
+
+    func recheck(against snapshot: PolicySnapshot) {
+        for session in sessions.items { session.recheck(against: snapshot) }
     }
 
     func sweep() {

@@ -254,9 +254,16 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func startRelay(context: ChannelHandlerContext, upstream: UpstreamDialer.Connected) {
         guard let record else { return }
-        state = .relaying
         record.resolved = upstream.address
         record.addressMismatch = upstream.addressMismatch
+        if let newer = proxy.newerPolicyToRecheck(than: snapshot), record.revoked(by: newer) {
+            // A policy installed while this connection was being decided or dialled refuses it.
+            upstream.channel.close(promise: nil)
+            if !plainTCP { context.write(wrapOutboundOut(TLSAlert.accessDenied.record(allocator: context.channel.allocator)), promise: nil) }
+            finishEarly(context: context, cause: .policyRevoked, reason: nil)
+            return
+        }
+        state = .relaying
         let now = context.eventLoop.now
         let session = RelaySession(record: record, context: proxy, idleLimit: .nanoseconds(snapshot.gateway.limits.idleTimeout.nanoseconds), now: now)
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair(session: session)

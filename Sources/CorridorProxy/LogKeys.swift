@@ -52,4 +52,6 @@ public enum CloseCause: String, Sendable, CaseIterable {
     case clientError = "client_error"
     case upstreamError = "upstream_error"
     case shutdown = "shutdown"
+    /// A policy change denies what the connection was opened for (`spec.reload.liveConnections: Recheck`).
+    case policyRevoked = "policy_revoked"
 }

@@ -19,6 +19,9 @@ public final class ProxyContext: Sendable {
     /// One idle-relay sweeper per event loop.
     private let sweepers = Mutex<[ObjectIdentifier: NIOLoopBound<IdleSweeper>]>([:])
     private let open = Atomic<Int>(0)
+    /// Data planes outside NIO (the splice plane) that re-decide their live connections after a
+    /// policy change; each call runs the work on the plane's own threads.
+    private let recheckers = Mutex<[@Sendable (PolicySnapshot) -> Void]>([])
 
     public init(policy: PolicyStore, resolver: Resolver, accessLog: AccessLog, metrics: ProxyMetrics, logger: Logger) {
         self.policy = policy
@@ -26,6 +29,33 @@ public final class ProxyContext: Sendable {
         self.accessLog = accessLog
         self.metrics = metrics
         self.logger = logger
+    }
+
+    /// Makes `snapshot` the policy in force. With `spec.reload.liveConnections: Recheck`, every
+    /// relayed connection on every data plane is then decided again against it, on its own event
+    /// loop, and those it no longer allows are closed (`policy_revoked`). Connections still
+    /// deciding or dialling compare the generation before they start relaying (see
+    /// ``PolicyStore/generation``), so none slips between the swap and the recheck.
+    public func install(_ snapshot: PolicySnapshot, origination: OriginationContexts) {
+        policy.replace(with: snapshot, origination: origination)
+        guard snapshot.gateway.reload.liveConnections == .recheck else { return }
+        for bound in sweepers.withLock({ Array($0.values) }) {
+            bound.eventLoop.execute { bound.value.recheck(against: snapshot) }
+        }
+        for recheck in recheckers.withLock({ $0 }) { recheck(snapshot) }
+    }
+
+    /// Registers a data plane's recheck of its live connections (see ``install(_:origination:)``).
+    func addRecheck(_ recheck: @escaping @Sendable (PolicySnapshot) -> Void) {
+        recheckers.withLock { $0.append(recheck) }
+    }
+
+    /// The policy a connection that decided on `decided` must answer to before it relays: nil
+    /// when that is still the one in force or live connections keep their policy, else the new one.
+    func newerPolicyToRecheck(than decided: PolicySnapshot) -> PolicySnapshot? {
+        guard policy.generation != decided.generation else { return nil }
+        let current = policy.current
+        return current.gateway.reload.liveConnections == .recheck ? current : nil
     }
 
     /// The idle-relay sweeper of `eventLoop`; call on that event loop.

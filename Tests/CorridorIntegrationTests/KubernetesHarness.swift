@@ -126,7 +126,7 @@ final class KubernetesHarness: AccessLogReading, @unchecked Sendable {
     let pageSize: Int
 
     init(objects: (Int) -> [[String: Any]] = standardObjects, clientCertificate: Bool = false, apiExtra: [String] = [],
-         nodeName: String? = nil, pageSize: Int = 500, start: Bool = true) async throws {
+         nodeName: String? = nil, pageSize: Int = 500, gatewayExtra: String = "", start: Bool = true) async throws {
         self.nodeName = nodeName
         self.pageSize = pageSize
         dir = try TempDir()
@@ -147,6 +147,7 @@ final class KubernetesHarness: AccessLogReading, @unchecked Sendable {
               destinations: {allowPrivate: [127.0.0.1/32]}
               unknownSources: Deny
               logging: {accessLog: {file: \(accessLogPath)}}
+            \(gatewayExtra)
             """.write(toFile: configPath, atomically: true, encoding: .utf8)
         kubeconfigPath = dir.path("kubeconfig")
         let user = clientCertificate

@@ -97,6 +97,8 @@ struct ConfigLoaderErrorTests {
                   reason: "bits set"),
         BadConfig(name: "bad duration", yaml: header + "kind: GatewayConfig\nmetadata: {name: second}\nspec:\n  limits:\n    idleTimeout: 1d\n",
                   gatewayInPrefix: false, object: "GatewayConfig/second", field: "spec.limits.idleTimeout", line: 6, reason: "duration"),
+        BadConfig(name: "unknown liveConnections", yaml: header + "kind: GatewayConfig\nmetadata: {name: second}\nspec:\n  reload:\n    liveConnections: Revoke\n",
+                  gatewayInPrefix: false, object: "GatewayConfig/second", field: "spec.reload.liveConnections", line: 6, reason: "Keep"),
         BadConfig(name: "second GatewayConfig", yaml: header + "kind: GatewayConfig\nmetadata: {name: second}\nspec: {}\n",
                   object: "GatewayConfig/second", field: "kind", line: 2, reason: "only one GatewayConfig"),
         BadConfig(name: "EgressPolicy naming a missing ExternalService",

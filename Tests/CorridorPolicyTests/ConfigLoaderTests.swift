@@ -20,6 +20,7 @@ struct ConfigLoaderTests {
         block: [93.184.216.0/24]
       unknownSources: Allow
       limits: {maxConnections: 500, handshakeTimeout: 500ms, connectTimeout: 2s, idleTimeout: 1m30s, drainTimeout: 1h, maxConnectHeadBytes: 4096}
+      reload: {liveConnections: Recheck}
       logging: {accessLog: {file: /var/log/corridor.log}}
     ---
     # an empty document is skipped
@@ -81,6 +82,7 @@ struct ConfigLoaderTests {
         #expect(gateway.limits.idleTimeout == .seconds(90))
         #expect(gateway.limits.drainTimeout == .seconds(3600))
         #expect(gateway.limits.maxConnectHeadBytes == 4096)
+        #expect(gateway.reload.liveConnections == .recheck)
         #expect(gateway.logging.accessLogFile == "/var/log/corridor.log")
 
         let stripe = try #require(source.externalServices.first)
@@ -140,6 +142,7 @@ struct ConfigLoaderTests {
         #expect(p.mode == .enforce)
         #expect(p.egress.first?.ports == [])
         #expect(source.gateway == GatewayConfig())
+        #expect(source.gateway.reload.liveConnections == .keep)
     }
 
     @Test("the same name may be reused across kinds and namespaces")

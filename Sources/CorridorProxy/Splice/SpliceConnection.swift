@@ -346,9 +346,15 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     // MARK: relay
 
     private func startRelay() {
-        phase = .relaying
         record.resolved = attemptAddress
         record.addressMismatch = mismatch
+        if let newer = proxy.newerPolicyToRecheck(than: snapshot), record.revoked(by: newer) {
+            // A policy installed while this connection was being decided or dialled refuses it.
+            if !plainTCP { writeAlert(.accessDenied) }
+            finishEarly(.policyRevoked, reason: nil)
+            return
+        }
+        phase = .relaying
         lastActivity = loop.now
         if let prefix = up.prefix {
             record.bytesUp += prefix.readableBytes
@@ -544,6 +550,13 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     // MARK: endings
 
     /// Ends a relay (or any connection at shutdown) and writes its record with `cause`.
+    /// Closes the relay if `snapshot` no longer allows it (`spec.reload.liveConnections: Recheck`);
+    /// a connection not relaying yet answers to the newest policy when it starts (``startRelay()``).
+    func recheck(against snapshot: PolicySnapshot) {
+        guard phase == .relaying, record.revoked(by: snapshot) else { return }
+        finishEarly(.policyRevoked, reason: nil)
+    }
+
     func end(_ cause: CloseCause) {
         switch phase {
         case .closed:

@@ -36,6 +36,13 @@ public final class SplicePlane: Sendable {
         threads = NIOThreadPool(numberOfThreads: loops.count)
         threads.start()
         let logger = proxy.logger
+        proxy.addRecheck { [loops] snapshot in
+            for loop in loops {
+                _ = loop.execute {
+                    for item in loop.watched { (item as? SpliceConnection)?.recheck(against: snapshot) }
+                }
+            }
+        }
         for (index, loop) in loops.enumerated() {
             threads.submit { _ in
                 loop.run { failure in
