@@ -32,6 +32,26 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         var requestEnded = false
         var responseStarted = false
         var responseEnded = false
+        /// Where the request goes, once decided.
+        var route: Route?
+        /// The upstream connection came from the pool (it may have died while idle).
+        var reusedUpstream = false
+        /// The request was sent again on a fresh connection after a pooled one died unanswered.
+        var retried = false
+        /// The request's trailers, once its end arrived (kept for a retry).
+        var trailers: HTTPHeaders?
+    }
+
+    /// How the current request reaches its upstream: the pool key, the dial parameters, and the
+    /// head as forwarded.
+    private struct Route {
+        var key: String
+        var host: String
+        var originate: ExternalService.OriginateTLS?
+        var sslContext: NIOSSLContext?
+        var port: Int
+        var serviceAddresses: [CIDR]
+        var head: HTTPRequestHead
     }
 
     private let listenerName: String
@@ -137,18 +157,22 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         case (.connecting(var pending), _):
             pending.append(part)
             state = .connecting(pending: pending)
-            if case .end = part { exchange?.requestEnded = true }
+            if case .end(let trailers) = part {
+                exchange?.requestEnded = true
+                exchange?.trailers = trailers
+            }
         case (.forwarding(let upstream), .body(let buffer)):
             exchange?.record.bytesUp += buffer.readableBytes
             upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
         case (.forwarding(let upstream), .end(let trailers)):
             exchange?.requestEnded = true
+            exchange?.trailers = trailers
             upstream.channel.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
             completeIfDone(context: context)
         case (.forwarding, .head):
             // HTTPServerPipelineHandler holds the next request until this exchange is over; a head
             // now would mean bytes of one request could reach another's upstream. Never reuse it.
-            refuse(context: context, status: .badRequest, code: "bad_request",
+            refuse(context: context, status: .badRequest, code: .badRequest,
                    reason: "a new request arrived before the previous exchange ended", kind: .denial)
         case (.refusing, .end):
             context.close(promise: nil)
@@ -170,15 +194,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         proxy.metrics.connectionOpened()
         record.httpMethod = head.method.rawValue
         exchange = Exchange(record: record, keepAlive: head.isKeepAlive)
-        if let framing = HTTPHeaders.framingNamedByConnection(head.headers) {
-            refuse(context: context, status: .badRequest, code: "bad_request",
-                   reason: "the Connection header names \(framing), which frames the message and cannot be hop-by-hop", kind: .denial)
+        if let problem = HTTPRequestHeadCheck.problem(head) {
+            refuse(context: context, status: problem.status, code: problem.code, reason: problem.reason, kind: .denial)
             return
         }
         let target: HTTPTarget
         switch HTTPTarget.parse(head) {
         case .failure(let problem):
-            refuse(context: context, status: .badRequest, code: "bad_request", reason: problem.reason, kind: .denial)
+            refuse(context: context, status: .badRequest, code: .badRequest, reason: problem.reason, kind: .denial)
             return
         case .success(let parsed):
             target = parsed
@@ -191,26 +214,25 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                                              snapshot: snapshot)
         record.decision = decision
         guard decision.lets else {
-            refuse(context: context, status: .forbidden, code: "policy_denied", reason: decision.reason, kind: .policy)
+            refuse(context: context, status: .forbidden, code: .policyDenied, reason: decision.reason, kind: .policy)
             return
         }
         guard let service = decision.externalService, let servicePort = decision.servicePort, servicePort.protocol == .http else {
             // Audit mode lets unregistered destinations through, but plain HTTP needs a registered
             // HTTP port to know how to reach the service over TLS: refused, and recorded as such.
-            refuse(context: context, status: .forbidden, code: "policy_denied",
+            refuse(context: context, status: .forbidden, code: .policyDenied,
                    reason: "\(decision.reason); plain HTTP needs a registered HTTP port with originateTLS, so it is refused", kind: .denial)
             return
         }
         let originate = servicePort.originateTLS
         let sslContext = origination.context(service: service, port: servicePort.number)
         if originate != nil && sslContext == nil {
-            refuse(context: context, status: .badGateway, code: "upstream_tls_unavailable", reason: "no TLS context for \(service)",
+            refuse(context: context, status: .badGateway, code: .upstreamTLSUnavailable, reason: "no TLS context for \(service)",
                    kind: .upstreamFailure, cause: .upstreamError)
             return
         }
         let upstreamPort = originate?.port ?? servicePort.number
         let key = "\(snapshot.generation)/\(service)/\(servicePort.number)/\(target.host)"
-        state = .connecting(pending: [])
         var forwarded = head
         forwarded.uri = target.path
         // Always HTTP/1.1 upstream: the body's framing (Content-Length or chunked, as the client's
@@ -220,14 +242,23 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         forwarded.headers.remove(name: "Proxy-Authorization")
         // The upstream sees the host that was judged, whatever Host header the client added.
         forwarded.headers.replaceOrAdd(name: "Host", value: target.hostHeader)
-        let pool = proxy.pool(for: context.eventLoop)
-        if let connection = pool.take(key) {
-            startForwarding(context: context, upstream: connection, head: forwarded)
+        let route = Route(key: key, host: target.host, originate: originate, sslContext: sslContext, port: upstreamPort,
+                          serviceAddresses: decision.serviceAddresses, head: forwarded)
+        exchange?.route = route
+        state = .connecting(pending: [])
+        if let connection = proxy.pool(for: context.eventLoop).take(key) {
+            exchange?.reusedUpstream = true
+            startForwarding(context: context, upstream: connection)
             return
         }
+        dial(context: context, route: route)
+    }
+
+    /// Dials a new upstream connection for the current request.
+    private func dial(context: ChannelHandlerContext, route: Route) {
         let dialer = UpstreamDialer(context: proxy, snapshot: snapshot, eventLoop: context.eventLoop)
-        UpstreamPool.connect(key: key, host: target.host, originate: originate, context: sslContext, port: upstreamPort,
-                             serviceAddresses: decision.serviceAddresses, dialer: dialer)
+        UpstreamPool.connect(key: route.key, host: route.host, originate: route.originate, context: route.sslContext, port: route.port,
+                             serviceAddresses: route.serviceAddresses, dialer: dialer)
             .hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
                 guard case .connecting = self.state else {
                     if case .success(let connection) = result { connection.channel.close(promise: nil) }
@@ -235,18 +266,18 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 }
                 switch result {
                 case .success(let connection):
-                    self.startForwarding(context: context, upstream: connection, head: forwarded)
+                    self.startForwarding(context: context, upstream: connection)
                 case .failure(let error):
-                    let (status, code, reason) = Self.classify(error, host: target.host, port: upstreamPort)
-                    let blocked = code == "destination_blocked"
+                    let (status, code, reason) = Self.classify(error, host: route.host, port: route.port)
+                    let blocked = code == .destinationBlocked
                     self.refuse(context: context, status: status, code: code, reason: reason, kind: blocked ? .denial : .upstreamFailure,
                                 cause: blocked ? .destinationBlocked : (status == .gatewayTimeout ? .connectTimeout : .connectFailed))
                 }
             }
     }
 
-    private func startForwarding(context: ChannelHandlerContext, upstream: UpstreamHTTPConnection, head: HTTPRequestHead) {
-        guard case .connecting(let pending) = state, let handler = upstream.handler else {
+    private func startForwarding(context: ChannelHandlerContext, upstream: UpstreamHTTPConnection) {
+        guard case .connecting(let pending) = state, let head = exchange?.route?.head, let handler = upstream.handler else {
             upstream.channel.close(promise: nil)
             return
         }
@@ -269,7 +300,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         let timeout = snapshot.gateway.limits.upstreamResponseTimeout
         responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [weak self] in
             guard let self, case .forwarding = self.state, !(self.exchange?.responseStarted ?? true) else { return }
-            self.refuse(context: context, status: .gatewayTimeout, code: "upstream_timeout",
+            self.refuse(context: context, status: .gatewayTimeout, code: .upstreamTimeout,
                         reason: "the upstream did not answer within \(DurationSyntax.format(timeout)) (spec.limits.upstreamResponseTimeout)",
                         kind: .upstreamFailure, cause: .upstreamTimeout)
         }
@@ -331,8 +362,21 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     private func upstreamEnded(error: (any Error)?) {
         guard let context, case .forwarding(let upstream) = state, let exchange, !exchange.responseEnded else { return }
         upstream.reusable = false
+        if !exchange.responseStarted, let route = exchange.route, isReplayable(exchange) {
+            // A pooled connection the upstream had closed while it sat idle: the request cannot
+            // have been served, and it carries no body, so it goes again on a fresh connection.
+            upstream.handler?.delegate = nil
+            upstream.channel.close(promise: nil)
+            responseTimer?.cancel()
+            responseTimer = nil
+            self.exchange?.retried = true
+            self.exchange?.reusedUpstream = false
+            state = .connecting(pending: exchange.requestEnded ? [.end(exchange.trailers)] : [])
+            dial(context: context, route: route)
+            return
+        }
         if !exchange.responseStarted {
-            refuse(context: context, status: .badGateway, code: "upstream_closed",
+            refuse(context: context, status: .badGateway, code: .upstreamClosed,
                    reason: "the upstream closed before answering" + (error.map { ": \($0)" } ?? ""), kind: .upstreamFailure,
                    cause: .upstreamError)
         } else {
@@ -340,6 +384,17 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             finishExchange(cause: .upstreamError)
             state = .closed
             context.close(promise: nil)
+        }
+    }
+
+    /// Whether a request that met a dead pooled connection may be sent again: once, when it came
+    /// from the pool, has no body, and its method is idempotent (RFC 9110 section 9.2.2), so a
+    /// second delivery could not change what the first did.
+    private func isReplayable(_ exchange: Exchange) -> Bool {
+        guard exchange.reusedUpstream, !exchange.retried, exchange.record.bytesUp == 0, let head = exchange.route?.head else { return false }
+        switch head.method {
+        case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: return true
+        default: return false
         }
     }
 
@@ -401,7 +456,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     }
 
     /// Answers the current request with an error of ours and closes the connection afterwards.
-    private func refuse(context: ChannelHandlerContext, status: HTTPResponseStatus, code: String, reason: String,
+    private func refuse(context: ChannelHandlerContext, status: HTTPResponseStatus, code: HTTPRefusalCode, reason: String,
                         kind: Refusal, cause: CloseCause = .denied) {
         responseTimer?.cancel()
         responseTimer = nil
@@ -433,7 +488,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
         headers.add(name: "Content-Length", value: String(body.utf8.count))
         headers.add(name: "Corridor-Decision", value: status == .forbidden ? "deny" : "error")
-        headers.add(name: "Corridor-Reason", value: code)
+        headers.add(name: "Corridor-Reason", value: code.rawValue)
         headers.add(name: "Connection", value: "close")
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
@@ -443,26 +498,26 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         resumeClientReads(context: context)  // drain the refused request's body, if any
     }
 
-    static func classify(_ error: any Error, host: String, port: Int) -> (HTTPResponseStatus, String, String) {
+    static func classify(_ error: any Error, host: String, port: Int) -> (HTTPResponseStatus, HTTPRefusalCode, String) {
         switch error {
         case UpstreamDialer.Failure.blocked(let why):
-            return (.forbidden, "destination_blocked", why)
+            return (.forbidden, .destinationBlocked, why)
         case UpstreamDialer.Failure.resolveFailed(let why):
-            return (.badGateway, "upstream_unreachable", why)
+            return (.badGateway, .upstreamUnreachable, why)
         case UpstreamDialer.Failure.connectFailed(let why, let timedOut):
-            return timedOut ? (.gatewayTimeout, "upstream_timeout", why) : (.badGateway, "upstream_unreachable", why)
+            return timedOut ? (.gatewayTimeout, .upstreamTimeout, why) : (.badGateway, .upstreamUnreachable, why)
         case UpstreamHTTPFailure.handshakeTimeout:
-            return (.gatewayTimeout, "upstream_timeout", "the TLS handshake with \(host):\(port) did not complete in time")
+            return (.gatewayTimeout, .upstreamTimeout, "the TLS handshake with \(host):\(port) did not complete in time")
         case let error as NIOSSLExtraError where error == .failedToValidateHostname:
-            return (.badGateway, "upstream_tls_verification_failed", "the certificate of \(host):\(port) is not valid for \(host): \(error)")
+            return (.badGateway, .upstreamTLSVerificationFailed, "the certificate of \(host):\(port) is not valid for \(host): \(error)")
         case let error as NIOSSLError:
             let text = "\(error)"
             if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("certificate verify failed") {
-                return (.badGateway, "upstream_tls_verification_failed", "the certificate of \(host):\(port) failed verification: \(text)")
+                return (.badGateway, .upstreamTLSVerificationFailed, "the certificate of \(host):\(port) failed verification: \(text)")
             }
-            return (.badGateway, "upstream_tls_failed", "TLS with \(host):\(port) failed: \(text)")
+            return (.badGateway, .upstreamTLSFailed, "TLS with \(host):\(port) failed: \(text)")
         default:
-            return (.badGateway, "upstream_unreachable", "cannot reach \(host):\(port): \(error)")
+            return (.badGateway, .upstreamUnreachable, "cannot reach \(host):\(port): \(error)")
         }
     }
 
@@ -522,11 +577,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             let record = newRecord(context: context)
             proxy.metrics.connectionOpened()
             exchange = Exchange(record: record, keepAlive: false, requestEnded: true)
-            refuse(context: context, status: .badRequest, code: "bad_request", reason: "malformed HTTP request: \(error)", kind: .denial)
+            refuse(context: context, status: .badRequest, code: .badRequest, reason: "malformed HTTP request: \(error)", kind: .denial)
             return
         }
         if error is HTTPParserError, exchange != nil {
-            refuse(context: context, status: .badRequest, code: "bad_request", reason: "malformed HTTP request: \(error)", kind: .denial)
+            refuse(context: context, status: .badRequest, code: .badRequest, reason: "malformed HTTP request: \(error)", kind: .denial)
             return
         }
         context.close(promise: nil)
@@ -535,20 +590,3 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
 
 @available(*, unavailable)
 extension HTTPProxyHandler: Sendable {}
-
-extension HTTPHeaders {
-    /// A header the Connection header names that must never be dropped as hop-by-hop: the
-    /// message framing and the Host (dropping them would let a body be re-read as another request).
-    static func framingNamedByConnection(_ headers: HTTPHeaders) -> String? {
-        let named = headers[canonicalForm: "connection"].map { String($0).lowercased() }
-        return named.first { ["content-length", "transfer-encoding", "host"].contains($0) }
-    }
-
-    /// Removes the hop-by-hop headers (RFC 9110 section 7.6.1), including those the Connection header names.
-    static func removeHopByHop(_ headers: inout HTTPHeaders) {
-        let named: [String] = headers[canonicalForm: "connection"].map { String($0).lowercased() }
-        for name in ["connection", "proxy-connection", "keep-alive", "te", "trailer", "upgrade"] + named {
-            headers.remove(name: name)
-        }
-    }
-}

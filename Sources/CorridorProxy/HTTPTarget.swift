@@ -16,25 +16,39 @@ struct HTTPTarget: Equatable {
     /// The Host header value to send when the request had none.
     var hostHeader: String
 
+    /// A fragment (`#...`) is never part of what is forwarded (RFC 9110 section 4.2.5: it is for
+    /// the client alone); an absolute-form `OPTIONS` with no path and no query asks about the
+    /// server as a whole and is forwarded as `OPTIONS *` (RFC 9112 section 3.2.4).
     static func parse(_ head: HTTPRequestHead) -> Result<HTTPTarget, HTTPTarget.Problem> {
         let uri = head.uri
         let hosts = head.headers["Host"]
         if uri.lowercased().hasPrefix("http://") {
-            let rest = uri.dropFirst(7)
-            let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
+            let rest = uri.dropFirst(7).prefix { $0 != "#" }
+            let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
             let authority = String(rest[..<authorityEnd])
             var path = String(rest[authorityEnd...])
-            if path.isEmpty || path.first != "/" { path = "/" + path }
+            if path.isEmpty && head.method == .OPTIONS {
+                path = "*"
+            } else if path.first != "/" {
+                path = "/" + path
+            }
             return target(authority: authority, path: path)
         }
         if uri.lowercased().hasPrefix("https://") {
             return .failure(Problem(reason: "https:// targets go through CONNECT (the client speaks TLS itself)"))
         }
-        guard uri.hasPrefix("/") else { return .failure(Problem(reason: "unsupported request target '\(uri.prefix(100))'")) }
+        let path: String
+        if uri == "*" && head.method == .OPTIONS {
+            path = uri
+        } else {
+            guard uri.hasPrefix("/") else { return .failure(Problem(reason: "unsupported request target '\(uri.prefix(100))'")) }
+            path = String(uri.prefix { $0 != "#" })
+        }
         guard hosts.count == 1 else {
             return .failure(Problem(reason: hosts.isEmpty ? "the request has no Host header" : "the request has \(hosts.count) Host headers"))
         }
-        return target(authority: hosts[0], path: uri)
+        // A field value excludes the whitespace around it (RFC 9110 section 5.5).
+        return target(authority: String(Substring(hosts[0]).trimmingOWS()), path: path)
     }
 
     private static func target(authority: String, path: String) -> Result<HTTPTarget, HTTPTarget.Problem> {

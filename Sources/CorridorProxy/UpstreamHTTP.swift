@@ -72,7 +72,14 @@ final class UpstreamHTTPHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        delegate?.upstreamResponse(unwrapInboundIn(data))
+        guard let delegate else {
+            // Bytes nobody asked for (the connection is idle in the pool, or its exchange just
+            // ended): a response to no request, which would be taken as the next client's
+            // answer. The connection is discarded at once.
+            context.close(promise: nil)
+            return
+        }
+        delegate.upstreamResponse(unwrapInboundIn(data))
     }
 
     func channelReadComplete(context: ChannelHandlerContext) { delegate?.upstreamReadComplete() }

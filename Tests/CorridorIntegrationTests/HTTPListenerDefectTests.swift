@@ -53,6 +53,164 @@ struct HTTPListenerDefectTests {
         #expect((denied?["identity"] as? [String: Any])?["namespace"] as? String == "elsewhere", "\(String(describing: denied))")
     }
 
+    // MARK: the pool
+
+    /// An upstream that writes a second response nobody asked for, in the same write or 200 ms
+    /// later, must not hand it (or a dead connection) to the next, unrelated client.
+    @Test(arguments: ["/twice", "/twice-later"])
+    func anUnsolicitedResponseNeverReachesTheNextClient(path: String) async throws {
+        // One event loop, so every client meets the same pool.
+        let h = try await OriginationHarness(workers: 1)
+        defer { Task { await h.stop() } }
+        let first = try h.curlOriginForm(path: path, host: "billing.example.test")
+        #expect(first.status == 200 && first.body == "ok \(path)\n", "\(first)")
+        try await Task.sleep(for: .milliseconds(500))
+        for n in 1...3 {
+            let next = try h.curlOriginForm(path: "/next\(n)", host: "billing.example.test")
+            #expect(next.status == 200 && next.body == "ok /next\(n)\n", "\(next)")
+        }
+        #expect(h.upstream.requests.map { $0["path"] as? String ?? "" } == [path, "/next1", "/next2", "/next3"])
+    }
+
+    /// A pooled connection the upstream closes as a request arrives: an idempotent request without
+    /// a body is sent again on a fresh connection; a POST with a body is not (it may have been served).
+    @Test func aRequestThatMeetsADeadPooledConnectionIsRetriedWhenItIsSafe() async throws {
+        let h = try await OriginationHarness(workers: 1)
+        defer { Task { await h.stop() } }
+        #expect(try h.curlOriginForm(path: "/then-drop", host: "billing.example.test").status == 200)
+        let retried = try h.curlOriginForm(path: "/after", host: "billing.example.test")
+        #expect(retried.status == 200 && retried.body == "ok /after\n", "\(retried)")
+        let record = h.record { $0["path"] as? String == "/after" }
+        #expect(record?["decision"] as? String == "allow" && record?["status"] as? Int == 200, "\(String(describing: record))")
+
+        #expect(try h.curlOriginForm(path: "/then-drop", host: "billing.example.test").status == 200)
+        let post = try h.curlOriginForm(path: "/sink", host: "billing.example.test", extra: ["--data-binary", "payload"])
+        #expect(post.status == 502 && post.reason == "upstream_closed", "\(post)")
+        #expect(h.upstream.requests.map { $0["path"] as? String ?? "" } == ["/then-drop", "/after", "/then-drop"])
+    }
+
+    // MARK: framing
+
+    /// With a pooled connection ready, a request whose framing the gateway cannot forward exactly
+    /// is refused before any of it goes upstream.
+    @Test(arguments: [
+        ("xchunked", 400, "bad_request"), ("\"chunked\"", 400, "bad_request"), ("chunked, gzip", 400, "bad_request"),
+        ("gzip, chunked", 501, "unsupported_transfer_coding"),
+    ])
+    func framingIsValidatedBeforeAnythingIsSent(coding: String, status: Int, code: String) async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let session = try HTTPSession(port: h.httpPort)
+        defer { session.close() }
+        #expect(try session.get("/warm", host: "billing.example.test").status == 200)
+        let refused = try session.send("POST /bad HTTP/1.1\r\nHost: billing.example.test\r\nTransfer-Encoding: \(coding)\r\n\r\n0\r\n\r\n")
+        #expect(refused.status == status && refused.reason == code, "\(refused)")
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(h.upstream.requests.map { $0["path"] as? String ?? "" } == ["/warm"], "\(h.upstream.requests)")
+        #expect(h.upstream.process.stderrText.isEmpty || !h.upstream.process.stderrText.contains("Traceback"), "\(h.upstream.process.stderrText)")
+    }
+
+    // MARK: RFC 9110 and 9112 details
+
+    @Test func whitespaceAfterTheHostValueIsNotPartOfIt() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let result = try rawHTTPExchange(port: h.httpPort, bytes: Array("GET /ws HTTP/1.1\r\nHost: billing.example.test \t \r\nConnection: close\r\n\r\n".utf8))
+        #expect(result.status == 200, "\(result)")
+        #expect(h.upstream.requests.last?["host"] as? String == "billing.example.test")
+    }
+
+    @Test func anAbsoluteFormOptionsWithNoPathIsForwardedAsAsterisk() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let result = try rawHTTPExchange(port: h.httpPort, bytes: Array("OPTIONS http://billing.example.test HTTP/1.1\r\nHost: billing.example.test\r\nConnection: close\r\n\r\n".utf8))
+        #expect(result.status == 200, "\(result)")
+        let query = try rawHTTPExchange(port: h.httpPort, bytes: Array("OPTIONS http://billing.example.test?q=1 HTTP/1.1\r\nConnection: close\r\n\r\n".utf8))
+        #expect(query.status == 200, "\(query)")
+        let get = try rawHTTPExchange(port: h.httpPort, bytes: Array("GET http://billing.example.test HTTP/1.1\r\nConnection: close\r\n\r\n".utf8))
+        #expect(get.status == 200, "\(get)")
+        #expect(h.upstream.requests.map { $0["path"] as? String ?? "" } == ["*", "/?q=1", "/"])
+    }
+
+    @Test func aFragmentIsNeverForwarded() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        for target in ["http://billing.example.test/a?b=1#frag", "/c#frag"] {
+            let result = try rawHTTPExchange(port: h.httpPort, bytes: Array("GET \(target) HTTP/1.1\r\nHost: billing.example.test\r\nConnection: close\r\n\r\n".utf8))
+            #expect(result.status == 200, "\(target): \(result.status) \(result.body)")
+        }
+        // With no path before it, the request parser itself refuses the target ("invalid URL").
+        let bare = try rawHTTPExchange(port: h.httpPort, bytes: Array("GET http://billing.example.test#frag HTTP/1.1\r\nConnection: close\r\n\r\n".utf8))
+        #expect(bare.status == 400 || bare.status == 200, "\(bare.status) \(bare.body)")
+        try await Task.sleep(for: .milliseconds(200))
+        let paths = h.upstream.requests.map { $0["path"] as? String ?? "" }
+        #expect(Array(paths.prefix(2)) == ["/a?b=1", "/c"], "\(paths)")
+        #expect(!paths.contains { $0.contains("#") }, "\(paths)")
+    }
+
+    // MARK: cost of one head
+
+    /// The worst heads an attacker can send cost about what an ordinary head of the same size does:
+    /// thousands of fields (refused by the field bound), and a Connection header naming thousands
+    /// of tokens over as many fields as are allowed (hop-by-hop removal is one pass). Medians of
+    /// interleaved runs over real sockets, compared as a ratio with generous slack; the quadratic
+    /// removal took 5 s of debug-build event-loop time for such a head, against milliseconds.
+    @Test func theWorstHeadsCostAboutWhatAnOrdinaryHeadDoes() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let script = #"""
+        import socket, sys, time, statistics, json
+        port = int(sys.argv[1])
+        def head(kind):
+            lines = ["GET /cost HTTP/1.1", "Host: billing.example.test", "Connection: close"]
+            if kind == "ordinary":
+                lines += ["x-f%02d: %s" % (i, "v" * 560) for i in range(97)]
+            elif kind == "tokens":
+                lines[2] = "Connection: close, " + ", ".join("x-t%04d" % i for i in range(4500))
+                lines += ["x-t%04d: v" % i for i in range(97)]
+                lines += ["x-pad: " + "v" * (57000 - len("\r\n".join(lines)))]
+            else:
+                lines += ["x-t%04d: v" % i for i in range(5000)]
+            return ("\r\n".join(lines) + "\r\n\r\n").encode()
+        def once(data):
+            start = time.perf_counter()
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            s.sendall(data)
+            buf = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+            s.close()
+            return time.perf_counter() - start, buf.split(b"\r\n", 1)[0].decode()
+        heads = {k: head(k) for k in ("ordinary", "tokens", "fields")}
+        times = {k: [] for k in heads}
+        status = {}
+        for _ in range(7):
+            for k, data in heads.items():
+                t, line = once(data)
+                times[k].append(t)
+                status[k] = line
+        print(json.dumps({"sizes": {k: len(v) for k, v in heads.items()}, "status": status,
+                          "median": {k: statistics.median(v) for k, v in times.items()}}))
+        """#
+        let result = try runCommand("python3", ["-c", script, "\(h.httpPort)"], timeout: 120)
+        let object = try #require((try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8))) as? [String: Any], "\(result.stdout) \(result.stderr)")
+        let status = object["status"] as? [String: String] ?? [:]
+        let median = object["median"] as? [String: Double] ?? [:]
+        let sizes = object["sizes"] as? [String: Int] ?? [:]
+        #expect(status["ordinary"]?.hasPrefix("HTTP/1.1 200") ?? false, "\(status)")
+        #expect(status["tokens"]?.hasPrefix("HTTP/1.1 200") ?? false, "\(status)")
+        #expect(status["fields"]?.hasPrefix("HTTP/1.1 431") ?? false, "\(status)")
+        #expect(sizes.values.allSatisfy { (50_000...65_000).contains($0) }, "\(sizes)")
+        let ordinary = try #require(median["ordinary"])
+        for kind in ["tokens", "fields"] {
+            let ratio = (median[kind] ?? .infinity) / ordinary
+            #expect(ratio < 5, "\(kind): \(ratio)x an ordinary head (\(median))")
+        }
+    }
+
     static let grantToShopOnly = """
     apiVersion: corridor.dev/v1alpha1
     kind: EgressPolicy

@@ -278,6 +278,7 @@ final class OriginationHarness: AccessLogReading, @unchecked Sendable {
          upstreamMaxVersion: String? = nil,
          includePath: Bool? = true,
          gatewayExtra: String = "",
+         workers: Int = 2,
          configure: (inout OriginateTLS, OriginationPKI) -> Void = { _, _ in },
          moreServices: (OriginationPKI, Int) -> [String] = { _, _ in [] }) async throws {
         dir = try TempDir()
@@ -295,7 +296,7 @@ final class OriginationHarness: AccessLogReading, @unchecked Sendable {
             .write(toFile: configPath, atomically: true, encoding: .utf8)
         var logger = Logger(label: "corridor-origination-test")
         logger.logLevel = .warning
-        gateway = try Gateway(options: .init(configPath: configPath, workers: 2), logger: logger)
+        gateway = try Gateway(options: .init(configPath: configPath, workers: workers), logger: logger)
         try await gateway.start()
         let bound = gateway.boundAddresses
         guard let http = bound["http"]?.port, let connect = bound["connect"]?.port, let admin = bound["admin"]?.port else {

@@ -10,6 +10,11 @@ For every request it appends one JSON line to --log:
 Routes:
   GET /size/N        N deterministic bytes (pattern(), the same as tls_upstream.py), streamed
   POST|PUT /sink     reads the body (Content-Length or chunked), answers "<bytes> <sha256>\\n"
+  /twice             answers, and in the same write a second response nobody asked for
+  /twice-later       answers, then 200 ms later a second response nobody asked for
+  /then-drop         answers; the next request on that connection is dropped unanswered (not
+                     recorded) and the connection closed, as a server closing an idle connection
+                     at the moment a request arrives
   anything else      reads any body, answers "ok <path>\\n"
 """
 import argparse, hashlib, json, os, socket, ssl, sys, threading, time
@@ -109,6 +114,9 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def handle_any(self):
+        if getattr(self, "drop_next", False):
+            self.close_connection = True
+            return
         try:
             body_bytes, body_sha = self.read_body()
         except (ConnectionError, ValueError):
@@ -126,6 +134,20 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
         elif path.startswith("/stall/"):
             time.sleep(float(path.split("/")[2]))  # an upstream that takes its time to answer
+            self.answer(f"ok {path}\n")
+        elif path in ("/twice", "/twice-later"):
+            extra = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nunwanted\n"
+            body = f"ok {path}\n".encode()
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            if path == "/twice":
+                self.wfile.write(head + body + extra)
+            else:
+                self.wfile.write(head + body)
+                self.wfile.flush()
+                time.sleep(0.2)
+                self.wfile.write(extra)
+        elif path == "/then-drop":
+            self.drop_next = True
             self.answer(f"ok {path}\n")
         elif self.command in ("POST", "PUT") and path.split("?")[0] == "/sink":
             self.answer(f"{body_bytes} {body_sha}\n")

@@ -1,0 +1,81 @@
+import NIOHTTP1
+
+/// What a plain-HTTP request head must satisfy before anything of it goes upstream: a bounded
+/// number of fields, framing the gateway re-encodes exactly (RFC 9112 section 6), and a Connection
+/// header that names no framing field. Every step is one pass over the fields.
+enum HTTPRequestHeadCheck {
+    /// The most header fields a request head may carry (Envoy's and Apache's default is 100); a
+    /// bound on the per-field work of every later step.
+    static let maxHeaderFields = 100
+
+    struct Problem: Error, Equatable {
+        var status: HTTPResponseStatus
+        var code: HTTPRefusalCode
+        var reason: String
+    }
+
+    static func problem(_ head: HTTPRequestHead) -> Problem? {
+        let headers = head.headers
+        if headers.count > maxHeaderFields {
+            return Problem(status: .requestHeaderFieldsTooLarge, code: .tooManyHeaderFields,
+                           reason: "the request head has \(headers.count) header fields; at most \(maxHeaderFields) are accepted")
+        }
+        var transferCodings: [Substring] = []
+        var transferEncodingFields = 0
+        var contentLengths: [String] = []
+        var connectionTokens: [Substring] = []
+        for (name, value) in headers {
+            switch name.utf8.count {
+            case 14 where name.lowercased() == "content-length": contentLengths.append(value)
+            case 17 where name.lowercased() == "transfer-encoding":
+                transferEncodingFields += 1
+                transferCodings += tokens(value)
+            case 10 where name.lowercased() == "connection": connectionTokens += tokens(value)
+            default: break
+            }
+        }
+        if let framing = connectionTokens.first(where: { HTTPHeaders.framingFields.contains($0.lowercased()) }) {
+            return Problem(status: .badRequest, code: .badRequest,
+                           reason: "the Connection header names \(framing.lowercased()), which frames the message and cannot be hop-by-hop")
+        }
+        if transferEncodingFields > 0 {
+            if !contentLengths.isEmpty {
+                return Problem(status: .badRequest, code: .badRequest, reason: "the request has both Content-Length and Transfer-Encoding")
+            }
+            // Chunked must be the final coding (else the body's end is unknowable: 400); any other
+            // coding would reach the upstream re-framed as chunked alone, so it is refused (501).
+            guard transferCodings.last?.lowercased() == "chunked" else {
+                return Problem(status: .badRequest, code: .badRequest,
+                               reason: "Transfer-Encoding '\(transferCodings.joined(separator: ", ").prefix(100))' does not end with chunked")
+            }
+            if transferCodings.count > 1 {
+                return Problem(status: .notImplemented, code: .unsupportedTransferCoding,
+                               reason: "Transfer-Encoding '\(transferCodings.joined(separator: ", ").prefix(100))': only chunked is supported")
+            }
+        }
+        if contentLengths.count > 1 || contentLengths.contains(where: { !isDigits($0) }) {
+            return Problem(status: .badRequest, code: .badRequest, reason: "the request has an invalid or repeated Content-Length")
+        }
+        return nil
+    }
+
+    /// The comma-separated elements of a list-valued field, without surrounding whitespace; empty
+    /// elements are dropped (RFC 9110 section 5.6.1).
+    static func tokens(_ value: String) -> [Substring] {
+        value.split(separator: ",").map { $0.trimmingOWS() }.filter { !$0.isEmpty }
+    }
+
+    private static func isDigits(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+    }
+}
+
+extension Substring {
+    /// Without leading and trailing spaces and tabs (HTTP's optional whitespace).
+    func trimmingOWS() -> Substring {
+        var result = self
+        while let first = result.first, first == " " || first == "\t" { result = result.dropFirst() }
+        while let last = result.last, last == " " || last == "\t" { result = result.dropLast() }
+        return result
+    }
+}
