@@ -188,29 +188,40 @@ final class ClusterSync: Sendable {
     }
 
     /// Writes `Accepted` conditions with a merge patch on the status subresource. A write that
-    /// fails is retried with the next build (the object's status still differs then).
+    /// fails is retried with a later build (the object's status still differs then); what to write
+    /// and when is the ledger's call (see ``StatusWriteLedger``).
     private func statusLoop() async {
-        // What was last written, by uid and path, so a write is not repeated before the watch
-        // echoes it. Bounded: it is only an optimisation (the compiler compares with the status
-        // the objects actually carry).
-        var written: [String: KubeCondition] = [:]
+        var ledger = StatusWriteLedger()
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         for await batch in statusBatches {
-            if written.count > 50_000 { written.removeAll() }
             for update in batch {
                 if Task.isCancelled { return }
-                let key = "\(update.uid ?? "")|\(update.path)"
-                if let last = written[key], last.sameState(as: update.condition) { continue }
+                let object = "\(update.resource.kind)/\(update.namespace.map { "\($0)/" } ?? "")\(update.name)"
+                let (verdict, conflict) = ledger.consider(update, now: .now)
+                if conflict {
+                    metrics.statusConflict()
+                    logger.warning("another writer changed the Accepted condition; writing it back", metadata: [
+                        "object": "\(object)", "resourceVersion": "\(update.observedResourceVersion ?? "?")",
+                    ])
+                }
+                switch verdict {
+                case .skip:
+                    continue
+                case .wait(let until):
+                    rebuild(after: until - .now)
+                    continue
+                case .write:
+                    break
+                }
                 struct Patch: Encodable {
                     struct Status: Encodable { var conditions: [KubeCondition] }
                     var status: Status
                 }
-                let object = "\(update.resource.kind)/\(update.namespace.map { "\($0)/" } ?? "")\(update.name)"
                 do {
                     let body = try encoder.encode(Patch(status: .init(conditions: [update.condition])))
                     _ = try await client.mergePatch(update.path, body: Array(body))
-                    written[key] = update.condition
+                    ledger.written(update, at: .now)
                     metrics.statusWrite(succeeded: true)
                     if update.condition.status == "True" && update.condition.reason == "Valid" {
                         logger.info("accepted", metadata: ["object": "\(object)", "generation": "\(update.condition.observedGeneration ?? 0)"])
@@ -220,22 +231,26 @@ final class ClusterSync: Sendable {
                         ])
                     }
                 } catch KubeAPIError.status(code: 404, _) {
-                    written[key] = nil  // deleted meanwhile
+                    ledger.forget(update)  // deleted meanwhile
                 } catch {
-                    written[key] = nil
+                    ledger.forget(update)
                     metrics.statusWrite(succeeded: false)
                     logger.warning("cannot write status; retrying", metadata: ["object": "\(object)", "error": "\(error)"])
                     // Rebuild (and so re-send what still differs) after a pause, even if nothing changes.
-                    if !shared.retryPending.exchange(true, ordering: .relaxed) {
-                        let dirty = self.dirty, shared = self.shared
-                        Task {
-                            try? await Task.sleep(for: .seconds(5))
-                            shared.retryPending.store(false, ordering: .relaxed)
-                            dirty.yield()
-                        }
-                    }
+                    rebuild(after: .seconds(5))
                 }
             }
+        }
+    }
+
+    /// Rebuilds after `delay` even if nothing changes (one such retry pending at a time).
+    private func rebuild(after delay: Duration) {
+        guard !shared.retryPending.exchange(true, ordering: .relaxed) else { return }
+        let dirty = self.dirty, shared = self.shared
+        Task {
+            try? await Task.sleep(for: max(delay, .milliseconds(10)))
+            shared.retryPending.store(false, ordering: .relaxed)
+            dirty.yield()
         }
     }
 }
@@ -278,6 +293,11 @@ struct ClusterMetrics: Sendable {
     func rewatch(resource: String, why: String) {
         registry.makeCounter(descriptor: .init(metricName: "corridor_kubernetes_watch_restarts_total", unitName: "", helpText: "Watch streams restarted, by why: timeout, dropped, expired (410, relist), short"),
                              labels: [("resource", resource), ("reason", why)]).increment()
+    }
+
+    func statusConflict() {
+        registry.makeCounter(descriptor: .init(metricName: "corridor_kubernetes_status_conflicts_total", unitName: "",
+                                               helpText: "Accepted conditions found overwritten by another writer (and written back, with backoff)")).increment()
     }
 
     func statusWrite(succeeded: Bool) {

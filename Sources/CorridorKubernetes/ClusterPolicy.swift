@@ -22,6 +22,21 @@ public struct StatusUpdate: Sendable, Equatable {
     /// The object's uid: a deleted and re-created object is another object.
     public var uid: String?
     public var condition: KubeCondition
+    /// The object's resourceVersion when this update was computed: a write is made over that version.
+    public var observedResourceVersion: String?
+
+    public init(resource: APIResource, namespace: String?, name: String, uid: String?, condition: KubeCondition,
+                observedResourceVersion: String? = nil) {
+        self.resource = resource
+        self.namespace = namespace
+        self.name = name
+        self.uid = uid
+        self.condition = condition
+        self.observedResourceVersion = observedResourceVersion
+    }
+
+    /// Identifies the object's status: a deleted and re-created object (another uid) is another.
+    public var key: String { "\(uid ?? "")|\(path)" }
 
     public var path: String { resource.objectPath(namespace: namespace, name: name) + "/status" }
 }
@@ -233,7 +248,7 @@ public final class ClusterPolicyCompiler {
         var written = condition
         written.lastTransitionTime = observed?.status == condition.status ? (observed?.lastTransitionTime ?? now()) : now()
         return StatusUpdate(resource: resource, namespace: object.metadata.namespace, name: object.metadata.name ?? "",
-                            uid: object.metadata.uid, condition: written)
+                            uid: object.metadata.uid, condition: written, observedResourceVersion: object.metadata.resourceVersion)
     }
 }
 
