@@ -66,6 +66,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     /// The client's address, read once; its identity is looked up per request.
     private var sourceAddress: IPAddress?
     private var identity: SourceIdentity?
+    /// Where the client dialled, when iptables redirected the connection to the gateway.
+    private var originalDestination: SocketAddress?
+    /// Requests begun (or refused) on this connection; a connection that ends with none still
+    /// leaves one record (see ``recordIfNoRequest(_:reason:)``).
+    private var requestsSeen = 0
     private var pendingRead = false
     /// The client shut its side: answer what it asked, then close.
     private var clientInputClosed = false
@@ -109,9 +114,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         armHeadDeadline(context: context)
         sourceAddress = context.channel.remoteAddress.flatMap(IPAddress.init)
         refreshPolicy()
+        OriginalDestination.lookup(context.channel) { [weak self] in self?.originalDestination = $0 }
         guard countsConnection else { return }
         let limit = snapshot.gateway.limits.maxConnections
         guard proxy.admit(context.channel, limit: limit) else {
+            requestsSeen += 1
             let record = newRecord(context: context)
             proxy.metrics.connectionOpened()
             record.finish(.connectionLimit, log: proxy.accessLog, metrics: proxy.metrics,
@@ -132,7 +139,19 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         let record = ConnectionRecord(id: proxy.makeConnectionID(), listener: listenerName, source: context.channel.remoteAddress)
         record.identity = identity
         record.policyGeneration = snapshot.generation
+        record.originalDestination = originalDestination
+        if let original = originalDestination, record.port == nil { record.port = original.port }
         return record
+    }
+
+    /// A connection that ends before any request (cut by the head deadline, or closed by the
+    /// client) is recorded too: every connection leaves at least one record.
+    private func recordIfNoRequest(context: ChannelHandlerContext, _ cause: CloseCause, reason: String) {
+        guard requestsSeen == 0 else { return }
+        requestsSeen += 1
+        let record = newRecord(context: context)
+        proxy.metrics.connectionOpened()
+        record.finish(cause, log: proxy.accessLog, metrics: proxy.metrics, reason: reason)
     }
 
     // MARK: requests
@@ -190,6 +209,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         headDeadline?.cancel()
         headDeadline = nil
         refreshPolicy()
+        requestsSeen += 1
         let record = newRecord(context: context)
         proxy.metrics.connectionOpened()
         record.httpMethod = head.method.rawValue
@@ -431,6 +451,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             guard let self else { return }
             switch self.state {
             case .idle, .refusing:
+                self.recordIfNoRequest(context: context, .handshakeTimeout,
+                                       reason: "no complete request head within \(DurationSyntax.format(timeout)) (spec.limits.handshakeTimeout)")
                 self.state = .closed
                 context.close(promise: nil)
             default:
@@ -568,12 +590,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             upstream.channel.close(promise: nil)
         }
         if exchange != nil { finishExchange(cause: .clientError) }
+        recordIfNoRequest(context: context, .clientClosedEarly, reason: "the client closed before sending a complete request head")
         state = .closed
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if error is HTTPParserError, case .idle = state {
+            requestsSeen += 1
             let record = newRecord(context: context)
             proxy.metrics.connectionOpened()
             exchange = Exchange(record: record, keepAlive: false, requestEnded: true)

@@ -52,11 +52,33 @@ struct CRDTests {
         #expect(result.stdout.contains("EgressPolicy/checkout-egress"))
     }
 
+    /// Names both accept, close to the refused ones: digits in labels, a hyphenated numeric top
+    /// label, hex-looking words.
+    @Test func hostNamesNearTheRefusedOnesAreAcceptedByBoth() throws {
+        let dir = try TempDir()
+        let file = dir.path("good.yaml")
+        let hosts = ["1.2.3.example", "a1.b2", "0x7f.example", "1-2", "10.0.0.1.nip.io", "deadbeef", "0xg1", "*.a1", "3com.com", "api.allowed.test."]
+        try ("apiVersion: corridor.dev/v1alpha1\nkind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [\(hosts.map { "\"\($0)\"" }.joined(separator: ", "))], ports: [{number: 443, protocol: TLS}]}\n")
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let schema = try runCommand("python3", [Repo.support.appendingPathComponent("validate_cr.py").path, Self.crdDir, file])
+        #expect(schema.status == 0, "the CRD schema refused one of \(hosts): \(schema.stdout)")
+        let check = try runCommand(Repo.corridorBinary.path, ["check", "--config", file])
+        #expect(check.status == 0, "corridor check refused one of \(hosts): \(check.stdout) \(check.stderr)")
+    }
+
     @Test(arguments: [
         ("port 0", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [a.test], ports: [{number: 0, protocol: TLS}]}"),
         ("unknown protocol", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [a.test], ports: [{number: 443, protocol: UDP}]}"),
         ("no ports", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [a.test]}"),
         ("bad host", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [\"a..test\"], ports: [{number: 443, protocol: TLS}]}"),
+        ("IPv4 host", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [10.0.0.1], ports: [{number: 443, protocol: TLS}]}"),
+        ("short IPv4 host", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [\"127.1\"], ports: [{number: 443, protocol: TLS}]}"),
+        ("integer IPv4 host", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [\"2130706433\"], ports: [{number: 443, protocol: TLS}]}"),
+        ("hex IPv4 host", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [0x7f000001], ports: [{number: 443, protocol: TLS}]}"),
+        ("dotted hex IPv4 host", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [0x7f.0x0.0x0.0x1], ports: [{number: 443, protocol: TLS}]}"),
+        ("IPv4 wildcard", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [\"*.0.0.1\"], ports: [{number: 443, protocol: TLS}]}"),
+        ("IPv6 host", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [\"::1\"], ports: [{number: 443, protocol: TLS}]}"),
+        ("numeric top label", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [example.123], ports: [{number: 443, protocol: TLS}]}"),
         ("bad access", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [a.test], ports: [{number: 443, protocol: TLS}], access: Everyone}"),
         ("bad minVersion", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [a.test], ports: [{number: 80, protocol: HTTP, originateTLS: {port: 443, minVersion: TLSv1.1}}]}"),
         ("bad mode", "kind: EgressPolicy\nmetadata: {name: p, namespace: n}\nspec: {mode: Sometimes, egress: [{to: [{externalService: s}]}]}"),

@@ -53,6 +53,33 @@ struct HTTPListenerDefectTests {
         #expect((denied?["identity"] as? [String: Any])?["namespace"] as? String == "elsewhere", "\(String(describing: denied))")
     }
 
+    // MARK: records
+
+    /// Every connection leaves a record, even one that never completes a request head: cut by the
+    /// head deadline, or closed by the client before its first request.
+    @Test func aConnectionWithoutARequestIsRecorded() async throws {
+        let h = try await OriginationHarness(gatewayExtra: "  limits: {handshakeTimeout: 1s}")
+        defer { Task { await h.stop() } }
+        let script = """
+        import socket, sys, time
+        port = int(sys.argv[1])
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.close()
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\\r\\nHost: bill")
+        print("closed" if s.recv(1) == b"" else "data")
+        """
+        let result = try runCommand("python3", ["-c", script, "\(h.httpPort)"], timeout: 30)
+        #expect(result.stdout.hasPrefix("closed"), "\(result.stdout) \(result.stderr)")
+        let closed = h.record { $0["closeCause"] as? String == "client_closed_before_hello" }
+        #expect(closed?["listener"] as? String == "http" && closed?["decision"] as? String == "deny", "\(String(describing: closed))")
+        #expect(closed?["reason"] as? String == "the client closed before sending a complete request head")
+        #expect((closed?["identity"] as? [String: Any])?["namespace"] as? String == "shop")
+        let cut = h.record { $0["closeCause"] as? String == "handshake_timeout" }
+        #expect(cut?["reason"] as? String == "no complete request head within 1s (spec.limits.handshakeTimeout)", "\(String(describing: cut))")
+        #expect(h.records().count == 2, "\(h.records())")
+    }
+
     // MARK: the pool
 
     /// An upstream that writes a second response nobody asked for, in the same write or 200 ms

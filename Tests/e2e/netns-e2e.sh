@@ -234,6 +234,7 @@ check "plain HTTP from pod A to api.outside.test:80 is answered through TLS orig
 check "... the upstream got it over TLS, with the right SNI" \
     test "$(tail -n +$((tls_before + 1)) "$WORK/real.log" | grep -c '^api.outside.test TLSv1')" -ge 1
 check "... one record per request, with method, host and status" log_has '"listener":"http"' '"method":"GET","host":"api.outside.test"'
+check "... and where the redirected client dialled" log_has '"listener":"http"' '"originalDst":"10.88.9.2:80"'
 check "plain HTTP from pod B is refused with 403" \
     test "$(in_ns "$NS_B" curl -s -o /dev/null -w '%{http_code}' --max-time 10 http://api.outside.test/plain)" = "403"
 
