@@ -21,7 +21,7 @@ public enum CheckSummary {
             .compactMap { name, address in address.map { "\(name) \($0)" } }
         lines.append("listeners: " + (listeners.isEmpty ? "none" : listeners.joined(separator: ", "))
             + (gateway.listeners.tls == nil ? "" : "; tls data plane: \(gateway.tls.dataPlane.rawValue)"))
-        lines.append("unknown sources: \(gateway.unknownSources.rawValue); ECH: \(gateway.tls.allowECH ? "allowed" : "denied"); "
+        lines.append("mode: \(gateway.mode.rawValue); unknown sources: \(gateway.unknownSources.rawValue); ECH: \(gateway.tls.allowECH ? "allowed" : "denied"); "
             + "private destinations allowed: \(gateway.allowPrivate.isEmpty ? "none" : gateway.allowPrivate.map(\.description).joined(separator: ", "))")
         lines.append("\(source.externalServices.count) ExternalService(s), \(snapshot.hostPatternCount) host pattern(s):")
         for service in source.externalServices {
@@ -37,6 +37,12 @@ public enum CheckSummary {
         lines.append("\(source.workloads.count) Workload(s):")
         for workload in source.workloads {
             lines.append("  \(workload.metadata.qualifiedName): \(workload.addresses.map(\.description).joined(separator: ", ")) sa:\(workload.serviceAccount)")
+        }
+        if gateway.mode == .audit {
+            lines.append("warning: \(GatewayModeText.auditWarning)")
+        }
+        for service in source.externalServices where service.ech == .allow {
+            lines.append("warning: ExternalService \(service.name) lets Encrypted Client Hello through (spec.tls.ech: Allow): safe only if it is not on a shared ECH front")
         }
         for service in source.externalServices {
             for port in service.ports where port.allowPlaintext {

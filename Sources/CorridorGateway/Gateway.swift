@@ -168,6 +168,7 @@ public final class Gateway: Sendable {
         for (name, listener) in bound.sorted(by: { $0.key < $1.key }) {
             logger.info("listening", metadata: ["listener": "\(name)", "address": "\(listener.localAddress?.hostPort ?? "?")"])
         }
+        if gateway.mode == .audit { logger.warning("\(GatewayModeText.auditWarning)") }
         if let cluster {
             proxy.metrics.setReady(false)
             // The ready gauge follows /readyz: up once the first sync is in force (unless draining).
@@ -239,6 +240,13 @@ public final class Gateway: Sendable {
 
     /// Listeners are bound and the access log opened once, at start.
     private func warnIfRestartNeeded(old: GatewayConfig, new: GatewayConfig) {
+        if new.mode != old.mode {
+            if new.mode == .audit {
+                logger.warning("\(GatewayModeText.auditWarning)")
+            } else {
+                logger.notice("the gateway is in Enforce mode again (spec.mode): connections the policy refuses are refused")
+            }
+        }
         if new.listeners != old.listeners || new.logging != old.logging || new.tls.dataPlane != old.tls.dataPlane {
             logger.warning("listener, data plane and logging changes take effect at the next restart", metadata: ["file": "\(options.configPath)"])
         }

@@ -326,7 +326,12 @@ public enum ConfigLoader {
             throw reader.error("spec.hosts", spec.node, "at least one host (or, for TCP ports, addresses) is required")
         }
         let access = try spec.enumeration("access", ExternalService.Access.self) ?? .restricted
-        return ExternalService(metadata: meta, hosts: hosts, addresses: addresses, ports: ports, access: access)
+        var ech: ExternalService.ECH?
+        if let tls = try spec.fields("tls") {
+            ech = try tls.enumeration("ech", ExternalService.ECH.self)
+            try tls.finish()
+        }
+        return ExternalService(metadata: meta, hosts: hosts, addresses: addresses, ports: ports, access: access, ech: ech)
     }
 
     static func readOriginateTLS(_ fields: YAMLReader.Fields) throws(ConfigError) -> ExternalService.OriginateTLS {

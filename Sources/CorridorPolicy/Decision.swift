@@ -3,7 +3,8 @@ public struct Decision: Sendable, Equatable {
     public enum Verdict: String, Sendable, Equatable {
         case allow
         case deny
-        /// Would be denied, let through because an EgressPolicy in `Audit` mode selects the source.
+        /// Would be denied, let through because an EgressPolicy in `Audit` mode selects the source,
+        /// or the whole gateway is in `Audit` mode.
         case audit
     }
 
@@ -72,6 +73,8 @@ public struct Decision: Sendable, Equatable {
         case noService(host: String)
         /// `would be denied (R); EgressPolicy P is in Audit mode`
         indirect case audited(Reason, policy: String)
+        /// `would be denied (R); the gateway is in Audit mode (spec.mode)`
+        indirect case auditedByGateway(Reason)
 
         public var text: String {
             func about(_ text: String?) -> String { text.map { " (\($0))" } ?? "" }
@@ -85,6 +88,7 @@ public struct Decision: Sendable, Equatable {
                 return "ExternalService \(service)\(about(target)) is not granted to unknown source \(source)"
             case .noService(let host): return "no ExternalService matches \(host)"
             case .audited(let base, let policy): return "would be denied (\(base.text)); EgressPolicy \(policy) is in Audit mode"
+            case .auditedByGateway(let base): return "would be denied (\(base.text)); the gateway is in Audit mode (spec.mode)"
             }
         }
 

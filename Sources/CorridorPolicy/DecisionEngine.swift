@@ -9,15 +9,20 @@ public enum DecisionEngine {
         if let sni = facts.serverName, let connectHost = facts.connectHost, sni != connectHost {
             return .deny("SNI \(sni) does not match CONNECT host \(connectHost)", host: connectHost, port: facts.port)
         }
-        if facts.hasECH && !snapshot.gateway.tls.allowECH {
-            return .deny("the ClientHello carries Encrypted Client Hello, so SNI \(host) may not be the real destination", host: host, port: facts.port)
-        }
         // The source is passed on as it is (not copied into a new identity) when it is known.
         if let source {
             return decide(host: host, facts: facts, identity: source, known: true, sourceAddress: sourceAddress, snapshot: snapshot)
         }
         guard let identity = identity(of: nil, gateway: snapshot.gateway) else {
-            return .deny("source \(sourceAddress()) is not a known workload", host: host, port: facts.port)
+            let refusal = Decision.deny("source \(sourceAddress()) is not a known workload", host: host, port: facts.port)
+            guard snapshot.gateway.mode == .audit else { return refusal }
+            // Audited: judged as a source with no identity, so the record names the service (and
+            // the port) the connection reaches; the reason stays the unknown source.
+            var audited = decide(host: host, facts: facts, identity: anonymous, known: false, sourceAddress: sourceAddress, snapshot: snapshot)
+            audited.verdict = .audit
+            audited.egressPolicy = nil
+            audited.why = .auditedByGateway(refusal.why)
+            return audited
         }
         return decide(host: host, facts: facts, identity: identity, known: false, sourceAddress: sourceAddress, snapshot: snapshot)
     }
@@ -43,6 +48,13 @@ public enum DecisionEngine {
                 firstRefusal = firstRefusal ?? .deny("ExternalService \(name) has \(what)", host: host, port: facts.port, service: name)
                 continue
             }
+            if facts.hasECH && !echAllowed(serviceIndex, snapshot: snapshot) {
+                let name = snapshot.routes.routes[serviceIndex].name
+                firstRefusal = firstRefusal ?? .deny(
+                    "the ClientHello carries Encrypted Client Hello, so SNI \(host) may not be the real destination (ExternalService \(name) does not allow ECH: spec.tls.ech)",
+                    host: host, port: facts.port, service: name)
+                continue
+            }
             let decision = judge(serviceIndex, port: port, host: host, target: nil, identity: identity, known: known,
                                  sourceAddress: sourceAddress, snapshot: snapshot)
             if decision.verdict == .allow { return decision }
@@ -63,10 +75,10 @@ public enum DecisionEngine {
         let target = "\(destination) port \(port)"
         if matching.isEmpty {
             if snapshot.tlsPorts.contains(port) { return nil }
-            return .deny("no ExternalService serves TCP \(target)", port: port)
+            return auditedByGateway(.deny("no ExternalService serves TCP \(target)", port: port), snapshot: snapshot)
         }
         guard let identity = identity(of: source, gateway: snapshot.gateway) else {
-            return .deny("source \(sourceAddress()) is not a known workload", port: port)
+            return auditedByGateway(.deny("source \(sourceAddress()) is not a known workload", port: port), snapshot: snapshot)
         }
         var refusal: Decision?
         let routes = snapshot.routes
@@ -80,14 +92,23 @@ public enum DecisionEngine {
         return auditOrDeny(identity, known: source != nil, snapshot: snapshot, deny: refusal ?? .deny("no ExternalService serves TCP \(target)", port: port))
     }
 
+    /// Whether a ClientHello with ECH may reach service `serviceIndex`: its `spec.tls.ech`, else
+    /// the gateway's `spec.tls.allowECH`.
+    static func echAllowed(_ serviceIndex: Int, snapshot: PolicySnapshot) -> Bool {
+        snapshot.routes.routes[serviceIndex].ech.map { $0 == .allow } ?? snapshot.gateway.tls.allowECH
+    }
+
     static let awaitingSyncReason = "the policy has not been synced from the Kubernetes API yet (every connection is denied until it is)"
 
     /// The identity a source is judged as: itself, or for an unknown source an empty identity
     /// (namespace "", no labels) where `unknownSources: Allow`; nil means deny.
     static func identity(of source: SourceIdentity?, gateway: GatewayConfig) -> SourceIdentity? {
         if let source { return source }
-        return gateway.unknownSources == .allow ? SourceIdentity(namespace: "", workload: "", serviceAccount: "", labels: [:]) : nil
+        return gateway.unknownSources == .allow ? anonymous : nil
     }
+
+    /// The identity an unknown source is judged as: no namespace, no labels.
+    static let anonymous = SourceIdentity(namespace: "", workload: "", serviceAccount: "", labels: [:])
 
     /// Whether service `serviceIndex`, on its port number `portOrdinal` (in configuration order), is
     /// open to this source: by `access: All` or a grant of an Enforce or Audit EgressPolicy that
@@ -122,9 +143,12 @@ public enum DecisionEngine {
                         why: why, serviceAddresses: snapshot.routes.routes[serviceIndex].addresses, servicePort: port)
     }
 
-    /// A would-be denial becomes `audit` when an Audit-mode EgressPolicy selects the source.
+    /// A would-be denial becomes `audit` when an Audit-mode EgressPolicy selects the source, or
+    /// when the gateway is in Audit mode.
     static func auditOrDeny(_ identity: SourceIdentity, known: Bool, snapshot: PolicySnapshot, deny: Decision) -> Decision {
-        guard known, !snapshot.auditPolicies.isEmpty, let policies = snapshot.auditPolicies[identity.namespace] else { return deny }
+        guard known, !snapshot.auditPolicies.isEmpty, let policies = snapshot.auditPolicies[identity.namespace] else {
+            return auditedByGateway(deny, snapshot: snapshot)
+        }
         for index in policies {
             let policy = snapshot.source.egressPolicies[index]
             guard policy.selects(identity) else { continue }
@@ -135,6 +159,16 @@ public enum DecisionEngine {
             decision.why = .audited(deny.why, policy: snapshot.policyNames[index])
             return decision
         }
-        return deny
+        return auditedByGateway(deny, snapshot: snapshot)
+    }
+
+    /// A policy denial becomes `audit` when the gateway is in Audit mode (`spec.mode`).
+    static func auditedByGateway(_ deny: Decision, snapshot: PolicySnapshot) -> Decision {
+        guard snapshot.gateway.mode == .audit else { return deny }
+        var decision = deny
+        decision.verdict = .audit
+        decision.port = decision.port ?? snapshot.gateway.tls.upstreamPort
+        decision.why = .auditedByGateway(deny.why)
+        return decision
     }
 }

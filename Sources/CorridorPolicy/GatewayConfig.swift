@@ -8,6 +8,16 @@ public struct GatewayConfig: Sendable, Equatable {
         case allow = "Allow"
     }
 
+    /// What the gateway does with a connection its policy refuses.
+    public enum Mode: String, Sendable, Equatable, CaseIterable {
+        /// Refuse it (the default).
+        case enforce = "Enforce"
+        /// Let it through and record it as `audit` with the reason it would have been refused.
+        /// Destination guards still refuse (blocked ranges, IP literals, malformed or non-TLS
+        /// hellos, SNI/CONNECT mismatch): they are not policy.
+        case audit = "Audit"
+    }
+
     /// `host:port` or `[v6]:port`.
     public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
         public var host: String
@@ -131,6 +141,7 @@ public struct GatewayConfig: Sendable, Equatable {
     }
 
     public var name = "default"
+    public var mode = Mode.enforce
     public var listeners = Listeners(
         tls: ListenAddress(host: "127.0.0.1", port: 15443),
         connect: ListenAddress(host: "127.0.0.1", port: 13128),
@@ -155,7 +166,7 @@ public struct GatewayConfig: Sendable, Equatable {
     public init() {}
 
     public static func == (lhs: GatewayConfig, rhs: GatewayConfig) -> Bool {
-        lhs.name == rhs.name && lhs.listeners == rhs.listeners && lhs.tls == rhs.tls && lhs.transparent == rhs.transparent
+        lhs.name == rhs.name && lhs.mode == rhs.mode && lhs.listeners == rhs.listeners && lhs.tls == rhs.tls && lhs.transparent == rhs.transparent
             && lhs.staticHosts.map(\.0) == rhs.staticHosts.map(\.0) && lhs.staticHosts.map(\.1) == rhs.staticHosts.map(\.1)
             && lhs.systemResolver == rhs.systemResolver && lhs.resolverCacheTTL == rhs.resolverCacheTTL && lhs.allowPrivate == rhs.allowPrivate
             && lhs.extraBlocked == rhs.extraBlocked && lhs.unknownSources == rhs.unknownSources

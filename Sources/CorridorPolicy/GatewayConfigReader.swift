@@ -4,6 +4,7 @@ enum GatewayConfigReader {
         let reader = spec.reader
         var config = GatewayConfig()
         config.name = name
+        config.mode = try spec.enumeration("mode", GatewayConfig.Mode.self) ?? .enforce
 
         if let listeners = try spec.fields("listeners") {
             func address(_ key: String) throws(ConfigError) -> GatewayConfig.ListenAddress? {

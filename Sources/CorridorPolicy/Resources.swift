@@ -109,6 +109,14 @@ public struct ExternalService: Sendable, Equatable {
         static func == (lhs: SharedOriginateTLS, rhs: SharedOriginateTLS) -> Bool { lhs === rhs || lhs.value == rhs.value }
     }
 
+    /// Whether a ClientHello with Encrypted Client Hello may reach the service (`spec.tls.ech`).
+    public enum ECH: String, Sendable, Equatable, CaseIterable {
+        /// Let it through. Only for a service that is not on a shared ECH front (a CDN that
+        /// routes the encrypted inner name anywhere behind it): there the outer SNI proves nothing.
+        case allow = "Allow"
+        case deny = "Deny"
+    }
+
     public var metadata: ObjectMeta
     public var hosts: [HostPattern]
     /// Ranges the service's names may resolve to even when those ranges are blocked
@@ -116,13 +124,17 @@ public struct ExternalService: Sendable, Equatable {
     public var addresses: [CIDR]
     public var ports: [Port]
     public var access: Access
+    /// nil: the gateway's `spec.tls.allowECH` decides.
+    public var ech: ECH?
 
-    public init(metadata: ObjectMeta, hosts: [HostPattern], addresses: [CIDR] = [], ports: [Port], access: Access = .restricted) {
+    public init(metadata: ObjectMeta, hosts: [HostPattern], addresses: [CIDR] = [], ports: [Port], access: Access = .restricted,
+                ech: ECH? = nil) {
         self.metadata = metadata
         self.hosts = hosts
         self.addresses = addresses
         self.ports = ports
         self.access = access
+        self.ech = ech
     }
 
     public var name: String { metadata.name }

@@ -12,6 +12,8 @@ struct ServiceRoutes: Sendable {
         var name: String
         var addresses: [CIDR]
         var access: ExternalService.Access
+        /// `spec.tls.ech`; nil: the gateway's default.
+        var ech: ExternalService.ECH?
         /// Its first port's number and protocol, and first grant (placeholders when it has none).
         var firstPort: PortKey
         var firstGrant: Grant
@@ -68,7 +70,7 @@ struct ServiceRoutes: Sendable {
         for (index, service) in services.enumerated() {
             let grants = serviceGrants[index].map { Grant(policy: $0.policy, ports: policies[$0.policy].egress[$0.rule].ports) }
             let first = service.ports.first ?? noPort
-            routes.append(Route(name: service.name, addresses: service.addresses, access: service.access,
+            routes.append(Route(name: service.name, addresses: service.addresses, access: service.access, ech: service.ech,
                                 firstPort: PortKey(first), firstGrant: grants.first ?? noGrant,
                                 portCount: UInt32(service.ports.count), grantCount: UInt32(grants.count),
                                 portStart: UInt32(ports.count), extraGrantStart: UInt32(extraGrants.count),

@@ -59,7 +59,8 @@ final class AdminHandler: ChannelInboundHandler {
                 (status, contentType, body) = (.ok, "text/plain", Array("ok\n".utf8))
             case "/readyz":
                 let ready = isReady()
-                (status, contentType, body) = (ready ? .ok : .serviceUnavailable, "text/plain", Array((ready ? "ready\n" : "not ready\n").utf8))
+                let audit = proxy.policy.current.gateway.mode == .audit ? "; \(GatewayModeText.auditWarning)" : ""
+                (status, contentType, body) = (ready ? .ok : .serviceUnavailable, "text/plain", Array(((ready ? "ready" : "not ready") + audit + "\n").utf8))
             case "/policy":
                 (status, contentType, body) = (.ok, "application/json", PolicySummary.json(proxy.policy.current))
             default:
@@ -92,6 +93,7 @@ public enum PolicySummary {
         let source = snapshot.source
         json.object("gateway") { g in
             g.string("name", source.gateway.name)
+            g.string("mode", source.gateway.mode.rawValue)
             g.string("unknownSources", source.gateway.unknownSources.rawValue)
             g.stringArray("allowPrivate", source.gateway.allowPrivate.map(\.description))
         }

@@ -237,22 +237,32 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             refuse(context: context, status: .forbidden, code: .policyDenied, reason: decision.reason, kind: .policy)
             return
         }
-        guard let service = decision.externalService, let servicePort = decision.servicePort, servicePort.protocol == .http else {
-            // Audit mode lets unregistered destinations through, but plain HTTP needs a registered
-            // HTTP port to know how to reach the service over TLS: refused, and recorded as such.
-            refuse(context: context, status: .forbidden, code: .policyDenied,
-                   reason: "\(decision.reason); plain HTTP needs a registered HTTP port with originateTLS, so it is refused", kind: .denial)
-            return
+        let originate: ExternalService.OriginateTLS?
+        let sslContext: NIOSSLContext?
+        let key: String
+        if let service = decision.externalService, let servicePort = decision.servicePort, servicePort.protocol == .http {
+            originate = servicePort.originateTLS
+            sslContext = origination.context(service: service, port: servicePort.number)
+            if originate != nil && sslContext == nil {
+                refuse(context: context, status: .badGateway, code: .upstreamTLSUnavailable, reason: "no TLS context for \(service)",
+                       kind: .upstreamFailure, cause: .upstreamError)
+                return
+            }
+            key = "\(snapshot.generation)/\(service)/\(servicePort.number)/\(target.host)"
+        } else {
+            // Audited, with no registered HTTP port to say how to reach the host: the request goes
+            // as it would once registered the usual way, over TLS to port 443, verified against
+            // the system trust store. Plain text never leaves for an audit.
+            originate = ExternalService.OriginateTLS(port: Self.auditUpstreamPort)
+            sslContext = OriginationContexts.systemTrust
+            guard sslContext != nil else {
+                refuse(context: context, status: .badGateway, code: .upstreamTLSUnavailable, reason: "no TLS context with the system trust store",
+                       kind: .upstreamFailure, cause: .upstreamError)
+                return
+            }
+            key = "\(snapshot.generation)/audit/\(target.host)"
         }
-        let originate = servicePort.originateTLS
-        let sslContext = origination.context(service: service, port: servicePort.number)
-        if originate != nil && sslContext == nil {
-            refuse(context: context, status: .badGateway, code: .upstreamTLSUnavailable, reason: "no TLS context for \(service)",
-                   kind: .upstreamFailure, cause: .upstreamError)
-            return
-        }
-        let upstreamPort = originate?.port ?? servicePort.number
-        let key = "\(snapshot.generation)/\(service)/\(servicePort.number)/\(target.host)"
+        let upstreamPort = originate?.port ?? target.port
         var forwarded = head
         forwarded.uri = target.path
         // Always HTTP/1.1 upstream: the body's framing (Content-Length or chunked, as the client's
@@ -406,6 +416,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             context.close(promise: nil)
         }
     }
+
+    /// Where an audited request to a host with no registered HTTP port goes (TLS, verified).
+    static let auditUpstreamPort = 443
 
     /// Whether a request that met a dead pooled connection may be sent again: once, when it came
     /// from the pool, has no body, and its method is idempotent (RFC 9110 section 9.2.2), so a

@@ -46,6 +46,10 @@ public final class OriginationContexts: Sendable {
 
     static func key(service: String, port: Int) -> String { "\(service)/\(port)" }
 
+    /// TLS 1.2 or later, verified against the system trust store: for audited plain-HTTP requests
+    /// to hosts no ExternalService registers with an HTTP port. Built once, on first use.
+    static let systemTrust: NIOSSLContext? = try? makeContext(ExternalService.OriginateTLS(port: 443), object: "audit", base: "system trust")
+
     func context(service: String, port: Int) -> NIOSSLContext? { contexts[Self.key(service: service, port: port)] }
 
     private static func makeContext(_ originate: ExternalService.OriginateTLS, object: String, base: String) throws -> NIOSSLContext {

@@ -85,6 +85,9 @@ public final class ProxyMetrics: Sendable {
         registry.makeCounter(descriptor: .init(metricName: "corridor_policy_reloads_total", unitName: "", helpText: "Policy loads and reloads by result"), labels: [("result", succeeded ? "success" : "failure")]).increment()
         policyGeneration.set(to: Double(snapshot.generation))
         policyServices.set(to: Double(snapshot.serviceCount))
+        registry.makeGauge(descriptor: .init(metricName: "corridor_audit_mode", unitName: "",
+                                             helpText: "1 while the gateway is in Audit mode (spec.mode: Audit): connections the policy refuses are let through"))
+            .set(to: snapshot.gateway.mode == .audit ? 1 : 0)
     }
 
     public func setReady(_ value: Bool) { ready.set(to: value ? 1 : 0) }

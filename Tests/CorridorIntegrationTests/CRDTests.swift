@@ -79,6 +79,7 @@ struct CRDTests {
         ("IPv4 wildcard", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [\"*.0.0.1\"], ports: [{number: 443, protocol: TLS}]}"),
         ("IPv6 host", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [\"::1\"], ports: [{number: 443, protocol: TLS}]}"),
         ("numeric top label", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [example.123], ports: [{number: 443, protocol: TLS}]}"),
+        ("bad ech", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [a.test], ports: [{number: 443, protocol: TLS}], tls: {ech: Sometimes}}"),
         ("bad access", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [a.test], ports: [{number: 443, protocol: TLS}], access: Everyone}"),
         ("bad minVersion", "kind: ExternalService\nmetadata: {name: s}\nspec: {hosts: [a.test], ports: [{number: 80, protocol: HTTP, originateTLS: {port: 443, minVersion: TLSv1.1}}]}"),
         ("bad mode", "kind: EgressPolicy\nmetadata: {name: p, namespace: n}\nspec: {mode: Sometimes, egress: [{to: [{externalService: s}]}]}"),

@@ -150,9 +150,10 @@ struct DecisionAuditTests {
         #expect(decide(allowUnknown, from: nil, sni: "api.stripe.com").verdict == .deny)
     }
 
-    @Test("Audit does not override the checks made before any policy: ECH, SNI mismatch, no host")
+    @Test("Audit does not override the checks made before any policy: SNI mismatch, no host")
     func earlyChecks() {
-        #expect(decide(Self.snap(), from: checkoutPod, sni: "evil.test", ech: true).verdict == .deny)
+        // ECH is a per-service policy setting (spec.tls.ech): audited like any other refusal.
+        #expect(decide(Self.snap(), from: checkoutPod, sni: "evil.test", ech: true).verdict == .audit)
         #expect(decide(Self.snap(), from: checkoutPod, sni: "evil.test", connect: "github.com").verdict == .deny)
         #expect(decide(Self.snap(), from: checkoutPod).verdict == .deny)
     }

@@ -126,12 +126,14 @@ while True:
 done
 
 # --- the gateway on the node ------------------------------------------------------------------
-write_config() {  # write_config MISMATCH_MODE
+write_config() {  # write_config MISMATCH_MODE [MODE [ALLOW_PRIVATE]]
 cat >"$WORK/corridor.yaml" <<YAML
 apiVersion: corridor.dev/v1alpha1
 kind: GatewayConfig
 metadata: {name: e2e}
 spec:
+  mode: ${2:-Enforce}
+  destinations: {allowPrivate: [${3:-}]}
   listeners: {tls: "[::]:15443", http: "[::]:15080", admin: 127.0.0.1:15000}   # dual-stack
   transparent: {addressMismatch: $1}
   tls: {dataPlane: ${CORRIDOR_TEST_DATA_PLANE:-Splice}}
@@ -276,6 +278,31 @@ check "with addressMismatch: Deny, the spoofed address is refused" \
 check "... and logged as a denial naming the dialled address" log_has '"addressMismatch":true' 'the client dialled 10.88.9.3'
 check "... while the honest client still gets through" test "$(curl_a https://api.outside.test/)" = "ok"
 check "the decoy never got a connection" test "$(lines "$WORK/decoy.log")" = 0
+
+# --- gateway-wide Audit: what policy refuses goes through and is recorded; guards still refuse -----
+write_config Deny Audit
+kill -HUP "$CORRIDOR_PID"
+wait_for grep -q "generation=3" "$WORK/corridor.err"
+check "Audit: pod B reaches the TCP service it is not granted" test "$(db_talk "$NS_B" 10.88.9.2)" = "HELLO ping"
+check "... recorded as audit with the reason it would be denied" \
+    log_has '"decision":"audit"' 'would be denied (ExternalService legacy-db (TCP 10.88.9.2 port 5432) is not granted to shop/sa:web); the gateway is in Audit mode'
+check "Audit: plain HTTP from pod B goes out through TLS origination" \
+    test "$(in_ns "$NS_B" curl -sS --max-time 10 http://api.outside.test/plain)" = "ok"
+check "... recorded as audit on the http listener" log_has '"listener":"http"' '"decision":"audit"'
+check "Audit: an unlisted TCP address in a blocked range is still refused (a guard, not policy)" \
+    test "$(db_talk "$NS_A" 10.88.9.3)" != "HELLO ping"
+check "... and nothing reached it" test "$(lines "$WORK/db-10.88.9.3.log")" = 0
+write_config Deny Audit 10.88.9.3/32
+kill -HUP "$CORRIDOR_PID"
+wait_for grep -q "generation=4" "$WORK/corridor.err"
+check "Audit: the same address, no longer blocked, is reached though no service lists it" test "$(db_talk "$NS_A" 10.88.9.3)" = "HELLO ping"
+check "... recorded as audit" log_has '"originalDst":"10.88.9.3:5432"' 'would be denied (no ExternalService serves TCP 10.88.9.3 port 5432)'
+check "Audit: the spoofed-address guard still refuses" \
+    test -z "$(curl_a --resolve api.outside.test:443:10.88.9.3 https://api.outside.test/ 2>/dev/null)"
+write_config Deny
+kill -HUP "$CORRIDOR_PID"
+wait_for grep -q "generation=5" "$WORK/corridor.err"
+check "back in Enforce, pod B is refused the TCP service again" test "$(db_talk "$NS_B" 10.88.9.2)" != "HELLO ping"
 
 # --- per-pod topology: a gateway beside the app, the pod's own OUTPUT captured ---------------------
 # Pod C (10.66.3.2, outside the node's captured pod CIDR) runs its own Corridor as root (the gateway
