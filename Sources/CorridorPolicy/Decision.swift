@@ -71,6 +71,15 @@ public struct Decision: Sendable, Equatable {
         case notGrantedToUnknown(service: String, about: String?, source: String)
         /// `no ExternalService matches H`
         case noService(host: String)
+        /// `ExternalService S has no TLS port N` (or HTTP), or, with no port asked for and several
+        /// TLS ports, `... has several TLS ports and none is P (spec.tls.upstreamPort)`.
+        case noPort(service: String, kind: DestinationFacts.Kind, port: Int?, preferred: Int)
+        /// The ClientHello carries ECH and the matched service does not allow it.
+        case echRefused(service: String, host: String)
+        /// `source A is not a known workload`
+        case unknownSource(address: String)
+        /// `no ExternalService serves TCP A port N`
+        case noTCPService(address: IPAddress, port: Int)
         /// `would be denied (R); EgressPolicy P is in Audit mode`
         indirect case audited(Reason, policy: String)
         /// `would be denied (R); the gateway is in Audit mode (spec.mode)`
@@ -87,6 +96,13 @@ public struct Decision: Sendable, Equatable {
             case .notGrantedToUnknown(let service, let target, let source):
                 return "ExternalService \(service)\(about(target)) is not granted to unknown source \(source)"
             case .noService(let host): return "no ExternalService matches \(host)"
+            case .noPort(let service, let kind, let port, let preferred):
+                let what = port.map { "no \(kind == .http ? "HTTP" : "TLS") port \($0)" } ?? "several TLS ports and none is \(preferred) (spec.tls.upstreamPort)"
+                return "ExternalService \(service) has \(what)"
+            case .echRefused(let service, let host):
+                return "the ClientHello carries Encrypted Client Hello, so SNI \(host) may not be the real destination (ExternalService \(service) does not allow ECH: spec.tls.ech)"
+            case .unknownSource(let address): return "source \(address) is not a known workload"
+            case .noTCPService(let address, let port): return "no ExternalService serves TCP \(address) port \(port)"
             case .audited(let base, let policy): return "would be denied (\(base.text)); EgressPolicy \(policy) is in Audit mode"
             case .auditedByGateway(let base): return "would be denied (\(base.text)); the gateway is in Audit mode (spec.mode)"
             }

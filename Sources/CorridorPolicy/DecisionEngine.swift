@@ -14,7 +14,7 @@ public enum DecisionEngine {
             return decide(host: host, facts: facts, identity: source, known: true, sourceAddress: sourceAddress, snapshot: snapshot)
         }
         guard let identity = identity(of: nil, gateway: snapshot.gateway) else {
-            let refusal = Decision.deny("source \(sourceAddress()) is not a known workload", host: host, port: facts.port)
+            let refusal = Decision.deny(.unknownSource(address: sourceAddress()), host: host, port: facts.port)
             guard snapshot.gateway.mode == .audit else { return refusal }
             // Audited: judged as a source with no identity, so the record names the service (and
             // the port) the connection reaches; the reason stays the unknown source.
@@ -42,17 +42,14 @@ public enum DecisionEngine {
         for position in 0..<snapshot.routes.count(candidates) {
             let serviceIndex = snapshot.routes.service(candidates, position)
             guard let port = snapshot.routes.choosePort(serviceIndex, requested: facts.port, preferred: upstreamPort, kind: facts.kind) else {
-                let kind = facts.kind == .http ? "HTTP" : "TLS"
-                let what = facts.port.map { "no \(kind) port \($0)" } ?? "several TLS ports and none is \(upstreamPort) (spec.tls.upstreamPort)"
                 let name = snapshot.routes.routes[serviceIndex].name
-                firstRefusal = firstRefusal ?? .deny("ExternalService \(name) has \(what)", host: host, port: facts.port, service: name)
+                firstRefusal = firstRefusal ?? .deny(.noPort(service: name, kind: facts.kind, port: facts.port, preferred: upstreamPort),
+                                                     host: host, port: facts.port, service: name)
                 continue
             }
             if facts.hasECH && !echAllowed(serviceIndex, snapshot: snapshot) {
                 let name = snapshot.routes.routes[serviceIndex].name
-                firstRefusal = firstRefusal ?? .deny(
-                    "the ClientHello carries Encrypted Client Hello, so SNI \(host) may not be the real destination (ExternalService \(name) does not allow ECH: spec.tls.ech)",
-                    host: host, port: facts.port, service: name)
+                firstRefusal = firstRefusal ?? .deny(.echRefused(service: name, host: host), host: host, port: facts.port, service: name)
                 continue
             }
             let decision = judge(serviceIndex, port: port, host: host, target: nil, identity: identity, known: known,
@@ -75,10 +72,10 @@ public enum DecisionEngine {
         let target = "\(destination) port \(port)"
         if matching.isEmpty {
             if snapshot.tlsPorts.contains(port) { return nil }
-            return auditedByGateway(.deny("no ExternalService serves TCP \(target)", port: port), snapshot: snapshot)
+            return auditedByGateway(.deny(.noTCPService(address: destination, port: port), port: port), snapshot: snapshot)
         }
         guard let identity = identity(of: source, gateway: snapshot.gateway) else {
-            return auditedByGateway(.deny("source \(sourceAddress()) is not a known workload", port: port), snapshot: snapshot)
+            return auditedByGateway(.deny(.unknownSource(address: sourceAddress()), port: port), snapshot: snapshot)
         }
         var refusal: Decision?
         let routes = snapshot.routes
@@ -89,7 +86,7 @@ public enum DecisionEngine {
             if decision.verdict == .allow { return decision }
             refusal = refusal ?? decision
         }
-        return auditOrDeny(identity, known: source != nil, snapshot: snapshot, deny: refusal ?? .deny("no ExternalService serves TCP \(target)", port: port))
+        return auditOrDeny(identity, known: source != nil, snapshot: snapshot, deny: refusal ?? .deny(.noTCPService(address: destination, port: port), port: port))
     }
 
     /// Whether a ClientHello with ECH may reach service `serviceIndex`: its `spec.tls.ech`, else

@@ -84,6 +84,7 @@ public final class AccessLog: Sendable {
         json.optionalString(LogKey.externalService, decision?.externalService)
         json.optionalString(LogKey.egressPolicy, decision?.egressPolicy)
         json.optionalString(LogKey.reason, decision?.reason)
+        json.optionalString(LogKey.hint, record.hint)
         json.number(LogKey.bytesUp, record.bytesUp)
         json.number(LogKey.bytesDown, record.bytesDown)
         let ms = Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15

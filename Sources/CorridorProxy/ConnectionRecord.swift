@@ -44,12 +44,17 @@ final class ConnectionRecord {
         get { http?.status }
         set { httpFacts.status = newValue }
     }
-    /// Out of line, made by the first HTTP field set: a relayed connection's record (which may
-    /// stay open for hours) does not carry four empty HTTP fields.
-    private var http: HTTPFacts?
-    private var httpFacts: HTTPFacts {
+    /// How to allow a refused or audited connection (see ``PolicyHint``).
+    var hint: String? {
+        get { http?.hint }
+        set { httpFacts.hint = newValue }
+    }
+    /// Out of line, made by the first HTTP field (or hint) set: a relayed connection's record
+    /// (which may stay open for hours) does not carry five empty fields.
+    private var http: OccasionalFacts?
+    private var httpFacts: OccasionalFacts {
         if let http { return http }
-        let facts = HTTPFacts()
+        let facts = OccasionalFacts()
         http = facts
         return facts
     }
@@ -89,18 +94,21 @@ final class ConnectionRecord {
             }
             decision = d
         }
+        if hint == nil, decision?.verdict != .allow { hint = cause.denialHint }
         let duration = ContinuousClock.now - started
         log.write(self, cause: cause, duration: duration)
         metrics.connectionEnded(listener: listener, verdict: decision?.verdict ?? .deny, cause: cause, up: bytesUp, down: bytesDown)
     }
 }
 
-/// The plain-HTTP request fields of a ``ConnectionRecord``.
-private final class HTTPFacts {
+/// The fields of a ``ConnectionRecord`` that most relayed connections never set: the plain-HTTP
+/// request's, and the hint of a refusal.
+private final class OccasionalFacts {
     var method: String?
     var host: String?
     var path: String?
     var status: Int?
+    var hint: String?
 }
 
 /// The decisions both data planes make, recorded the same way.
@@ -113,9 +121,21 @@ extension ConnectionRecord {
         ech = hello.hasECH
         if port == nil, let original = originalDestination { port = original.port }
         let facts = DestinationFacts(serverName: hello.serverName, connectHost: connectHost, port: port, hasECH: hello.hasECH)
+        return decide(facts, snapshot: snapshot)
+    }
+
+    /// Decides on `facts` and records the decision, with its hint when it is not an allow.
+    func decide(_ facts: DestinationFacts, snapshot: PolicySnapshot) -> Decision {
         let made = DecisionEngine.decide(source: identity, sourceAddress: sourceIP, facts: facts, snapshot: snapshot)
         decision = made
+        noteHint(for: made, to: .name(facts), snapshot: snapshot)
         return made
+    }
+
+    /// Records how `decision` could be allowed, when it is not an allow.
+    func noteHint(for decision: Decision, to destination: PolicyHint.Destination, snapshot: PolicySnapshot) {
+        guard decision.verdict != .allow else { return }
+        hint = PolicyHint.make(for: decision, to: destination, identity: identity, address: sourceAddress, snapshot: snapshot)?.text
     }
 
     /// A connection redirected to a TCP ExternalService's address and port is decided at once
@@ -127,6 +147,7 @@ extension ConnectionRecord {
         else { return nil }
         port = servicePort
         decision = made
+        noteHint(for: made, to: .tcp(address: ip, port: servicePort), snapshot: snapshot)
         return (made, ip, servicePort)
     }
 
@@ -157,6 +178,10 @@ extension ConnectionRecord {
         return true
     }
 
+    /// The hint of a connection whose name resolved into a blocked range.
+    static let blockedHint = "if this is an on-premises service, list the range in its ExternalService's spec.addresses "
+        + "(or in GatewayConfig spec.destinations.allowPrivate); otherwise the name's DNS answer is wrong or hostile"
+
     /// Records why the upstream could not be dialled. Returns how the connection ends, the alert
     /// a TLS client gets, and the denial reason for ``finish(_:log:metrics:reason:)``: the
     /// destination was refused (`destination_blocked`, `access_denied`), or, nil, the policy
@@ -165,9 +190,12 @@ extension ConnectionRecord {
     func dialFailed(_ failure: UpstreamDialer.Failure) -> (cause: CloseCause, alert: TLSAlert, denial: String?) {
         switch failure {
         case .blocked(let why):
+            hint = Self.blockedHint
             return (.destinationBlocked, .accessDenied, why)
         case .addressMismatch(let why):
             addressMismatch = true
+            hint = "the client must dial an address its SNI resolves to; with spec.transparent.addressMismatch: Log it is connected "
+                + "to the resolved address instead"
             return (.destinationBlocked, .accessDenied, why)
         case .resolveFailed(let why):
             decision?.reason += "; \(why)"

@@ -229,10 +229,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         record.httpHost = target.host
         record.port = target.port
         if snapshot.gateway.logging.includePath { record.httpPath = target.path }
-        let decision = DecisionEngine.decide(source: identity, sourceAddress: record.sourceIP,
-                                             facts: DestinationFacts(connectHost: target.host, port: target.port, kind: .http),
-                                             snapshot: snapshot)
-        record.decision = decision
+        let decision = record.decide(DestinationFacts(connectHost: target.host, port: target.port, kind: .http), snapshot: snapshot)
         guard decision.lets else {
             refuse(context: context, status: .forbidden, code: .policyDenied, reason: decision.reason, kind: .policy)
             return
@@ -517,8 +514,13 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 record.decision?.reason += "; \(reason)"
             }
         }
+        let hint = exchange?.record.hint
+        if kind == .denial, hint == nil {
+            exchange?.record.hint = code == .destinationBlocked
+                ? ConnectionRecord.blockedHint : "no policy change allows this request; the reason says what to fix in it"
+        }
         finishExchange(cause: cause)
-        let body = reason + "\n"
+        let body = reason + "\n" + (status == .forbidden ? hint.map { "to allow it: \($0)\n" } ?? "" : "")
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
         headers.add(name: "Content-Length", value: String(body.utf8.count))

@@ -129,10 +129,10 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
             case .complete(let request):
                 record.connectHost = request.host
                 record.port = request.port
-                let decision = decide(record: record, facts: DestinationFacts(connectHost: request.host, port: request.port))
+                let decision = record.decide(DestinationFacts(connectHost: request.host, port: request.port), snapshot: snapshot)
                 guard decision.lets else {
-                    record.decision = decision
-                    respondHTTP(context: context, status: 403, phrase: "Forbidden", code: "policy_denied", message: decision.reason)
+                    respondHTTP(context: context, status: 403, phrase: "Forbidden", code: "policy_denied",
+                                message: decision.reason + (record.hint.map { "\nto allow it: \($0)" } ?? ""))
                     finishEarly(context: context, cause: .denied, reason: nil)
                     return
                 }
@@ -216,10 +216,6 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelRead(wrapInboundOut(bytes))
         context.fireChannelReadComplete()
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-    }
-
-    private func decide(record: ConnectionRecord, facts: DestinationFacts) -> Decision {
-        DecisionEngine.decide(source: record.identity, sourceAddress: record.sourceIP, facts: facts, snapshot: snapshot)
     }
 
     // MARK: dial and hand over

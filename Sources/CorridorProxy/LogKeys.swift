@@ -26,6 +26,7 @@ public enum LogKey {
     public static let externalService = "externalService"
     public static let egressPolicy = "egressPolicy"
     public static let reason = "reason"
+    public static let hint = "hint"
     public static let bytesUp = "bytesUp"
     public static let bytesDown = "bytesDown"
     public static let durationMs = "durationMs"
@@ -54,4 +55,24 @@ public enum CloseCause: String, Sendable, CaseIterable {
     case shutdown = "shutdown"
     /// A policy change denies what the connection was opened for (`spec.reload.liveConnections: Recheck`).
     case policyRevoked = "policy_revoked"
+
+    /// What would let a connection that ended this way through, for its record when the policy
+    /// engine gave no hint (the ending was not a policy decision).
+    var denialHint: String? {
+        switch self {
+        case .denied, .completed, .resolveFailed, .connectFailed, .connectTimeout, .upstreamTimeout, .idleTimeout, .clientError,
+             .upstreamError, .shutdown, .clientClosedWhileConnecting, .destinationBlocked:
+            return nil
+        case .clientClosedEarly, .handshakeTimeout:
+            return "the client must send a complete ClientHello (or CONNECT request, or HTTP request head) within spec.limits.handshakeTimeout"
+        case .invalidClientHello:
+            return "the connection must start with a valid TLS ClientHello that names its host (SNI, not an IP address); no policy change allows this"
+        case .invalidConnectRequest:
+            return "send CONNECT host:port with a host name; no policy change allows this"
+        case .connectionLimit:
+            return "raise spec.limits.maxConnections, or find what holds the connections open"
+        case .policyRevoked:
+            return nil
+        }
+    }
 }

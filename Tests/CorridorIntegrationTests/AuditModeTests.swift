@@ -24,6 +24,8 @@ struct AuditModeTests {
         #expect(connect["decision"] as? String == "audit")
         #expect(connect["reason"] as? String == "would be denied (no ExternalService matches evil.test); the gateway is in Audit mode (spec.mode)")
         #expect(connect["closeCause"] as? String == "completed" && (connect["bytesDown"] as? Int ?? 0) > 0)
+        #expect((connect["hint"] as? String ?? "").hasPrefix("register ExternalService evil-test for evil.test port \(h.upstream.port)/TLS"),
+                "\(connect)")
 
         // The tls listener, from a source no Workload claims (127.0.0.2), to a registered service.
         let unknown = try runCommand("curl", ["-sS", "--max-time", "20", "--cacert", h.pki.caCert, "--interface", "127.0.0.2",
@@ -34,6 +36,7 @@ struct AuditModeTests {
         #expect(tls["decision"] as? String == "audit" && tls["listener"] as? String == "tls")
         #expect((tls["reason"] as? String ?? "").contains("source 127.0.0.2 is not a known workload"))
         #expect(tls["externalService"] as? String == "allowed-api" && tls["identity"] as? String == "unknown")
+        #expect((tls["hint"] as? String ?? "").hasPrefix("source 127.0.0.2 is not a known workload: add Workload default/source-127-0-0-2"), "\(tls)")
 
         // Guards are not policy: a CONNECT whose SNI is not its host, an IP literal, a private address.
         let mismatch = try runCommand("openssl", ["s_client", "-proxy", "127.0.0.1:\(h.connectPort)", "-connect", "api.allowed.test:\(h.upstream.port)",

@@ -181,8 +181,12 @@ struct OriginationTests {
         let result = try h.curlViaProxy("http://evil.example.test/x")
         #expect(result.status == 403, "\(result.clientError)")
         #expect(result.reason == "policy_denied")
-        #expect(result.bodyIsOneLine, "\(result.body)")
+        // The reason, then how to allow it: the same hint as the record's.
+        let lines = result.body.split(separator: "\n").map(String.init)
+        #expect(lines.count == 2 && lines[0] == "no ExternalService matches evil.example.test", "\(result.body)")
         let record = try #require(h.record { $0["host"] as? String == "evil.example.test" })
+        #expect(lines.last == "to allow it: \(record["hint"] as? String ?? "?")")
+        #expect((record["hint"] as? String ?? "").hasPrefix("register ExternalService evil-example-test for evil.example.test port 80/HTTP"))
         #expect(record["decision"] as? String == "deny")
         #expect(record["status"] as? Int == 403)
         try await Task.sleep(for: .milliseconds(200))

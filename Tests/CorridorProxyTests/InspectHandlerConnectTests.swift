@@ -35,7 +35,8 @@ struct InspectHandlerConnectTests {
             #expect(response.status == "HTTP/1.1 403 Forbidden")
             #expect(response.headers["corridor-reason"] == "policy_denied")
             #expect(response.headers["corridor-decision"] == "deny")
-            #expect(response.body == "no ExternalService matches evil.test\n")
+            let hint = "register ExternalService evil-test for evil.test port 443/TLS; then grant it: add ExternalService evil-test port 443 to EgressPolicy payments/checkout-egress, which selects this workload"
+            #expect(response.body.hasPrefix("no ExternalService matches evil.test\nto allow it: " + hint), "\(response.body)")
             #expect(response.headers["content-length"] == String(response.body.utf8.count))
             #expect(!channel.isActive)
             let record = try harness.onlyRecord()
@@ -43,6 +44,7 @@ struct InspectHandlerConnectTests {
             #expect(record.string(LogKey.closeCause) == "denied")
             #expect(record.string(LogKey.connectHost) == "evil.test")
             #expect(record.string(LogKey.reason) == "no ExternalService matches evil.test")
+            #expect(record.string(LogKey.hint).map { response.body.hasSuffix("to allow it: \($0)\n") } == true)
             #expect(record[LogKey.port] as? Int == 443)
             #expect(record.string(LogKey.listener) == "connect")
             #expect(record[LogKey.sni] == nil)
