@@ -77,10 +77,22 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // Operators' tools around the gateway that are not the data plane: the admin API client,
+        // and the offline tools over access logs (learn).
+        .target(
+            name: "CorridorTools",
+            dependencies: [
+                "CorridorPolicy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "corridor",
             dependencies: [
                 "CorridorGateway",
+                "CorridorTools",
                 "CorridorKubernetes",
                 "CorridorPolicy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -63,8 +63,10 @@ final class AdminHandler: ChannelInboundHandler {
                 (status, contentType, body) = (ready ? .ok : .serviceUnavailable, "text/plain", Array(((ready ? "ready" : "not ready") + audit + "\n").utf8))
             case "/policy":
                 (status, contentType, body) = (.ok, "application/json", PolicySummary.json(proxy.policy.current))
+            case "/explain":
+                (status, contentType, body) = Self.explain(AdminQuery(uri: head.uri), snapshot: proxy.policy.current)
             default:
-                (status, contentType, body) = (.notFound, "text/plain", Array("not found: try /metrics, /healthz, /readyz, /policy\n".utf8))
+                (status, contentType, body) = (.notFound, "text/plain", Array("not found: try /metrics, /healthz, /readyz, /policy, /explain\n".utf8))
             }
         }
         var headers = HTTPHeaders()
@@ -78,6 +80,25 @@ final class AdminHandler: ChannelInboundHandler {
         }
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             if !keepAlive { context.close(promise: nil) }
+        }
+    }
+}
+
+extension AdminHandler {
+    /// `/explain?namespace=&serviceAccount=&label=k=v&sourceIP=&pod=NS/NAME&to=HOST[:PORT]&via=&ech=true`:
+    /// the explanation of the live policy (pods included, in Kubernetes mode) as JSON; 400 with
+    /// `{"error": ...}` for a query that does not say who and where.
+    static func explain(_ query: AdminQuery, snapshot: PolicySnapshot) -> (HTTPResponseStatus, String, [UInt8]) {
+        do {
+            let parsed = try PolicyExplanation.Query.parse(namespace: query["namespace"], serviceAccount: query["serviceAccount"],
+                                                           labels: query.all("label"), sourceIP: query["sourceIP"], pod: query["pod"],
+                                                           to: query["to"], via: query["via"], ech: query["ech"] == "true")
+            let explanation = try PolicyExplanation.make(parsed, snapshot: snapshot)
+            return (.ok, "application/json", Array((explanation.json + "\n").utf8))
+        } catch {
+            var json = JSONLine()
+            json.string("error", error.description)
+            return (.badRequest, "application/json", json.finishLine())
         }
     }
 }
