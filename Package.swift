@@ -79,10 +79,13 @@ let package = Package(
         ),
         // Operators' tools around the gateway that are not the data plane: the admin API client,
         // and the offline tools over access logs (learn).
+        // zlib (Debian's zlib1g-dev), for gzip-compressed access logs.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(
             name: "CorridorTools",
             dependencies: [
                 "CorridorPolicy",
+                "CZlib",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

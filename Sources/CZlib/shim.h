@@ -1,0 +1,2 @@
+// zlib, for reading gzip-compressed access logs (corridor learn).
+#include <zlib.h>

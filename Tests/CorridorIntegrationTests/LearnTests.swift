@@ -1,0 +1,160 @@
+import CorridorGateway
+import Foundation
+import Logging
+import Testing
+
+/// `corridor learn` on logs the real gateway wrote under `spec.mode: Audit`: the proposal passes
+/// `corridor check`, and the real gateway, in Enforce with it, allows every connection of the log
+/// and refuses other names of the same suffix; `--merge` proposes only what a policy lacks.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct LearnTests {
+    /// The gateway settings and workloads, in `mode`, with no service and no policy.
+    static func baseConfig(mode: String, upstreamPort: Int, accessLog: String) -> String {
+        """
+        apiVersion: corridor.dev/v1alpha1
+        kind: GatewayConfig
+        metadata: {name: learn}
+        spec:
+          mode: \(mode)
+          listeners: {tls: 127.0.0.1:0, connect: 127.0.0.1:0, http: 127.0.0.1:0, admin: 127.0.0.1:0}
+          tls: {upstreamPort: \(upstreamPort)}
+          resolver:
+            static: {"*.learn.test": [127.0.0.1], api.other.test: [127.0.0.1], plain.learn.test: [127.0.0.1]}
+            system: false
+          destinations: {allowPrivate: [127.0.0.1/32]}
+          logging: {accessLog: {file: \(accessLog)}}
+        ---
+        apiVersion: corridor.dev/v1alpha1
+        kind: Workload
+        metadata: {name: checkout, namespace: payments}
+        spec: {addresses: [127.0.0.1/32], serviceAccount: checkout, labels: {app: checkout}}
+        ---
+        apiVersion: corridor.dev/v1alpha1
+        kind: Workload
+        metadata: {name: reporting, namespace: analytics}
+        spec: {addresses: [127.0.0.3/32], serviceAccount: reporting}
+        """
+    }
+
+    struct Ports { var tls: Int; var connect: Int; var http: Int }
+
+    static func start(_ config: String) async throws -> (Gateway, Ports) {
+        var logger = Logger(label: "learn")
+        logger.logLevel = .error
+        let gateway = try Gateway(options: .init(configPath: config, workers: 1), logger: logger)
+        try await gateway.start()
+        let bound = gateway.boundAddresses
+        return (gateway, Ports(tls: bound["tls"]!.port!, connect: bound["connect"]!.port!, http: bound["http"]!.port!))
+    }
+
+    /// The traffic: what each workload does. Returns one line per connection: whether it got through.
+    static func traffic(_ ports: Ports, upstream: Int, ca: String, extra: [(source: String, host: String)] = []) throws -> [String: Bool] {
+        var results: [String: Bool] = [:]
+        func connect(_ source: String, _ host: String) throws {
+            // -k: the test certificate does not name these hosts; whether the gateway lets the
+            // connection through is what counts.
+            let r = try runCommand("curl", ["-sS", "--max-time", "10", "-k", "--interface", source, "-x", "http://127.0.0.1:\(ports.connect)",
+                                            "https://\(host):\(upstream)/"])
+            results["connect \(source) \(host)"] = r.stdout == "ok\n"
+        }
+        try connect("127.0.0.1", "a.learn.test")
+        try connect("127.0.0.1", "b.learn.test")
+        try connect("127.0.0.3", "api.other.test")
+        for (source, host) in extra { try connect(source, host) }
+        let tls = try runCommand("curl", ["-sS", "--max-time", "10", "-k", "--interface", "127.0.0.3",
+                                          "--connect-to", "c.learn.test:\(upstream):127.0.0.1:\(ports.tls)", "https://c.learn.test:\(upstream)/"])
+        results["tls 127.0.0.3 c.learn.test"] = tls.stdout == "ok\n"
+        let http = try runCommand("curl", ["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--interface", "127.0.0.1",
+                                           "-H", "Host: plain.learn.test", "http://127.0.0.1:\(ports.http)/x"])
+        // Let through, the request is originated over TLS to port 443 (where nothing listens): 502.
+        results["http 127.0.0.1 plain.learn.test"] = http.stdout != "403"
+        return results
+    }
+
+    @Test func aLearnedPolicyAllowsWhatWasSeenAndNothingElse() async throws {
+        let dir = try TempDir()
+        let pki = try TestPKI(in: dir)
+        let upstream = try TLSUpstream(pki: pki, dir: dir)
+        let auditLog = dir.path("audit.log")
+        let auditConfig = dir.path("audit.yaml")
+        try Self.baseConfig(mode: "Audit", upstreamPort: upstream.port, accessLog: auditLog).write(toFile: auditConfig, atomically: true, encoding: .utf8)
+        let (auditing, auditPorts) = try await Self.start(auditConfig)
+        let seen = try Self.traffic(auditPorts, upstream: upstream.port, ca: pki.caCert, extra: [("127.0.0.5", "a.learn.test")])
+        await auditing.shutdown(drain: .milliseconds(300))
+        #expect(seen.values.allSatisfy { $0 }, "under Audit everything policy-refused gets through: \(seen)")
+        // A rotated, compressed log.
+        #expect(try runCommand("gzip", ["-k", auditLog]).status == 0)
+
+        let learned = try runCommand(Repo.corridorBinary.path, ["learn", auditLog + ".gz"])
+        #expect(learned.status == 0, "\(learned.stderr)")
+        #expect(learned.stderr.contains("127.0.0.5 (1)"), "the unknown source is reported: \(learned.stderr)")
+        #expect(!learned.stdout.contains("*."), "no wildcard unless asked: \(learned.stdout)")
+        #expect(learned.stdout.contains("corridor.dev/learned"))
+
+        let enforceLog = dir.path("enforce.log")
+        let enforceConfig = dir.path("enforce.yaml")
+        try (Self.baseConfig(mode: "Enforce", upstreamPort: upstream.port, accessLog: enforceLog) + "\n---\n" + learned.stdout)
+            .write(toFile: enforceConfig, atomically: true, encoding: .utf8)
+        let check = try runCommand(Repo.corridorBinary.path, ["check", "--config", enforceConfig])
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+        let (enforcing, ports) = try await Self.start(enforceConfig)
+        let replay = try Self.traffic(ports, upstream: upstream.port, ca: pki.caCert,
+                                      extra: [("127.0.0.1", "d.learn.test"), ("127.0.0.3", "a.learn.test"), ("127.0.0.5", "a.learn.test")])
+        await enforcing.shutdown(drain: .milliseconds(300))
+        for key in seen.keys where !key.contains("127.0.0.5") {
+            #expect(replay[key] == true, "learned, so allowed: \(key)")
+        }
+        #expect(replay["connect 127.0.0.1 d.learn.test"] == false, "another name of the same suffix is refused")
+        #expect(replay["connect 127.0.0.3 a.learn.test"] == false, "another workload is not granted what checkout used")
+        #expect(replay["connect 127.0.0.5 a.learn.test"] == false, "an unknown source is never learned")
+
+        // With a wildcard threshold of 2, a.learn.test and b.learn.test (and c, seen from the tls
+        // listener) become *.learn.test; learn.test is no public suffix.
+        let wild = try runCommand(Repo.corridorBinary.path, ["learn", "--wildcard-threshold", "2", auditLog])
+        #expect(wild.stdout.contains(#"hosts: ["*.learn.test"]"#), "\(wild.stdout)")
+
+        // --merge: a policy that already grants a.learn.test to checkout; only the rest is proposed.
+        let partial = dir.path("partial.yaml")
+        try (Self.baseConfig(mode: "Enforce", upstreamPort: upstream.port, accessLog: enforceLog) + """
+
+            ---
+            apiVersion: corridor.dev/v1alpha1
+            kind: ExternalService
+            metadata: {name: a-api}
+            spec: {hosts: [a.learn.test], ports: [{number: \(upstream.port), protocol: TLS}]}
+            ---
+            apiVersion: corridor.dev/v1alpha1
+            kind: EgressPolicy
+            metadata: {name: checkout, namespace: payments}
+            spec:
+              podSelector: {matchLabels: {app: checkout}}
+              egress: [{to: [{externalService: a-api}]}]
+            """).write(toFile: partial, atomically: true, encoding: .utf8)
+        let merged = try runCommand(Repo.corridorBinary.path, ["learn", "--merge", partial, auditLog])
+        #expect(merged.status == 0, "\(merged.stderr)")
+        #expect(!merged.stdout.contains("\"a.learn.test\""), "already registered: \(merged.stdout)")
+        #expect(merged.stdout.contains("\"b.learn.test\""))
+        #expect(merged.stdout.contains("changed EgressPolicy"), "checkout's existing policy gains the grant: \(merged.stdout)")
+        let combined = dir.path("combined.yaml")
+        // The changed policy replaces the old one; new objects are added.
+        let partialText = try String(contentsOfFile: partial, encoding: .utf8)
+        let withoutOldPolicy = partialText.components(separatedBy: "\n---\n").filter { !$0.contains("kind: EgressPolicy") }.joined(separator: "\n---\n")
+        try (withoutOldPolicy + "\n---\n" + merged.stdout).write(toFile: combined, atomically: true, encoding: .utf8)
+        let explain = try runCommand(Repo.corridorBinary.path, ["explain", "--config", combined, "--source-ip", "127.0.0.1",
+                                                                "--to", "b.learn.test:\(upstream.port)", "--via", "connect"])
+        #expect(explain.status == 0, "\(explain.stdout)\(explain.stderr)")
+    }
+
+    @Test func badInputIsRefusedWithAReason() throws {
+        let dir = try TempDir()
+        let missing = try runCommand(Repo.corridorBinary.path, ["learn", dir.path("nope.log")])
+        #expect(missing.status == 2 && missing.stderr.contains("nope.log: cannot open"), "\(missing.stderr)")
+        let since = try runCommand(Repo.corridorBinary.path, ["learn", "--since", "yesterday", "-"])
+        #expect(since.status == 2 && since.stderr.contains("--since: 'yesterday' is not a date"), "\(since.stderr)")
+        let garbage = dir.path("garbage.log")
+        try "not json\n{\"also\": \"not a record\"}\n".write(toFile: garbage, atomically: true, encoding: .utf8)
+        let skipped = try runCommand(Repo.corridorBinary.path, ["learn", garbage])
+        #expect(skipped.status == 0 && skipped.stderr.contains("skipped: 2 lines"), "\(skipped.stderr)")
+        #expect(skipped.stdout.hasPrefix("# corridor learn: nothing to propose"))
+    }
+}
