@@ -93,15 +93,7 @@ struct Check: ParsableCommand {
     var config: String
 
     mutating func run() throws {
-        let snapshot: PolicySnapshot
-        do {
-            snapshot = try PolicyFile.loadCompiled(config, generation: 1).snapshot
-        } catch {
-            printError(error.description)
-            printError("\(config): \(error.errors.count) problem\(error.errors.count == 1 ? "" : "s")")
-            throw ExitCode(2)
-        }
-        print(CheckSummary.render(snapshot, file: config))
+        print(CheckSummary.render(loadPolicyOrExit(config), file: config))
     }
 }
 
@@ -258,6 +250,17 @@ struct Version: ParsableCommand {
 func parseCIDRs(_ values: [String], flag: String) throws -> [CIDR] {
     try values.flatMap { $0.split(separator: ",") }.map { item in
         do { return try CIDR(parsing: String(item)) } catch { throw ValidationError("\(flag): '\(item)' is not a CIDR") }
+    }
+}
+
+/// The compiled policy of `file`; on error, every problem on standard error and exit 2.
+func loadPolicyOrExit(_ file: String) -> PolicySnapshot {
+    do {
+        return try PolicyFile.loadCompiled(file, generation: 1).snapshot
+    } catch {
+        printError(error.description)
+        printError("\(file): \(error.errors.count) problem\(error.errors.count == 1 ? "" : "s")")
+        Foundation.exit(2)
     }
 }
 

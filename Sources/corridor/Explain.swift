@@ -62,13 +62,7 @@ struct Explain: AsyncParsableCommand {
             fail(error.description)
         }
         if let config {
-            let snapshot: PolicySnapshot
-            do {
-                snapshot = try PolicyFile.loadCompiled(config, generation: 1).snapshot
-            } catch {
-                printError(error.description)
-                fail("\(config): \(error.errors.count) problem\(error.errors.count == 1 ? "" : "s")")
-            }
+            let snapshot = loadPolicyOrExit(config)
             let explanation: PolicyExplanation
             do {
                 explanation = try PolicyExplanation.make(query, snapshot: snapshot)

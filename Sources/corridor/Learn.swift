@@ -40,14 +40,7 @@ struct Learn: ParsableCommand {
         guard !logs.isEmpty else { fail("give at least one access-log file (or - for standard input)") }
         if let wildcardThreshold, wildcardThreshold < 2 { fail("--wildcard-threshold must be 2 or more, got \(wildcardThreshold)") }
         var base = PolicySource()
-        if let merge {
-            do {
-                base = try PolicyFile.loadCompiled(merge, generation: 1).snapshot.source
-            } catch {
-                printError(error.description)
-                fail("\(merge): \(error.errors.count) problem\(error.errors.count == 1 ? "" : "s")")
-            }
-        }
+        if let merge { base = loadPolicyOrExit(merge).source }
         var learner: PolicyLearner
         do {
             learner = try PolicyLearner(options: .init(since: since, until: until, namespace: namespace, wildcardThreshold: wildcardThreshold,

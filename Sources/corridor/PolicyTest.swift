@@ -17,13 +17,7 @@ struct PolicyTest: ParsableCommand {
     var cases: String
 
     mutating func run() throws {
-        let snapshot: PolicySnapshot
-        do {
-            snapshot = try PolicyFile.loadCompiled(config, generation: 1).snapshot
-        } catch {
-            printError(error.description)
-            fail("\(config): \(error.errors.count) problem\(error.errors.count == 1 ? "" : "s")")
-        }
+        let snapshot = loadPolicyOrExit(config)
         let text: String
         do {
             text = try String(contentsOfFile: cases, encoding: .utf8)
