@@ -101,7 +101,9 @@ public final class Gateway: Sendable {
         } else {
             (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: 1, cache: configCache)
         }
-        let accessLog = try snapshot.gateway.logging.accessLogFile.map { try AccessLog(path: $0) } ?? AccessLog()
+        // Each data-plane thread keeps a shard of the flow table: the NIO loops, and the splice loops.
+        let flows = FlowRecorder(gateway: snapshot.gateway, threads: options.workers * 2, metrics: metrics)
+        let accessLog = try snapshot.gateway.logging.accessLogFile.map { try AccessLog(path: $0, flows: flows) } ?? AccessLog(flows: flows)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: options.workers)
         self.group = group
         self.threadPool = NIOThreadPool(numberOfThreads: 2)
@@ -247,8 +249,10 @@ public final class Gateway: Sendable {
                 logger.notice("the gateway is in Enforce mode again (spec.mode): connections the policy refuses are refused")
             }
         }
-        if new.listeners != old.listeners || new.logging != old.logging || new.tls.dataPlane != old.tls.dataPlane {
-            logger.warning("listener, data plane and logging changes take effect at the next restart", metadata: ["file": "\(options.configPath)"])
+        if new.listeners != old.listeners || new.logging != old.logging || new.tls.dataPlane != old.tls.dataPlane
+            || new.flows != old.flows || new.signals != old.signals {
+            logger.warning("listener, data plane, logging, flow table and signal changes take effect at the next restart",
+                           metadata: ["file": "\(options.configPath)"])
         }
     }
 

@@ -138,6 +138,39 @@ public struct GatewayConfig: Sendable, Equatable {
         public var accessLogFile: String?
         /// Record the request path of plain-HTTP requests (off by default: paths can carry secrets).
         public var includePath = false
+        /// A tunnel open this long gets an interim record (`"event":"interim"`), and again each
+        /// interval; zero turns them off.
+        public var interimInterval: Duration = .seconds(300)
+    }
+
+    /// The flow table behind the admin API's `/flows`.
+    public struct Flows: Sendable, Equatable {
+        /// Flows kept in all (the least recently seen idle ones are evicted beyond it).
+        public var maxEntries = 50_000
+    }
+
+    /// Suspicious-traffic signals: computed by the gateway, named in the record, counted in
+    /// `corridor_signals_total`. They inform; policy still decides.
+    public struct Signals: Sendable, Equatable {
+        /// A workload identity reaches a destination it had not reached since the gateway started.
+        public var newDestination = true
+        /// A workload with `denyBurstThreshold` or more denials within `denyBurstWindow`.
+        public var denyBurst = true
+        public var denyBurstThreshold = 20
+        public var denyBurstWindow: Duration = .seconds(60)
+        /// A name with a label that looks machine-made (long, high entropy, digit and letter runs).
+        public var generatedName = true
+        public var generatedNameMinLength = 16
+        /// Shannon entropy of the label's characters, in bits per character.
+        public var generatedNameMinEntropy = 3.5
+        /// Bytes up at least `uploadHeavyMiB` MiB and `uploadHeavyRatio` times bytes down.
+        public var uploadHeavy = true
+        public var uploadHeavyMiB = 10
+        public var uploadHeavyRatio = 10
+        /// A transparent client dialled an address its SNI does not resolve to.
+        public var addressMismatch = true
+        /// An allowed name resolved into a blocked range (DNS rebinding, or a wrong record).
+        public var guardRefused = true
     }
 
     public var name = "default"
@@ -162,6 +195,8 @@ public struct GatewayConfig: Sendable, Equatable {
     public var limits = Limits()
     public var reload = ReloadSettings()
     public var logging = Logging()
+    public var flows = Flows()
+    public var signals = Signals()
 
     public init() {}
 
@@ -171,6 +206,7 @@ public struct GatewayConfig: Sendable, Equatable {
             && lhs.systemResolver == rhs.systemResolver && lhs.resolverCacheTTL == rhs.resolverCacheTTL && lhs.allowPrivate == rhs.allowPrivate
             && lhs.extraBlocked == rhs.extraBlocked && lhs.unknownSources == rhs.unknownSources
             && lhs.limits == rhs.limits && lhs.reload == rhs.reload && lhs.logging == rhs.logging
+            && lhs.flows == rhs.flows && lhs.signals == rhs.signals
     }
 }
 

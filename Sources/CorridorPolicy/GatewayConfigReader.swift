@@ -103,11 +103,60 @@ enum GatewayConfigReader {
             try reload.finish()
         }
 
+        if let flows = try spec.fields("flows") {
+            config.flows.maxEntries = try flows.int("maxEntries", in: 100...10_000_000) ?? config.flows.maxEntries
+            try flows.finish()
+        }
+
+        if let signals = try spec.fields("signals") {
+            func toggle(_ key: String) throws(ConfigError) -> YAMLReader.Fields? {
+                guard let fields = try signals.fields(key) else { return nil }
+                return fields
+            }
+            if let f = try toggle("newDestination") {
+                config.signals.newDestination = try f.bool("enabled") ?? true
+                try f.finish()
+            }
+            if let f = try toggle("denyBurst") {
+                config.signals.denyBurst = try f.bool("enabled") ?? true
+                config.signals.denyBurstThreshold = try f.int("threshold", in: 2...100_000) ?? config.signals.denyBurstThreshold
+                config.signals.denyBurstWindow = try f.duration("window") ?? config.signals.denyBurstWindow
+                try f.finish()
+            }
+            if let f = try toggle("generatedName") {
+                config.signals.generatedName = try f.bool("enabled") ?? true
+                config.signals.generatedNameMinLength = try f.int("minLength", in: 6...63) ?? config.signals.generatedNameMinLength
+                if let text = try f.string("minEntropy") {
+                    guard let value = Double(text), value > 0, value <= 6 else {
+                        throw reader.error("spec.signals.generatedName.minEntropy", f.node("minEntropy"), "must be bits per character between 0 and 6, got '\(text)'")
+                    }
+                    config.signals.generatedNameMinEntropy = value
+                }
+                try f.finish()
+            }
+            if let f = try toggle("uploadHeavy") {
+                config.signals.uploadHeavy = try f.bool("enabled") ?? true
+                config.signals.uploadHeavyMiB = try f.int("minMiB", in: 1...1_000_000) ?? config.signals.uploadHeavyMiB
+                config.signals.uploadHeavyRatio = try f.int("ratio", in: 1...1_000_000) ?? config.signals.uploadHeavyRatio
+                try f.finish()
+            }
+            if let f = try toggle("addressMismatch") {
+                config.signals.addressMismatch = try f.bool("enabled") ?? true
+                try f.finish()
+            }
+            if let f = try toggle("guardRefused") {
+                config.signals.guardRefused = try f.bool("enabled") ?? true
+                try f.finish()
+            }
+            try signals.finish()
+        }
+
         if let logging = try spec.fields("logging") {
             if let access = try logging.fields("accessLog") {
                 let file = try access.string("file")
                 config.logging.accessLogFile = (file == "-" || file == "stdout") ? nil : file
                 config.logging.includePath = try access.bool("includePath") ?? false
+                config.logging.interimInterval = try access.duration("interimInterval", allowZero: true) ?? config.logging.interimInterval
                 try access.finish()
             }
             try logging.finish()

@@ -94,10 +94,11 @@ struct YAMLReader {
             }
         }
 
-        func duration(_ key: String) throws(ConfigError) -> Duration? {
+        /// A duration; zero only where `allowZero` says it means "off".
+        func duration(_ key: String, allowZero: Bool = false) throws(ConfigError) -> Duration? {
             guard let text = try string(key) else { return nil }
-            guard let duration = DurationSyntax.parse(text), duration > .zero else {
-                throw reader.error(child(key), node(key), "must be a positive duration such as 500ms, 10s, 5m or 1h, got '\(text)'")
+            guard let duration = DurationSyntax.parse(text), duration > .zero || (allowZero && duration == .zero) else {
+                throw reader.error(child(key), node(key), "must be a \(allowZero ? "" : "positive ")duration such as \(allowZero ? "0s (off), " : "")500ms, 10s, 5m or 1h, got '\(text)'")
             }
             return duration
         }

@@ -15,21 +15,25 @@ import Darwin
 public final class AccessLog: Sendable {
     private let fd: Mutex<Int32>
     private let ownsFD: Bool
+    /// The flow table, the live stream and the signals every record passes through (nil: records only).
+    public let flows: FlowRecorder?
 
     /// Standard output.
-    public init() {
+    public init(flows: FlowRecorder? = nil) {
         self.fd = Mutex(1)
         self.ownsFD = false
+        self.flows = flows
     }
 
     /// Appends to `path`, creating it (mode 0640) if needed.
-    public init(path: String) throws {
+    public init(path: String, flows: FlowRecorder? = nil) throws {
         let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
         guard descriptor >= 0 else {
             throw AccessLogError(path: path, reason: String(cString: strerror(errno)))
         }
         self.fd = Mutex(descriptor)
         self.ownsFD = true
+        self.flows = flows
     }
 
     deinit {
@@ -48,7 +52,24 @@ public final class AccessLog: Sendable {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
+    /// Writes the connection's final record (`"event":"close"`), after its signals are known;
+    /// then the flow table and the live stream see it.
     func write(_ record: ConnectionRecord, cause: CloseCause, duration: Duration) {
+        flows?.finishing(record, cause: cause)
+        let bytes = Self.line(record, event: .close, cause: cause, duration: duration)
+        append(bytes)
+        flows?.finished(record, cause: cause, line: bytes)
+    }
+
+    /// Writes an interim record of a connection still open (`"event":"interim"`, bytes and duration so far).
+    func writeInterim(_ record: ConnectionRecord) {
+        let bytes = Self.line(record, event: .interim, cause: nil, duration: ContinuousClock.now - record.started)
+        append(bytes)
+        flows?.interim(record, line: bytes)
+    }
+
+    /// One record as a JSON line; `cause` nil for a connection still open.
+    static func line(_ record: ConnectionRecord, event: FlowStream.Event, cause: CloseCause?, duration: Duration) -> [UInt8] {
         var json = JSONLine()
         json.timestamp(LogKey.time, record.wallStart)
         json.number(LogKey.connectionID, Int(truncatingIfNeeded: record.id))
@@ -89,9 +110,15 @@ public final class AccessLog: Sendable {
         json.number(LogKey.bytesDown, record.bytesDown)
         let ms = Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
         json.decimal(LogKey.durationMs, ms)
-        json.string(LogKey.closeCause, cause.rawValue)
+        if let cause { json.string(LogKey.closeCause, cause.rawValue) }
         if let generation = record.policyGeneration { json.number(LogKey.policyGeneration, generation) }
-        let bytes = json.finishLine()
+        let signals = record.signals
+        if !signals.isEmpty { json.stringArray(LogKey.signals, signals.map(\.rawValue)) }
+        json.string(LogKey.event, event.rawValue)
+        return json.finishLine()
+    }
+
+    private func append(_ bytes: [UInt8]) {
         fd.withLock { descriptor in
             bytes.withUnsafeBytes { raw in
                 var offset = 0

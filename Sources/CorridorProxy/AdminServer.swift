@@ -35,15 +35,65 @@ final class AdminHandler: ChannelInboundHandler {
         self.isReady = isReady
     }
 
+    /// Set while this connection streams `/flows/stream`.
+    private var subscription: ObjectIdentifier?
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head): request = head
         case .body: break
         case .end:
-            guard let head = request else { return }
+            guard let head = request, subscription == nil else { return }
             request = nil
-            respond(context: context, head: head)
+            let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+            if path == "/flows/stream" && head.method == .GET {
+                stream(context: context, head: head)
+            } else {
+                respond(context: context, head: head)
+            }
         }
+    }
+
+    /// Server-Sent Events of records as they happen (`open`, `interim`, `close`), filtered like
+    /// `/flows`; the connection stays open until the client leaves.
+    private func stream(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        let filter: FlowStream.Filter
+        do throws(FlowsEndpoint.Problem) {
+            filter = try FlowsEndpoint.filter(AdminQuery(uri: head.uri))
+        } catch {
+            var json = JSONLine()
+            json.string("error", error.reason)
+            send(context: context, head: head, status: .badRequest, contentType: "application/json", body: json.finishLine())
+            return
+        }
+        guard let flows = proxy.accessLog.flows else {
+            send(context: context, head: head, status: .notFound, contentType: "text/plain", body: Array("no flow table\n".utf8))
+            return
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "text/event-stream")
+        headers.add(name: "Cache-Control", value: "no-cache")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: ": corridor flows\n\n")))), promise: nil)
+        let channel = context.channel
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        subscription = flows.stream.subscribe(filter: filter, eventLoop: context.eventLoop) { bytes in
+            guard channel.isActive else { return }
+            let context = loopBound.value
+            context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(channel.allocator.buffer(bytes: bytes)))), promise: nil)
+        }
+        let id = subscription!
+        channel.closeFuture.whenComplete { _ in flows.stream.unsubscribe(id) }
+    }
+
+    private func send(context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus, contentType: String, body: [UInt8]) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: String(body.count))
+        headers.add(name: "Connection", value: "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     private func respond(context: ChannelHandlerContext, head: HTTPRequestHead) {
@@ -63,10 +113,13 @@ final class AdminHandler: ChannelInboundHandler {
                 (status, contentType, body) = (ready ? .ok : .serviceUnavailable, "text/plain", Array(((ready ? "ready" : "not ready") + audit + "\n").utf8))
             case "/policy":
                 (status, contentType, body) = (.ok, "application/json", PolicySummary.json(proxy.policy.current))
+            case "/flows":
+                let (flowStatus, flowBody) = FlowsEndpoint.json(AdminQuery(uri: head.uri), flows: proxy.accessLog.flows)
+                (status, contentType, body) = (flowStatus, "application/json", flowBody)
             case "/explain":
                 (status, contentType, body) = Self.explain(AdminQuery(uri: head.uri), snapshot: proxy.policy.current)
             default:
-                (status, contentType, body) = (.notFound, "text/plain", Array("not found: try /metrics, /healthz, /readyz, /policy, /explain\n".utf8))
+                (status, contentType, body) = (.notFound, "text/plain", Array("not found: try /metrics, /healthz, /readyz, /policy, /explain, /flows, /flows/stream\n".utf8))
             }
         }
         var headers = HTTPHeaders()

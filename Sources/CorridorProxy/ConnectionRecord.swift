@@ -49,6 +49,15 @@ final class ConnectionRecord {
         get { http?.hint }
         set { httpFacts.hint = newValue }
     }
+    /// Suspicious-traffic signals raised for this connection.
+    var signals: [Signal] {
+        get { http?.signals ?? [] }
+        set { httpFacts.signals = newValue }
+    }
+    /// The connection started relaying (counted active in the flow table).
+    var opened = false
+    /// Interim records written so far.
+    var interims: UInt32 = 0
     /// Out of line, made by the first HTTP field (or hint) set: a relayed connection's record
     /// (which may stay open for hours) does not carry five empty fields.
     private var http: OccasionalFacts?
@@ -109,6 +118,7 @@ private final class OccasionalFacts {
     var path: String?
     var status: Int?
     var hint: String?
+    var signals: [Signal] = []
 }
 
 /// The decisions both data planes make, recorded the same way.
@@ -191,6 +201,7 @@ extension ConnectionRecord {
         switch failure {
         case .blocked(let why):
             hint = Self.blockedHint
+            signals.append(.guardRefused)
             return (.destinationBlocked, .accessDenied, why)
         case .addressMismatch(let why):
             addressMismatch = true

@@ -156,6 +156,13 @@ final class RelaySession {
 
     func isIdle(at now: NIODeadline) -> Bool { now - lastActivity >= idleLimit }
 
+    /// Writes an interim record when one is due (`logging.accessLog.interimInterval`).
+    func writeInterimIfDue(at now: ContinuousClock.Instant) {
+        guard closedSides == 0, let flows = context.accessLog.flows, flows.interimDue(record, at: now) else { return }
+        record.interims += 1
+        context.accessLog.writeInterim(record)
+    }
+
     /// Closes the relay as idle: the client side closes, and its glue closes the upstream side.
     func closeForIdle() {
         if cause == .completed { cause = .idleTimeout }
@@ -229,7 +236,10 @@ final class IdleSweeper {
     func sweep() {
         let now = eventLoop.now
         // Closing may remove sessions from the array (a close can complete at once): walk a copy.
-        for session in sessions.items where session.isIdle(at: now) { session.closeForIdle() }
+        let clock = ContinuousClock.now
+        for session in sessions.items {
+            if session.isIdle(at: now) { session.closeForIdle() } else { session.writeInterimIfDue(at: clock) }
+        }
     }
 }
 

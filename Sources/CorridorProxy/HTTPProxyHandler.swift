@@ -311,6 +311,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         handler.delegate = self
         exchange?.record.resolved = upstream.channel.remoteAddress
         state = .forwarding(upstream)
+        if let record = exchange?.record { proxy.accessLog.flows?.opened(record) }
         upstream.channel.write(HTTPClientRequestPart.head(head), promise: nil)
         for part in pending {
             switch part {
@@ -514,6 +515,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 record.decision?.reason += "; \(reason)"
             }
         }
+        if cause == .destinationBlocked { exchange?.record.signals.append(.guardRefused) }
         let hint = exchange?.record.hint
         if kind == .denial, hint == nil {
             exchange?.record.hint = code == .destinationBlocked

@@ -260,6 +260,7 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         state = .relaying
+        proxy.accessLog.flows?.opened(record)
         let now = context.eventLoop.now
         let session = RelaySession(record: record, context: proxy, idleLimit: .nanoseconds(snapshot.gateway.limits.idleTimeout.nanoseconds), now: now)
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair(session: session)

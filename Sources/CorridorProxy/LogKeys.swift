@@ -32,6 +32,9 @@ public enum LogKey {
     public static let durationMs = "durationMs"
     public static let closeCause = "closeCause"
     public static let policyGeneration = "policyGeneration"
+    public static let signals = "signals"
+    /// `open` (the live stream only), `interim`, or `close` (the one final record per connection).
+    public static let event = "event"
 }
 
 /// Why a connection ended: a stable value for the access record and metrics.

@@ -11,7 +11,7 @@ let testDataPlane = ProcessInfo.processInfo.environment["CORRIDOR_TEST_DATA_PLAN
 
 /// The config every integration test starts from: the quickstart's objects, with the upstream's
 /// real port and listeners on port 0. `extra` is appended as more YAML documents.
-func testConfig(upstreamPort: Int, accessLog: String, gatewayExtra: String = "", extra: String = "") -> String {
+func testConfig(upstreamPort: Int, accessLog: String, gatewayExtra: String = "", extra: String = "", accessLogExtra: String = "") -> String {
     """
     apiVersion: corridor.dev/v1alpha1
     kind: GatewayConfig
@@ -29,7 +29,7 @@ func testConfig(upstreamPort: Int, accessLog: String, gatewayExtra: String = "",
         system: false
       destinations: {allowPrivate: [127.0.0.1/32, "::1/128"]}
       unknownSources: Deny
-      logging: {accessLog: {file: \(accessLog)}}
+      logging: {accessLog: {file: \(accessLog)\(accessLogExtra)}}
       tls: {dataPlane: \(testDataPlane)}
     \(gatewayExtra)
     ---
@@ -97,13 +97,13 @@ final class GatewayHarness: AccessLogReading, @unchecked Sendable {
     let connectPort: Int
     let adminPort: Int
 
-    init(gatewayExtra: String = "", extra: String = "") async throws {
+    init(gatewayExtra: String = "", extra: String = "", accessLogExtra: String = "") async throws {
         dir = try TempDir()
         pki = try TestPKI(in: dir)
         upstream = try TLSUpstream(pki: pki, dir: dir)
         accessLogPath = dir.path("access.log")
         configPath = dir.path("corridor.yaml")
-        try testConfig(upstreamPort: upstream.port, accessLog: accessLogPath, gatewayExtra: gatewayExtra, extra: extra)
+        try testConfig(upstreamPort: upstream.port, accessLog: accessLogPath, gatewayExtra: gatewayExtra, extra: extra, accessLogExtra: accessLogExtra)
             .write(toFile: configPath, atomically: true, encoding: .utf8)
         var logger = Logger(label: "corridor-test")
         logger.logLevel = .warning

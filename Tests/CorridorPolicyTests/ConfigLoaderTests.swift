@@ -21,7 +21,13 @@ struct ConfigLoaderTests {
       unknownSources: Allow
       limits: {maxConnections: 500, handshakeTimeout: 500ms, connectTimeout: 2s, idleTimeout: 1m30s, drainTimeout: 1h, maxConnectHeadBytes: 4096}
       reload: {liveConnections: Recheck}
-      logging: {accessLog: {file: /var/log/corridor.log}}
+      flows: {maxEntries: 2000}
+      signals:
+        newDestination: {enabled: false}
+        denyBurst: {threshold: 5, window: 30s}
+        generatedName: {minLength: 20, minEntropy: "3.8"}
+        uploadHeavy: {enabled: false, minMiB: 50, ratio: 20}
+      logging: {accessLog: {file: /var/log/corridor.log, interimInterval: 0s}}
     ---
     # an empty document is skipped
     ---
@@ -83,6 +89,12 @@ struct ConfigLoaderTests {
         #expect(gateway.limits.drainTimeout == .seconds(3600))
         #expect(gateway.limits.maxConnectHeadBytes == 4096)
         #expect(gateway.reload.liveConnections == .recheck)
+        #expect(gateway.flows.maxEntries == 2000)
+        #expect(!gateway.signals.newDestination && gateway.signals.denyBurst)
+        #expect(gateway.signals.denyBurstThreshold == 5 && gateway.signals.denyBurstWindow == .seconds(30))
+        #expect(gateway.signals.generatedNameMinLength == 20 && gateway.signals.generatedNameMinEntropy == 3.8)
+        #expect(!gateway.signals.uploadHeavy && gateway.signals.uploadHeavyMiB == 50 && gateway.signals.uploadHeavyRatio == 20)
+        #expect(gateway.logging.interimInterval == .zero)
         #expect(gateway.logging.accessLogFile == "/var/log/corridor.log")
 
         let stripe = try #require(source.externalServices.first)

@@ -228,6 +228,7 @@ check "an allowed SNI sent to a forbidden address is served by the resolved addr
     test "$(curl_a --resolve api.outside.test:443:10.88.9.3 https://api.outside.test/)" = "ok"
 check "... the decoy address got nothing" test "$(lines "$WORK/decoy.log")" = 0
 check "... the mismatch is recorded" log_has '"originalDst":"10.88.9.3:443"' '"addressMismatch":true'
+check "... with the address_mismatch signal" log_has '"originalDst":"10.88.9.3:443"' '"address_mismatch"'
 
 # --- plain HTTP leaves as TLS ---------------------------------------------------------------------
 tls_before=$(lines "$WORK/real.log")

@@ -163,6 +163,11 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
                                        timedOut: true))
         case .relaying where now - lastActivity >= snapshot.gateway.limits.idleTimeout:
             end(.idleTimeout)
+        case .relaying:
+            if let flows = proxy.accessLog.flows, flows.interimDue(record, at: now) {
+                record.interims += 1
+                proxy.accessLog.writeInterim(record)
+            }
         default:
             return
         }
@@ -355,6 +360,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
             return
         }
         phase = .relaying
+        proxy.accessLog.flows?.opened(record)
         lastActivity = loop.now
         if let prefix = up.prefix {
             record.bytesUp += prefix.readableBytes

@@ -1,0 +1,107 @@
+import CorridorPolicy
+import NIOCore
+import Prometheus
+
+/// Where every connection's life meets the flow table, the live stream and the signals: told when
+/// a connection starts relaying (``opened(_:)``), before its final record is written
+/// (``finishing(_:cause:)``, which settles its signals) and after (``finished(_:cause:line:)``).
+/// Runs on the connection's own thread; see ``FlowTable`` for why that takes no contended lock.
+public final class FlowRecorder: Sendable {
+    public let table: FlowTable
+    public let stream = FlowStream()
+    let settings: GatewayConfig.Signals
+    /// Zero: no interim records.
+    let interimInterval: Duration
+    private let denyBursts: DenyBurstDetector
+    private let signalCounters: [Signal: Counter]
+
+    /// `threads`: the data-plane threads that will share `spec.flows.maxEntries`.
+    public init(gateway: GatewayConfig, threads: Int, metrics: ProxyMetrics) {
+        let evictions = metrics.registry.makeCounter(descriptor: .init(metricName: "corridor_flow_evictions_total", unitName: "",
+                                                                       helpText: "Flows evicted from the flow table to keep spec.flows.maxEntries"))
+        table = FlowTable(maxEntries: gateway.flows.maxEntries, threads: threads) { evictions.increment(by: Int64($0)) }
+        settings = gateway.signals
+        interimInterval = gateway.logging.interimInterval
+        denyBursts = DenyBurstDetector(threshold: gateway.signals.denyBurstThreshold, window: gateway.signals.denyBurstWindow)
+        var counters: [Signal: Counter] = [:]
+        for signal in Signal.allCases {
+            counters[signal] = metrics.registry.makeCounter(
+                descriptor: .init(metricName: "corridor_signals_total", unitName: "", helpText: "Suspicious-traffic signals raised, by signal"),
+                labels: [("signal", signal.rawValue)])
+        }
+        signalCounters = counters
+    }
+
+    func key(of record: ConnectionRecord) -> FlowKey {
+        let identity = record.identity
+        var destination = record.connectHost ?? record.sni ?? record.httpHost
+        if destination == nil, let original = record.originalDestination, let ip = IPAddress(original) { destination = ip.unmapped.description }
+        let decision = record.decision
+        return FlowKey(namespace: identity?.namespace ?? "", workload: identity?.workload ?? "", serviceAccount: identity?.serviceAccount ?? "",
+                       unknownSource: identity == nil ? record.sourceIP : "", listener: record.listener, destination: destination ?? "",
+                       port: decision?.port ?? record.port ?? 0, decision: decision?.verdict.rawValue ?? "deny",
+                       externalService: decision?.externalService ?? "", egressPolicy: decision?.egressPolicy ?? "")
+    }
+
+    /// The connection starts relaying.
+    func opened(_ record: ConnectionRecord) {
+        guard !record.opened else { return }
+        record.opened = true
+        let key = key(of: record)
+        let new = table.opened(key, at: AccessLog.now())
+        var signals = record.signals
+        if new && settings.newDestination { signals.append(.newDestination) }
+        nameSignals(record, key: key, into: &signals)
+        if signals != record.signals { record.signals = signals }
+        if stream.hasSubscribers {
+            stream.publish(.open, key: key, signals: signals,
+                           record: AccessLog.line(record, event: .open, cause: nil, duration: ContinuousClock.now - record.started))
+        }
+    }
+
+    /// The final record is about to be written: its signals are settled.
+    func finishing(_ record: ConnectionRecord, cause: CloseCause) {
+        var signals = record.signals
+        if !settings.guardRefused { signals.removeAll { $0 == .guardRefused } }
+        if !record.opened { nameSignals(record, key: key(of: record), into: &signals) }
+        if settings.denyBurst, record.decision?.verdict ?? .deny == .deny {
+            let identity = record.identity
+            let who = identity.map { "\($0.namespace)/\($0.workload)" } ?? "unknown \(record.sourceIP)"
+            if denyBursts.denied(who, at: AccessLog.now()) { signals.append(.denyBurst) }
+        }
+        if settings.uploadHeavy, record.bytesUp >= settings.uploadHeavyMiB << 20, record.bytesUp >= settings.uploadHeavyRatio * record.bytesDown {
+            signals.append(.uploadHeavy)
+        }
+        if signals != record.signals { record.signals = signals }
+    }
+
+    /// Signals of the destination itself, raised once: a generated-looking name, an address mismatch.
+    private func nameSignals(_ record: ConnectionRecord, key: FlowKey, into signals: inout [Signal]) {
+        if settings.generatedName, !signals.contains(.generatedName), record.connectHost ?? record.sni ?? record.httpHost != nil,
+           GeneratedNameCheck.looksGenerated(key.destination, minLength: settings.generatedNameMinLength, minEntropy: settings.generatedNameMinEntropy) {
+            signals.append(.generatedName)
+        }
+        if settings.addressMismatch, record.addressMismatch, !signals.contains(.addressMismatch) { signals.append(.addressMismatch) }
+    }
+
+    /// The final record was written as `line`.
+    func finished(_ record: ConnectionRecord, cause: CloseCause, line: [UInt8]) {
+        let key = key(of: record)
+        table.closed(key, wasOpened: record.opened, up: record.bytesUp, down: record.bytesDown,
+                     reason: record.decision?.reason ?? cause.rawValue, at: AccessLog.now())
+        let signals = record.signals
+        for signal in signals { signalCounters[signal]?.increment() }
+        stream.publish(.close, key: key, signals: signals, record: line)
+    }
+
+    /// An interim record was written as `line`.
+    func interim(_ record: ConnectionRecord, line: [UInt8]) {
+        stream.publish(.interim, key: key(of: record), signals: record.signals, record: line)
+    }
+
+    /// Whether `record`, open since it started, is due an interim record at `now`.
+    func interimDue(_ record: ConnectionRecord, at now: ContinuousClock.Instant) -> Bool {
+        guard interimInterval > .zero, record.opened else { return false }
+        return now - record.started >= interimInterval * Int(record.interims + 1)
+    }
+}

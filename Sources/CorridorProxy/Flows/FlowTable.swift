@@ -1,0 +1,110 @@
+import NIOPosix
+import Synchronization
+
+/// The gateway's flows, aggregated per ``FlowKey``: connections, active, bytes, first and last
+/// seen, last reason. Every data-plane thread (NIO event loop, splice loop) writes only its own
+/// shard, so a connection takes no lock that another thread contends for; `/flows` merges the
+/// shards when it is read. Bounded: each shard keeps at most its share of `spec.flows.maxEntries`,
+/// evicting the least recently seen idle flows (counted).
+public final class FlowTable: Sendable {
+    final class Shard: Sendable {
+        struct State {
+            var flows: [FlowKey: FlowStats] = [:]
+            /// `who|destination` pairs seen (for `new_destination`), bounded like the flows.
+            var seen: Set<String> = []
+        }
+
+        let state = Mutex(State())
+        let capacity: Int
+        let evictions = Atomic<Int>(0)
+        let onEvict: @Sendable (Int) -> Void
+
+        init(capacity: Int, onEvict: @escaping @Sendable (Int) -> Void) {
+            self.capacity = capacity
+            self.onEvict = onEvict
+        }
+
+        /// Drops the least recently seen tenth of the idle flows (and of the seen pairs, at random).
+        fileprivate func evict(_ state: inout State) {
+            let idle = state.flows.filter { $0.value.active == 0 }.sorted { $0.value.lastSeen < $1.value.lastSeen }
+            let drop = max(1, state.flows.count / 10)
+            for (key, _) in idle.prefix(drop) { state.flows[key] = nil }
+            let evicted = min(drop, idle.count)
+            evictions.wrappingAdd(evicted, ordering: .relaxed)
+            onEvict(evicted)
+        }
+    }
+
+    private let shards = Mutex<[Shard]>([])
+    private let local = ThreadSpecificVariable<Shard>()
+    let shardCapacity: Int
+    private let onEvict: @Sendable (Int) -> Void
+
+    /// `maxEntries` in all, shared by `threads` data-plane threads; `onEvict` counts evictions.
+    public init(maxEntries: Int, threads: Int, onEvict: @escaping @Sendable (Int) -> Void = { _ in }) {
+        shardCapacity = max(64, maxEntries / max(1, threads))
+        self.onEvict = onEvict
+    }
+
+    /// This thread's shard (made on first use).
+    private var shard: Shard {
+        if let shard = local.currentValue { return shard }
+        let shard = Shard(capacity: shardCapacity, onEvict: onEvict)
+        local.currentValue = shard
+        shards.withLock { $0.append(shard) }
+        return shard
+    }
+
+    /// A connection starts relaying. Returns whether its workload had not reached this destination
+    /// before (in any shard).
+    func opened(_ key: FlowKey, at now: Double) -> Bool {
+        let pair = "\(key.who)|\(key.destination)"
+        let mine = shard
+        let known = mine.state.withLock { state -> Bool in
+            if state.flows[key] == nil && state.flows.count >= mine.capacity { mine.evict(&state) }
+            state.flows[key, default: FlowStats(firstSeen: now)].active += 1
+            state.flows[key]!.lastSeen = now
+            return state.seen.contains(pair)
+        }
+        if known { return false }
+        // New here: another thread's shard may have seen it (checked once per new pair, not per connection).
+        let elsewhere = shards.withLock { $0 }.contains { $0 !== mine && $0.state.withLock { $0.seen.contains(pair) } }
+        mine.state.withLock { state in
+            if state.seen.count >= mine.capacity {
+                state.seen = Set(state.seen.prefix(mine.capacity / 2))
+            }
+            state.seen.insert(pair)
+        }
+        return !elsewhere
+    }
+
+    /// A connection ended (`wasOpened`: it had been counted active by ``opened(_:at:)``).
+    func closed(_ key: FlowKey, wasOpened: Bool, up: Int, down: Int, reason: String, at now: Double) {
+        let mine = shard
+        mine.state.withLock { state in
+            if state.flows[key] == nil && state.flows.count >= mine.capacity { mine.evict(&state) }
+            var stats = state.flows[key] ?? FlowStats(firstSeen: now)
+            stats.connections += 1
+            if wasOpened { stats.active = max(0, stats.active - 1) }
+            stats.bytesUp += up
+            stats.bytesDown += down
+            stats.lastSeen = now
+            stats.lastReason = reason
+            state.flows[key] = stats
+        }
+    }
+
+    /// Every flow, merged across shards, most recently seen first.
+    public func flows() -> [(key: FlowKey, stats: FlowStats)] {
+        var merged: [FlowKey: FlowStats] = [:]
+        for shard in shards.withLock({ $0 }) {
+            for (key, stats) in shard.state.withLock({ $0.flows }) {
+                merged[key, default: FlowStats()].add(stats)
+            }
+        }
+        return merged.map { ($0.key, $0.value) }.sorted { $0.stats.lastSeen > $1.stats.lastSeen }
+    }
+
+    /// Flows evicted to keep the bound, in all.
+    public var evictions: Int { shards.withLock { $0 }.reduce(0) { $0 + $1.evictions.load(ordering: .relaxed) } }
+}

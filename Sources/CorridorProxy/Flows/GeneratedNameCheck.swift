@@ -1,0 +1,56 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Whether a host name has a label that looks machine-made, as domain-generation algorithms and
+/// DNS tunnels make them: a label of at least `minLength` letters and digits whose characters'
+/// Shannon entropy is at least `minEntropy` bits, or that alternates between letters and digits at
+/// least four times (`a9x3k2q7`). Words and ordinary names (`analytics`, `eu-west-1`,
+/// `storage-api-2`) stay below. Byte by byte; no allocation.
+enum GeneratedNameCheck {
+    static func looksGenerated(_ name: String, minLength: Int, minEntropy: Double) -> Bool {
+        var counts = [Int](repeating: 0, count: 37)
+        var length = 0
+        var switches = 0
+        var lastWasDigit: Bool?
+        func judge() -> Bool {
+            defer {
+                for i in 0..<counts.count { counts[i] = 0 }
+                length = 0
+                switches = 0
+                lastWasDigit = nil
+            }
+            guard length >= minLength else { return false }
+            if switches >= 4 { return true }
+            var entropy = 0.0
+            for count in counts where count > 0 {
+                let p = Double(count) / Double(length)
+                entropy -= p * log2(p)
+            }
+            return entropy >= minEntropy
+        }
+        for byte in name.utf8 {
+            switch byte {
+            case UInt8(ascii: "."):
+                if judge() { return true }
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"):
+                counts[Int((byte | 0x20) - UInt8(ascii: "a"))] += 1
+                length += 1
+                if lastWasDigit == true { switches += 1 }
+                lastWasDigit = false
+            case UInt8(ascii: "0")...UInt8(ascii: "9"):
+                counts[26 + Int(byte - UInt8(ascii: "0"))] += 1
+                length += 1
+                if lastWasDigit == false { switches += 1 }
+                lastWasDigit = true
+            default:
+                counts[36] += 1  // '-': part of the label, not of a run
+            }
+        }
+        return judge()
+    }
+}
