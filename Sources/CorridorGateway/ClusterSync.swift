@@ -42,6 +42,11 @@ final class ClusterSync: Sendable {
     }
 
     private let shared = Shared()
+    /// Each ExternalService and EgressPolicy of the last build, with whether it is accepted (for the console).
+    private let objectStatus = Mutex<[(object: String, accepted: Bool)]>([])
+
+    /// `Kind/[namespace/]name` and Accepted of every custom object, as of the last build.
+    var objects: [(object: String, accepted: Bool)] { objectStatus.withLock { $0 } }
 
     /// `nodeName` limits the pods watched to one node's (the node topology: a gateway only ever
     /// sees its own node's pods, and the API server is spared N copies of every pod).
@@ -174,6 +179,10 @@ final class ClusterSync: Sendable {
             origination = contexts
         }
         lastOrigination.withLock { $0 = (policy.source.externalServices, origination) }
+        let rejected = Set(policy.rejected)
+        let status = objects.externalServices.map { "ExternalService/\($0.metadata.key)" }.map { ($0, !rejected.contains($0)) }
+            + objects.egressPolicies.map { "EgressPolicy/\($0.metadata.key)" }.map { ($0, !rejected.contains($0)) }
+        objectStatus.withLock { $0 = status }
         install(snapshot, origination)
         let first = !synced.exchange(true, ordering: .acquiringAndReleasing)
         let took = ContinuousClock.now - started

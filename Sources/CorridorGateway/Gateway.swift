@@ -1,4 +1,5 @@
 import CorridorKubernetes
+import Foundation
 import CorridorPolicy
 import CorridorProxy
 import Logging
@@ -155,7 +156,13 @@ public final class Gateway: Sendable {
             }
             if let address = gateway.listeners.admin {
                 let isReady: @Sendable () -> Bool = { [weak self] in self?.isReady ?? false }
-                bound["admin"] = .nio(try await AdminServer.bind(host: address.host, port: address.port, group: group, proxy: proxy, isReady: isReady))
+                var access = AdminServer.Access()
+                if let file = gateway.admin.tokenFile {
+                    access.token = try Self.readToken(file)
+                }
+                if let cluster { access.kubernetesObjects = { cluster.objects } }
+                bound["admin"] = .nio(try await AdminServer.bind(host: address.host, port: address.port, group: group, proxy: proxy,
+                                                                 access: access, isReady: isReady))
             }
         } catch {
             for listener in bound.values { await listener.close() }
@@ -181,6 +188,21 @@ public final class Gateway: Sendable {
         } else {
             proxy.metrics.setReady(true)
         }
+    }
+
+    /// The admin API's bearer token from `spec.admin.tokenFile`: the file's text without the
+    /// surrounding whitespace; refused when unreadable or empty.
+    static func readToken(_ file: String) throws -> String {
+        let token: String
+        do {
+            token = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        } catch {
+            throw ConfigErrors(errors: [ConfigError(file: file, field: "spec.admin.tokenFile", reason: "cannot read the token file: \(error.localizedDescription)")])
+        }
+        guard !token.isEmpty else {
+            throw ConfigErrors(errors: [ConfigError(file: file, field: "spec.admin.tokenFile", reason: "the token file is empty")])
+        }
+        return token
     }
 
     /// Listeners bound and, in Kubernetes mode, the policy synced from the API.

@@ -143,6 +143,14 @@ public struct GatewayConfig: Sendable, Equatable {
         public var interimInterval: Duration = .seconds(300)
     }
 
+    /// The admin listener's access control.
+    public struct AdminSettings: Sendable, Equatable {
+        /// A file holding a bearer token: the console's APIs (`/flows`, `/flows/stream`, `/policy`,
+        /// `/explain`) then require `Authorization: Bearer <token>`; `/metrics`, `/healthz` and
+        /// `/readyz` stay open for probes and scrapers. Read at start.
+        public var tokenFile: String?
+    }
+
     /// The flow table behind the admin API's `/flows`.
     public struct Flows: Sendable, Equatable {
         /// Flows kept in all (the least recently seen idle ones are evicted beyond it).
@@ -196,6 +204,7 @@ public struct GatewayConfig: Sendable, Equatable {
     public var reload = ReloadSettings()
     public var logging = Logging()
     public var flows = Flows()
+    public var admin = AdminSettings()
     public var signals = Signals()
 
     public init() {}
@@ -206,7 +215,7 @@ public struct GatewayConfig: Sendable, Equatable {
             && lhs.systemResolver == rhs.systemResolver && lhs.resolverCacheTTL == rhs.resolverCacheTTL && lhs.allowPrivate == rhs.allowPrivate
             && lhs.extraBlocked == rhs.extraBlocked && lhs.unknownSources == rhs.unknownSources
             && lhs.limits == rhs.limits && lhs.reload == rhs.reload && lhs.logging == rhs.logging
-            && lhs.flows == rhs.flows && lhs.signals == rhs.signals
+            && lhs.flows == rhs.flows && lhs.signals == rhs.signals && lhs.admin == rhs.admin
     }
 }
 

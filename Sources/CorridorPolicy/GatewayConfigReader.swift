@@ -103,6 +103,11 @@ enum GatewayConfigReader {
             try reload.finish()
         }
 
+        if let admin = try spec.fields("admin") {
+            config.admin.tokenFile = try admin.string("tokenFile")
+            try admin.finish()
+        }
+
         if let flows = try spec.fields("flows") {
             config.flows.maxEntries = try flows.int("maxEntries", in: 100...10_000_000) ?? config.flows.maxEntries
             try flows.finish()

@@ -3,17 +3,32 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and `/policy`
-/// (a read-only summary of the policy in force). GET only.
+/// The admin listener: the console (`/`), `/metrics` (Prometheus text), `/healthz`, `/readyz`,
+/// `/policy` (a read-only summary of the policy in force), `/explain`, `/flows` and
+/// `/flows/stream`. GET only. With a token (`spec.admin.tokenFile`), the console's APIs need
+/// `Authorization: Bearer`; the probes, the metrics and the page itself (which holds no data) do not.
 public enum AdminServer {
-    public static func bind(host: String, port: Int, group: any EventLoopGroup, proxy: ProxyContext,
+    /// Who may read what, and what the console shows beside the policy.
+    public struct Access: Sendable {
+        /// The bearer token the APIs require; nil: open (the listener is on loopback by default).
+        public var token: String?
+        /// In Kubernetes mode: each ExternalService and EgressPolicy with whether it is accepted.
+        public var kubernetesObjects: (@Sendable () -> [(object: String, accepted: Bool)])?
+
+        public init(token: String? = nil, kubernetesObjects: (@Sendable () -> [(object: String, accepted: Bool)])? = nil) {
+            self.token = token
+            self.kubernetesObjects = kubernetesObjects
+        }
+    }
+
+    public static func bind(host: String, port: Int, group: any EventLoopGroup, proxy: ProxyContext, access: Access = Access(),
                             isReady: @escaping @Sendable () -> Bool) async throws -> any Channel {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline().flatMap {
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(AdminHandler(proxy: proxy, isReady: isReady))
+                        try channel.pipeline.syncOperations.addHandler(AdminHandler(proxy: proxy, access: access, isReady: isReady))
                     }
                 }
             }
@@ -27,12 +42,32 @@ final class AdminHandler: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let proxy: ProxyContext
+    private let access: AdminServer.Access
     private let isReady: @Sendable () -> Bool
     private var request: HTTPRequestHead?
 
-    init(proxy: ProxyContext, isReady: @escaping @Sendable () -> Bool) {
+    init(proxy: ProxyContext, access: AdminServer.Access, isReady: @escaping @Sendable () -> Bool) {
         self.proxy = proxy
+        self.access = access
         self.isReady = isReady
+    }
+
+    /// The paths that need the token when one is set: everything that shows traffic or policy.
+    static let protectedPaths: Set<String> = ["/flows", "/flows/stream", "/policy", "/explain"]
+
+    /// Whether `head` may read `path`.
+    private func authorized(_ head: HTTPRequestHead, path: String) -> Bool {
+        guard let token = access.token, Self.protectedPaths.contains(path) else { return true }
+        guard let header = head.headers.first(name: "Authorization"), header.hasPrefix("Bearer ") else { return false }
+        return Self.constantTimeEqual(Array(header.utf8.dropFirst(7)), Array(token.utf8))
+    }
+
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        var difference = UInt8(a.count == b.count ? 0 : 1)
+        for index in 0..<max(a.count, b.count) {
+            difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
+        }
+        return difference == 0
     }
 
     /// Set while this connection streams `/flows/stream`.
@@ -46,7 +81,13 @@ final class AdminHandler: ChannelInboundHandler {
             guard let head = request, subscription == nil else { return }
             request = nil
             let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-            if path == "/flows/stream" && head.method == .GET {
+            if !authorized(head, path: path) {
+                var json = JSONLine()
+                json.string("error", "this admin API needs Authorization: Bearer <token> (spec.admin.tokenFile)")
+                var headers = HTTPHeaders()
+                headers.add(name: "WWW-Authenticate", value: "Bearer realm=\"corridor\"")
+                send(context: context, head: head, status: .unauthorized, contentType: "application/json", body: json.finishLine(), extra: headers)
+            } else if path == "/flows/stream" && head.method == .GET {
                 stream(context: context, head: head)
             } else {
                 respond(context: context, head: head)
@@ -86,8 +127,9 @@ final class AdminHandler: ChannelInboundHandler {
         channel.closeFuture.whenComplete { _ in flows.stream.unsubscribe(id) }
     }
 
-    private func send(context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus, contentType: String, body: [UInt8]) {
-        var headers = HTTPHeaders()
+    private func send(context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus, contentType: String, body: [UInt8],
+                      extra: HTTPHeaders = HTTPHeaders()) {
+        var headers = extra
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: String(body.count))
         headers.add(name: "Connection", value: "close")
@@ -111,8 +153,10 @@ final class AdminHandler: ChannelInboundHandler {
                 let ready = isReady()
                 let audit = proxy.policy.current.gateway.mode == .audit ? "; \(GatewayModeText.auditWarning)" : ""
                 (status, contentType, body) = (ready ? .ok : .serviceUnavailable, "text/plain", Array(((ready ? "ready" : "not ready") + audit + "\n").utf8))
+            case "/", "/index.html":
+                (status, contentType, body) = (.ok, "text/html; charset=utf-8", Array(ConsolePage.html.utf8))
             case "/policy":
-                (status, contentType, body) = (.ok, "application/json", PolicySummary.json(proxy.policy.current))
+                (status, contentType, body) = (.ok, "application/json", PolicySummary.json(proxy.policy.current, kubernetes: access.kubernetesObjects?()))
             case "/flows":
                 let (flowStatus, flowBody) = FlowsEndpoint.json(AdminQuery(uri: head.uri), flows: proxy.accessLog.flows)
                 (status, contentType, body) = (flowStatus, "application/json", flowBody)
@@ -161,7 +205,10 @@ extension AdminHandler: Sendable {}
 
 /// A JSON summary of a policy snapshot for `/policy` and `corridor check`.
 public enum PolicySummary {
-    public static func json(_ snapshot: PolicySnapshot) -> [UInt8] {
+    /// The workloads listed at most (in Kubernetes mode they are the pods); `workloadCount` has them all.
+    static let maxWorkloads = 500
+
+    public static func json(_ snapshot: PolicySnapshot, kubernetes: [(object: String, accepted: Bool)]? = nil) -> [UInt8] {
         var json = JSONLine()
         json.number("generation", snapshot.generation)
         let source = snapshot.source
@@ -184,10 +231,19 @@ public enum PolicySummary {
             p.stringArray("serviceAccounts", policy.serviceAccounts)
             p.stringArray("externalServices", policy.egress.flatMap(\.externalServices))
         }
-        json.objectArray("workloads", source.workloads) { w, workload in
+        json.number("workloadCount", source.workloads.count)
+        json.objectArray("workloads", Array(source.workloads.prefix(maxWorkloads))) { w, workload in
             w.string("name", workload.metadata.qualifiedName)
             w.stringArray("addresses", workload.addresses.map(\.description))
             w.string("serviceAccount", workload.serviceAccount)
+        }
+        if let kubernetes {
+            json.object("kubernetes") { k in
+                k.objectArray("objects", kubernetes) { o, item in
+                    o.string("object", item.object)
+                    o.bool("accepted", item.accepted)
+                }
+            }
         }
         return json.finishLine()
     }

@@ -1,0 +1,64 @@
+import Foundation
+import Testing
+
+/// The console in a real headless Chromium, driven by Selenium (Tests/Support/console_test.py)
+/// against a running gateway with traffic the test makes; and the token gate, both ways.
+/// Screenshots go to CORRIDOR_CONSOLE_SCREENSHOTS when set (docs/images holds a run's).
+@Suite(.serialized, .timeLimit(.minutes(4)))
+struct ConsoleTests {
+    static let available = FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium")
+        && FileManager.default.isExecutableFile(atPath: "/usr/bin/chromedriver")
+
+    private func drive(_ h: GatewayHarness, token: String? = nil, screenshots: Bool = false) throws -> [String: Any] {
+        var arguments = [Repo.support.appendingPathComponent("console_test.py").path, "--admin", "\(h.adminPort)", "--connect", "\(h.connectPort)",
+                         "--upstream", "\(h.upstream.port)", "--ca", h.pki.caCert]
+        if let token { arguments += ["--token", token] }
+        if screenshots, let dir = ProcessInfo.processInfo.environment["CORRIDOR_CONSOLE_SCREENSHOTS"] { arguments += ["--screenshots", dir] }
+        let result = try runCommand("python3", arguments, timeout: 150)
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8))) as? [String: Any] else {
+            throw TestError.failed("console_test.py printed no JSON: \(result.stdout) \(result.stderr)")
+        }
+        return object
+    }
+
+    private func failures(_ result: [String: Any]) -> [String] {
+        (result["checks"] as? [[Any]] ?? []).filter { ($0[1] as? Bool) != true }.map { "\($0[0]): \($0[2])" }
+    }
+
+    @Test(.enabled(if: available, "needs Debian's chromium and chromium-driver, and Selenium (scripts/test installs them)"))
+    func theConsoleShowsLiveFlowsTheMapDenialsAndSignals() async throws {
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        let result = try drive(h, screenshots: true)
+        #expect(result["ok"] as? Bool == true, "\(failures(result))")
+        #expect((result["checks"] as? [[Any]] ?? []).count >= 15)
+    }
+
+    @Test(.enabled(if: available, "needs Debian's chromium and chromium-driver, and Selenium (scripts/test installs them)"))
+    func withATokenTheAPIsNeedItAndTheProbesDoNot() async throws {
+        let secrets = try TempDir()
+        let tokenFile = secrets.path("admin-token")
+        let token = "t-\(UUID().uuidString)"
+        try "\(token)\n".write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        let h = try await GatewayHarness(gatewayExtra: "  admin: {tokenFile: \(tokenFile)}")
+        defer { Task { await h.stop() } }
+        func status(_ path: String, _ headers: [String] = []) throws -> String {
+            try runCommand("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}"] + headers.flatMap { ["-H", $0] } + ["http://127.0.0.1:\(h.adminPort)\(path)"]).stdout
+        }
+        for path in ["/flows", "/policy", "/explain?namespace=a&to=b.test", "/flows/stream"] {
+            #expect(try status(path) == "401", "\(path)")
+            #expect(try status(path, ["Authorization: Bearer wrong"]) == "401", "\(path)")
+        }
+        #expect(try status("/flows", ["Authorization: Bearer \(token)"]) == "200")
+        for path in ["/metrics", "/healthz", "/readyz", "/"] { #expect(try status(path) == "200", "\(path)") }
+        let result = try drive(h, token: token)
+        #expect(result["ok"] as? Bool == true, "\(failures(result))")
+        #expect((result["checks"] as? [[Any]] ?? []).contains { ($0[0] as? String) == "the page asks for the token" })
+    }
+
+    @Test func anUnreadableTokenFileStopsTheStart() async throws {
+        await #expect(throws: (any Error).self) {
+            _ = try await GatewayHarness(gatewayExtra: "  admin: {tokenFile: /nonexistent/corridor-token}")
+        }
+    }
+}
