@@ -11,6 +11,8 @@ cfg="$BENCH_RUN_DIR/corridor.yaml"
 mode="${BENCH_MODE:-passthrough}"
 listener="tls: $BENCH_LISTEN"
 [ "$mode" = connect ] && listener="connect: $BENCH_LISTEN"
+# BENCH_ADMIN=ADDRESS:PORT adds the admin listener (for a console streaming /flows/stream meanwhile).
+[ -n "${BENCH_ADMIN:-}" ] && listener="$listener, admin: $BENCH_ADMIN"
 hosts=$(echo "$BENCH_ALLOWED" | sed 's/,/, /g')
 log_file="$BENCH_RUN_DIR/access.log"
 [ "${BENCH_PEER_LOG:-1}" = 0 ] && log_file=/dev/null

@@ -19,7 +19,7 @@ import Testing
                     let thread = Thread {
                         for n in 0..<100 {
                             _ = table.opened(self.key("api.test"), at: Double(n))
-                            table.closed(self.key("api.test"), wasOpened: true, up: 10, down: 20, reason: "r\(n)", at: Double(n))
+                            table.closed(self.key("api.test"), wasOpened: true, up: 10, down: 20, why: .text("r\(n)"), at: Double(n))
                         }
                     }
                     thread.start()
@@ -48,7 +48,7 @@ import Testing
         let table = FlowTable(maxEntries: 100, threads: 1) { evicted.add($0) }
         #expect(table.shardCapacity == 100)
         _ = table.opened(key("live.test"), at: 0)  // stays active: never evicted
-        for n in 0..<1000 { table.closed(key("h\(n).test"), wasOpened: false, up: 0, down: 0, reason: "", at: Double(n + 1)) }
+        for n in 0..<1000 { table.closed(key("h\(n).test"), wasOpened: false, up: 0, down: 0, why: .text(""), at: Double(n + 1)) }
         let flows = table.flows()
         #expect(flows.count <= 100)
         #expect(flows.contains { $0.key.destination == "live.test" })

@@ -15,7 +15,9 @@
 #        A/B of two release binaries without perf: REPS (default 5) interleaved runs each, 16
 #        clients as in the peers harness; prints the gateway's CPU per connection (or request) of
 #        every run and the medians. Copy a binary aside first (cp .build/release/corridor /tmp/a).
-#        A binary written BIN%NIO (or BIN%Splice, the default) runs the tls listener on that data plane.
+#        A binary written BIN%NIO (or BIN%Splice, the default) runs the tls listener on that data plane;
+#        one written BIN+stream runs with the admin listener and a client streaming every record from
+#        /flows/stream meanwhile (what a connected console costs).
 # Root: the gateway gets a private /etc/hosts (unshare -m), like the peers harness gives it.
 # PROFILE_WORKERS=N runs the gateway with N event loops (default 1).
 set -euo pipefail
@@ -65,14 +67,19 @@ load() {   # load N: the workload against the gateway
 bin=${bins[0]}
 start_gateway() {   # start_gateway WRAPPER...: $bin as the peers bench's candidate (same config), with its own /etc/hosts
     # BIN%PLANE picks the tls listener's data plane (Splice, the default, or NIO).
-    local plane=Splice
+    local plane=Splice stream=0 admin=""
+    case "$bin" in *+stream) stream=1; bin=${bin%+stream}; admin="127.0.0.1:$((gw_port + 1))" ;; esac
     case "$bin" in *%*) plane=${bin##*%}; bin=${bin%\%*} ;; esac
-    HOSTS="$run/hosts" BENCH_LISTEN="127.0.0.1:$gw_port" BENCH_ALLOWED=api.allowed.test BENCH_UPSTREAM_PORT="$origin_port" \
+    HOSTS="$run/hosts" BENCH_LISTEN="127.0.0.1:$gw_port" BENCH_ADMIN="$admin" BENCH_ALLOWED=api.allowed.test BENCH_UPSTREAM_PORT="$origin_port" \
         BENCH_RUN_DIR="$run" BENCH_WORKERS="${PROFILE_WORKERS:-1}" BENCH_MAX_CONNS=20000 CORRIDOR_BIN="$bin" CORRIDOR_DATA_PLANE="$plane" \
         unshare -m -- /bin/bash -c 'mount --bind "$HOSTS" /etc/hosts && exec "$@"' gateway \
         "$@" "$root/bench/corridor-candidate.sh" > "$run/gateway.out" 2>&1 &
     gw=$!; pids+=($gw)
     for _ in $(seq 1 100); do ss -Hltn "sport = :$gw_port" | grep -q . && break; sleep 0.1; done
+    if [ "$stream" = 1 ]; then
+        for _ in $(seq 1 100); do ss -Hltn "sport = :$((gw_port + 1))" | grep -q . && break; sleep 0.1; done
+        curl -sN "http://$admin/flows/stream" > "$run/stream.out" & pids+=($!)
+    fi
     load 200 >/dev/null   # warm up: first connections, resolver cache
     gwpid=$(pgrep -f "^$bin run --config $run/corridor.yaml" | head -1)
 }

@@ -1,3 +1,5 @@
+import CorridorPolicy
+
 /// What one flow aggregates: a workload identity (or, for an unknown source, its address), the
 /// listener, the destination (a name, or an address for TCP), the port, the decision and the rule.
 public struct FlowKey: Hashable, Sendable {
@@ -13,8 +15,15 @@ public struct FlowKey: Hashable, Sendable {
     public var externalService: String
     public var egressPolicy: String
 
-    /// Who, as one string (`payments/checkout` or `unknown 10.0.0.7`).
-    var who: String { unknownSource.isEmpty ? "\(namespace)/\(workload)" : "unknown \(unknownSource)" }
+    /// Who went where, whatever the port and decision: the key of `new_destination`.
+    var reach: Reach { Reach(namespace: namespace, workload: workload, unknownSource: unknownSource, destination: destination) }
+
+    struct Reach: Hashable, Sendable {
+        var namespace: String
+        var workload: String
+        var unknownSource: String
+        var destination: String
+    }
 }
 
 /// The counters of one flow.
@@ -26,7 +35,9 @@ public struct FlowStats: Sendable {
     /// Wall-clock seconds.
     public var firstSeen = 0.0
     public var lastSeen = 0.0
-    public var lastReason = ""
+    /// As parts: rendered into words only when `/flows` is read.
+    var lastWhy: Decision.Reason = .text("")
+    public var lastReason: String { lastWhy.text }
 
     mutating func add(_ other: FlowStats) {
         connections += other.connections
@@ -36,7 +47,7 @@ public struct FlowStats: Sendable {
         firstSeen = firstSeen == 0 ? other.firstSeen : (other.firstSeen == 0 ? firstSeen : min(firstSeen, other.firstSeen))
         if other.lastSeen >= lastSeen {
             lastSeen = other.lastSeen
-            lastReason = other.lastReason
+            lastWhy = other.lastWhy
         }
     }
 }

@@ -88,7 +88,7 @@ public final class FlowRecorder: Sendable {
     func finished(_ record: ConnectionRecord, cause: CloseCause, line: [UInt8]) {
         let key = key(of: record)
         table.closed(key, wasOpened: record.opened, up: record.bytesUp, down: record.bytesDown,
-                     reason: record.decision?.reason ?? cause.rawValue, at: AccessLog.now())
+                     why: record.decision?.why ?? .text(cause.rawValue), at: AccessLog.now())
         let signals = record.signals
         for signal in signals { signalCounters[signal]?.increment() }
         stream.publish(.close, key: key, signals: signals, record: line)

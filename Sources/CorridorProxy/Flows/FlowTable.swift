@@ -1,3 +1,4 @@
+import CorridorPolicy
 import NIOPosix
 import Synchronization
 
@@ -10,8 +11,8 @@ public final class FlowTable: Sendable {
     final class Shard: Sendable {
         struct State {
             var flows: [FlowKey: FlowStats] = [:]
-            /// `who|destination` pairs seen (for `new_destination`), bounded like the flows.
-            var seen: Set<String> = []
+            /// (workload, destination) pairs seen (for `new_destination`), bounded like the flows.
+            var seen: Set<FlowKey.Reach> = []
         }
 
         let state = Mutex(State())
@@ -58,12 +59,14 @@ public final class FlowTable: Sendable {
     /// A connection starts relaying. Returns whether its workload had not reached this destination
     /// before (in any shard).
     func opened(_ key: FlowKey, at now: Double) -> Bool {
-        let pair = "\(key.who)|\(key.destination)"
+        let pair = key.reach
         let mine = shard
         let known = mine.state.withLock { state -> Bool in
             if state.flows[key] == nil && state.flows.count >= mine.capacity { mine.evict(&state) }
-            state.flows[key, default: FlowStats(firstSeen: now)].active += 1
-            state.flows[key]!.lastSeen = now
+            modify(&state.flows[key, default: FlowStats(firstSeen: now)]) { stats in
+                stats.active += 1
+                stats.lastSeen = now
+            }
             return state.seen.contains(pair)
         }
         if known { return false }
@@ -79,18 +82,18 @@ public final class FlowTable: Sendable {
     }
 
     /// A connection ended (`wasOpened`: it had been counted active by ``opened(_:at:)``).
-    func closed(_ key: FlowKey, wasOpened: Bool, up: Int, down: Int, reason: String, at now: Double) {
+    func closed(_ key: FlowKey, wasOpened: Bool, up: Int, down: Int, why: Decision.Reason, at now: Double) {
         let mine = shard
         mine.state.withLock { state in
             if state.flows[key] == nil && state.flows.count >= mine.capacity { mine.evict(&state) }
-            var stats = state.flows[key] ?? FlowStats(firstSeen: now)
-            stats.connections += 1
-            if wasOpened { stats.active = max(0, stats.active - 1) }
-            stats.bytesUp += up
-            stats.bytesDown += down
-            stats.lastSeen = now
-            stats.lastReason = reason
-            state.flows[key] = stats
+            modify(&state.flows[key, default: FlowStats(firstSeen: now)]) { stats in
+                stats.connections += 1
+                if wasOpened { stats.active = max(0, stats.active - 1) }
+                stats.bytesUp += up
+                stats.bytesDown += down
+                stats.lastSeen = now
+                stats.lastWhy = why
+            }
         }
     }
 
@@ -108,3 +111,7 @@ public final class FlowTable: Sendable {
     /// Flows evicted to keep the bound, in all.
     public var evictions: Int { shards.withLock { $0 }.reduce(0) { $0 + $1.evictions.load(ordering: .relaxed) } }
 }
+
+/// Changes a value in place (one hash for a dictionary's `[key, default:]` entry).
+@inline(__always)
+private func modify<Value>(_ value: inout Value, _ change: (inout Value) -> Void) { change(&value) }

@@ -13,7 +13,13 @@ import Darwin
 /// `storage-api-2`) stay below. Byte by byte; no allocation.
 enum GeneratedNameCheck {
     static func looksGenerated(_ name: String, minLength: Int, minEntropy: Double) -> Bool {
-        var counts = [Int](repeating: 0, count: 37)
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 37) { buffer in
+            buffer.initialize(repeating: 0)
+            return looksGenerated(name, minLength: minLength, minEntropy: minEntropy, counts: buffer)
+        }
+    }
+
+    private static func looksGenerated(_ name: String, minLength: Int, minEntropy: Double, counts: UnsafeMutableBufferPointer<Int>) -> Bool {
         var length = 0
         var switches = 0
         var lastWasDigit: Bool?
