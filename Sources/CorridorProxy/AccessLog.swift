@@ -124,7 +124,10 @@ public final class AccessLog: Sendable {
                 var offset = 0
                 while offset < raw.count {
                     let n = systemWrite(descriptor, raw.baseAddress! + offset, raw.count - offset)
-                    if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { break }
+                    if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else {
+                        flows?.accessLogWriteFailed()
+                        break
+                    }
                 }
             }
         }

@@ -14,6 +14,8 @@ public final class FlowRecorder: Sendable {
     let interimInterval: Duration
     private let denyBursts: DenyBurstDetector
     private let signalCounters: [Signal: Counter]
+    private let registry: PrometheusCollectorRegistry
+    private let writeFailures: Counter
 
     /// `threads`: the data-plane threads that will share `spec.flows.maxEntries`.
     public init(gateway: GatewayConfig, threads: Int, metrics: ProxyMetrics) {
@@ -30,6 +32,9 @@ public final class FlowRecorder: Sendable {
                 labels: [("signal", signal.rawValue)])
         }
         signalCounters = counters
+        registry = metrics.registry
+        writeFailures = metrics.registry.makeCounter(descriptor: .init(metricName: "corridor_access_log_write_failures_total", unitName: "",
+                                                                       helpText: "Access records that could not be written whole"))
     }
 
     func key(of record: ConnectionRecord) -> FlowKey {
@@ -91,8 +96,39 @@ public final class FlowRecorder: Sendable {
                      why: record.decision?.why ?? .text(cause.rawValue), at: AccessLog.now())
         let signals = record.signals
         for signal in signals { signalCounters[signal]?.increment() }
+        countSeries(key, up: record.bytesUp, down: record.bytesDown)
         stream.publish(.close, key: key, signals: signals, record: line)
     }
+
+    /// `corridor_service_connections_total{external_service, decision}`,
+    /// `corridor_service_bytes_total{external_service, direction}` and
+    /// `corridor_namespace_connections_total{namespace, decision}`: label values from
+    /// configuration only (`none` for no service, `unknown` for an unknown source).
+    private func countSeries(_ key: FlowKey, up: Int, down: Int) {
+        let service = key.externalService.isEmpty ? "none" : key.externalService
+        let namespace = key.unknownSource.isEmpty ? key.namespace : "unknown"
+        let registry = self.registry
+        table.count(.serviceConnections(service: service, decision: key.decision), 1) {
+            registry.makeCounter(descriptor: .init(metricName: "corridor_service_connections_total", unitName: "",
+                                                   helpText: "Connections by ExternalService (none: no service matched) and decision, counted when they end"),
+                                 labels: [("external_service", service), ("decision", key.decision)])
+        }
+        for (direction, bytes) in [("up", up), ("down", down)] {
+            table.count(.serviceBytes(service: service, direction: direction), bytes) {
+                registry.makeCounter(descriptor: .init(metricName: "corridor_service_bytes_total", unitName: "",
+                                                       helpText: "Bytes relayed by ExternalService: up = client to upstream, down = upstream to client"),
+                                     labels: [("external_service", service), ("direction", direction)])
+            }
+        }
+        table.count(.namespaceConnections(namespace: namespace, decision: key.decision), 1) {
+            registry.makeCounter(descriptor: .init(metricName: "corridor_namespace_connections_total", unitName: "",
+                                                   helpText: "Connections by source namespace (unknown: no identity) and decision, counted when they end"),
+                                 labels: [("namespace", namespace), ("decision", key.decision)])
+        }
+    }
+
+    /// An access record could not be written whole.
+    func accessLogWriteFailed() { writeFailures.increment() }
 
     /// An interim record was written as `line`.
     func interim(_ record: ConnectionRecord, line: [UInt8]) {

@@ -1,5 +1,6 @@
 import CorridorPolicy
 import NIOPosix
+import Prometheus
 import Synchronization
 
 /// The gateway's flows, aggregated per ``FlowKey``: connections, active, bytes, first and last
@@ -11,6 +12,9 @@ public final class FlowTable: Sendable {
     final class Shard: Sendable {
         struct State {
             var flows: [FlowKey: FlowStats] = [:]
+            /// This thread's per-service and per-namespace counters, made on first use (the
+            /// registry's lock is taken once per label set and thread, not per connection).
+            var counters: [CounterKey: Counter] = [:]
             /// (workload, destination) pairs seen (for `new_destination`), bounded like the flows.
             var seen: Set<FlowKey.Reach> = []
         }
@@ -95,6 +99,26 @@ public final class FlowTable: Sendable {
                 stats.lastWhy = why
             }
         }
+    }
+
+    /// A per-service or per-namespace series: its labels come from configuration (the policy's
+    /// service names, workload namespaces), never from traffic.
+    enum CounterKey: Hashable {
+        case serviceConnections(service: String, decision: String)
+        case serviceBytes(service: String, direction: String)
+        case namespaceConnections(namespace: String, decision: String)
+    }
+
+    /// Adds `amount` to this thread's counter for `key`, made with `make` on first use.
+    func count(_ key: CounterKey, _ amount: Int, make: () -> Counter) {
+        guard amount > 0 else { return }
+        let counter = shard.state.withLock { state in
+            if let counter = state.counters[key] { return counter }
+            let counter = make()
+            state.counters[key] = counter
+            return counter
+        }
+        counter.increment(by: Int64(amount))
     }
 
     /// Every flow, merged across shards, most recently seen first.
