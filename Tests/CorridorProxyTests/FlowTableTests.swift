@@ -1,4 +1,6 @@
+import CorridorPolicy
 import Foundation
+import Prometheus
 import Testing
 
 @testable import CorridorProxy
@@ -10,6 +12,15 @@ import Testing
                 port: 443, decision: decision, externalService: "s", egressPolicy: "")
     }
 
+    static let registry = PrometheusCollectorRegistry()
+
+    private func close(_ table: FlowTable, _ key: FlowKey, opened: Bool, up: Int, down: Int, why: String, at now: Double) {
+        let series = FlowTable.CounterKey.namespaceConnections(namespace: "n", decision: "allow")
+        _ = table.closed(key, wasOpened: opened, up: up, down: down, why: .text(why), at: now, series: (series, series, series, series)) { _ in
+            Self.registry.makeCounter(name: "test_total")
+        }
+    }
+
     @Test func shardsOfSeveralThreadsMergeOnRead() async {
         let table = FlowTable(maxEntries: 10_000, threads: 4)
         // Four threads each open and close 100 connections of the same flow.
@@ -19,7 +30,7 @@ import Testing
                     let thread = Thread {
                         for n in 0..<100 {
                             _ = table.opened(self.key("api.test"), at: Double(n))
-                            table.closed(self.key("api.test"), wasOpened: true, up: 10, down: 20, why: .text("r\(n)"), at: Double(n))
+                            self.close(table, self.key("api.test"), opened: true, up: 10, down: 20, why: "r\(n)", at: Double(n))
                         }
                     }
                     thread.start()
@@ -48,7 +59,7 @@ import Testing
         let table = FlowTable(maxEntries: 100, threads: 1) { evicted.add($0) }
         #expect(table.shardCapacity == 100)
         _ = table.opened(key("live.test"), at: 0)  // stays active: never evicted
-        for n in 0..<1000 { table.closed(key("h\(n).test"), wasOpened: false, up: 0, down: 0, why: .text(""), at: Double(n + 1)) }
+        for n in 0..<1000 { close(table, key("h\(n).test"), opened: false, up: 0, down: 0, why: "", at: Double(n + 1)) }
         let flows = table.flows()
         #expect(flows.count <= 100)
         #expect(flows.contains { $0.key.destination == "live.test" })

@@ -92,38 +92,40 @@ public final class FlowRecorder: Sendable {
     /// The final record was written as `line`.
     func finished(_ record: ConnectionRecord, cause: CloseCause, line: [UInt8]) {
         let key = key(of: record)
-        table.closed(key, wasOpened: record.opened, up: record.bytesUp, down: record.bytesDown,
-                     why: record.decision?.why ?? .text(cause.rawValue), at: AccessLog.now())
+        let service = key.externalService.isEmpty ? "none" : key.externalService
+        let namespace = key.unknownSource.isEmpty ? key.namespace : "unknown"
+        let (connections, up, down, byNamespace) = table.closed(
+            key, wasOpened: record.opened, up: record.bytesUp, down: record.bytesDown, why: record.decision?.why ?? .text(cause.rawValue),
+            at: AccessLog.now(),
+            series: (.serviceConnections(service: service, decision: key.decision), .serviceBytes(service: service, direction: "up"),
+                     .serviceBytes(service: service, direction: "down"), .namespaceConnections(namespace: namespace, decision: key.decision)),
+            make: makeCounter)
+        connections.increment()
+        if record.bytesUp > 0 { up.increment(by: Int64(record.bytesUp)) }
+        if record.bytesDown > 0 { down.increment(by: Int64(record.bytesDown)) }
+        byNamespace.increment()
         let signals = record.signals
         for signal in signals { signalCounters[signal]?.increment() }
-        countSeries(key, up: record.bytesUp, down: record.bytesDown)
         stream.publish(.close, key: key, signals: signals, record: line)
     }
 
-    /// `corridor_service_connections_total{external_service, decision}`,
-    /// `corridor_service_bytes_total{external_service, direction}` and
-    /// `corridor_namespace_connections_total{namespace, decision}`: label values from
+    /// The per-service and per-namespace series (`corridor_service_connections_total`,
+    /// `corridor_service_bytes_total`, `corridor_namespace_connections_total`): label values from
     /// configuration only (`none` for no service, `unknown` for an unknown source).
-    private func countSeries(_ key: FlowKey, up: Int, down: Int) {
-        let service = key.externalService.isEmpty ? "none" : key.externalService
-        let namespace = key.unknownSource.isEmpty ? key.namespace : "unknown"
-        let registry = self.registry
-        table.count(.serviceConnections(service: service, decision: key.decision), 1) {
-            registry.makeCounter(descriptor: .init(metricName: "corridor_service_connections_total", unitName: "",
-                                                   helpText: "Connections by ExternalService (none: no service matched) and decision, counted when they end"),
-                                 labels: [("external_service", service), ("decision", key.decision)])
-        }
-        for (direction, bytes) in [("up", up), ("down", down)] {
-            table.count(.serviceBytes(service: service, direction: direction), bytes) {
-                registry.makeCounter(descriptor: .init(metricName: "corridor_service_bytes_total", unitName: "",
-                                                       helpText: "Bytes relayed by ExternalService: up = client to upstream, down = upstream to client"),
-                                     labels: [("external_service", service), ("direction", direction)])
-            }
-        }
-        table.count(.namespaceConnections(namespace: namespace, decision: key.decision), 1) {
-            registry.makeCounter(descriptor: .init(metricName: "corridor_namespace_connections_total", unitName: "",
-                                                   helpText: "Connections by source namespace (unknown: no identity) and decision, counted when they end"),
-                                 labels: [("namespace", namespace), ("decision", key.decision)])
+    private func makeCounter(_ key: FlowTable.CounterKey) -> Counter {
+        switch key {
+        case .serviceConnections(let service, let decision):
+            return registry.makeCounter(descriptor: .init(metricName: "corridor_service_connections_total", unitName: "",
+                                                          helpText: "Connections by ExternalService (none: no service matched) and decision, counted when they end"),
+                                        labels: [("external_service", service), ("decision", decision)])
+        case .serviceBytes(let service, let direction):
+            return registry.makeCounter(descriptor: .init(metricName: "corridor_service_bytes_total", unitName: "",
+                                                          helpText: "Bytes relayed by ExternalService: up = client to upstream, down = upstream to client"),
+                                        labels: [("external_service", service), ("direction", direction)])
+        case .namespaceConnections(let namespace, let decision):
+            return registry.makeCounter(descriptor: .init(metricName: "corridor_namespace_connections_total", unitName: "",
+                                                          helpText: "Connections by source namespace (unknown: no identity) and decision, counted when they end"),
+                                        labels: [("namespace", namespace), ("decision", decision)])
         }
     }
 

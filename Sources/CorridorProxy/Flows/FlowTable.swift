@@ -85,10 +85,19 @@ public final class FlowTable: Sendable {
         return !elsewhere
     }
 
-    /// A connection ended (`wasOpened`: it had been counted active by ``opened(_:at:)``).
-    func closed(_ key: FlowKey, wasOpened: Bool, up: Int, down: Int, why: Decision.Reason, at now: Double) {
+    /// A connection ended (`wasOpened`: it had been counted active by ``opened(_:at:)``). Returns
+    /// this thread's counters for the series `series` names, made with `make` on first use, all
+    /// under the one lock the flow update takes.
+    func closed(_ key: FlowKey, wasOpened: Bool, up: Int, down: Int, why: Decision.Reason, at now: Double,
+                series: (CounterKey, CounterKey, CounterKey, CounterKey), make: (CounterKey) -> Counter) -> (Counter, Counter, Counter, Counter) {
         let mine = shard
-        mine.state.withLock { state in
+        return mine.state.withLock { state in
+            func counter(_ key: CounterKey) -> Counter {
+                if let counter = state.counters[key] { return counter }
+                let counter = make(key)
+                state.counters[key] = counter
+                return counter
+            }
             if state.flows[key] == nil && state.flows.count >= mine.capacity { mine.evict(&state) }
             modify(&state.flows[key, default: FlowStats(firstSeen: now)]) { stats in
                 stats.connections += 1
@@ -98,6 +107,7 @@ public final class FlowTable: Sendable {
                 stats.lastSeen = now
                 stats.lastWhy = why
             }
+            return (counter(series.0), counter(series.1), counter(series.2), counter(series.3))
         }
     }
 
@@ -107,18 +117,6 @@ public final class FlowTable: Sendable {
         case serviceConnections(service: String, decision: String)
         case serviceBytes(service: String, direction: String)
         case namespaceConnections(namespace: String, decision: String)
-    }
-
-    /// Adds `amount` to this thread's counter for `key`, made with `make` on first use.
-    func count(_ key: CounterKey, _ amount: Int, make: () -> Counter) {
-        guard amount > 0 else { return }
-        let counter = shard.state.withLock { state in
-            if let counter = state.counters[key] { return counter }
-            let counter = make()
-            state.counters[key] = counter
-            return counter
-        }
-        counter.increment(by: Int64(amount))
     }
 
     /// Every flow, merged across shards, most recently seen first.
