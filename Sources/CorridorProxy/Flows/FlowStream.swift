@@ -3,8 +3,9 @@ import Synchronization
 
 /// Records as they happen, for the admin API's `/flows/stream` (Server-Sent Events): `open` when a
 /// connection starts relaying, `interim` for long-lived ones, `close` with the final record. With
-/// nobody subscribed, publishing costs one atomic load. A subscriber that falls behind (more than
-/// `maxInFlight` events not yet written) loses events, and is told how many.
+/// nobody subscribed, publishing costs one atomic load. Records are queued per subscriber and sent
+/// together every `flushDelay` (one wake-up of the admin loop and one write for many records); a
+/// subscriber with more than `maxPendingBytes` waiting loses events, and is told how many.
 public final class FlowStream: Sendable {
     public enum Event: String, Sendable {
         case open, interim, close
@@ -39,21 +40,51 @@ public final class FlowStream: Sendable {
     final class Subscriber: Sendable {
         let filter: Filter
         let eventLoop: any EventLoop
-        /// Writes one SSE frame and flushes; called on `eventLoop`.
+        /// Writes SSE frames and flushes; called on `eventLoop`.
         let write: @Sendable ([UInt8]) -> Void
-        let inFlight = Atomic<Int>(0)
-        let dropped = Atomic<Int>(0)
+        /// Frames not written yet, and how many were dropped because the client fell behind.
+        let pending = Mutex<(bytes: [UInt8], dropped: Int)>(([], 0))
+        let scheduled = Atomic<Bool>(false)
 
         init(filter: Filter, eventLoop: any EventLoop, write: @escaping @Sendable ([UInt8]) -> Void) {
             self.filter = filter
             self.eventLoop = eventLoop
             self.write = write
         }
+
+        /// Queues `frame`; the first frame after a flush schedules the next one, `flushDelay`
+        /// later, so a busy gateway wakes the admin loop and writes to the client a few times a
+        /// second, not once per record.
+        func enqueue(_ frame: [UInt8]) {
+            let queued = pending.withLock { pending -> Bool in
+                guard pending.bytes.count + frame.count <= FlowStream.maxPendingBytes else {
+                    pending.dropped += 1
+                    return false
+                }
+                pending.bytes += frame
+                return true
+            }
+            guard queued, !scheduled.exchange(true, ordering: .acquiringAndReleasing) else { return }
+            eventLoop.scheduleTask(in: FlowStream.flushDelay) { self.flush() }
+        }
+
+        private func flush() {
+            scheduled.store(false, ordering: .releasing)
+            let (bytes, dropped) = pending.withLock { pending in
+                defer { pending = ([], 0) }
+                return (pending.bytes, pending.dropped)
+            }
+            if dropped > 0 { write(Array(": \(dropped) events dropped: this client fell behind\n\n".utf8)) }
+            if !bytes.isEmpty { write(bytes) }
+        }
     }
 
-    static let maxInFlight = 4096
+    /// How long records wait to be sent together.
+    static let flushDelay: TimeAmount = .milliseconds(50)
+    /// What may wait for one client before its events are dropped.
+    static let maxPendingBytes = 8 << 20
 
-    private let subscribers = Mutex<[ObjectIdentifier: Subscriber]>([:])
+    private let subscribers = Mutex<[Subscriber]>([])
     private let count = Atomic<Int>(0)
 
     public init() {}
@@ -63,37 +94,33 @@ public final class FlowStream: Sendable {
     /// Adds a subscriber; the returned token removes it.
     func subscribe(filter: Filter, eventLoop: any EventLoop, write: @escaping @Sendable ([UInt8]) -> Void) -> ObjectIdentifier {
         let subscriber = Subscriber(filter: filter, eventLoop: eventLoop, write: write)
-        let id = ObjectIdentifier(subscriber)
-        subscribers.withLock { $0[id] = subscriber }
+        subscribers.withLock { $0.append(subscriber) }
         count.wrappingAdd(1, ordering: .relaxed)
-        return id
+        return ObjectIdentifier(subscriber)
     }
 
     func unsubscribe(_ id: ObjectIdentifier) {
-        if subscribers.withLock({ $0.removeValue(forKey: id) }) != nil { count.wrappingSubtract(1, ordering: .relaxed) }
+        let removed = subscribers.withLock { list -> Bool in
+            guard let index = list.firstIndex(where: { ObjectIdentifier($0) == id }) else { return false }
+            list.remove(at: index)
+            return true
+        }
+        if removed { count.wrappingSubtract(1, ordering: .relaxed) }
     }
 
     /// Sends `record` (one JSON line) to the subscribers whose filter matches.
     func publish(_ event: Event, key: FlowKey, signals: [Signal], record: [UInt8]) {
         guard hasSubscribers else { return }
-        let matching = subscribers.withLock { $0.values.filter { $0.filter.matches(key, signals: signals) } }
-        guard !matching.isEmpty else { return }
-        var frame = Array("event: \(event.rawValue)\ndata: ".utf8)
-        frame += record.last == UInt8(ascii: "\n") ? record.dropLast() : record[...]
-        frame += Array("\n\n".utf8)
-        for subscriber in matching {
-            guard subscriber.inFlight.wrappingAdd(1, ordering: .relaxed).oldValue < Self.maxInFlight else {
-                subscriber.inFlight.wrappingSubtract(1, ordering: .relaxed)
-                subscriber.dropped.wrappingAdd(1, ordering: .relaxed)
-                continue
+        let all = subscribers.withLock { $0 }
+        var frame: [UInt8]?
+        for subscriber in all where subscriber.filter.matches(key, signals: signals) {
+            if frame == nil {
+                var bytes = Array("event: \(event.rawValue)\ndata: ".utf8)
+                bytes += record.last == UInt8(ascii: "\n") ? record.dropLast() : record[...]
+                bytes += [UInt8(ascii: "\n"), UInt8(ascii: "\n")]
+                frame = bytes
             }
-            let bytes = frame
-            subscriber.eventLoop.execute {
-                let dropped = subscriber.dropped.exchange(0, ordering: .relaxed)
-                if dropped > 0 { subscriber.write(Array(": \(dropped) events dropped: this client fell behind\n\n".utf8)) }
-                subscriber.write(bytes)
-                subscriber.inFlight.wrappingSubtract(1, ordering: .relaxed)
-            }
+            subscriber.enqueue(frame!)
         }
     }
 }
