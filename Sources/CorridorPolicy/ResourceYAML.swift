@@ -94,6 +94,9 @@ public enum ResourceYAML {
         "{\(values.sorted { $0.key < $1.key }.map { "\(quote($0.key)): \(quote($0.value))" }.joined(separator: ", "))}"
     }
 
+    /// A name as a YAML scalar (quoted).
+    public static func quoteName(_ name: String) -> String { quote(name) }
+
     /// A YAML double-quoted scalar: JSON's escapes, which YAML's double-quoted style reads the same.
     static func quote(_ text: String) -> String { JSONObjectText.quote(text) }
 }

@@ -53,7 +53,7 @@ final class AdminHandler: ChannelInboundHandler {
     }
 
     /// The paths that need the token when one is set: everything that shows traffic or policy.
-    static let protectedPaths: Set<String> = ["/flows", "/flows/stream", "/policy", "/explain"]
+    static let protectedPaths: Set<String> = ["/flows", "/flows/stream", "/policy", "/policy.yaml", "/explain"]
 
     /// Whether `head` may read `path`.
     private func authorized(_ head: HTTPRequestHead, path: String) -> Bool {
@@ -160,6 +160,8 @@ final class AdminHandler: ChannelInboundHandler {
             case "/flows":
                 let (flowStatus, flowBody) = FlowsEndpoint.json(AdminQuery(uri: head.uri), flows: proxy.accessLog.flows)
                 (status, contentType, body) = (flowStatus, "application/json", flowBody)
+            case "/policy.yaml":
+                (status, contentType, body) = (.ok, "application/yaml", Array(PolicySummary.yaml(proxy.policy.current).utf8))
             case "/explain":
                 (status, contentType, body) = Self.explain(AdminQuery(uri: head.uri), snapshot: proxy.policy.current)
             default:
@@ -205,6 +207,25 @@ extension AdminHandler: Sendable {}
 
 /// A JSON summary of a policy snapshot for `/policy` and `corridor check`.
 public enum PolicySummary {
+    /// The policy in force as YAML the loader reads back (`corridor report --admin`): the gateway's
+    /// mode and defaults that decide, the ExternalServices and the EgressPolicies (not the
+    /// workloads: in Kubernetes mode they are the pods).
+    public static func yaml(_ snapshot: PolicySnapshot) -> String {
+        let gateway = snapshot.gateway
+        let head = """
+            # The policy in force at generation \(snapshot.generation)
+            apiVersion: corridor.dev/v1alpha1
+            kind: GatewayConfig
+            metadata: {name: \(ResourceYAML.quoteName(gateway.name))}
+            spec:
+              mode: \(gateway.mode.rawValue)
+              unknownSources: \(gateway.unknownSources.rawValue)
+              tls: {allowECH: \(gateway.tls.allowECH), upstreamPort: \(gateway.tls.upstreamPort)}
+            """
+        return ResourceYAML.file([head] + snapshot.source.externalServices.map { ResourceYAML.render($0) }
+                                 + snapshot.source.egressPolicies.map { ResourceYAML.render($0) })
+    }
+
     /// The workloads listed at most (in Kubernetes mode they are the pods); `workloadCount` has them all.
     static let maxWorkloads = 500
 

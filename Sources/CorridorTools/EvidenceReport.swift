@@ -119,7 +119,7 @@ public struct EvidenceReport {
 
     /// PCI DSS requirements, cited exactly (v4.0 numbering, with the v3.2.1 ones the brief cites).
     static let requirements: [String: String] = [
-        "v4.0 1.3.2": "Outbound traffic from the CDE is restricted to only traffic that is necessary, and all other traffic is specifically denied.",
+        "v4.0 1.3.2": "Outbound traffic from the CDE is restricted as follows: to only traffic that is necessary; all other traffic is specifically denied.",
         "v4.0 1.2.5": "All services, protocols, and ports allowed are identified, approved, and have a defined business need.",
         "v4.0 1.2.7": "Configurations of NSCs are reviewed at least once every six months to confirm they are relevant and effective.",
         "v4.0 10.2.2": "Audit logs record the following details for each auditable event: user identification, type of event, date and time, success and failure indication, origination of event, identity or name of affected data, system component, resource, or service.",

@@ -11,7 +11,7 @@ struct Corridor: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "corridor",
         abstract: "An egress gateway for Kubernetes: TLS-only, SNI-inspecting, identity-aware.",
-        subcommands: [Run.self, Check.self, Explain.self, PolicyTest.self, Learn.self, IPTables.self, NetPol.self, Version.self]
+        subcommands: [Run.self, Check.self, Explain.self, PolicyTest.self, Learn.self, Report.self, IPTables.self, NetPol.self, Version.self]
     )
 }
 

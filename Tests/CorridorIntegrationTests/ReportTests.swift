@@ -1,0 +1,93 @@
+import Foundation
+import Testing
+
+/// `corridor report` on records a real gateway wrote: JSON of the documented shape, Markdown, and a
+/// self-contained HTML file whose sections a real headless Chromium renders; the live policy through
+/// --admin; the period's bounds.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct ReportTests {
+    private func corridor(_ arguments: [String]) throws -> CommandResult {
+        try runCommand(Repo.corridorBinary.path, arguments, timeout: 60)
+    }
+
+    @Test func theReportSaysWhatWasAllowedDeniedAndUnused() async throws {
+        let h = try await GatewayHarness(extra: """
+            ---
+            apiVersion: corridor.dev/v1alpha1
+            kind: ExternalService
+            metadata: {name: never-used}
+            spec: {hosts: ["*.never.test"], ports: [{number: 443, protocol: TLS}], access: All}
+            """)
+        defer { Task { await h.stop() } }
+        for _ in 0..<3 { _ = try h.curlViaConnect("https://api.allowed.test:\(h.upstream.port)/") }
+        for _ in 0..<2 { _ = try h.curlViaConnect("https://evil.test:\(h.upstream.port)/") }
+        _ = try h.curlViaConnect("https://x8k2j4h9q3z7w1v5.evil.test:443/")
+        #expect(await eventually { h.records().count == 6 })
+        #expect(try runCommand("gzip", ["-k", h.accessLogPath]).status == 0)
+
+        let json = try corridor(["report", "--config", h.configPath, "--format", "json", h.accessLogPath + ".gz"])
+        #expect(json.status == 0, "\(json.stderr)")
+        let object = try #require((try? JSONSerialization.jsonObject(with: Data(json.stdout.utf8))) as? [String: Any], "\(json.stdout)")
+        for key in ["scope", "data", "policy", "defaultDeny", "flows", "denied", "unusedGrants", "riskySettings", "signals", "findings", "requirements"] {
+            #expect(object[key] != nil, "missing \(key)")
+        }
+        #expect((object["data"] as? [String: Any])?["records"] as? Int == 6)
+        let deny = object["defaultDeny"] as? [String: Any] ?? [:]
+        #expect(deny["denied"] as? Int == 3 && deny["deniedUnregistered"] as? Int == 3 && deny["allowed"] as? Int == 3)
+        let denied = object["denied"] as? [[String: Any]] ?? []
+        #expect(denied.first?["workload"] as? String == "payments/checkout" && denied.first?["connections"] as? Int == 2, "\(denied)")
+        let grants = (object["policy"] as? [String: Any])?["grants"] as? [[String: Any]] ?? []
+        #expect(grants.contains { $0["externalService"] as? String == "allowed-api" && $0["usedInPeriod"] as? Bool == true }, "\(grants)")
+        #expect((object["riskySettings"] as? [String] ?? []).contains { $0.contains("never-used is open to every workload") })
+        #expect((object["riskySettings"] as? [String] ?? []).contains { $0.contains("wildcard *.never.test") })
+        #expect((object["signals"] as? [String: Int])?["generated_name"] == 1)
+        let findings = object["findings"] as? [[String: Any]] ?? []
+        #expect(findings.contains { ($0["requirements"] as? [String] ?? []).contains("v4.0 1.3.2") })
+        #expect((object["requirements"] as? [String: String])?["v4.0 1.3.2"]?.hasPrefix("Outbound traffic from the CDE is restricted") == true)
+
+        let markdown = try corridor(["report", "--config", h.configPath, "--format", "md", h.accessLogPath])
+        #expect(markdown.stdout.contains("## Findings and PCI DSS requirements") && markdown.stdout.contains("| payments/checkout | evil.test:"))
+
+        // Bounds: a period after every record has none.
+        let later = try corridor(["report", "--config", h.configPath, "--format", "json", "--since", "2099-01-01", h.accessLogPath])
+        #expect(((try? JSONSerialization.jsonObject(with: Data(later.stdout.utf8))) as? [String: Any]).flatMap { ($0["data"] as? [String: Any])?["records"] as? Int } == 0)
+
+        // The live policy of the running gateway.
+        let live = try corridor(["report", "--admin", "http://127.0.0.1:\(h.adminPort)", "--format", "json", h.accessLogPath])
+        #expect(live.status == 0, "\(live.stderr)")
+        #expect(live.stdout.contains("\"externalService\" : \"allowed-api\""), "\(live.stdout.prefix(400))")
+    }
+
+    @Test(.enabled(if: ChromiumECHTests.available, "needs Debian's chromium"))
+    func theHTMLIsSelfContainedAndRendersEverySection() async throws {
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        _ = try h.curlViaConnect("https://api.allowed.test:\(h.upstream.port)/")
+        _ = try h.curlViaConnect("https://evil.test:\(h.upstream.port)/")
+        #expect(await eventually { h.records().count == 2 })
+        let html = h.dir.path("report.html")
+        let result = try corridor(["report", "--config", h.configPath, "-o", html, h.accessLogPath])
+        #expect(result.status == 0, "\(result.stderr)")
+        let text = try String(contentsOfFile: html, encoding: .utf8)
+        for outside in ["<script", "<link", "src=", "@import", "url("] { #expect(!text.contains(outside), "\(outside)") }
+        let dom = try runCommand("chromium", ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-proxy-server", "--disable-background-networking",
+                                              "--host-resolver-rules=MAP * ~NOTFOUND", "--user-data-dir=\(h.dir.path("chromium"))", "--dump-dom", "file://\(html)"],
+                                 timeout: 60).stdout
+        for section in ["scope", "data", "findings", "policy", "default-deny", "flows", "denied", "unused", "risks", "signals"] {
+            #expect(dom.contains("<section id=\"\(section)\">"), "section \(section) is not in the rendered DOM")
+        }
+        for chart in ["chart-time", "chart-destinations", "chart-denied"] { #expect(dom.contains("id=\"\(chart)\""), "\(chart)") }
+        #expect(dom.contains("PCI DSS v4.0 1.3.2"))
+        if let dir = ProcessInfo.processInfo.environment["CORRIDOR_CONSOLE_SCREENSHOTS"] {
+            _ = try runCommand("chromium", ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-proxy-server", "--host-resolver-rules=MAP * ~NOTFOUND",
+                                            "--user-data-dir=\(h.dir.path("chromium-shot"))", "--window-size=1200,1600", "--screenshot=\(dir)/report.png",
+                                            "file://\(html)"], timeout: 60)
+        }
+    }
+
+    @Test func badInputIsRefused() throws {
+        #expect(try corridor(["report", "--config", "examples/nope.yaml", "-"]).status == 2)
+        let format = try corridor(["report", "--config", Repo.root.appendingPathComponent("examples/quickstart.yaml").path, "--format", "pdf", "-"])
+        #expect(format.status == 2 && format.stderr.contains("--format must be html, md or json"))
+    }
+}
