@@ -68,6 +68,37 @@ public final class AccessLog: Sendable {
         flows?.interim(record, line: bytes)
     }
 
+    /// The live stream's `open` event: who, where, the decision and the rule, without the fields
+    /// only an ending has (bytes, duration, cause) and without the reason's words (the rule says it).
+    static func openLine(_ record: ConnectionRecord) -> [UInt8] {
+        var json = JSONLine()
+        json.timestamp(LogKey.time, record.wallStart)
+        json.number(LogKey.connectionID, Int(truncatingIfNeeded: record.id))
+        json.string(LogKey.listener, record.listener)
+        json.string(LogKey.source, record.source.map(Self.format) ?? "unknown")
+        if let identity = record.identity {
+            json.object(LogKey.identity) { inner in
+                inner.string(LogKey.namespace, identity.namespace)
+                inner.string(LogKey.workload, identity.workload)
+                inner.string(LogKey.serviceAccount, identity.serviceAccount)
+            }
+        } else {
+            json.string(LogKey.identity, "unknown")
+        }
+        json.optionalString(LogKey.sni, record.sni)
+        json.optionalString(LogKey.connectHost, record.connectHost)
+        json.optionalString(LogKey.host, record.httpHost)
+        if let port = record.decision?.port ?? record.port { json.number(LogKey.port, port) }
+        let decision = record.decision
+        json.string(LogKey.decision, decision?.verdict.rawValue ?? "deny")
+        json.optionalString(LogKey.externalService, decision?.externalService)
+        json.optionalString(LogKey.egressPolicy, decision?.egressPolicy)
+        let signals = record.signals
+        if !signals.isEmpty { json.stringArray(LogKey.signals, signals.map(\.rawValue)) }
+        json.string(LogKey.event, FlowStream.Event.open.rawValue)
+        return json.finishLine()
+    }
+
     /// One record as a JSON line; `cause` nil for a connection still open.
     static func line(_ record: ConnectionRecord, event: FlowStream.Event, cause: CloseCause?, duration: Duration) -> [UInt8] {
         var json = JSONLine()

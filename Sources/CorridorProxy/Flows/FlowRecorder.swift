@@ -58,10 +58,7 @@ public final class FlowRecorder: Sendable {
         if new && settings.newDestination { signals.append(.newDestination) }
         nameSignals(record, key: key, into: &signals)
         if signals != record.signals { record.signals = signals }
-        if stream.hasSubscribers {
-            stream.publish(.open, key: key, signals: signals,
-                           record: AccessLog.line(record, event: .open, cause: nil, duration: ContinuousClock.now - record.started))
-        }
+        stream.publish(.open, key: key, signals: signals) { AccessLog.openLine(record) }
     }
 
     /// The final record is about to be written: its signals are settled.
@@ -106,7 +103,7 @@ public final class FlowRecorder: Sendable {
         byNamespace.increment()
         let signals = record.signals
         for signal in signals { signalCounters[signal]?.increment() }
-        stream.publish(.close, key: key, signals: signals, record: line)
+        stream.publish(.close, key: key, signals: signals) { line }
     }
 
     /// The per-service and per-namespace series (`corridor_service_connections_total`,
@@ -134,7 +131,7 @@ public final class FlowRecorder: Sendable {
 
     /// An interim record was written as `line`.
     func interim(_ record: ConnectionRecord, line: [UInt8]) {
-        stream.publish(.interim, key: key(of: record), signals: record.signals, record: line)
+        stream.publish(.interim, key: key(of: record), signals: record.signals) { line }
     }
 
     /// Whether `record`, open since it started, is due an interim record at `now`.

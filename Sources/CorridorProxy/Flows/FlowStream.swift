@@ -7,7 +7,7 @@ import Synchronization
 /// together every `flushDelay` (one wake-up of the admin loop and one write for many records); a
 /// subscriber with more than `maxPendingBytes` waiting loses events, and is told how many.
 public final class FlowStream: Sendable {
-    public enum Event: String, Sendable {
+    public enum Event: String, Sendable, Hashable {
         case open, interim, close
     }
 
@@ -108,19 +108,26 @@ public final class FlowStream: Sendable {
         if removed { count.wrappingSubtract(1, ordering: .relaxed) }
     }
 
-    /// Sends `record` (one JSON line) to the subscribers whose filter matches.
-    func publish(_ event: Event, key: FlowKey, signals: [Signal], record: [UInt8]) {
+    /// Sends the record `record` makes (one JSON line, made only if some subscriber's filter wants
+    /// it) to those subscribers.
+    func publish(_ event: Event, key: FlowKey, signals: [Signal], record: () -> [UInt8]) {
         guard hasSubscribers else { return }
         let all = subscribers.withLock { $0 }
         var frame: [UInt8]?
         for subscriber in all where subscriber.filter.matches(key, signals: signals) {
             if frame == nil {
-                var bytes = Array("event: \(event.rawValue)\ndata: ".utf8)
-                bytes += record.last == UInt8(ascii: "\n") ? record.dropLast() : record[...]
-                bytes += [UInt8(ascii: "\n"), UInt8(ascii: "\n")]
+                let line = record()
+                var bytes = Self.prefixes[event]!
+                bytes.reserveCapacity(bytes.count + line.count + 1)
+                bytes += line.last == UInt8(ascii: "\n") ? line.dropLast() : line[...]
+                bytes += Self.frameEnd
                 frame = bytes
             }
             subscriber.enqueue(frame!)
         }
     }
+
+    private static let prefixes: [Event: [UInt8]] = [.open: Array("event: open\ndata: ".utf8), .interim: Array("event: interim\ndata: ".utf8),
+                                                      .close: Array("event: close\ndata: ".utf8)]
+    private static let frameEnd: [UInt8] = [UInt8(ascii: "\n"), UInt8(ascii: "\n")]
 }
