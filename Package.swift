@@ -131,7 +131,7 @@ let package = Package(
         .testTarget(
             name: "CorridorIntegrationTests",
             dependencies: [
-                "CorridorGateway", "CorridorProxy", "CorridorPolicy", "CorridorKubernetes",
+                "CorridorGateway", "CorridorProxy", "CorridorPolicy", "CorridorKubernetes", "CorridorTools",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

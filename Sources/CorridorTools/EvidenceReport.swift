@@ -15,6 +15,16 @@ public struct EvidenceReport {
         var reason = ""
         var decisions: Set<String> = []
 
+        mutating func merge(_ other: Seen) {
+            connections += other.connections
+            if first.isEmpty || (!other.first.isEmpty && other.first < first) { first = other.first }
+            if other.last >= last {
+                last = other.last
+                reason = other.reason
+            }
+            decisions.formUnion(other.decisions)
+        }
+
         mutating func add(_ entry: AccessLogEntry) {
             connections += 1
             if first.isEmpty || entry.time < first { first = entry.time }
@@ -86,6 +96,34 @@ public struct EvidenceReport {
             signals[signal, default: 0] += 1
             if signalExamples.count < 200 { signalExamples.append((signal, who, destination, entry.time)) }
         }
+    }
+
+    /// Adds what `other` read (another part of the same period's records, read in parallel).
+    public mutating func merge(_ other: EvidenceReport) {
+        records += other.records
+        skipped += other.skipped
+        if first.isEmpty || (!other.first.isEmpty && other.first < first) { first = other.first }
+        if other.last > last { last = other.last }
+        for (hour, slot) in other.hours {
+            let mine = hours[hour] ?? (0, 0)
+            hours[hour] = (mine.connections + slot.connections, mine.denials + slot.denials)
+        }
+        generations.formUnion(other.generations)
+        restarts += other.restarts
+        decisions.merge(other.decisions, uniquingKeysWith: +)
+        for (table, theirs) in [(\EvidenceReport.flows, other.flows), (\EvidenceReport.denied, other.denied)] {
+            for (who, destinations) in theirs {
+                for (destination, seen) in destinations {
+                    self[keyPath: table][who, default: [:]][destination, default: Seen()].merge(seen)
+                }
+            }
+        }
+        grantsUsed.formUnion(other.grantsUsed)
+        signals.merge(other.signals, uniquingKeysWith: +)
+        signalExamples += other.signalExamples.prefix(max(0, 200 - signalExamples.count))
+        unregisteredDenials += other.unregisteredDenials
+        unknownSourceConnections += other.unknownSourceConnections
+        destinations.merge(other.destinations, uniquingKeysWith: +)
     }
 
     static func destination(_ entry: AccessLogEntry) -> String {
@@ -250,7 +288,9 @@ public struct EvidenceReport {
     }
 
     func sortedDenied() -> [(who: String, destination: String, seen: Seen)] {
-        denied.flatMap { who, destinations in destinations.map { (who, $0.key, $0.value) } }.sorted { $0.seen.connections > $1.seen.connections }
+        denied.flatMap { who, destinations in destinations.map { (who, $0.key, $0.value) } }.sorted {
+            ($0.seen.connections, $1.who, $1.destination) > ($1.seen.connections, $0.who, $0.destination)
+        }
     }
 
     func sortedFlows() -> [(who: String, destination: String, seen: Seen)] {

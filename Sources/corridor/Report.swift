@@ -75,18 +75,14 @@ struct Report: AsyncParsableCommand {
             }
             policySource = "\(admin!)/policy.yaml"
         }
-        var report = EvidenceReport(since: sinceBound, until: untilBound)
-        var lines = 0
-        for path in logs {
-            do {
-                try AccessLogReader.forEachLine(path) { line, _ in
-                    report.add(line: line)
-                    lines += 1
-                    if lines % 1_000_000 == 0 { printError("corridor report: \(lines / 1_000_000) million lines read") }
-                }
-            } catch {
-                fail("\(error)")
-            }
+        let report: EvidenceReport
+        do {
+            // Parsed on every core, merged at the end.
+            report = try ParallelLineReader.read(logs, make: { EvidenceReport(since: sinceBound, until: untilBound) },
+                                                 add: { part, line in part.add(line: line) }, merge: { $0.merge($1) },
+                                                 progress: { printError("corridor report: \($0 / 1_000_000) million lines read") })
+        } catch {
+            fail("\(error)")
         }
         let text = report.render(format, snapshot: snapshot, policySource: policySource, inputs: logs)
         if let output {

@@ -1,3 +1,6 @@
+import CorridorGateway
+import CorridorPolicy
+import CorridorTools
 import Foundation
 import Testing
 
@@ -83,6 +86,29 @@ struct ReportTests {
                                             "--user-data-dir=\(h.dir.path("chromium-shot"))", "--window-size=1200,1600", "--screenshot=\(dir)/report.png",
                                             "file://\(html)"], timeout: 60)
         }
+    }
+
+    /// Read in parallel batches and merged, the report says exactly what reading it in one pass says.
+    @Test func parallelPartsMergeToTheSameReport() throws {
+        let dir = try TempDir()
+        let log = dir.path("generated.log")
+        let generated = try runCommand("python3", [Repo.root.appendingPathComponent("bench/report/generate.py").path, "45000"], timeout: 120)
+        try generated.stdout.write(toFile: log, atomically: true, encoding: .utf8)
+        let snapshot = try PolicyFile.loadCompiled(Repo.root.appendingPathComponent("examples/quickstart.yaml").path, generation: 1).snapshot
+        var sequential = EvidenceReport(since: nil, until: nil)
+        try AccessLogReader.forEachLine(log) { line, _ in sequential.add(line: line) }
+        let parallel = try ParallelLineReader.read([log], make: { EvidenceReport(since: nil, until: nil) }, add: { $0.add(line: $1) }, merge: { $0.merge($1) })
+        let date = Date(timeIntervalSince1970: 0)
+        let one = sequential.render(.json, snapshot: snapshot, policySource: "p", inputs: [log], generated: date)
+        let many = parallel.render(.json, snapshot: snapshot, policySource: "p", inputs: [log], generated: date)
+        // Signal examples are the first 200 met, which depends on the order; everything else must agree.
+        func withoutExamples(_ text: String) -> [String: Any] {
+            var object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
+            object["signalExamples"] = nil
+            return object
+        }
+        #expect(NSDictionary(dictionary: withoutExamples(one)).isEqual(to: withoutExamples(many)))
+        #expect(((withoutExamples(many)["data"] as? [String: Any])?["records"] as? Int) == 45000)
     }
 
     @Test func badInputIsRefused() throws {
