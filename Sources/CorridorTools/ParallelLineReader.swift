@@ -10,12 +10,12 @@ public enum ParallelLineReader {
     /// `make` starts an empty part; `add` folds a line into it; `merge` folds a part into another.
     /// `progress` is told every million lines.
     public static func read<Part>(_ paths: [String], make: @escaping @Sendable () -> Part, add: @escaping @Sendable (inout Part, Substring) -> Void,
-                                  merge: (inout Part, Part) -> Void, progress: (Int) -> Void = { _ in }) throws -> Part {
+                                  merge: @escaping @Sendable (inout Part, Part) -> Void, progress: (Int) -> Void = { _ in }) throws -> Part {
         let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
         let slots = DispatchSemaphore(value: cores * 2)
         let group = DispatchGroup()
         let queue = DispatchQueue(label: "corridor.report", attributes: .concurrent)
-        let parts = PartBox<Part>()
+        let parts = PartBox<Part>(make())
         var batch: [String] = []
         batch.reserveCapacity(batchLines)
         var lines = 0
@@ -24,7 +24,7 @@ public enum ParallelLineReader {
             queue.async(group: group) {
                 var part = make()
                 for line in lines { add(&part, Substring(line)) }
-                parts.append(part)
+                parts.fold(part, merge)
                 slots.signal()
             }
         }
@@ -42,15 +42,16 @@ public enum ParallelLineReader {
         }
         if !batch.isEmpty { dispatch(batch) }
         group.wait()
-        var result = make()
-        for part in parts.take() { merge(&result, part) }
-        return result
+        return parts.take()
     }
 
+    /// The running total: each finished part is merged into it at once, so memory holds the
+    /// total and the batches in flight, not one part per batch.
     private final class PartBox<Part>: @unchecked Sendable {
         private let lock = NSLock()
-        private var parts: [Part] = []
-        func append(_ part: Part) { lock.lock(); parts.append(part); lock.unlock() }
-        func take() -> [Part] { lock.lock(); defer { lock.unlock() }; return parts }
+        private var total: Part
+        init(_ empty: Part) { total = empty }
+        func fold(_ part: Part, _ merge: (inout Part, Part) -> Void) { lock.lock(); merge(&total, part); lock.unlock() }
+        func take() -> Part { lock.lock(); defer { lock.unlock() }; return total }
     }
 }
