@@ -18,7 +18,7 @@ if [ ! -s "$log" ]; then
 fi
 size=$(stat -c %s "$log")
 echo "log: $(awk -v s="$size" 'BEGIN {printf "%.2f GiB", s / 1073741824}'), $millions million records"
-for format in json html; do
+for format in ${REPORT_BENCH_FORMATS:-json html}; do
     start=$(date +%s.%N)
     /usr/bin/time -f "%M" -o "$dir/rss" "$bin" report --config "$root/examples/quickstart.yaml" --format "$format" -o "$dir/report.$format" "$log" 2>"$dir/err" || { cat "$dir/err"; exit 1; }
     end=$(date +%s.%N)
