@@ -371,6 +371,9 @@ struct JSONObjectText {
 
     var text: String { "{" + parts.joined(separator: ",") + "}" }
 
+    /// A double-quoted string that reads the same as JSON and as YAML (ResourceYAML uses it too):
+    /// control characters, DEL, the C1 controls and the two non-characters YAML refuses raw are
+    /// escaped as `\uXXXX`; everything else is written as it is.
     static func quote(_ text: String) -> String {
         var out = "\""
         for scalar in text.unicodeScalars {
@@ -381,7 +384,7 @@ struct JSONObjectText {
             case "\r": out += "\\r"
             case "\t": out += "\\t"
             default:
-                if scalar.value < 0x20 {
+                if scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value) || scalar.value == 0xfffe || scalar.value == 0xffff {
                     let hex = String(scalar.value, radix: 16)
                     out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
                 } else {

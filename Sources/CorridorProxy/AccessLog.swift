@@ -68,23 +68,34 @@ public final class AccessLog: Sendable {
         flows?.interim(record, line: bytes)
     }
 
-    /// The live stream's `open` event: who, where, the decision and the rule, without the fields
-    /// only an ending has (bytes, duration, cause) and without the reason's words (the rule says it).
-    static func openLine(_ record: ConnectionRecord) -> [UInt8] {
-        var json = JSONLine()
+    /// What every record and event starts with: when, which connection, on which listener, from
+    /// where, and who (with the workload's labels when `labels`).
+    private static func head(_ record: ConnectionRecord, labels: Bool, into json: inout JSONLine) {
         json.timestamp(LogKey.time, record.wallStart)
         json.number(LogKey.connectionID, Int(truncatingIfNeeded: record.id))
         json.string(LogKey.listener, record.listener)
         json.string(LogKey.source, record.source.map(Self.format) ?? "unknown")
-        if let identity = record.identity {
-            json.object(LogKey.identity) { inner in
-                inner.string(LogKey.namespace, identity.namespace)
-                inner.string(LogKey.workload, identity.workload)
-                inner.string(LogKey.serviceAccount, identity.serviceAccount)
-            }
-        } else {
+        guard let identity = record.identity else {
             json.string(LogKey.identity, "unknown")
+            return
         }
+        json.object(LogKey.identity) { inner in
+            inner.string(LogKey.namespace, identity.namespace)
+            inner.string(LogKey.workload, identity.workload)
+            inner.string(LogKey.serviceAccount, identity.serviceAccount)
+            if labels {
+                inner.object(LogKey.labels) { labels in
+                    for (key, value) in identity.labels.sorted(by: { $0.key < $1.key }) { labels.string(key, value) }
+                }
+            }
+        }
+    }
+
+    /// The live stream's `open` event: who, where, the decision and the rule, without the fields
+    /// only an ending has (bytes, duration, cause) and without the reason's words (the rule says it).
+    static func openLine(_ record: ConnectionRecord) -> [UInt8] {
+        var json = JSONLine()
+        head(record, labels: false, into: &json)
         json.optionalString(LogKey.sni, record.sni)
         json.optionalString(LogKey.connectHost, record.connectHost)
         json.optionalString(LogKey.host, record.httpHost)
@@ -102,22 +113,7 @@ public final class AccessLog: Sendable {
     /// One record as a JSON line; `cause` nil for a connection still open.
     static func line(_ record: ConnectionRecord, event: FlowStream.Event, cause: CloseCause?, duration: Duration) -> [UInt8] {
         var json = JSONLine()
-        json.timestamp(LogKey.time, record.wallStart)
-        json.number(LogKey.connectionID, Int(truncatingIfNeeded: record.id))
-        json.string(LogKey.listener, record.listener)
-        json.string(LogKey.source, record.source.map(Self.format) ?? "unknown")
-        if let identity = record.identity {
-            json.object(LogKey.identity) { inner in
-                inner.string(LogKey.namespace, identity.namespace)
-                inner.string(LogKey.workload, identity.workload)
-                inner.string(LogKey.serviceAccount, identity.serviceAccount)
-                inner.object(LogKey.labels) { labels in
-                    for (key, value) in identity.labels.sorted(by: { $0.key < $1.key }) { labels.string(key, value) }
-                }
-            }
-        } else {
-            json.string(LogKey.identity, "unknown")
-        }
+        head(record, labels: true, into: &json)
         json.optionalString(LogKey.sni, record.sni)
         json.optionalString(LogKey.connectHost, record.connectHost)
         json.optionalString(LogKey.method, record.httpMethod)

@@ -59,6 +59,14 @@ public struct AccessLogEntry: Sendable {
         return source
     }
 
+    /// The bound `option` (`--since`, `--until`) gives, normalised; nil when not given; a
+    /// sentence naming the option when it is not a time.
+    public static func timeBound(_ text: String?, option: String) throws(AccessLogReader.Failure) -> String? {
+        guard let text else { return nil }
+        guard let bound = timeBound(text) else { throw AccessLogReader.Failure(description: "\(option): '\(text)' is not a date or RFC 3339 time") }
+        return bound
+    }
+
     /// Normalises a `--since`/`--until` bound (`2026-11-27`, `2026-11-27T10:00:00Z`, or with an
     /// offset) to the records' own format, so it compares as text.
     public static func timeBound(_ text: String) -> String? {

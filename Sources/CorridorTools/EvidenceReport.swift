@@ -224,6 +224,7 @@ public struct EvidenceReport {
 
     func findings(_ snapshot: PolicySnapshot) -> [Finding] {
         let grants = grants(snapshot)
+        let gaps = gaps()
         let unused = grants.filter { !$0.used }
         let risks = risks(snapshot)
         let gateway = snapshot.gateway
@@ -246,8 +247,8 @@ public struct EvidenceReport {
                     text: "\(records) access records: each names the workload (namespace, service account, labels), the destination, the decision and the rule, time, bytes and outcome",
                     requirements: ["v4.0 10.2.2"], ok: records > 0),
             Finding(id: "coverage",
-                    text: "records from \(first.isEmpty ? "-" : first) to \(last.isEmpty ? "-" : last); \(gaps().count) hours without records; keep 12 months of logs, 3 immediately available",
-                    requirements: ["v4.0 10.5.1"], ok: gaps().isEmpty && records > 0),
+                    text: "records from \(first.isEmpty ? "-" : first) to \(last.isEmpty ? "-" : last); \(gaps.count) hours without records; keep 12 months of logs, 3 immediately available",
+                    requirements: ["v4.0 10.5.1"], ok: gaps.isEmpty && records > 0),
         ]
     }
 

@@ -84,14 +84,8 @@ public struct PolicyLearner {
 
     public init(options: Options) throws(AccessLogReader.Failure) {
         self.options = options
-        since = try options.since.map { text throws(AccessLogReader.Failure) in
-            guard let bound = AccessLogEntry.timeBound(text) else { throw AccessLogReader.Failure(description: "--since: '\(text)' is not a date or RFC 3339 time") }
-            return bound
-        }
-        until = try options.until.map { text throws(AccessLogReader.Failure) in
-            guard let bound = AccessLogEntry.timeBound(text) else { throw AccessLogReader.Failure(description: "--until: '\(text)' is not a date or RFC 3339 time") }
-            return bound
-        }
+        since = try AccessLogEntry.timeBound(options.since, option: "--since")
+        until = try AccessLogEntry.timeBound(options.until, option: "--until")
     }
 
     /// Guard refusals: not policy, never learned.

@@ -80,17 +80,9 @@ struct Explain: AsyncParsableCommand {
         if let pod { parameters.append(("pod", pod)) }
         if ech { parameters.append(("ech", "true")) }
         let path = "/explain?" + parameters.map { "\(Self.escape($0.0))=\(Self.escape($0.1))" }.joined(separator: "&")
-        var token: String?
-        if let tokenFile {
-            do {
-                token = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            } catch {
-                fail("--token-file: cannot read \(tokenFile): \(error.localizedDescription)")
-            }
-        }
         let response: AdminClient.Response
         do {
-            response = try await AdminClient.get(admin!, path: path, token: token)
+            response = try await AdminClient.get(admin!, path: path, token: readTokenFileOrExit(tokenFile))
         } catch {
             fail("\(error)")
         }
@@ -108,6 +100,17 @@ struct Explain: AsyncParsableCommand {
         var allowed = CharacterSet.alphanumerics
         allowed.insert(charactersIn: "-._~/:")
         return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+    }
+}
+
+/// The admin API token in `path` (`--token-file`), without surrounding whitespace; nil when no
+/// file is given; exit 2 when it cannot be read.
+func readTokenFileOrExit(_ path: String?) -> String? {
+    guard let path else { return nil }
+    do {
+        return try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+    } catch {
+        fail("--token-file: cannot read \(path): \(error.localizedDescription)")
     }
 }
 

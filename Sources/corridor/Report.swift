@@ -42,13 +42,12 @@ struct Report: AsyncParsableCommand {
         guard (config == nil) != (admin == nil) else { fail("give exactly one of --config FILE and --admin URL") }
         guard let format = EvidenceReport.Format(rawValue: format) else { fail("--format must be html, md or json, got '\(format)'") }
         guard !logs.isEmpty else { fail("give at least one access-log file (or - for standard input)") }
-        let sinceBound = try since.map { text -> String in
-            guard let bound = AccessLogEntry.timeBound(text) else { fail("--since: '\(text)' is not a date or RFC 3339 time") }
-            return bound
-        }
-        let untilBound = try until.map { text -> String in
-            guard let bound = AccessLogEntry.timeBound(text) else { fail("--until: '\(text)' is not a date or RFC 3339 time") }
-            return bound
+        let sinceBound: String?, untilBound: String?
+        do {
+            sinceBound = try AccessLogEntry.timeBound(since, option: "--since")
+            untilBound = try AccessLogEntry.timeBound(until, option: "--until")
+        } catch {
+            fail(error.description)
         }
         let snapshot: PolicySnapshot
         let policySource: String
@@ -56,14 +55,9 @@ struct Report: AsyncParsableCommand {
             snapshot = loadPolicyOrExit(config)
             policySource = config
         } else {
-            var token: String?
-            if let tokenFile {
-                guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8) else { fail("--token-file: cannot read \(tokenFile)") }
-                token = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            }
             let response: AdminClient.Response
             do {
-                response = try await AdminClient.get(admin!, path: "/policy.yaml", token: token)
+                response = try await AdminClient.get(admin!, path: "/policy.yaml", token: readTokenFileOrExit(tokenFile))
             } catch {
                 fail("\(error)")
             }
