@@ -56,7 +56,7 @@ public final class FlowRecorder: Sendable {
         let new = table.opened(key, at: AccessLog.now())
         var signals = record.signals
         if new && settings.newDestination { signals.append(.newDestination) }
-        nameSignals(record, key: key, into: &signals)
+        nameSignals(record, into: &signals)
         if signals != record.signals { record.signals = signals }
         stream.publish(.open, key: key, signals: signals) { AccessLog.openLine(record) }
     }
@@ -65,7 +65,7 @@ public final class FlowRecorder: Sendable {
     func finishing(_ record: ConnectionRecord, cause: CloseCause) {
         var signals = record.signals
         if !settings.guardRefused { signals.removeAll { $0 == .guardRefused } }
-        if !record.opened { nameSignals(record, key: key(of: record), into: &signals) }
+        if !record.opened { nameSignals(record, into: &signals) }
         if settings.denyBurst, record.decision?.verdict ?? .deny == .deny {
             let identity = record.identity
             let who = identity.map { "\($0.namespace)/\($0.workload)" } ?? "unknown \(record.sourceIP)"
@@ -78,9 +78,9 @@ public final class FlowRecorder: Sendable {
     }
 
     /// Signals of the destination itself, raised once: a generated-looking name, an address mismatch.
-    private func nameSignals(_ record: ConnectionRecord, key: FlowKey, into signals: inout [Signal]) {
-        if settings.generatedName, !signals.contains(.generatedName), record.connectHost ?? record.sni ?? record.httpHost != nil,
-           GeneratedNameCheck.looksGenerated(key.destination, minLength: settings.generatedNameMinLength, minEntropy: settings.generatedNameMinEntropy) {
+    private func nameSignals(_ record: ConnectionRecord, into signals: inout [Signal]) {
+        if settings.generatedName, !signals.contains(.generatedName), let name = record.connectHost ?? record.sni ?? record.httpHost,
+           GeneratedNameCheck.looksGenerated(name, minLength: settings.generatedNameMinLength, minEntropy: settings.generatedNameMinEntropy) {
             signals.append(.generatedName)
         }
         if settings.addressMismatch, record.addressMismatch, !signals.contains(.addressMismatch) { signals.append(.addressMismatch) }
