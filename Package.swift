@@ -64,6 +64,8 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // Generates the version and git commit (scripts/build-info) before every build.
+        .plugin(name: "BuildInfoPlugin", capability: .buildTool()),
         // Composition: the policy store, config reload, signals, drain, cluster sync.
         .target(
             name: "CorridorGateway",
@@ -75,7 +77,8 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ]
+            ],
+            plugins: ["BuildInfoPlugin"]
         ),
         // Operators' tools around the gateway that are not the data plane: the admin API client,
         // and the offline tools over access logs (learn).

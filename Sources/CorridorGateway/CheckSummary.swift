@@ -1,10 +1,5 @@
 import CorridorPolicy
 
-/// The version `corridor version` prints.
-public enum CorridorVersion {
-    public static let string = "0.1.0"
-}
-
 /// The human summary `corridor check` prints for a valid file.
 public enum CheckSummary {
     static func describe(_ port: ExternalService.Port) -> String {

@@ -113,6 +113,12 @@ public final class Gateway: Sendable {
                                  accessLog: accessLog, metrics: metrics, logger: logger)
         self.proxy = proxy
         metrics.policyReload(succeeded: true, snapshot: snapshot)
+        metrics.registry.makeGauge(
+            descriptor: .init(metricName: "corridor_build_info", unitName: "",
+                              helpText: "Always 1; the labels say which release and git commit this gateway runs"),
+            labels: [("version", CorridorVersion.version), ("commit", CorridorVersion.commit),
+                     ("tree_dirty", CorridorVersion.treeDirty ? "true" : "false")]
+        ).set(to: 1)
         if let endpoint = options.kubernetes {
             let generations = self.generations
             var base = snapshot.source

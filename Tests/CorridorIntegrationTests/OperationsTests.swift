@@ -17,6 +17,9 @@ struct OperationsTests {
         #expect(metrics.contains("corridor_upstream_connect_seconds_bucket"))
         #expect(metrics.contains("corridor_active_connections"))
         #expect(metrics.contains(#"corridor_policy_reloads_total{result="success"} 1"#))
+        let version = try String(contentsOf: Repo.root.appendingPathComponent("VERSION"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(metrics.contains(#"corridor_build_info{version="\#(version)",commit=""#), "\(metrics)")
         #expect(try runCommand("curl", ["-sS", "--max-time", "10", "\(admin)/healthz"]).stdout == "ok\n")
         #expect(try runCommand("curl", ["-sS", "--max-time", "10", "\(admin)/readyz"]).stdout == "ready\n")
         let policy = try runCommand("curl", ["-sS", "--max-time", "10", "\(admin)/policy"]).stdout
