@@ -186,10 +186,13 @@ struct IPTables: ParsableCommand {
 struct NetPol: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "netpol",
-        abstract: "Print the NetworkPolicies that let application namespaces reach only DNS and the gateway, and the gateway only the outside.")
+        abstract: "Print the NetworkPolicies that let application namespaces reach only DNS and the gateway, and the gateway only them, DNS, the API server and the outside.")
 
-    @Option(name: .long, help: "Application namespaces, comma-separated.")
+    @Option(name: .long, help: "Application namespaces, comma-separated: their egress goes only to DNS and the gateway, and only they reach the gateway's listeners.")
     var namespaces: String
+
+    @Option(name: .long, help: "The gateway's config file: the listener ports come from its spec.listeners. Without it, the ports deploy/ runs with (tls 15443, connect 13128, http 15080, admin 15000).")
+    var config: String?
 
     @Option(name: .long, help: "The gateway's namespace.")
     var gatewayNamespace = "corridor-system"
@@ -197,20 +200,39 @@ struct NetPol: ParsableCommand {
     @Option(name: .long, help: "The gateway pods' labels, key=value[,key=value].")
     var gatewayLabels = "app.kubernetes.io/name=corridor"
 
-    @Option(name: .long, help: "The gateway's TCP ports applications may use, comma-separated.")
-    var gatewayPorts = "15443,13128"
-
     @Option(name: .long, help: "The cluster's pod CIDRs, comma-separated.")
     var podCIDR: String
 
     @Option(name: .long, help: "The cluster's service CIDRs, comma-separated.")
     var serviceCIDR: String
 
+    @Option(name: .long, help: "The API server's endpoint addresses as CIDRs, comma-separated (kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes): the gateway in Kubernetes mode reads policy from it.")
+    var apiServer: String?
+
+    @Option(name: .long, help: "The API server's ports, comma-separated.")
+    var apiServerPorts = "443,6443"
+
+    @Flag(name: .long, help: "File mode: the gateway does not talk to the API server.")
+    var noApiServer = false
+
+    @Option(name: .long, help: "The namespace that scrapes the admin port (/metrics); empty for none.")
+    var monitoringNamespace = "monitoring"
+
     @Option(name: .long, help: "The cluster DNS namespace.")
     var dnsNamespace = "kube-system"
 
     @Option(name: .long, help: "The cluster DNS pods' labels, key=value[,key=value].")
     var dnsLabels = "k8s-app=kube-dns"
+
+    @Flag(name: .long, help: "Only the gateway namespace's own policies (what deploy/base ships).")
+    var gatewayOnly = false
+
+    mutating func validate() throws {
+        if apiServer == nil && !noApiServer {
+            throw ValidationError("--api-server: the API server's addresses are needed in Kubernetes mode (kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes); pass --no-api-server in file mode")
+        }
+        if apiServer != nil && noApiServer { throw ValidationError("--api-server and --no-api-server contradict each other") }
+    }
 
     mutating func run() throws {
         func names(_ text: String, _ flag: String) throws -> [String] {
@@ -228,22 +250,31 @@ struct NetPol: ParsableCommand {
                 return (parts[0], parts[1])
             }
         }
-        let ports = try gatewayPorts.split(separator: ",").map { item in
-            guard let port = Int(item), (1...65535).contains(port) else { throw ValidationError("--gateway-ports: '\(item)' is not a port") }
-            return port
+        func portList(_ text: String, _ flag: String) throws -> [Int] {
+            try text.split(separator: ",").map { item in
+                guard let port = Int(item), (1...65535).contains(port) else { throw ValidationError("\(flag): '\(item)' is not a port") }
+                return port
+            }
+        }
+        let ports = config.map { GatewayPorts(loadPolicyOrExit($0).gateway) } ?? .standard
+        guard !ports.application.isEmpty else {
+            throw ValidationError("--config: \(config ?? ""): no tls, connect or http listener for applications to reach")
         }
         let policies = NetworkPolicies(
             namespaces: try names(namespaces, "--namespaces"), gatewayNamespace: try names(gatewayNamespace, "--gateway-namespace")[0],
-            gatewayLabels: try pairs(gatewayLabels, "--gateway-labels"), gatewayPorts: ports,
+            gatewayLabels: try pairs(gatewayLabels, "--gateway-labels"), ports: ports,
             dnsNamespace: try names(dnsNamespace, "--dns-namespace")[0], dnsLabels: try pairs(dnsLabels, "--dns-labels"),
-            podCIDRs: try parseCIDRs([podCIDR], flag: "--pod-cidr"), serviceCIDRs: try parseCIDRs([serviceCIDR], flag: "--service-cidr"))
-        print(policies.yaml, terminator: "")
+            podCIDRs: try parseCIDRs([podCIDR], flag: "--pod-cidr"), serviceCIDRs: try parseCIDRs([serviceCIDR], flag: "--service-cidr"),
+            apiServerCIDRs: try apiServer.map { try parseCIDRs([$0], flag: "--api-server") } ?? [],
+            apiServerPorts: try portList(apiServerPorts, "--api-server-ports"),
+            monitoringNamespace: monitoringNamespace.isEmpty ? nil : try names(monitoringNamespace, "--monitoring-namespace")[0])
+        print(gatewayOnly ? policies.gatewayYAML : policies.yaml, terminator: "")
     }
 }
 
 struct Version: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the version.")
-    mutating func run() { print("corridor \(CorridorVersion.string)") }
+    static let configuration = CommandConfiguration(abstract: "Print the version and the git commit this binary was built from.")
+    mutating func run() { print(CorridorVersion.text, terminator: "") }
 }
 
 /// CIDRs from repeated and/or comma-separated option values; the error names the flag.

@@ -7,10 +7,15 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(2)))
 struct DeployManifestTests {
     static let base = Repo.root.appendingPathComponent("deploy/base").path
+    /// The Kubernetes objects of the base (corridor.yaml is the gateway's config, which kustomize
+    /// turns into a ConfigMap).
     static var manifests: [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).filter { $0.hasSuffix(".yaml") && $0 != "kustomization.yaml" }
+        ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? [])
+            .filter { $0.hasSuffix(".yaml") && $0 != "kustomization.yaml" && $0 != "corridor.yaml" }
             .sorted().map { "\(base)/\($0)" }
     }
+    /// The gateway's config that the ConfigMap holds.
+    static let config = "\(base)/corridor.yaml"
     static let examples = Repo.root.appendingPathComponent("examples/cluster").path
     static var clusterExamples: [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: examples)) ?? []).filter { $0.hasSuffix(".yaml") }.sorted().map { "\(examples)/\($0)" }
@@ -22,18 +27,6 @@ struct DeployManifestTests {
         [["corridor.dev"], ["egresspolicies", "externalservices"], ["get", "list", "watch"]],
         [["corridor.dev"], ["egresspolicies/status", "externalservices/status"], ["get", "patch", "update"]],
     ]
-
-    /// Writes the ConfigMap's corridor.yaml into `dir` and returns its path.
-    static func extractConfig(into dir: TempDir) throws -> String {
-        let config = dir.path("corridor.yaml")
-        let extract = try runCommand("python3", ["-c", """
-            import sys, yaml
-            doc = yaml.safe_load(open(sys.argv[1]))
-            open(sys.argv[2], "w").write(doc["data"]["corridor.yaml"])
-            """, "\(base)/configmap.yaml", config])
-        guard extract.status == 0 else { throw TestError.failed("cannot read the ConfigMap: \(extract.stderr)") }
-        return config
-    }
 
     /// `kubectl kustomize` of a directory (relative to the repository), written to a file in `dir`.
     static func render(_ kustomization: String, into dir: TempDir) throws -> String {
@@ -56,7 +49,8 @@ struct DeployManifestTests {
             def container(c):
                 context = c.get("securityContext", {})
                 caps = context.get("capabilities", {})
-                return {"name": c["name"], "args": c.get("args", []), "add": sorted(caps.get("add", [])), "drop": caps.get("drop", []),
+                return {"name": c["name"], "image": c["image"], "args": c.get("args", []),
+                        "ports": {p["name"]: p["containerPort"] for p in c.get("ports", [])}, "add": sorted(caps.get("add", [])), "drop": caps.get("drop", []),
                         "runAsUser": context.get("runAsUser", podContext.get("runAsUser")),
                         "runAsNonRoot": context.get("runAsNonRoot", podContext.get("runAsNonRoot", False)),
                         "allowPrivilegeEscalation": context.get("allowPrivilegeEscalation", True),
@@ -66,6 +60,7 @@ struct DeployManifestTests {
             namespace = next(d for d in docs if d["kind"] == "Namespace")
             print(json.dumps({
                 "kinds": sorted(d["kind"] for d in docs),
+                "networkPolicies": sorted(d["metadata"]["name"] for d in docs if d["kind"] == "NetworkPolicy"),
                 "workloadKind": workload["kind"],
                 "podSecurity": namespace["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce", ""),
                 "hostNetwork": pod.get("hostNetwork", False),
@@ -85,12 +80,11 @@ struct DeployManifestTests {
         #expect(Self.manifests.count >= 7)
         let result = try runCommand("kubernetes-validate", ["--strict", "-k", "1.33.0"] + Self.manifests)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
-        #expect(result.stdout.components(separatedBy: "passed for resource").count - 1 == 8)
+        #expect(result.stdout.components(separatedBy: "passed for resource").count - 1 == 9)
     }
 
-    @Test func theConfigMapHoldsAConfigThatCorridorAccepts() throws {
-        let dir = try TempDir()
-        let config = try Self.extractConfig(into: dir)
+    @Test func theConfigIsOneThatCorridorAccepts() throws {
+        let config = Self.config
         let check = try runCommand(Repo.corridorBinary.path, ["check", "--config", config])
         #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
         #expect(check.stdout.contains("admin 0.0.0.0:15000"), "probes reach the admin listener: \(check.stdout)")
@@ -121,7 +115,7 @@ struct DeployManifestTests {
         #expect(facts.podSecurity == "restricted")
     }
 
-    @Test(arguments: [("deploy/base", 10), ("deploy/overlays/node", 8)])
+    @Test(arguments: [("deploy/base", 12), ("deploy/overlays/node", 8)])
     func theKustomizationsBuildAndValidateOffline(kustomization: String, resources: Int) throws {
         let dir = try TempDir()
         let rendered = try Self.render(kustomization, into: dir)
@@ -160,12 +154,98 @@ struct DeployManifestTests {
         #expect(gateway.args == ["run", "--kubernetes", "--node-name", "$(NODE_NAME)", "--config", "/etc/corridor/corridor.yaml"], "\(gateway.args)")
 
         // The init container's flags are ones `corridor iptables` takes: printed here instead of applied.
-        let config = try Self.extractConfig(into: dir)
+        let config = Self.config
         let printing = capture.args.filter { $0 != "--apply" }.map { $0 == "/etc/corridor/corridor.yaml" ? config : $0 }
         let rules = try runCommand(Repo.corridorBinary.path, printing)
         #expect(rules.status == 0, "\(rules.stdout)\(rules.stderr)")
         #expect(rules.stdout.contains("-A PREROUTING -s 10.244.0.0/16 -j CORRIDOR-CAPTURE"), "\(rules.stdout)")
         #expect(rules.stdout.contains("REDIRECT --to-ports 15443"), "\(rules.stdout)")
+    }
+
+    /// The ports the gateway listens on agree everywhere: its config (corridor.yaml), the
+    /// containers of both installs, and `corridor netpol` (by default, and reading the config).
+    @Test func theListenerPortsAgreeAcrossConfigManifestsAndNetpol() throws {
+        let dir = try TempDir()
+        let standard = ["tls": 15443, "connect": 13128, "http": 15080, "admin": 15000]
+        for kustomization in ["deploy/base", "deploy/overlays/node"] {
+            let facts = try Self.facts(Self.render(kustomization, into: dir))
+            #expect(facts.containers.first?.ports == standard, "\(kustomization): \(facts.containers.first?.ports ?? [:])")
+        }
+        let check = try runCommand(Repo.corridorBinary.path, ["check", "--config", Self.config])
+        for (name, port) in standard {
+            #expect(check.stdout.contains("\(name) 0.0.0.0:\(port)"), "corridor.yaml listens with \(name) on \(port): \(check.stdout)")
+        }
+        let arguments = ["netpol", "--namespaces", "apps", "--pod-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/12",
+                         "--api-server", "172.18.0.2/32"]
+        let byDefault = try runCommand(Repo.corridorBinary.path, arguments)
+        let fromConfig = try runCommand(Repo.corridorBinary.path, arguments + ["--config", Self.config])
+        #expect(byDefault.status == 0 && fromConfig.status == 0, "\(byDefault.stderr)\(fromConfig.stderr)")
+        #expect(byDefault.stdout == fromConfig.stdout, "netpol's defaults are the ports deploy/ runs")
+        for port in [15443, 13128, 15080] {
+            #expect(byDefault.stdout.contains("- {protocol: TCP, port: \(port)}"), "applications may reach port \(port)")
+        }
+    }
+
+    /// deploy/base/networkpolicy.yaml is exactly what `corridor netpol --gateway-only` prints for
+    /// the command its header names, so the shipped policy and the generator cannot drift.
+    @Test func theShippedGatewayNetworkPolicyIsTheGeneratorsOutput() throws {
+        let text = try String(contentsOfFile: "\(Self.base)/networkpolicy.yaml", encoding: .utf8)
+        let command = try #require(text.split(separator: "\n").first { $0.hasPrefix("#   corridor netpol ") })
+        var arguments = command.dropFirst("#   corridor ".count).split(separator: " ").map(String.init)
+        arguments = arguments.map { $0 == "deploy/base/corridor.yaml" ? Self.config : $0 }
+        #expect(arguments.contains("--gateway-only") && arguments.contains("--api-server"), "\(arguments)")
+        let generated = try runCommand(Repo.corridorBinary.path, arguments)
+        #expect(generated.status == 0, "\(generated.stderr)")
+        let body = text.split(separator: "\n", omittingEmptySubsequences: false).drop { $0.hasPrefix("#") }.joined(separator: "\n")
+        #expect(body == generated.stdout, "regenerate deploy/base/networkpolicy.yaml with the command in its header")
+
+        let dir = try TempDir()
+        let base = try Self.facts(Self.render("deploy/base", into: dir))
+        #expect(base.networkPolicies == ["corridor-gateway-egress", "corridor-gateway-ingress"], "\(base.networkPolicies)")
+        let node = try Self.facts(Self.render("deploy/overlays/node", into: dir))
+        #expect(node.networkPolicies.isEmpty, "NetworkPolicies do not apply to host-network pods: \(node.networkPolicies)")
+    }
+
+    /// The installs name the image kustomization.yaml sets once, at the version VERSION names.
+    @Test func theInstallsRunTheImageOfThisVersion() throws {
+        let version = try String(contentsOf: Repo.root.appendingPathComponent("VERSION"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let dir = try TempDir()
+        let base = try Self.facts(Self.render("deploy/base", into: dir))
+        #expect(base.containers.map(\.image) == ["localhost/corridor:\(version)"])
+        let node = try Self.facts(Self.render("deploy/overlays/node", into: dir))
+        #expect(node.containers.map(\.image) == ["localhost/corridor:\(version)"])
+        #expect(node.initContainers.map(\.image) == ["localhost/corridor-capture:\(version)"])
+    }
+
+    /// checkov, an independent manifest scanner, over both rendered installs: nothing fails, and
+    /// what it skips is exactly the findings the manifests justify next to the field.
+    @Test(arguments: [
+        ("deploy/base", ["CKV_K8S_11", "CKV_K8S_15", "CKV_K8S_38", "CKV_K8S_43"]),
+        ("deploy/overlays/node", ["CKV2_K8S_6", "CKV_K8S_11", "CKV_K8S_15", "CKV_K8S_19", "CKV_K8S_25", "CKV_K8S_38", "CKV_K8S_43"]),
+    ])
+    func checkovFindsNothingUnjustified(kustomization: String, justified: [String]) throws {
+        let dir = try TempDir()
+        let rendered = try Self.render(kustomization, into: dir)
+        // --skip-download and BC_SKIP_MAPPING: checkov asks nothing of any server.
+        let result = try runCommand("/usr/bin/env", ["BC_SKIP_MAPPING=TRUE", "checkov", "--skip-download", "--framework", "kubernetes",
+                                                     "--output", "json", "-f", rendered], timeout: 300)
+        let output = dir.path("checkov.json")
+        try result.stdout.write(toFile: output, atomically: true, encoding: .utf8)
+        let summary = try runCommand("python3", ["-c", """
+            import json, sys
+            report = json.load(open(sys.argv[1]))
+            report = report if isinstance(report, dict) else report[0]
+            failed = [c["check_id"] + " " + c["resource"] for c in report["results"]["failed_checks"]]
+            skipped = sorted(c["check_id"] for c in report["results"]["skipped_checks"])
+            print(json.dumps({"passed": report["summary"]["passed"], "failed": failed, "skipped": skipped}))
+            """, output])
+        #expect(summary.status == 0, "checkov printed no report: \(summary.stderr)\(result.stdout.prefix(2000))\(result.stderr.suffix(2000))")
+        struct Summary: Decodable { var passed: Int; var failed: [String]; var skipped: [String] }
+        let report = try JSONDecoder().decode(Summary.self, from: Data(summary.stdout.utf8))
+        #expect(report.failed.isEmpty, "\(kustomization): \(report.failed)")
+        #expect(report.skipped == justified, "\(kustomization): \(report.skipped)")
+        #expect(report.passed > 50, "checkov ran its Kubernetes checks: \(report.passed) passed")
     }
 
     @Test func theClusterExamplesPassCheckAndTheCRDSchemas() throws {
@@ -178,9 +258,9 @@ struct DeployManifestTests {
         let policies = schema.stdout.components(separatedBy: ": EgressPolicy/").count - 1
         #expect(services > 0 && policies > 0, "\(schema.stdout)")
 
-        // In file mode every kind is allowed: the same objects after the ConfigMap's GatewayConfig.
+        // In file mode every kind is allowed: the same objects after corridor.yaml's GatewayConfig.
         let dir = try TempDir()
-        var text = try String(contentsOfFile: Self.extractConfig(into: dir), encoding: .utf8)
+        var text = try String(contentsOfFile: Self.config, encoding: .utf8)
         for file in examples {
             let objects = try String(contentsOfFile: file, encoding: .utf8)
             text += "\n---\n" + objects
@@ -199,6 +279,8 @@ struct DeployManifestTests {
 struct RenderedFacts: Decodable {
     struct Container: Decodable {
         var name: String
+        var image: String
+        var ports: [String: Int]
         var args: [String]
         var add: [String]
         var drop: [String]
@@ -208,6 +290,7 @@ struct RenderedFacts: Decodable {
         var readOnlyRootFilesystem: Bool
     }
     var kinds: [String]
+    var networkPolicies: [String]
     var workloadKind: String
     var podSecurity: String
     var hostNetwork: Bool

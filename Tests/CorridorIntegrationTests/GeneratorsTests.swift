@@ -68,12 +68,12 @@ struct NetPolTests {
         let dir = try TempDir()
         let file = dir.path("netpol.yaml")
         let result = try runCommand(Repo.corridorBinary.path, ["netpol", "--namespaces", "payments,shop", "--pod-cidr", "10.244.0.0/16,fd00:10:244::/56",
-                                                               "--service-cidr", "10.96.0.0/12"])
+                                                               "--service-cidr", "10.96.0.0/12", "--api-server", "172.18.0.3/32"])
         #expect(result.status == 0, "\(result.stderr)")
         try result.stdout.write(toFile: file, atomically: true, encoding: .utf8)
         let validation = try runCommand("kubernetes-validate", ["--strict", "-k", "1.33.0", file])
         #expect(validation.status == 0, "\(validation.stdout)\(validation.stderr)")
-        #expect(validation.stdout.components(separatedBy: "passed for resource").count - 1 == 7)
+        #expect(validation.stdout.components(separatedBy: "passed for resource").count - 1 == 8)
         // The validator does reject a broken NetworkPolicy (so the check above means something).
         let broken = try runCommand("kubernetes-validate", ["--strict", "-k", "1.33.0",
                                                             Repo.root.appendingPathComponent("../shared/k8s/manifests-invalid/np-wrongtype.yaml").standardized.path])
@@ -86,13 +86,33 @@ struct NetPolTests {
         #expect(text.contains("except: [\"fd00:10:244::/56\", \"fd00:ec2::254/128\"]"))
         #expect(text.contains("- {protocol: UDP, port: 53}"))
         #expect(text.contains("- {protocol: TCP, port: 15443}"))
+        // The http listener too: TLS origination through the central gateway.
+        #expect(text.contains("- {protocol: TCP, port: 15080}"))
+        // The gateway: in from the application namespaces and monitoring, out to the API server.
+        #expect(text.contains("name: corridor-gateway-ingress") && text.contains(#"values: ["payments", "shop"]"#))
+        #expect(text.contains(#"matchLabels: {kubernetes.io/metadata.name: "monitoring"}"#) && text.contains("- {protocol: TCP, port: 15000}"))
+        #expect(text.contains(#"- ipBlock: {cidr: "172.18.0.3/32"}"#) && text.contains("- {protocol: TCP, port: 6443}"))
+    }
+
+    @Test func theAPIServerMustBeNamedOrFileModeSaid() throws {
+        let base = ["netpol", "--namespaces", "a", "--pod-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/12"]
+        let missing = try runCommand(Repo.corridorBinary.path, base)
+        #expect(missing.status != 0)
+        #expect(missing.stderr.contains("--api-server") && missing.stderr.contains("--no-api-server"), "\(missing.stderr)")
+        let fileMode = try runCommand(Repo.corridorBinary.path, base + ["--no-api-server"])
+        #expect(fileMode.status == 0, "\(fileMode.stderr)")
+        #expect(!fileMode.stdout.contains("6443"), "no API server rule in file mode")
+        let both = try runCommand(Repo.corridorBinary.path, base + ["--no-api-server", "--api-server", "10.0.0.1/32"])
+        #expect(both.status != 0 && both.stderr.contains("contradict"), "\(both.stderr)")
     }
 
     @Test func badArgumentsAreRefusedWithTheFlagNamed() throws {
-        let result = try runCommand(Repo.corridorBinary.path, ["netpol", "--namespaces", "Payments", "--pod-cidr", "10.0.0.0/8", "--service-cidr", "10.96.0.0/12"])
+        let result = try runCommand(Repo.corridorBinary.path, ["netpol", "--namespaces", "Payments", "--pod-cidr", "10.0.0.0/8", "--service-cidr", "10.96.0.0/12",
+                                                               "--no-api-server"])
         #expect(result.status != 0)
         #expect(result.stderr.contains("--namespaces: 'Payments' is not a namespace name"))
-        let cidr = try runCommand(Repo.corridorBinary.path, ["netpol", "--namespaces", "a", "--pod-cidr", "10.0.0.1/8", "--service-cidr", "10.96.0.0/12"])
+        let cidr = try runCommand(Repo.corridorBinary.path, ["netpol", "--namespaces", "a", "--pod-cidr", "10.0.0.1/8", "--service-cidr", "10.96.0.0/12",
+                                                             "--no-api-server"])
         #expect(cidr.stderr.contains("--pod-cidr: '10.0.0.1/8' is not a CIDR"))
     }
 }
