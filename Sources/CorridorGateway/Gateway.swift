@@ -104,7 +104,8 @@ public final class Gateway: Sendable {
         }
         // Each data-plane thread keeps a shard of the flow table: the NIO loops, and the splice loops.
         let flows = FlowRecorder(gateway: snapshot.gateway, threads: options.workers * 2, metrics: metrics)
-        let accessLog = try snapshot.gateway.logging.accessLogFile.map { try AccessLog(path: $0, flows: flows) } ?? AccessLog(flows: flows)
+        let accessLog = try snapshot.gateway.logging.accessLogFile.map { try AccessLog(path: $0, flows: flows, logger: logger) }
+            ?? AccessLog(flows: flows, logger: logger)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: options.workers)
         self.group = group
         self.threadPool = NIOThreadPool(numberOfThreads: 2)

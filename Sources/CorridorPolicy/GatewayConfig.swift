@@ -107,6 +107,9 @@ public struct GatewayConfig: Sendable, Equatable {
 
     public struct Limits: Sendable, Equatable {
         public var maxConnections = 10_000
+        /// Connections one source address may hold open at once, on all listeners together; nil:
+        /// no limit beyond `maxConnections`. One compromised or broken pod cannot take every slot.
+        public var maxConnectionsPerSource: Int?
         /// Time allowed for the ClientHello (and the CONNECT head) to arrive complete, from accept.
         public var handshakeTimeout: Duration = .seconds(10)
         public var connectTimeout: Duration = .seconds(5)
@@ -141,6 +144,16 @@ public struct GatewayConfig: Sendable, Equatable {
         /// A tunnel open this long gets an interim record (`"event":"interim"`), and again each
         /// interval; zero turns them off.
         public var interimInterval: Duration = .seconds(300)
+        /// What the gateway does while it cannot write access records (a full disk, an I/O error).
+        public var onWriteFailure = OnWriteFailure.deny
+
+        public enum OnWriteFailure: String, Sendable, Equatable, CaseIterable {
+            /// New connections are refused until a record can be written again: nothing leaves
+            /// that is not recorded (the default; what PCI DSS 10 asks of an egress control).
+            case deny = "Deny"
+            /// Connections go on unrecorded; the failures are logged and counted.
+            case `continue` = "Continue"
+        }
     }
 
     /// The admin listener's access control.

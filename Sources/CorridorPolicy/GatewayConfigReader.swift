@@ -88,6 +88,7 @@ enum GatewayConfigReader {
 
         if let limits = try spec.fields("limits") {
             config.limits.maxConnections = try limits.int("maxConnections", in: 1...1_000_000) ?? config.limits.maxConnections
+            config.limits.maxConnectionsPerSource = try limits.int("maxConnectionsPerSource", in: 1...1_000_000)
             config.limits.handshakeTimeout = try limits.duration("handshakeTimeout") ?? config.limits.handshakeTimeout
             config.limits.connectTimeout = try limits.duration("connectTimeout") ?? config.limits.connectTimeout
             config.limits.idleTimeout = try limits.duration("idleTimeout") ?? config.limits.idleTimeout
@@ -162,6 +163,8 @@ enum GatewayConfigReader {
                 config.logging.accessLogFile = (file == "-" || file == "stdout") ? nil : file
                 config.logging.includePath = try access.bool("includePath") ?? false
                 config.logging.interimInterval = try access.duration("interimInterval", allowZero: true) ?? config.logging.interimInterval
+                config.logging.onWriteFailure = try access.enumeration("onWriteFailure", GatewayConfig.Logging.OnWriteFailure.self)
+                    ?? config.logging.onWriteFailure
                 try access.finish()
             }
             try logging.finish()

@@ -1,4 +1,5 @@
 import CorridorPolicy
+import Logging
 import NIOCore
 import Synchronization
 #if canImport(Glibc)
@@ -11,39 +12,45 @@ import Darwin
 
 /// The access log: one JSON object per line per connection, to standard output or a file.
 /// Records are formatted on the connection's event loop into a byte array (no Foundation, no
-/// reflection) and written with one `write(2)` under a lock, so lines never interleave.
+/// reflection) and written with one `write(2)` under a lock, so lines never interleave. A file is
+/// followed through rotation (`AccessLogSink`). While lines cannot be written, `writable` is false:
+/// with `logging.accessLog.onWriteFailure: Deny` the listeners then refuse new connections.
 public final class AccessLog: Sendable {
-    private let fd: Mutex<Int32>
-    private let ownsFD: Bool
+    private let sink: Mutex<AccessLogSink>
+    private let healthy = Atomic<Bool>(true)
+    private let logger: Logger?
     /// The flow table, the live stream and the signals every record passes through (nil: records only).
     public let flows: FlowRecorder?
 
     /// Standard output.
-    public init(flows: FlowRecorder? = nil) {
-        self.fd = Mutex(1)
-        self.ownsFD = false
+    public init(flows: FlowRecorder? = nil, logger: Logger? = nil) {
+        self.sink = Mutex(AccessLogSink())
         self.flows = flows
+        self.logger = logger
     }
 
     /// Appends to `path`, creating it (mode 0640) if needed.
-    public init(path: String, flows: FlowRecorder? = nil) throws {
-        let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
-        guard descriptor >= 0 else {
-            throw AccessLogError(path: path, reason: String(cString: strerror(errno)))
-        }
-        self.fd = Mutex(descriptor)
-        self.ownsFD = true
+    public init(path: String, flows: FlowRecorder? = nil, logger: Logger? = nil) throws {
+        self.sink = Mutex(try AccessLogSink(path: path))
         self.flows = flows
+        self.logger = logger
     }
 
-    deinit {
-        if ownsFD { fd.withLock { _ = close($0) } }
-    }
+    /// Whether the last record could be written (true until one could not).
+    public var writable: Bool { healthy.load(ordering: .relaxed) }
 
-    struct AccessLogError: Error, CustomStringConvertible {
-        var path: String
-        var reason: String
-        var description: String { "cannot open access log \(path): \(reason)" }
+    /// Why records cannot be written now; nil while they can.
+    public var failure: String? { sink.withLock { $0.failure } }
+
+    /// Opens the file afresh at its path (SIGUSR1, after a rotation that renamed it). A rename
+    /// or removal is also noticed before the next record without it.
+    public func reopen() {
+        let failure: String? = sink.withLock { sink in sink.reopen() ? nil : sink.failure }
+        if let failure {
+            logger?.error("access log: \(failure)")
+        } else {
+            logger?.info("access log reopened")
+        }
     }
 
     static func now() -> Double {
@@ -146,17 +153,15 @@ public final class AccessLog: Sendable {
     }
 
     private func append(_ bytes: [UInt8]) {
-        fd.withLock { descriptor in
-            bytes.withUnsafeBytes { raw in
-                var offset = 0
-                while offset < raw.count {
-                    let n = systemWrite(descriptor, raw.baseAddress! + offset, raw.count - offset)
-                    if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else {
-                        flows?.accessLogWriteFailed()
-                        break
-                    }
-                }
-            }
+        let (written, failure) = sink.withLock { sink in (sink.write(bytes), sink.failure) }
+        if !written { flows?.accessLogWriteFailed() }
+        // Only a change of state is logged: one line when records stop, one when they resume.
+        guard healthy.exchange(written, ordering: .relaxed) != written else { return }
+        flows?.accessLogWritable(written)
+        if written {
+            logger?.notice("access log: records are written again")
+        } else {
+            logger?.error("access log: \(failure ?? "write failed"); new connections are refused while records cannot be written, unless spec.logging.accessLog.onWriteFailure is Continue")
         }
     }
 
@@ -174,13 +179,6 @@ public final class AccessLog: Sendable {
     }
 }
 
-#if canImport(Glibc)
-private let systemWrite = Glibc.write
-#elseif canImport(Musl)
-private let systemWrite = Musl.write
-#elseif canImport(Darwin)
-private let systemWrite = Darwin.write
-#endif
 
 /// A minimal JSON object writer: keys in insertion order, strings escaped per RFC 8259. Writes
 /// into one byte array: nested objects, numbers and timestamps go straight in, no string per field.

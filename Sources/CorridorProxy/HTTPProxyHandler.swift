@@ -116,13 +116,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         refreshPolicy()
         OriginalDestination.lookup(context.channel) { [weak self] in self?.originalDestination = $0 }
         guard countsConnection else { return }
-        let limit = snapshot.gateway.limits.maxConnections
-        guard proxy.admit(context.channel, limit: limit) else {
+        if let refusal = proxy.admit(context.channel, source: sourceAddress, gateway: snapshot.gateway) {
             requestsSeen += 1
             let record = newRecord(context: context)
             proxy.metrics.connectionOpened()
-            record.finish(.connectionLimit, log: proxy.accessLog, metrics: proxy.metrics,
-                          reason: ProxyContext.connectionLimitReason(limit))
+            record.finish(refusal.cause, log: proxy.accessLog, metrics: proxy.metrics, reason: refusal.reason)
             state = .closed
             context.close(promise: nil)
             return

@@ -69,10 +69,9 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         record.policyGeneration = snapshot.generation
         proxy.metrics.connectionOpened()
         let limits = snapshot.gateway.limits
-        guard proxy.admit(channel, limit: limits.maxConnections) else {
+        if let refusal = proxy.admit(channel, source: record.sourceAddress, gateway: snapshot.gateway) {
             state = .closed
-            record.finish(.connectionLimit, log: proxy.accessLog, metrics: proxy.metrics,
-                          reason: ProxyContext.connectionLimitReason(limits.maxConnections))
+            record.finish(refusal.cause, log: proxy.accessLog, metrics: proxy.metrics, reason: refusal.reason)
             context.close(promise: nil)
             return
         }

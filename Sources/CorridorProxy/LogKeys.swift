@@ -53,6 +53,9 @@ public enum CloseCause: String, Sendable, CaseIterable {
     case upstreamTimeout = "upstream_timeout"
     case idleTimeout = "idle_timeout"
     case connectionLimit = "connection_limit"
+    case sourceConnectionLimit = "source_connection_limit"
+    /// Refused because its record could not be written (`onWriteFailure: Deny`).
+    case accessLogUnwritable = "access_log_unwritable"
     case clientError = "client_error"
     case upstreamError = "upstream_error"
     case shutdown = "shutdown"
@@ -74,6 +77,10 @@ public enum CloseCause: String, Sendable, CaseIterable {
             return "send CONNECT host:port with a host name; no policy change allows this"
         case .connectionLimit:
             return "raise spec.limits.maxConnections, or find what holds the connections open"
+        case .sourceConnectionLimit:
+            return "raise spec.limits.maxConnectionsPerSource, or find what in this workload holds the connections open"
+        case .accessLogUnwritable:
+            return "free space for the access log (or fix what fails its writes); no policy change allows this"
         case .policyRevoked:
             return nil
         }

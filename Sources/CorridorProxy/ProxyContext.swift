@@ -19,6 +19,7 @@ public final class ProxyContext: Sendable {
     /// One idle-relay sweeper per event loop.
     private let sweepers = Mutex<[ObjectIdentifier: NIOLoopBound<IdleSweeper>]>([:])
     private let open = Atomic<Int>(0)
+    private let sourceCounts = SourceConnectionCounts()
     /// Data planes outside NIO (the splice plane) that re-decide their live connections after a
     /// policy change; each call runs the work on the plane's own threads.
     private let recheckers = Mutex<[@Sendable (PolicySnapshot) -> Void]>([])
@@ -87,32 +88,49 @@ public final class ProxyContext: Sendable {
 
     func makeConnectionID() -> UInt64 { nextID.wrappingAdd(1, ordering: .relaxed).oldValue }
 
-    /// Takes a slot in the connection budget for `channel`, given back when the channel closes;
-    /// false when `limit` connections are already open.
-    func admit(_ channel: any Channel, limit: Int) -> Bool {
-        guard admit(limit: limit) else { return false }
-        channel.closeFuture.whenComplete { [self] _ in release() }
-        return true
+    /// Admits a connection just accepted from `source` for `channel`, its slots given back when
+    /// the channel closes; or says why not (see ``admit(source:gateway:)``).
+    func admit(_ channel: any Channel, source: IPAddress?, gateway: GatewayConfig) -> AdmissionRefusal? {
+        switch admit(source: source, gateway: gateway) {
+        case .success(let slot):
+            channel.closeFuture.whenComplete { [self] _ in release(slot) }
+            return nil
+        case .failure(let refusal):
+            return refusal
+        }
     }
 
-    /// Takes a slot in the connection budget; false when `limit` connections are already open.
-    /// Each slot taken is given back with ``release()``.
-    func admit(limit: Int) -> Bool {
+    /// Takes a slot in the connection budget (and in its source's, under
+    /// `limits.maxConnectionsPerSource`) for a connection just accepted, unless the access log
+    /// cannot record it and `onWriteFailure` is Deny. Each slot taken is given back with
+    /// ``release(_:)``.
+    func admit(source: IPAddress?, gateway: GatewayConfig) -> Result<AdmissionSlot, AdmissionRefusal> {
+        if gateway.logging.onWriteFailure == .deny && !accessLog.writable {
+            return .failure(.accessLogUnwritable(accessLog.failure ?? "the access log cannot be written"))
+        }
+        let limit = gateway.limits.maxConnections
         let previous = open.wrappingAdd(1, ordering: .relaxed).oldValue
         if previous >= limit {
             open.wrappingSubtract(1, ordering: .relaxed)
-            return false
+            return .failure(.connectionLimit(limit))
         }
-        return true
+        guard let perSource = gateway.limits.maxConnectionsPerSource, let source = source?.unmapped else {
+            return .success(AdmissionSlot(source: nil))
+        }
+        guard sourceCounts.take(source, limit: perSource) else {
+            open.wrappingSubtract(1, ordering: .relaxed)
+            return .failure(.sourceConnectionLimit(perSource))
+        }
+        return .success(AdmissionSlot(source: source))
     }
 
-    func release() { open.wrappingSubtract(1, ordering: .relaxed) }
-
-    /// The reason recorded for a connection refused by ``admit(_:limit:)``.
-    static func connectionLimitReason(_ limit: Int) -> String {
-        "the gateway already has \(limit) open connections (spec.limits.maxConnections)"
+    /// Gives back the slots of a connection admitted with ``admit(source:gateway:)``.
+    func release(_ slot: AdmissionSlot) {
+        open.wrappingSubtract(1, ordering: .relaxed)
+        if let source = slot.source { sourceCounts.give(source) }
     }
 
     /// Client connections open now.
     public var openConnections: Int { open.load(ordering: .relaxed) }
 }
+

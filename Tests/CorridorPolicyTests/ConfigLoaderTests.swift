@@ -19,7 +19,7 @@ struct ConfigLoaderTests {
         allowPrivate: [10.1.0.0/16]
         block: [93.184.216.0/24]
       unknownSources: Allow
-      limits: {maxConnections: 500, handshakeTimeout: 500ms, connectTimeout: 2s, idleTimeout: 1m30s, drainTimeout: 1h, maxConnectHeadBytes: 4096}
+      limits: {maxConnections: 500, maxConnectionsPerSource: 50, handshakeTimeout: 500ms, connectTimeout: 2s, idleTimeout: 1m30s, drainTimeout: 1h, maxConnectHeadBytes: 4096}
       reload: {liveConnections: Recheck}
       flows: {maxEntries: 2000}
       signals:
@@ -27,7 +27,7 @@ struct ConfigLoaderTests {
         denyBurst: {threshold: 5, window: 30s}
         generatedName: {minLength: 20, minEntropy: "3.8"}
         uploadHeavy: {enabled: false, minMiB: 50, ratio: 20}
-      logging: {accessLog: {file: /var/log/corridor.log, interimInterval: 0s}}
+      logging: {accessLog: {file: /var/log/corridor.log, interimInterval: 0s, onWriteFailure: Continue}}
     ---
     # an empty document is skipped
     ---
@@ -83,6 +83,8 @@ struct ConfigLoaderTests {
         #expect(gateway.extraBlocked == [cidr("93.184.216.0/24")])
         #expect(gateway.unknownSources == .allow)
         #expect(gateway.limits.maxConnections == 500)
+        #expect(gateway.limits.maxConnectionsPerSource == 50)
+        #expect(gateway.logging.onWriteFailure == .continue)
         #expect(gateway.limits.handshakeTimeout == .milliseconds(500))
         #expect(gateway.limits.connectTimeout == .seconds(2))
         #expect(gateway.limits.idleTimeout == .seconds(90))
@@ -155,6 +157,8 @@ struct ConfigLoaderTests {
         #expect(p.egress.first?.ports == [])
         #expect(source.gateway == GatewayConfig())
         #expect(source.gateway.reload.liveConnections == .keep)
+        #expect(source.gateway.limits.maxConnectionsPerSource == nil)
+        #expect(source.gateway.logging.onWriteFailure == .deny, "a gateway that cannot record refuses by default")
     }
 
     @Test("the same name may be reused across kinds and namespaces")

@@ -16,6 +16,7 @@ public final class FlowRecorder: Sendable {
     private let signalCounters: [Signal: Counter]
     private let registry: PrometheusCollectorRegistry
     private let writeFailures: Counter
+    private let logWritable: Gauge
 
     /// `threads`: the data-plane threads that will share `spec.flows.maxEntries`.
     public init(gateway: GatewayConfig, threads: Int, metrics: ProxyMetrics) {
@@ -35,6 +36,9 @@ public final class FlowRecorder: Sendable {
         registry = metrics.registry
         writeFailures = metrics.registry.makeCounter(descriptor: .init(metricName: "corridor_access_log_write_failures_total", unitName: "",
                                                                        helpText: "Access records that could not be written whole"))
+        logWritable = metrics.registry.makeGauge(descriptor: .init(metricName: "corridor_access_log_writable", unitName: "",
+                                                                   helpText: "1 while access records are written; 0 while the last one could not be"))
+        logWritable.set(to: 1)
     }
 
     func key(of record: ConnectionRecord) -> FlowKey {
@@ -128,6 +132,9 @@ public final class FlowRecorder: Sendable {
 
     /// An access record could not be written whole.
     func accessLogWriteFailed() { writeFailures.increment() }
+
+    /// Records could (true) or could not (false) be written, since the last change.
+    func accessLogWritable(_ writable: Bool) { logWritable.set(to: writable ? 1 : 0) }
 
     /// An interim record was written as `line`.
     func interim(_ record: ConnectionRecord, line: [UInt8]) {

@@ -58,6 +58,8 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     private let proxy: ProxyContext
     private let snapshot: PolicySnapshot
     private let record: ConnectionRecord
+    /// Its slots in the connection budgets, given back when it closes.
+    private let admission: AdmissionSlot
     private var phase = Phase.readingHello
     private var parser: ClientHelloParser
     private var hello = ByteBuffer()
@@ -82,8 +84,10 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     private var upstreamHungUp = false
     var tickSlot = -1
 
-    private init(client: Int32, listener: SpliceListener, loop: EpollLoop, record: ConnectionRecord, snapshot: PolicySnapshot) {
+    private init(client: Int32, listener: SpliceListener, loop: EpollLoop, record: ConnectionRecord, snapshot: PolicySnapshot,
+                 slot: AdmissionSlot) {
         self.client = client
+        self.admission = slot
         self.listener = listener
         self.loop = loop
         self.proxy = listener.plane.proxy
@@ -101,14 +105,16 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         let record = ConnectionRecord(id: proxy.makeConnectionID(), listener: listener.name, source: peer)
         record.policyGeneration = snapshot.generation
         proxy.metrics.connectionOpened()
-        let limits = snapshot.gateway.limits
-        guard proxy.admit(limit: limits.maxConnections) else {
-            record.finish(.connectionLimit, log: proxy.accessLog, metrics: proxy.metrics,
-                          reason: ProxyContext.connectionLimitReason(limits.maxConnections))
+        let slot: AdmissionSlot
+        switch proxy.admit(source: record.sourceAddress, gateway: snapshot.gateway) {
+        case .success(let taken):
+            slot = taken
+        case .failure(let refusal):
+            record.finish(refusal.cause, log: proxy.accessLog, metrics: proxy.metrics, reason: refusal.reason)
             Glibc.close(client)
             return
         }
-        let connection = SpliceConnection(client: client, listener: listener, loop: loop, record: record, snapshot: snapshot)
+        let connection = SpliceConnection(client: client, listener: listener, loop: loop, record: record, snapshot: snapshot, slot: slot)
         guard loop.add(client, EpollLoop.readable, connection) else {
             connection.clientEvents = 0
             connection.finishEarly(.clientError, reason: "cannot watch the connection: \(String(cString: strerror(errno)))")
@@ -601,7 +607,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         loop.close(client)
         if upstream >= 0 { loop.close(upstream) }
         upstream = -1
-        proxy.release()
+        proxy.release(admission)
     }
 }
 #endif

@@ -1,0 +1,178 @@
+import Foundation
+import Testing
+
+/// Faults and floods, over real sockets: a source that holds too many connections, the access
+/// log on a full file system or renamed or removed under the gateway, rotation with SIGUSR1.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct FaultTests {
+    /// Opens `count` TCP connections from `source` to `port` that send nothing, and keeps them
+    /// open until the returned process's stdin closes. It prints how many the gateway closed at
+    /// once (within a second) after opening them all.
+    static func holdConnections(_ count: Int, from source: String, to port: Int) throws -> BackgroundProcess {
+        try BackgroundProcess("python3", ["-c", """
+            import socket, sys, select, time
+            held = []
+            for _ in range(int(sys.argv[1])):
+                s = socket.socket()
+                s.bind((sys.argv[2], 0))
+                s.connect(("127.0.0.1", int(sys.argv[3])))
+                held.append(s)
+                time.sleep(0.05)
+            time.sleep(1)
+            closed = 0
+            for s in held:
+                r, _, _ = select.select([s], [], [], 0)
+                if r and s.recv(1) == b"":
+                    closed += 1
+            print("CLOSED", closed, flush=True)
+            sys.stdin.read()
+            """, "\(count)", source, "\(port)"], withStdin: true)
+    }
+
+    @Test func oneSourceCannotTakeEverySlot() async throws {
+        let h = try await GatewayHarness(gatewayExtra: "  limits: {maxConnections: 100, maxConnectionsPerSource: 3}")
+        defer { Task { await h.stop() } }
+        for port in [h.tlsPort, h.connectPort] {
+            // Five idle connections from 127.0.0.1: three are held, two are refused at once.
+            let greedy = try Self.holdConnections(5, from: "127.0.0.1", to: port)
+            #expect(await eventually(timeout: 15) { greedy.stdoutText.contains("CLOSED") })
+            #expect(greedy.stdoutText.contains("CLOSED 2"), "\(greedy.stdoutText)")
+            let refused = h.records().filter { ($0["closeCause"] as? String) == "source_connection_limit" }
+            #expect(refused.count >= 2)
+            let reason = refused.first?["reason"] as? String ?? ""
+            #expect(reason.contains("this source already has 3 open connections (spec.limits.maxConnectionsPerSource)"), "\(reason)")
+            #expect((refused.first?["hint"] as? String)?.contains("maxConnectionsPerSource") == true)
+
+            // Another source is still served while 127.0.0.1 holds its three.
+            let other = try Self.holdConnections(1, from: "127.0.0.3", to: port)
+            #expect(await eventually(timeout: 15) { other.stdoutText.contains("CLOSED") })
+            #expect(other.stdoutText.contains("CLOSED 0"), "\(other.stdoutText)")
+            other.closeStdin()
+
+            // When the greedy source lets go, it is served again.
+            greedy.closeStdin()
+            _ = greedy.waitForExit(timeout: 10)
+            #expect(await eventually(timeout: 15) {
+                let again = try? runCommand("curl", ["-sS", "--max-time", "10", "--cacert", h.pki.caCert, "-x", "http://127.0.0.1:\(h.connectPort)",
+                                                     "https://api.allowed.test:\(h.upstream.port)/"])
+                return again?.stdout == "ok\n"
+            })
+            #expect(await eventually(timeout: 15) { h.gateway.proxy.openConnections == 0 })
+        }
+        let metrics = try runCommand("curl", ["-sS", "--max-time", "10", "http://127.0.0.1:\(h.adminPort)/metrics"]).stdout
+        #expect(metrics.contains("corridor_connections_total"), "\(metrics.prefix(400))")
+    }
+
+    @Test func aRenamedOrRemovedLogIsFollowedAndSIGUSR1ReopensIt() async throws {
+        let dir = try TempDir()
+        let pki = try TestPKI(in: dir)
+        let upstream = try TLSUpstream(pki: pki, dir: dir)
+        let config = dir.path("corridor.yaml"), log = dir.path("access.log")
+        try testConfig(upstreamPort: upstream.port, accessLog: log).write(toFile: config, atomically: true, encoding: .utf8)
+        let gateway = try BackgroundProcess(Repo.corridorBinary.path, ["run", "--config", config, "--workers", "1"])
+        let ports = try listenerPorts(gateway)
+        let connect = try #require(ports["connect"])
+        func fetch() throws {
+            let result = try runCommand("curl", ["-sS", "--max-time", "10", "--cacert", pki.caCert, "-x", "http://127.0.0.1:\(connect)",
+                                                 "https://api.allowed.test:\(upstream.port)/"])
+            #expect(result.stdout == "ok\n", "\(result.stderr)")
+        }
+        func ids(_ path: String) -> [Int] {
+            let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+            return text.split(separator: "\n").map { line in
+                let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                return object?["id"] as? Int ?? -1
+            }
+        }
+        try fetch()
+        #expect(await eventually { ids(log).count == 1 })
+
+        // logrotate's default: rename, then SIGUSR1.
+        try FileManager.default.moveItem(atPath: log, toPath: log + ".1")
+        gateway.signal(SIGUSR1)
+        #expect(await eventually { gateway.stderrText.contains("access log reopened") }, "\(gateway.stderrText)")
+        try fetch()
+        #expect(await eventually { ids(log).count == 1 })
+
+        // Renamed without a signal: noticed before the next record.
+        try FileManager.default.moveItem(atPath: log, toPath: log + ".2")
+        try fetch()
+        #expect(await eventually { ids(log).count == 1 })
+
+        // Removed: a new file.
+        try FileManager.default.removeItem(atPath: log)
+        try fetch()
+        #expect(await eventually { ids(log).count == 1 })
+
+        // The records of the three files that remain (the third went with the removed file):
+        // each in exactly one file, every line whole.
+        let all = ids(log + ".1") + ids(log + ".2") + ids(log)
+        #expect(all.count == 3 && Set(all).count == 3 && !all.contains(-1), "\(all)")
+        gateway.signal(SIGTERM)
+        #expect(gateway.waitForExit(timeout: 20) == 0)
+    }
+
+    /// The access log on a tiny tmpfs (as root): when it fills, new connections are refused under
+    /// the default Deny and served under Continue; when space returns, records resume with no
+    /// torn line.
+    @Test(.enabled(if: getuid() == 0, "needs root to mount a tmpfs"), arguments: ["Deny", "Continue"])
+    func aFullDiskRefusesWhatItCannotRecord(onWriteFailure: String) async throws {
+        let dir = try TempDir()
+        let disk = dir.path("disk")
+        try FileManager.default.createDirectory(atPath: disk, withIntermediateDirectories: true)
+        let mount = try runCommand("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", disk])
+        try #require(mount.status == 0, "\(mount.stderr)")
+        defer { _ = try? runCommand("umount", ["-l", disk]) }
+        let pki = try TestPKI(in: dir)
+        let upstream = try TLSUpstream(pki: pki, dir: dir)
+        let config = dir.path("corridor.yaml"), log = "\(disk)/access.log"
+        try testConfig(upstreamPort: upstream.port, accessLog: log, accessLogExtra: ", onWriteFailure: \(onWriteFailure)")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let gateway = try BackgroundProcess(Repo.corridorBinary.path, ["run", "--config", config, "--workers", "1"])
+        let ports = try listenerPorts(gateway)
+        let connect = try #require(ports["connect"]), admin = try #require(ports["admin"])
+        func fetch() throws -> CommandResult {
+            try runCommand("curl", ["-sS", "--max-time", "10", "--cacert", pki.caCert, "-x", "http://127.0.0.1:\(connect)",
+                                    "https://api.allowed.test:\(upstream.port)/"])
+        }
+        func metrics() throws -> String { try runCommand("curl", ["-sS", "--max-time", "10", "http://127.0.0.1:\(admin)/metrics"]).stdout }
+        #expect(try fetch().stdout == "ok\n")
+
+        // Fill the file system to the last byte; records go on into the log's last page until it
+        // is full too.
+        let filler = "\(disk)/filler"
+        _ = try runCommand("dd", ["if=/dev/zero", "of=\(filler)", "bs=1k", "count=1024"])
+        var fetches = 0
+        while fetches < 40, try !metrics().contains("corridor_access_log_writable 0") {
+            _ = try fetch()
+            fetches += 1
+        }
+        #expect(await eventually { (try? metrics().contains("corridor_access_log_writable 0")) == true })
+        #expect(gateway.stderrText.contains("No space left on device"), "\(gateway.stderrText)")
+        let blocked = try fetch()
+        if onWriteFailure == "Deny" {
+            #expect(blocked.stdout != "ok\n", "a connection that cannot be recorded must not go out")
+        } else {
+            #expect(blocked.stdout == "ok\n", "Continue: served unrecorded: \(blocked.stderr)")
+        }
+        let failures = try metrics().split(separator: "\n").first { $0.hasPrefix("corridor_access_log_write_failures_total ") }
+        #expect((failures?.split(separator: " ").last).flatMap { Double($0) } ?? 0 >= 1, "\(failures ?? "")")
+
+        // Space returns: the next record is written (under Deny, the refusal's own), then traffic flows.
+        try FileManager.default.removeItem(atPath: filler)
+        _ = try fetch()
+        #expect(await eventually { (try? metrics().contains("corridor_access_log_writable 1")) == true })
+        #expect(try fetch().stdout == "ok\n")
+        #expect(gateway.stderrText.contains("records are written again"), "\(gateway.stderrText)")
+        // Every line of the log is a whole record: what a failed write left was cut off.
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        for line in lines {
+            #expect((try? JSONSerialization.jsonObject(with: Data(line.utf8))) != nil, "torn line: \(line.prefix(200))")
+        }
+        if onWriteFailure == "Deny" {
+            #expect(lines.contains { $0.contains("\"closeCause\":\"access_log_unwritable\"") }, "the refusal is recorded once space returns")
+        }
+        gateway.signal(SIGTERM)
+        #expect(gateway.waitForExit(timeout: 20) == 0)
+    }
+}
