@@ -25,6 +25,7 @@ public enum AdminServer {
                             isReady: @escaping @Sendable () -> Bool) async throws -> any Channel {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .backingOffFailedAccepts(listener: "admin", logger: proxy.logger)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline().flatMap {
                     channel.eventLoop.makeCompletedFuture {

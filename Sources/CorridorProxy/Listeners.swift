@@ -1,4 +1,5 @@
 import CorridorPolicy
+import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -14,7 +15,7 @@ public enum Listeners {
         proxy: ProxyContext
     ) async throws -> any Channel {
         if mode == .http {
-            return try await bootstrap(group: group)
+            return try await bootstrap(group: group, name: "http", logger: proxy.logger)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try RelayBuffers.configure(channel, relayed: false)
@@ -27,7 +28,7 @@ public enum Listeners {
         }
         let name = mode == .passthrough ? "tls" : "connect"
         let handlerMode: InspectHandler.Mode = mode == .passthrough ? .passthrough : .connect
-        return try await bootstrap(group: group)
+        return try await bootstrap(group: group, name: name, logger: proxy.logger)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try RelayBuffers.configure(channel, relayed: true)
@@ -38,13 +39,14 @@ public enum Listeners {
             .get()
     }
 
-    static func bootstrap(group: any EventLoopGroup) -> ServerBootstrap {
+    static func bootstrap(group: any EventLoopGroup, name: String, logger: Logger) -> ServerBootstrap {
         ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // Accepted sockets inherit TCP_NODELAY from the listener (Linux and the BSDs): one
             // setsockopt per connection fewer.
             .serverChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .backingOffFailedAccepts(listener: name, logger: logger)
     }
 }
 

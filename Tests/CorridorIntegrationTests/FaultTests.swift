@@ -175,4 +175,63 @@ struct FaultTests {
         gateway.signal(SIGTERM)
         #expect(gateway.waitForExit(timeout: 20) == 0)
     }
+
+    /// Started with few descriptors and flooded on every listener: no crash, no busy loop while it
+    /// cannot accept (the accepting thread backs off), and connections are served again once the
+    /// flood lets go.
+    @Test func outOfDescriptorsItBacksOffAndRecovers() async throws {
+        let dir = try TempDir()
+        let pki = try TestPKI(in: dir)
+        let upstream = try TLSUpstream(pki: pki, dir: dir)
+        let config = dir.path("corridor.yaml")
+        try testConfig(upstreamPort: upstream.port, accessLog: dir.path("access.log")).write(toFile: config, atomically: true, encoding: .utf8)
+        let gateway = try BackgroundProcess("prlimit", ["--nofile=64:64", Repo.corridorBinary.path, "run", "--config", config, "--workers", "1"])
+        let ports = try listenerPorts(gateway)
+        let connect = try #require(ports["connect"]), tls = try #require(ports["tls"]), admin = try #require(ports["admin"])
+        // 80 idle connections on each listener, far past what 64 descriptors allow; then the
+        // gateway's CPU time over 3 s while they are held.
+        let flood = try BackgroundProcess("python3", ["-c", """
+            import os, socket, sys, time
+            pid = int(sys.argv[1])
+            held = []
+            for port in sys.argv[2:]:
+                for _ in range(80):
+                    s = socket.socket()
+                    s.setblocking(False)
+                    try:
+                        s.connect(("127.0.0.1", int(port)))
+                    except BlockingIOError:
+                        pass
+                    held.append(s)
+            time.sleep(1.5)
+            def cpu():
+                fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            before = cpu()
+            time.sleep(3)
+            print("CPU", cpu() - before, flush=True)
+            sys.stdin.read()
+            """, "\(gateway.process.processIdentifier)", "\(tls)", "\(connect)", "\(admin)"], withStdin: true)
+        #expect(await eventually(timeout: 20) { flood.stdoutText.contains("CPU") })
+        let cpu = flood.stdoutText.split(separator: " ").last.flatMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 99
+        // A listener spinning on accept burns a whole core (3 s of CPU in 3 s); backing off, a
+        // few wake-ups a second.
+        #expect(cpu < 1.0, "CPU seconds in 3 s while out of descriptors: \(cpu)")
+        #expect(gateway.stderrText.contains("Too many open files"), "\(gateway.stderrText.suffix(2000))")
+        flood.closeStdin()
+        _ = flood.waitForExit(timeout: 10)
+        // Served again once descriptors free up.
+        #expect(await eventually(timeout: 20) {
+            let result = try? runCommand("curl", ["-sS", "--max-time", "5", "--cacert", pki.caCert, "-x", "http://127.0.0.1:\(connect)",
+                                                  "https://api.allowed.test:\(upstream.port)/"])
+            return result?.stdout == "ok\n"
+        })
+        #expect(await eventually(timeout: 20) {
+            let result = try? runCommand("curl", ["-sS", "--max-time", "5", "--cacert", pki.caCert, "--connect-to",
+                                                  "api.allowed.test:\(upstream.port):127.0.0.1:\(tls)", "https://api.allowed.test:\(upstream.port)/"])
+            return result?.stdout == "ok\n"
+        })
+        gateway.signal(SIGTERM)
+        #expect(gateway.waitForExit(timeout: 20) == 0, "no crash: \(gateway.stderrText.suffix(1000))")
+    }
 }

@@ -1,3 +1,4 @@
+import Logging
 import CorridorPolicy
 import NIOCore
 import NIOPosix
@@ -46,7 +47,7 @@ struct SocketAddressTests {
     @Test func acceptedConnectionsInheritNoDelayFromTheListener() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let accepted = group.next().makePromise(of: SocketOptionValue.self)
-        let server = try await Listeners.bootstrap(group: group)
+        let server = try await Listeners.bootstrap(group: group, name: "test", logger: Logger(label: "test"))
             .childChannelInitializer { channel in
                 accepted.completeWith(channel.getOption(.tcpOption(.tcp_nodelay)))
                 return channel.eventLoop.makeSucceededVoidFuture()

@@ -168,7 +168,7 @@ final class SpliceAcceptor: EpollHandler, EpollTicking, @unchecked Sendable {
                     pausedUntil = loop.now + .milliseconds(250)
                     loop.remove(fd)
                     loop.watchDeadlines(self)
-                    listener.plane.proxy.logger.warning("cannot accept: \(String(cString: strerror(code))); accepting again in 250 ms")
+                    listener.plane.proxy.logger.warning("cannot accept on the \(listener.name) listener: \(String(cString: strerror(code))); accepting again in 250 ms")
                 }
                 return
             }
