@@ -172,8 +172,16 @@ extension KubeEndpoint {
                 }
                 return Array(data)
             }
-            if let file = map[fileKey] as? String { return try readFile(resolve(file)) }
+            if let file = map[fileKey] as? String { return try referenced("\(field).\(fileKey)") { () throws(KubeConfigError) in try readFile(resolve(file)) } }
             return nil
+        }
+        // A file the kubeconfig names that cannot be used: the kubeconfig and its field, then the file and why.
+        func referenced<T>(_ field: String, _ body: () throws(KubeConfigError) -> T) throws(KubeConfigError) -> T {
+            do {
+                return try body()
+            } catch {
+                throw KubeConfigError(file: path, field: field, reason: "\(error.file): \(error.reason)")
+            }
         }
         let serverName = cluster["tls-server-name"] as? String
         if let serverName, serverName.isEmpty || serverName.isIPAddress {
@@ -188,7 +196,9 @@ extension KubeEndpoint {
         if (credentials.clientCertificatePEM == nil) != (credentials.clientKeyPEM == nil) {
             throw KubeConfigError(file: path, field: userField, reason: "a client certificate and a client key go together")
         }
-        if let tokenFile = credentials.tokenFile { _ = try TokenSource.readToken(tokenFile) }
+        if let tokenFile = credentials.tokenFile {
+            _ = try referenced("\(userField).tokenFile") { () throws(KubeConfigError) in try TokenSource.readToken(tokenFile) }
+        }
         let port = components.port ?? (scheme == .https ? 443 : 80)
         var prefix = components.path
         while prefix.hasSuffix("/") { prefix.removeLast() }

@@ -104,6 +104,30 @@ enum Fixtures {
         }
         #expect { try KubeEndpoint.kubeconfig(path: "/nonexistent/kubeconfig") } throws: { "\($0)".contains("cannot be read") }
     }
+
+    /// A file the kubeconfig names that cannot be read: the error names the kubeconfig and the
+    /// field, then the file (found by the kubeconfig fuzz target, whose invariant is that every
+    /// refusal names the kubeconfig).
+    @Test func anUnreadableReferencedFileNamesTheKubeconfigAndTheField() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("corridor-kubeconfig-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("config").path
+        for (user, field) in [("{tokenFile: /nonexistent/token}", "users[u].user.tokenFile"),
+                              ("{client-certificate: missing.crt, client-key: missing.key}", "users[u].user.client-certificate")] {
+            try """
+                apiVersion: v1
+                kind: Config
+                current-context: x
+                clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+                users: [{name: u, user: \(user)}]
+                contexts: [{name: x, context: {cluster: c, user: u}}]
+                """.write(toFile: path, atomically: true, encoding: .utf8)
+            #expect { try KubeEndpoint.kubeconfig(path: path) } throws: { error in
+                "\(error)".hasPrefix("\(path): \(field): ") && "\(error)".hasSuffix("cannot be read")
+            }
+        }
+    }
 }
 
 @Suite struct InClusterTests {
