@@ -27,6 +27,9 @@ Control API (plain HTTP on the control port, JSON in and out, no auth):
   POST   /split-chunks       {"size":N} watch bodies go out in N-byte chunks (0 = off)
   POST   /delay-headers      {"seconds":x} API responses wait x s before their headers (0 = off)
   POST   /throttle           {"count":N,"retryAfter":s} next N resource requests get 429
+  POST   /fail               {"count":N,"code":500} next N resource requests get that error Status
+  POST   /truncate-lists     {"count":N} next N LIST responses stop halfway through the body (the
+                             declared Content-Length is never reached; the connection closes)
   GET    /requests           [{method, path, query, auth, status}] of API requests, in order
   DELETE /requests           clear that log
   GET    /status-writes      [{resource, namespace, name, status, method, code}] in order
@@ -257,6 +260,8 @@ class Store:
         self.split_size = 0
         self.delay_headers = 0.0
         self.throttle, self.retry_after = 0, 1
+        self.fail_count, self.fail_code = 0, 500
+        self.truncate_lists = 0
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -625,6 +630,14 @@ class APIHandler(BaseHTTPRequestHandler):
             throttled = store.throttle > 0
             if throttled:
                 store.throttle -= 1
+            failing = store.fail_count > 0
+            if failing:
+                store.fail_count -= 1
+        if failing:
+            code = store.fail_code
+            reason = {500: "InternalError", 502: "BadGateway", 503: "ServiceUnavailable", 504: "Timeout"}.get(code, "InternalError")
+            return self.send_json(code, status(code, reason, "an error on the server (injected by the test) has prevented the "
+                                               "request from succeeding", {}))
         if throttled:
             return self.send_json(429, status(429, "TooManyRequests", "Too many requests, please try again later.",
                                               {"retryAfterSeconds": store.retry_after}),
@@ -665,7 +678,24 @@ class APIHandler(BaseHTTPRequestHandler):
             return self.send_json(400, err)
         with self.server.store.lock:
             code, body = self.server.store.list(res, ns, self.query, fields)
+            truncate = code == 200 and self.server.store.truncate_lists > 0
+            if truncate:
+                self.server.store.truncate_lists -= 1
+        if truncate:
+            return self.send_truncated(code, body)
         self.send_json(code, body)
+
+    def send_truncated(self, code, obj):
+        """Headers that promise the whole body, half of it, then the connection closes."""
+        self.record(code)
+        body = dumps(obj)
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        self.close_connection = True
 
     def status_write(self, res, ns, name, raw):
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
@@ -885,6 +915,12 @@ class ControlHandler(BaseHTTPRequestHandler):
                 if key == ("POST", "/delay-headers"):
                     store.delay_headers = float(body.get("seconds") or 0)
                     return self.reply(200, {"seconds": store.delay_headers})
+                if key == ("POST", "/fail"):
+                    store.fail_count, store.fail_code = int(body.get("count", 1)), int(body.get("code", 500))
+                    return self.reply(200, {"count": store.fail_count})
+                if key == ("POST", "/truncate-lists"):
+                    store.truncate_lists = int(body.get("count", 1))
+                    return self.reply(200, {"count": store.truncate_lists})
                 if key == ("POST", "/throttle"):
                     store.throttle, store.retry_after = int(body.get("count", 1)), int(body.get("retryAfter", 1))
                     return self.reply(200, {"count": store.throttle})

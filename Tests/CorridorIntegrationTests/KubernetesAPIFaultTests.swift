@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+
+/// The Kubernetes API misbehaving under the gateway (the fake API server with fault injection):
+/// 500s, lists cut off halfway, slow answers, a list far larger than usual, watches reset
+/// mid-stream. The last good policy stays in force, metrics show the trouble, retries back off,
+/// and the gateway catches up once the API behaves.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct KubernetesAPIFaultTests {
+    /// Requests for `path` in the fake server's log, from `start` on.
+    static func requests(_ h: KubernetesHarness, path: String, from start: Int) -> [[String: Any]] {
+        h.api.requests.dropFirst(start).filter { $0["path"] as? String == path }
+    }
+
+    @Test func serverErrorsBackOffKeepTheLastPolicyAndRecover() async throws {
+        let h = try await KubernetesHarness()
+        defer { Task { await h.stop() } }
+        #expect(await h.waitReady())
+        let before = h.api.requests.count
+        // Every resource request fails with 500 for a while; the watches are cut so the gateway
+        // has to come back through them.
+        try h.api.control("POST", "/fail", ["count": 1000, "code": 500])
+        try h.api.control("POST", "/drop-watches")
+        #expect(await eventually(timeout: 15) { (try? h.metrics().contains(#"corridor_kubernetes_watch_up{resource="pods"} 0"#)) == true })
+        try await Task.sleep(for: .seconds(3))
+        // Backing off (0.8 s doubling), not hammering: a handful of pod requests in over 3 s.
+        let failing = Self.requests(h, path: "/api/v1/pods", from: before)
+        #expect(failing.count >= 2 && failing.count <= 8, "\(failing.count) pod requests while failing")
+        #expect(failing.allSatisfy { $0["status"] as? Int == 500 })
+        // Still serving on the last policy, still ready.
+        #expect(try h.connect(from: "127.0.0.1").status == 0)
+        #expect(h.gateway.isReady)
+        #expect(try h.metrics().contains(#"corridor_kubernetes_api_errors_total{resource="pods""#))
+        // A pod added meanwhile arrives once the server answers again.
+        try h.api.put(K8sObject.pod("payments", "checkout-20", ip: "127.0.0.20", serviceAccount: "checkout", labels: ["app": "checkout"]))
+        try h.api.control("POST", "/fail", ["count": 0])
+        #expect(await eventually(timeout: 30) { h.gatewayIdentity(of: "127.0.0.20") == "payments/checkout-20" })
+        #expect(await eventually(timeout: 10) { (try? h.metrics().contains(#"corridor_kubernetes_watch_up{resource="pods"} 1"#)) == true })
+    }
+
+    @Test func aListCutOffHalfwayIsRetriedNotHalfBelieved() async throws {
+        let h = try await KubernetesHarness()
+        defer { Task { await h.stop() } }
+        #expect(await h.waitReady())
+        // The next watch gets 410 Gone, so the gateway relists; the next three lists stop halfway.
+        let before = h.api.requests.count
+        try h.api.control("POST", "/truncate-lists", ["count": 3])
+        try h.api.control("POST", "/expire-next-watch")
+        try h.api.control("POST", "/drop-watches")
+        try h.api.put(K8sObject.pod("payments", "checkout-21", ip: "127.0.0.21", serviceAccount: "checkout", labels: ["app": "checkout"]))
+        #expect(await eventually(timeout: 30) { h.gatewayIdentity(of: "127.0.0.21") == "payments/checkout-21" })
+        // The identities from before are intact (a half list was never taken as the whole truth).
+        #expect(h.gatewayIdentity(of: "127.0.0.1") == "payments/checkout-1")
+        #expect(h.gatewayIdentity(of: "127.0.0.3") == "analytics/reporting-1")
+        #expect(try h.connect(from: "127.0.0.1").status == 0)
+        // The three cut-off lists happened, and were counted as errors.
+        let lists = h.api.requests.dropFirst(before).filter { ($0["query"] as? [String: Any])?["watch"] == nil && $0["method"] as? String == "GET" }
+        #expect(lists.count >= 4, "\(lists.count) lists after the faults were set")
+        #expect(try h.metrics().contains("corridor_kubernetes_api_errors_total"))
+    }
+
+    @Test func slowAnswersAreWaitedForAndFollowed() async throws {
+        let h = try await KubernetesHarness()
+        defer { Task { await h.stop() } }
+        #expect(await h.waitReady())
+        try h.api.control("POST", "/delay-headers", ["seconds": 2])
+        try h.api.control("POST", "/drop-watches")
+        try h.api.put(K8sObject.pod("payments", "checkout-22", ip: "127.0.0.22", serviceAccount: "checkout", labels: ["app": "checkout"]))
+        #expect(await eventually(timeout: 30) { h.gatewayIdentity(of: "127.0.0.22") == "payments/checkout-22" })
+        try h.api.control("POST", "/delay-headers", ["seconds": 0])
+        #expect(try h.connect(from: "127.0.0.1").status == 0)
+    }
+
+    /// Ten thousand pods: listed in pages, and the gateway answers for the last of them.
+    @Test func aListFarLargerThanUsualIsPagedThrough() async throws {
+        let h = try await KubernetesHarness(objects: { port in
+            KubernetesHarness.standardObjects(upstreamPort: port) + (0..<10_000).map { index in
+                K8sObject.pod("bulk", "bulk-\(index)", ip: "10.\(index / 65536 + 1).\((index / 256) % 256).\(index % 256)",
+                              serviceAccount: "bulk", labels: ["app": "bulk"])
+            }
+        })
+        defer { Task { await h.stop() } }
+        #expect(await h.waitReady(timeout: 90))
+        #expect(h.gatewayIdentity(of: "10.1.39.15") == "bulk/bulk-9999")
+        let pages = h.api.requests.filter { $0["path"] as? String == "/api/v1/pods" && ($0["query"] as? [String: Any])?["watch"] == nil }
+        #expect(pages.count >= 20, "\(pages.count) list pages for 10,004 pods at 500 a page")
+        #expect(try h.connect(from: "127.0.0.1").status == 0)
+    }
+}
