@@ -115,16 +115,8 @@ extension KubeEndpoint {
     /// is an error rather than a silent downgrade.
     public static func kubeconfig(path: String, context requested: String? = nil) throws(KubeConfigError) -> KubeEndpoint {
         let text = String(decoding: try readFile(path), as: UTF8.self)
-        let root: [String: Any]
-        do {
-            guard let loaded = try Yams.load(yaml: text) as? [String: Any] else {
-                throw KubeConfigError(file: path, reason: "not a kubeconfig (expected a mapping with clusters, users and contexts)")
-            }
-            root = loaded
-        } catch let error as KubeConfigError {
-            throw error
-        } catch {
-            throw KubeConfigError(file: path, reason: "not valid YAML: \(error)")
+        guard let root = try KubeConfigYAML.load(text, path: path) as? [String: Any] else {
+            throw KubeConfigError(file: path, reason: "not a kubeconfig (expected a mapping with clusters, users and contexts)")
         }
         let directory = (path as NSString).deletingLastPathComponent
         func resolve(_ file: String) -> String { file.hasPrefix("/") || directory.isEmpty ? file : "\(directory)/\(file)" }

@@ -231,4 +231,25 @@ enum Fixtures {
         let source = try ConfigLoader.load(yaml: ClusterPolicyCompiler.document(valid, kind: "ExternalService"), file: "x", crossCheck: false)
         #expect(source.externalServices.first?.metadata.labels == ["team": "pay"])
     }
+
+    /// A mapping used as a key stopped the process inside Yams (found by the kubeconfig fuzz
+    /// target; the input is Fuzz/corpus/kubeconfig/regression-complex-key). Now an error.
+    @Test func aComplexMappingKeyIsAnErrorNotACrash() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("corridor-kubeconfig-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("config").path
+        try """
+            apiVersion: v1
+            kind: Config
+            clusters:
+            - name: c
+              cluster:
+                ? server: https://127.0.0.1:6443
+                : x
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        #expect { try KubeEndpoint.kubeconfig(path: path) } throws: { error in
+            "\(error)".hasPrefix(path) && "\(error)".contains("a mapping key must be a plain string")
+        }
+    }
 }
