@@ -110,6 +110,23 @@ let package = Package(
             dependencies: ["CorridorPolicy"],
             path: "bench/DecisionBench"
         ),
+        // Coverage-guided fuzzing (Fuzz/README.md): each target is a libFuzzer entry point when
+        // built by fuzz/run.sh (-sanitize=fuzzer,address -DFUZZING), and otherwise a replayer of
+        // its corpus, which the test suite runs.
+        .target(name: "CorridorFuzzSupport", path: "Fuzz/Support"),
+        .executableTarget(name: "fuzz-client-hello", dependencies: ["CorridorFuzzSupport", "CorridorWire", "CorridorPolicy",
+                                                                   .product(name: "NIOCore", package: "swift-nio")], path: "Fuzz/ClientHello"),
+        .executableTarget(name: "fuzz-connect-head", dependencies: ["CorridorFuzzSupport", "CorridorWire", "CorridorPolicy",
+                                                                   .product(name: "NIOCore", package: "swift-nio")], path: "Fuzz/ConnectHead"),
+        .executableTarget(name: "fuzz-http-head", dependencies: [
+            "CorridorFuzzSupport", "CorridorProxy", "CorridorPolicy", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+        ], path: "Fuzz/HTTPHead"),
+        .executableTarget(name: "fuzz-config", dependencies: ["CorridorFuzzSupport", "CorridorPolicy"], path: "Fuzz/Config"),
+        .executableTarget(name: "fuzz-kube-objects", dependencies: ["CorridorFuzzSupport", "CorridorKubernetes", "CorridorPolicy"],
+                          path: "Fuzz/KubeObjects"),
+        .executableTarget(name: "fuzz-kubeconfig", dependencies: ["CorridorFuzzSupport", "CorridorKubernetes", "CorridorPolicy"],
+                          path: "Fuzz/KubeConfig"),
         .testTarget(name: "CorridorPolicyTests", dependencies: ["CorridorPolicy"]),
         .testTarget(
             name: "CorridorKubernetesTests",

@@ -1,0 +1,47 @@
+import CorridorFuzzSupport
+import CorridorPolicy
+import CorridorWire
+import NIOCore
+
+/// The ClientHello parser, fed as a connection would feed it: the bytes in pieces, each call with
+/// everything received so far. Invariants: the outcome does not depend on how the bytes were
+/// split; an accepted server name is a normalised host name, never an IP literal; the hello's size
+/// stays within the bytes given and the parser's bound.
+func fuzzClientHello(_ input: [UInt8]) {
+    let splits = FuzzSplits(input)
+    let maxHelloBytes = 16384
+    var whole = ClientHelloParser(maxHelloBytes: maxHelloBytes)
+    let atOnce = whole.parse(ByteBuffer(bytes: splits.data))
+    var piecewise = ClientHelloParser(maxHelloBytes: maxHelloBytes)
+    var outcome = ClientHelloParser.Outcome.needMoreData
+    for prefix in splits.prefixes {
+        outcome = piecewise.parse(ByteBuffer(bytes: prefix))
+        if outcome != .needMoreData { break }
+    }
+    fuzzCheck(outcome == atOnce, "split at \(splits.cuts): \(outcome), at once: \(atOnce)")
+    // A finished parser answers the same again.
+    fuzzCheck(piecewise.parse(ByteBuffer(bytes: splits.data)) == outcome, "a second call changed the outcome")
+    guard case .complete(let info) = atOnce else { return }
+    fuzzCheck(HostName.normalize(info.serverName) == .success(info.serverName), "accepted server name '\(info.serverName)' is not a normalised host name")
+    fuzzCheck(IPAddress(parsing: info.serverName) == nil, "accepted an IP literal as server name: \(info.serverName)")
+    fuzzCheck(info.helloBytes <= splits.data.count && info.helloBytes <= maxHelloBytes, "hello of \(info.helloBytes) bytes from \(splits.data.count)")
+    fuzzCheck(!info.alpn.contains(""), "an empty ALPN protocol name was accepted")
+}
+
+#if FUZZING
+@_cdecl("fuzz_client_hello_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    FuzzDriver.main(argc, argv, fuzzClientHello)
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzerTestOneInput(_ bytes: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
+    fuzzClientHello(count == 0 ? [] : Array(UnsafeBufferPointer(start: bytes, count: count)))
+    return 0
+}
+#else
+@main
+enum ReplayClientHello {
+    static func main() { FuzzReplay.main(fuzzClientHello) }
+}
+#endif

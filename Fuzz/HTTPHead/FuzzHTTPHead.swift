@@ -1,0 +1,68 @@
+import CorridorFuzzSupport
+import CorridorPolicy
+@testable import CorridorProxy
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+
+/// The http listener's head handling on what NIO's HTTP/1 decoder makes of arbitrary bytes: the
+/// framing checks, the request target and Host, and hop-by-hop removal. Invariants: a head the
+/// checks pass has at most 100 fields, one framing of its body, and a Connection header naming no
+/// framing field; an accepted target is a normalised host name (never an IP literal), a port in
+/// 1-65535, and an origin-form path without a fragment; after hop-by-hop removal no named or
+/// standard hop-by-hop field is left, and every other field is, in order.
+func fuzzHTTPHead(_ input: [UInt8]) {
+    let channel = EmbeddedChannel()
+    defer { _ = try? channel.finish() }
+    guard (try? channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))) != nil,
+          (try? channel.writeInbound(ByteBuffer(bytes: input))) != nil else { return }
+    while let part = try? channel.readInbound(as: HTTPServerRequestPart.self) {
+        guard case .head(let head) = part else { continue }
+        check(head)
+    }
+}
+
+private func check(_ head: HTTPRequestHead) {
+    if HTTPRequestHeadCheck.problem(head) == nil {
+        fuzzCheck(head.headers.count <= HTTPRequestHeadCheck.maxHeaderFields, "\(head.headers.count) fields passed")
+        let lengths = head.headers["content-length"], codings = head.headers["transfer-encoding"]
+        fuzzCheck(lengths.isEmpty || codings.isEmpty, "Content-Length and Transfer-Encoding both passed")
+        fuzzCheck(lengths.count <= 1, "\(lengths.count) Content-Length fields passed")
+        let named = head.headers["connection"].flatMap { HTTPRequestHeadCheck.tokens($0) }.map { $0.lowercased() }
+        fuzzCheck(!named.contains { HTTPHeaders.framingFields.contains($0) }, "Connection names a framing field: \(named)")
+    }
+
+    if case .success(let target) = HTTPTarget.parse(head) {
+        fuzzCheck(HostName.normalize(target.host) == .success(target.host), "target host '\(target.host)' is not a normalised host name")
+        fuzzCheck(IPAddress(parsing: target.host) == nil, "target host is an IP literal: \(target.host)")
+        fuzzCheck((1...65535).contains(target.port), "target port \(target.port)")
+        fuzzCheck(target.path == "*" || target.path.hasPrefix("/"), "path '\(target.path)' is not origin form")
+        fuzzCheck(!target.path.contains("#"), "a fragment would be forwarded: \(target.path)")
+    }
+
+    var headers = head.headers
+    HTTPHeaders.removeHopByHop(&headers)
+    var named = HTTPHeaders.hopByHopFields
+    for value in head.headers[canonicalForm: "connection"] { named.insert(value.lowercased()) }
+    let kept = head.headers.filter { !named.contains($0.name.lowercased()) }
+    fuzzCheck(!headers.contains { named.contains($0.name.lowercased()) }, "a hop-by-hop field survived")
+    fuzzCheck(headers.map { "\($0.name):\($0.value)" } == kept.map { "\($0.name):\($0.value)" }, "end-to-end fields lost or reordered")
+}
+
+#if FUZZING
+@_cdecl("fuzz_http_head_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    FuzzDriver.main(argc, argv, fuzzHTTPHead)
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzerTestOneInput(_ bytes: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
+    fuzzHTTPHead(count == 0 ? [] : Array(UnsafeBufferPointer(start: bytes, count: count)))
+    return 0
+}
+#else
+@main
+enum ReplayHTTPHead {
+    static func main() { FuzzReplay.main(fuzzHTTPHead) }
+}
+#endif
