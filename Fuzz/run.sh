@@ -36,4 +36,14 @@ options=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -max_len=1638
 echo "fuzzing $target for ${seconds}s"
 # ASan: a leak at exit is not a finding here (the Swift runtime keeps metadata caches); the
 # Swift backtracer is off (libFuzzer reports the crash, and the backtracer trips ASan itself).
-SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 "$binary" "${options[@]}" "${corpora[@]}"
+# libFuzzer's running commentary goes to a log; its last lines are shown, all of them on failure.
+log="$scratch.log"
+if SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 "$binary" "${options[@]}" "${corpora[@]}" > "$log" 2>&1; then
+    grep -E "^Done|stat::number_of_executed_units|stat::peak_rss_mb|cov: " "$log" | tail -n 3
+    rm -f "$log"
+else
+    status=$?
+    tail -n 80 "$log"
+    echo "Fuzz/run.sh: $target failed (exit $status); the input is in Fuzz/crashes/ (full log: $log)" >&2
+    exit $status
+fi
