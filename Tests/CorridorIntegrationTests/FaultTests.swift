@@ -29,6 +29,57 @@ struct FaultTests {
             """, "\(count)", source, "\(port)"], withStdin: true)
     }
 
+    /// Two thousand idle clients against maxConnections 1500, on the tls listener (the splice
+    /// plane on Linux) and the CONNECT listener: the ones past the limit are refused at once, each
+    /// with a record and counted; a real client is served as soon as some let go.
+    @Test func aFloodOfIdleClientsMeetsTheLimitAndTheGatewayRecovers() async throws {
+        let h = try await GatewayHarness(gatewayExtra: "  limits: {maxConnections: 1500, handshakeTimeout: 60s}")
+        defer { Task { await h.stop() } }
+        let flood = try BackgroundProcess("python3", ["-c", """
+            import socket, sys, select, time
+            held = []
+            for port in (int(sys.argv[1]), int(sys.argv[2])):
+                for _ in range(1000):
+                    s = socket.socket()
+                    s.setblocking(False)
+                    try:
+                        s.connect(("127.0.0.1", port))
+                    except BlockingIOError:
+                        pass
+                    held.append(s)
+            time.sleep(3)
+            poller = select.poll()  # select() stops at descriptor 1024
+            for s in held:
+                poller.register(s, select.POLLIN)
+            closed = [fd for fd, _ in poller.poll(0)]
+            print("CLOSED", len(closed), flush=True)
+            sys.stdin.readline()
+            for s in held[:300]:
+                s.close()
+            print("RELEASED", flush=True)
+            sys.stdin.read()
+            """, "\(h.tlsPort)", "\(h.connectPort)"], withStdin: true)
+        #expect(await eventually(timeout: 60) { flood.stdoutText.contains("CLOSED") })
+        let closed = flood.stdoutText.split(separator: "\n").first { $0.hasPrefix("CLOSED") }.flatMap { Int($0.split(separator: " ")[1]) } ?? 0
+        #expect(closed == 500, "2,000 clients, 1,500 slots: \(flood.stdoutText)")
+        #expect(await eventually(timeout: 20) { h.records().filter { $0["closeCause"] as? String == "connection_limit" }.count == 500 })
+        let metrics = try runCommand("curl", ["-sS", "--max-time", "10", "http://127.0.0.1:\(h.adminPort)/metrics"]).stdout
+        #expect(metrics.contains(#"corridor_connections_closed_total{cause="connection_limit"} 500"#), "\(metrics.prefix(300))")
+        // Full: a real client is refused too.
+        let refused = try runCommand("curl", ["-sS", "--max-time", "10", "--cacert", h.pki.caCert, "-x", "http://127.0.0.1:\(h.connectPort)",
+                                              "https://api.allowed.test:\(h.upstream.port)/"])
+        #expect(refused.stdout != "ok\n")
+        // Some let go: served again at once.
+        flood.write("\n")
+        #expect(await eventually(timeout: 20) { flood.stdoutText.contains("RELEASED") })
+        #expect(await eventually(timeout: 20) {
+            let result = try? runCommand("curl", ["-sS", "--max-time", "10", "--cacert", h.pki.caCert, "-x", "http://127.0.0.1:\(h.connectPort)",
+                                                  "https://api.allowed.test:\(h.upstream.port)/"])
+            return result?.stdout == "ok\n"
+        })
+        flood.closeStdin()
+    }
+
     @Test func oneSourceCannotTakeEverySlot() async throws {
         let h = try await GatewayHarness(gatewayExtra: "  limits: {maxConnections: 100, maxConnectionsPerSource: 3}")
         defer { Task { await h.stop() } }
