@@ -1,5 +1,3 @@
-import Foundation
-
 extension CaptureRules {
     public struct CommandFailure: Error, CustomStringConvertible {
         public var command: String
@@ -38,23 +36,10 @@ extension CaptureRules {
 
     @discardableResult
     private func run(_ tool: String, _ arguments: [String], input: String? = nil) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [tool] + arguments
-        let output = Pipe()
-        let stdin = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = stdin
-        try process.run()
-        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-        try stdin.fileHandleForWriting.close()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard process.terminationStatus == 0 else {
-            throw CommandFailure(command: ([tool] + arguments).joined(separator: " "), output: text)
+        let (status, output) = try ChildProcess.run(tool, arguments, input: input)
+        guard status == 0 else {
+            throw CommandFailure(command: ([tool] + arguments).joined(separator: " "), output: output)
         }
-        return text
+        return output
     }
 }
