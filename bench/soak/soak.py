@@ -81,7 +81,7 @@ spec:
   tls: {{upstreamPort: {up_port}}}
   resolver: {{static: {{api.soak.test: [127.0.0.1], denied.soak.test: [127.0.0.1], extra.soak.test: [127.0.0.1]}}, system: false}}
   destinations: {{allowPrivate: [127.0.0.1/32]}}
-  limits: {{handshakeTimeout: 3s, idleTimeout: 10m}}
+  limits: {{handshakeTimeout: 3s, idleTimeout: 2h}}
   logging: {{accessLog: {{file: {access_log}, interimInterval: 1m}}}}
 ---
 apiVersion: corridor.dev/v1alpha1
