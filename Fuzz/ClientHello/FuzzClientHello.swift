@@ -28,20 +28,9 @@ func fuzzClientHello(_ input: [UInt8]) {
     fuzzCheck(!info.alpn.contains(""), "an empty ALPN protocol name was accepted")
 }
 
-#if FUZZING
+#if FUZZING  // libFuzzer's driver (Fuzz/run.sh), else a replayer of files (FuzzCorpusTests)
 @_cdecl("fuzz_client_hello_main")
-public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
-    FuzzDriver.main(argc, argv, fuzzClientHello)
-}
-
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzerTestOneInput(_ bytes: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
-    fuzzClientHello(count == 0 ? [] : Array(UnsafeBufferPointer(start: bytes, count: count)))
-    return 0
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt { FuzzDriver.main(argc, argv, fuzzClientHello) }
 #else
-@main
-enum ReplayClientHello {
-    static func main() { FuzzReplay.main(fuzzClientHello) }
-}
+@main enum ReplayClientHello { static func main() { FuzzReplay.main(fuzzClientHello) } }
 #endif

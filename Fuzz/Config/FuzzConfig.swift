@@ -38,20 +38,9 @@ private let gateway = """
     spec: {listeners: {connect: "127.0.0.1:3128"}}
     """
 
-#if FUZZING
+#if FUZZING  // libFuzzer's driver (Fuzz/run.sh), else a replayer of files (FuzzCorpusTests)
 @_cdecl("fuzz_config_main")
-public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
-    FuzzDriver.main(argc, argv, fuzzConfig)
-}
-
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzerTestOneInput(_ bytes: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
-    fuzzConfig(count == 0 ? [] : Array(UnsafeBufferPointer(start: bytes, count: count)))
-    return 0
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt { FuzzDriver.main(argc, argv, fuzzConfig) }
 #else
-@main
-enum ReplayConfig {
-    static func main() { FuzzReplay.main(fuzzConfig) }
-}
+@main enum ReplayConfig { static func main() { FuzzReplay.main(fuzzConfig) } }
 #endif

@@ -27,20 +27,9 @@ func fuzzConnectHead(_ input: [UInt8]) {
     fuzzCheck(end.suffix(2) == [0x0A, 0x0A] || end.suffix(4) == [0x0D, 0x0A, 0x0D, 0x0A], "the head does not end with a blank line")
 }
 
-#if FUZZING
+#if FUZZING  // libFuzzer's driver (Fuzz/run.sh), else a replayer of files (FuzzCorpusTests)
 @_cdecl("fuzz_connect_head_main")
-public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
-    FuzzDriver.main(argc, argv, fuzzConnectHead)
-}
-
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzerTestOneInput(_ bytes: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
-    fuzzConnectHead(count == 0 ? [] : Array(UnsafeBufferPointer(start: bytes, count: count)))
-    return 0
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt { FuzzDriver.main(argc, argv, fuzzConnectHead) }
 #else
-@main
-enum ReplayConnectHead {
-    static func main() { FuzzReplay.main(fuzzConnectHead) }
-}
+@main enum ReplayConnectHead { static func main() { FuzzReplay.main(fuzzConnectHead) } }
 #endif

@@ -49,20 +49,9 @@ private func check(_ head: HTTPRequestHead) {
     fuzzCheck(headers.map { "\($0.name):\($0.value)" } == kept.map { "\($0.name):\($0.value)" }, "end-to-end fields lost or reordered")
 }
 
-#if FUZZING
+#if FUZZING  // libFuzzer's driver (Fuzz/run.sh), else a replayer of files (FuzzCorpusTests)
 @_cdecl("fuzz_http_head_main")
-public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
-    FuzzDriver.main(argc, argv, fuzzHTTPHead)
-}
-
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzerTestOneInput(_ bytes: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
-    fuzzHTTPHead(count == 0 ? [] : Array(UnsafeBufferPointer(start: bytes, count: count)))
-    return 0
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt { FuzzDriver.main(argc, argv, fuzzHTTPHead) }
 #else
-@main
-enum ReplayHTTPHead {
-    static func main() { FuzzReplay.main(fuzzHTTPHead) }
-}
+@main enum ReplayHTTPHead { static func main() { FuzzReplay.main(fuzzHTTPHead) } }
 #endif

@@ -30,20 +30,9 @@ func fuzzKubeConfig(_ input: [UInt8]) {
 /// One file per fuzzing process, rewritten for every input.
 private let kubeconfigPath = NSTemporaryDirectory() + "/corridor-fuzz-kubeconfig-\(ProcessInfo.processInfo.processIdentifier).yaml"
 
-#if FUZZING
+#if FUZZING  // libFuzzer's driver (Fuzz/run.sh), else a replayer of files (FuzzCorpusTests)
 @_cdecl("fuzz_kubeconfig_main")
-public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
-    FuzzDriver.main(argc, argv, fuzzKubeConfig)
-}
-
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzerTestOneInput(_ bytes: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
-    fuzzKubeConfig(count == 0 ? [] : Array(UnsafeBufferPointer(start: bytes, count: count)))
-    return 0
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt { FuzzDriver.main(argc, argv, fuzzKubeConfig) }
 #else
-@main
-enum ReplayKubeConfig {
-    static func main() { FuzzReplay.main(fuzzKubeConfig) }
-}
+@main enum ReplayKubeConfig { static func main() { FuzzReplay.main(fuzzKubeConfig) } }
 #endif

@@ -40,20 +40,9 @@ func fuzzKubeObjects(_ input: [UInt8]) {
     }
 }
 
-#if FUZZING
+#if FUZZING  // libFuzzer's driver (Fuzz/run.sh), else a replayer of files (FuzzCorpusTests)
 @_cdecl("fuzz_kube_objects_main")
-public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
-    FuzzDriver.main(argc, argv, fuzzKubeObjects)
-}
-
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzerTestOneInput(_ bytes: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
-    fuzzKubeObjects(count == 0 ? [] : Array(UnsafeBufferPointer(start: bytes, count: count)))
-    return 0
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt { FuzzDriver.main(argc, argv, fuzzKubeObjects) }
 #else
-@main
-enum ReplayKubeObjects {
-    static func main() { FuzzReplay.main(fuzzKubeObjects) }
-}
+@main enum ReplayKubeObjects { static func main() { FuzzReplay.main(fuzzKubeObjects) } }
 #endif

@@ -18,6 +18,14 @@ public enum FuzzDriver {
     }
 }
 
+/// What libFuzzer's own `main` (pulled in by -sanitize=fuzzer, unused: SwiftPM's entry point
+/// wins) needs to link; it runs the body like the driver's callback.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzerTestOneInput(_ bytes: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
+    FuzzDriver.body?(count == 0 ? [] : Array(UnsafeBufferPointer(start: bytes, count: count)))
+    return 0
+}
+
 /// libFuzzer's entry point (FuzzerDriver.cpp), present when built with -sanitize=fuzzer.
 @_silgen_name("LLVMFuzzerRunDriver")
 func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>,
