@@ -10,17 +10,9 @@ import NIOCore
 func fuzzClientHello(_ input: [UInt8]) {
     let splits = FuzzSplits(input)
     let maxHelloBytes = 16384
-    var whole = ClientHelloParser(maxHelloBytes: maxHelloBytes)
-    let atOnce = whole.parse(ByteBuffer(bytes: splits.data))
-    var piecewise = ClientHelloParser(maxHelloBytes: maxHelloBytes)
-    var outcome = ClientHelloParser.Outcome.needMoreData
-    for prefix in splits.prefixes {
-        outcome = piecewise.parse(ByteBuffer(bytes: prefix))
-        if outcome != .needMoreData { break }
+    let atOnce = splits.checkSplitInvariance({ ClientHelloParser(maxHelloBytes: maxHelloBytes) }, pending: .needMoreData) {
+        $0.parse(ByteBuffer(bytes: $1))
     }
-    fuzzCheck(outcome == atOnce, "split at \(splits.cuts): \(outcome), at once: \(atOnce)")
-    // A finished parser answers the same again.
-    fuzzCheck(piecewise.parse(ByteBuffer(bytes: splits.data)) == outcome, "a second call changed the outcome")
     guard case .complete(let info) = atOnce else { return }
     fuzzCheck(HostName.normalize(info.serverName) == .success(info.serverName), "accepted server name '\(info.serverName)' is not a normalised host name")
     fuzzCheck(IPAddress(parsing: info.serverName) == nil, "accepted an IP literal as server name: \(info.serverName)")

@@ -9,15 +9,9 @@ import NIOCore
 func fuzzConnectHead(_ input: [UInt8]) {
     let splits = FuzzSplits(input)
     let maxHeadBytes = 2048
-    var whole = ConnectHeadParser(maxHeadBytes: maxHeadBytes)
-    let atOnce = whole.parse(ByteBuffer(bytes: splits.data))
-    var piecewise = ConnectHeadParser(maxHeadBytes: maxHeadBytes)
-    var outcome = ConnectHeadParser.Outcome.needMoreData
-    for prefix in splits.prefixes {
-        outcome = piecewise.parse(ByteBuffer(bytes: prefix))
-        if outcome != .needMoreData { break }
+    let atOnce = splits.checkSplitInvariance({ ConnectHeadParser(maxHeadBytes: maxHeadBytes) }, pending: .needMoreData) {
+        $0.parse(ByteBuffer(bytes: $1))
     }
-    fuzzCheck(outcome == atOnce, "split at \(splits.cuts): \(outcome), at once: \(atOnce)")
     guard case .complete(let request) = atOnce else { return }
     fuzzCheck(HostName.normalize(request.host) == .success(request.host), "accepted host '\(request.host)' is not a normalised host name")
     fuzzCheck(IPAddress(parsing: request.host) == nil, "accepted an IP literal: \(request.host)")

@@ -31,4 +31,23 @@ public struct FuzzSplits {
     /// The growing prefixes a connection would hold after each piece arrived: data[..<cut] for
     /// every cut, then all of it.
     public var prefixes: [ArraySlice<UInt8>] { (cuts + [data.count]).map { data[..<$0] } }
+
+    /// Feeds `parser` the growing prefixes until it answers something other than `pending`, and
+    /// a second parser all the data at once; checks that both answer the same, and that the
+    /// first, once finished, answers the same again. Returns that answer.
+    public func checkSplitInvariance<Parser, Outcome: Equatable>(
+        _ make: () -> Parser, pending: Outcome, parse: (inout Parser, ArraySlice<UInt8>) -> Outcome
+    ) -> Outcome {
+        var whole = make()
+        let atOnce = parse(&whole, data[...])
+        var piecewise = make()
+        var outcome = pending
+        for prefix in prefixes {
+            outcome = parse(&piecewise, prefix)
+            if outcome != pending { break }
+        }
+        fuzzCheck(outcome == atOnce, "split at \(cuts): \(outcome), at once: \(atOnce)")
+        fuzzCheck(parse(&piecewise, data[...]) == outcome, "a second call changed the outcome")
+        return atOnce
+    }
 }
