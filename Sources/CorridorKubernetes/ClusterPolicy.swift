@@ -262,6 +262,11 @@ public enum PodInventory {
         var owner: [IPAddress: Pod] = [:]
         for pod in pods {
             guard pod.spec?.hostNetwork != true, pod.status?.phase != "Succeeded", pod.status?.phase != "Failed" else { continue }
+            // An identity the policy model cannot hold (the API server never sends one, but a
+            // proxy or a fake in between might) claims nothing: its source stays unknown, denied.
+            guard ConfigLoader.workloadIdentityProblem(name: pod.metadata.name ?? "", namespace: pod.metadata.namespace ?? "default",
+                                                       serviceAccount: serviceAccount(of: pod), labels: pod.metadata.labels ?? [:]) == nil
+            else { continue }
             for text in pod.addresses {
                 guard var address = IPAddress(parsing: text) else { continue }
                 // `::ffff:a.b.c.d` is the IPv4 address it carries (as sources are looked up).
@@ -276,12 +281,13 @@ public enum PodInventory {
         }
         return addresses.values.sorted { $0.pod.metadata.key < $1.pod.metadata.key }.map { entry in
             let pod = entry.pod
-            let account = pod.spec?.serviceAccountName ?? pod.spec?.serviceAccount ?? "default"
             return Workload(metadata: ObjectMeta(name: pod.metadata.name ?? "", namespace: pod.metadata.namespace ?? "default"),
                             addresses: entry.cidrs.sorted { $0.description < $1.description },
-                            serviceAccount: account, labels: pod.metadata.labels ?? [:])
+                            serviceAccount: serviceAccount(of: pod), labels: pod.metadata.labels ?? [:])
         }
     }
+
+    static func serviceAccount(of pod: Pod) -> String { pod.spec?.serviceAccountName ?? pod.spec?.serviceAccount ?? "default" }
 
     static func isNewer(_ pod: Pod, than other: Pod) -> Bool {
         // A pod being deleted yields to one that is not.

@@ -266,6 +266,18 @@ public enum ConfigLoader {
     }
 
     /// RFC 1123 label (or subdomain, with dots): lower-case alphanumerics and '-'.
+    /// Why a Workload with this identity would be refused (the same checks as for one in a file),
+    /// or nil: for identities made from objects that were not read from a file (pods).
+    public static func workloadIdentityProblem(name: String, namespace: String, serviceAccount: String, labels: [String: String]) -> String? {
+        if let problem = dnsLabelProblem(name, maxLength: 253, allowDots: true) { return "metadata.name: \(problem)" }
+        if let problem = dnsLabelProblem(namespace, maxLength: 63, allowDots: false) { return "metadata.namespace: \(problem)" }
+        if let problem = dnsLabelProblem(serviceAccount, maxLength: 253, allowDots: true) { return "serviceAccount: \(problem)" }
+        for (key, value) in labels {
+            if let problem = LabelSyntax.keyProblem(key) ?? LabelSyntax.valueProblem(value) { return "labels.\(key): \(problem)" }
+        }
+        return nil
+    }
+
     public static func dnsLabelProblem(_ name: String, maxLength: Int, allowDots: Bool) -> String? {
         let ok = !name.isEmpty && name.utf8.count <= maxLength
             && name.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || (allowDots && $0 == 0x2e) }

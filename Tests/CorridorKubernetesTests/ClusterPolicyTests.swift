@@ -71,6 +71,16 @@ func decide(_ snapshot: PolicySnapshot, from address: String, to host: String) -
         #expect(PodInventory.workloads(from: [failed]).isEmpty)
     }
 
+    /// A pod whose identity the policy model cannot hold (found by the kube-objects fuzz target:
+    /// an upper-case name became a Workload the file loader refuses) claims no address.
+    @Test func aPodWithAnIdentityTheModelRefusesClaimsNothing() {
+        for bad in [pod("payments", "paymentS-api", ip: ["10.0.0.9"]), pod("Payments", "api", ip: ["10.0.0.9"]),
+                    pod("payments", "api", ip: ["10.0.0.9"], sa: "Checkout")] {
+            #expect(PodInventory.workloads(from: [bad]).isEmpty, "\(bad.metadata)")
+        }
+        #expect(PodInventory.workloads(from: [pod("payments", "api", ip: ["10.0.0.9"])]).count == 1)
+    }
+
     @Test func anIPv4MappedPodAddressIsTheIPv4AddressItCarries() {
         let mapped = pod("payments", "mapped", ip: ["::ffff:10.0.0.8"])
         let inventory = SourceInventory(workloads: PodInventory.workloads(from: [mapped]))
