@@ -145,7 +145,7 @@ def curl(host, path, via_connect=True):
 def allowed():
     while not stop.is_set():
         result = curl("api.soak.test", "/small", via_connect=random.random() < 0.5)
-        count("allowed", result.stdout == "200", result.stdout + " " + result.stderr)
+        count("allowed", result.returncode == 0 and result.stdout == "200", result.stdout + " " + result.stderr)
         time.sleep(0.05)
 
 
@@ -159,7 +159,7 @@ def denied():
 def large():
     while not stop.is_set():
         result = curl("api.soak.test", "/size/20971520")
-        count("large", result.stdout == "200", result.stdout + " " + result.stderr)
+        count("large", result.returncode == 0 and result.stdout == "200", result.stdout + " " + result.stderr)
 
 
 def client_hello():
