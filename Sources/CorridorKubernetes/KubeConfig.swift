@@ -1,5 +1,4 @@
 import Foundation
-import Yams
 
 /// Where the API server is and how to prove who we are: read from the pod's service-account
 /// files (in a cluster) or from a kubeconfig (development).

@@ -28,10 +28,16 @@ struct AccessLogSink: ~Copyable {
     }
 
     /// Appends to `path`, creating it (mode 0640) if needed; throws what the first open says.
-    init(path: String) throws(AccessLogOpenError) {
+    init(path: String) throws(OpenError) {
         self.path = path
         descriptor = -1
-        guard reopen() else { throw AccessLogOpenError(path: path, reason: failure ?? "unknown error") }
+        guard reopen() else { throw OpenError(reason: failure ?? "cannot open \(path)") }
+    }
+
+    /// The access log file cannot be opened at start; `reason` names the file and why.
+    struct OpenError: Error, CustomStringConvertible {
+        var reason: String
+        var description: String { "access log: \(reason)" }
     }
 
     deinit {
@@ -97,13 +103,6 @@ struct AccessLogSink: ~Copyable {
         failure = "cannot write \(path ?? "standard output"): \(String(cString: strerror(error)))"
         return false
     }
-}
-
-/// The access log file cannot be opened at start.
-struct AccessLogOpenError: Error, CustomStringConvertible {
-    var path: String
-    var reason: String
-    var description: String { "cannot open access log \(path): \(reason)" }
 }
 
 #if canImport(Glibc)

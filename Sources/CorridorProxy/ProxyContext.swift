@@ -133,4 +133,3 @@ public final class ProxyContext: Sendable {
     /// Client connections open now.
     public var openConnections: Int { open.load(ordering: .relaxed) }
 }
-

@@ -23,7 +23,4 @@ final class SourceConnectionCounts: Sendable {
             counts[source] = held > 1 ? held - 1 : nil
         }
     }
-
-    /// Connections `source` holds now.
-    func held(by source: IPAddress) -> Int { counts.withLock { $0[source, default: 0] } }
 }
