@@ -15,7 +15,8 @@ public enum CheckSummary {
                          ("admin", gateway.listeners.admin)]
             .compactMap { name, address in address.map { "\(name) \($0)" } }
         lines.append("listeners: " + (listeners.isEmpty ? "none" : listeners.joined(separator: ", "))
-            + (gateway.listeners.tls == nil ? "" : "; tls data plane: \(gateway.tls.dataPlane.rawValue)"))
+            + (gateway.listeners.tls == nil ? "" : "; tls data plane: \(gateway.tls.dataPlane.rawValue)")
+            + (gateway.listeners.connect == nil ? "" : "; connect data plane: \(gateway.connect.dataPlane.rawValue)"))
         lines.append("mode: \(gateway.mode.rawValue); unknown sources: \(gateway.unknownSources.rawValue); ECH: \(gateway.tls.allowECH ? "allowed" : "denied"); "
             + "private destinations allowed: \(gateway.allowPrivate.isEmpty ? "none" : gateway.allowPrivate.map(\.description).joined(separator: ", "))")
         lines.append("\(source.externalServices.count) ExternalService(s), \(snapshot.hostPatternCount) host pattern(s):")

@@ -40,7 +40,7 @@ public final class Gateway: Sendable {
         }
     }
 
-    /// A bound listener: a NIO server channel, or the splice plane's socket (`spec.tls.dataPlane: Splice`).
+    /// A bound listener: a NIO server channel, or the splice plane's socket (`spec.tls.dataPlane` or `spec.connect.dataPlane: Splice`).
     enum BoundListener: Sendable {
         case nio(any Channel)
         case splice(SpliceListener)
@@ -144,19 +144,23 @@ public final class Gateway: Sendable {
         var bound: [String: BoundListener] = [:]
         var splice: SplicePlane?
         do {
-            if let address = gateway.listeners.tls {
-                if gateway.tls.dataPlane == .splice {
+            // The splice plane (its loops) is made once, for the listeners that use it.
+            func splicePlane() throws -> SplicePlane {
+                if let splice { return splice }
+                let plane = try SplicePlane(workers: options.workers, proxy: proxy, group: group)
+                splice = plane
+                return plane
+            }
+            for (name, address, dataPlane, kind) in [("tls", gateway.listeners.tls, gateway.tls.dataPlane, ListenerKind.passthrough),
+                                                     ("connect", gateway.listeners.connect, gateway.connect.dataPlane, ListenerKind.connect)] {
+                guard let address else { continue }
+                if dataPlane == .splice {
                     #if os(Linux)
-                    let plane = try SplicePlane(workers: options.workers, proxy: proxy, group: group)
-                    splice = plane
-                    bound["tls"] = .splice(try await plane.bind(host: address.host, port: address.port, name: "tls"))
+                    bound[name] = .splice(try await splicePlane().bind(kind, host: address.host, port: address.port, name: name))
                     #endif
                 } else {
-                    bound["tls"] = .nio(try await Listeners.bind(.passthrough, host: address.host, port: address.port, group: group, proxy: proxy))
+                    bound[name] = .nio(try await Listeners.bind(kind, host: address.host, port: address.port, group: group, proxy: proxy))
                 }
-            }
-            if let address = gateway.listeners.connect {
-                bound["connect"] = .nio(try await Listeners.bind(.connect, host: address.host, port: address.port, group: group, proxy: proxy))
             }
             if let address = gateway.listeners.http {
                 bound["http"] = .nio(try await Listeners.bind(.http, host: address.host, port: address.port, group: group, proxy: proxy))
@@ -279,6 +283,7 @@ public final class Gateway: Sendable {
             }
         }
         if new.listeners != old.listeners || new.logging != old.logging || new.tls.dataPlane != old.tls.dataPlane
+            || new.connect.dataPlane != old.connect.dataPlane
             || new.flows != old.flows || new.signals != old.signals {
             logger.warning("listener, data plane, logging, flow table and signal changes take effect at the next restart",
                            metadata: ["file": "\(options.configPath)"])
@@ -317,7 +322,8 @@ public final class Gateway: Sendable {
             logger.warning("drain deadline passed; closing live connections", metadata: ["open": "\(proxy.openConnections)"])
         }
         if let admin = listeners["admin"] { await admin.close() }
-        // Connections of the splice plane still open after the drain end now (cause `shutdown`).
+        // Connections still open after the drain end now, with cause `shutdown`, on both planes.
+        await proxy.endNIOConnections()
         await splice?.shutdown()
         await cluster?.stop()
         try? await group.shutdownGracefully()

@@ -74,19 +74,28 @@ public struct GatewayConfig: Sendable, Equatable {
         /// What carries the tls listener's connections: Splice on Linux, NIO elsewhere. Read when
         /// the gateway starts.
         public var dataPlane: DataPlane = .platformDefault
+    }
 
-        public enum DataPlane: String, Sendable, Equatable, CaseIterable {
-            /// SwiftNIO channels, like the other listeners.
-            case nio = "NIO"
-            /// Raw sockets and epoll, bytes moved by splice(2) without copying (Linux only).
-            case splice = "Splice"
+    /// Settings of the explicit-proxy (CONNECT) listener.
+    public struct ConnectSettings: Sendable, Equatable {
+        /// What carries the connect listener's connections: Splice on Linux, NIO elsewhere. A
+        /// plain-HTTP request in absolute form is served by the HTTP path (NIO) either way. Read
+        /// when the gateway starts.
+        public var dataPlane: DataPlane = .platformDefault
+    }
 
-            #if os(Linux)
-            public static let platformDefault = DataPlane.splice
-            #else
-            public static let platformDefault = DataPlane.nio
-            #endif
-        }
+    /// What carries a listener's connections (`spec.tls.dataPlane`, `spec.connect.dataPlane`).
+    public enum DataPlane: String, Sendable, Equatable, CaseIterable {
+        /// SwiftNIO channels, like the other listeners.
+        case nio = "NIO"
+        /// Raw sockets and epoll, bytes moved by splice(2) without copying (Linux only).
+        case splice = "Splice"
+
+        #if os(Linux)
+        public static let platformDefault = DataPlane.splice
+        #else
+        public static let platformDefault = DataPlane.nio
+        #endif
     }
 
     /// Settings of transparent capture (connections redirected to the listeners by iptables).
@@ -203,6 +212,7 @@ public struct GatewayConfig: Sendable, Equatable {
         http: nil
     )
     public var tls = TLSSettings()
+    public var connect = ConnectSettings()
     public var transparent = TransparentSettings()
     /// Names answered from configuration; exact names and `*.suffix` patterns. Other names go to the system resolver.
     public var staticHosts: [(HostPattern, [IPAddress])] = []

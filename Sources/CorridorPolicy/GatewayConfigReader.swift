@@ -1,5 +1,16 @@
 /// Reads the `spec` of a `GatewayConfig` object.
 enum GatewayConfigReader {
+    /// A listener's `dataPlane` field (`path` names it in errors): Splice only on Linux.
+    private static func dataPlane(_ fields: YAMLReader.Fields, _ path: String) throws(ConfigError) -> GatewayConfig.DataPlane? {
+        let plane = try fields.enumeration("dataPlane", GatewayConfig.DataPlane.self)
+        #if !os(Linux)
+        if plane == .splice {
+            throw fields.reader.error(path, fields.node("dataPlane"), "Splice needs Linux (epoll and splice(2)); use NIO here")
+        }
+        #endif
+        return plane
+    }
+
     static func read(_ spec: YAMLReader.Fields, name: String) throws(ConfigError) -> GatewayConfig {
         let reader = spec.reader
         var config = GatewayConfig()
@@ -26,13 +37,13 @@ enum GatewayConfigReader {
             config.tls.upstreamPort = try tls.int("upstreamPort", in: 1...65535) ?? config.tls.upstreamPort
             config.tls.allowECH = try tls.bool("allowECH") ?? false
             config.tls.maxClientHelloBytes = try tls.int("maxClientHelloBytes", in: 1024...(1 << 20)) ?? config.tls.maxClientHelloBytes
-            config.tls.dataPlane = try tls.enumeration("dataPlane", GatewayConfig.TLSSettings.DataPlane.self) ?? config.tls.dataPlane
-            #if !os(Linux)
-            if config.tls.dataPlane == .splice {
-                throw reader.error("spec.tls.dataPlane", tls.node("dataPlane"), "Splice needs Linux (epoll and splice(2)); use NIO here")
-            }
-            #endif
+            config.tls.dataPlane = try dataPlane(tls, "spec.tls.dataPlane") ?? config.tls.dataPlane
             try tls.finish()
+        }
+
+        if let connect = try spec.fields("connect") {
+            config.connect.dataPlane = try dataPlane(connect, "spec.connect.dataPlane") ?? config.connect.dataPlane
+            try connect.finish()
         }
 
         if let transparent = try spec.fields("transparent") {

@@ -1,3 +1,4 @@
+import NIOPosix
 import NIOCore
 import NIOHTTP1
 
@@ -19,5 +20,34 @@ enum HTTPProxyPipeline {
             HTTPProxyHandler(listenerName: listenerName, proxy: proxy, countsConnection: countsConnection),
         ]
         try pipeline.addHandlers(handlers, position: position)
+    }
+}
+
+extension HTTPProxyPipeline {
+    /// Makes a NIO channel of `socket`, a connection accepted and read by the splice plane's
+    /// connect listener whose first request is absolute-form plain HTTP: `bytes` (what was read)
+    /// reach the HTTP path first, and the connection's admission `slot` is given back when it closes.
+    static func adopt(_ socket: NIOBSDSocket.Handle, bytes: ByteBuffer, slot: AdmissionSlot, listenerName: String, proxy: ProxyContext,
+                      group: any EventLoopGroup) {
+        let bootstrap = ClientBootstrap(group: group.next())
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try RelayBuffers.configure(channel, relayed: false)
+                    try channel.pipeline.syncOperations.addHandler(HandOverBytesHandler(bytes: bytes))
+                    try add(to: channel.pipeline.syncOperations, listenerName: listenerName, proxy: proxy, countsConnection: false,
+                            position: .last)
+                }
+            }
+        // NIO owns the descriptor from here: it closes it with the channel, or when it cannot make one.
+        let adopted = bootstrap.withConnectedSocket(socket)
+        adopted.whenComplete { result in
+            switch result {
+            case .success(let channel):
+                channel.closeFuture.whenComplete { _ in proxy.release(slot) }
+            case .failure(let error):
+                proxy.logger.error("cannot hand a plain-HTTP connection to the HTTP path: \(error)")
+                proxy.release(slot)
+            }
+        }
     }
 }

@@ -28,12 +28,12 @@ public enum Listeners {
                 .get()
         }
         let name = kind == .passthrough ? "tls" : "connect"
-        let handlerMode: InspectHandler.Mode = kind == .passthrough ? .passthrough : .connect
+        let front: ConnectionStateMachine.Front = kind == .passthrough ? .tls : .connect
         return try await bootstrap(group: group, name: name, logger: proxy.logger)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try RelayBuffers.configure(channel, relayed: true)
-                    try channel.pipeline.syncOperations.addHandler(InspectHandler(mode: handlerMode, listenerName: name, proxy: proxy))
+                    try channel.pipeline.syncOperations.addHandler(InspectHandler(front: front, listenerName: name, proxy: proxy))
                 }
             }
             .bind(host: host, port: port)

@@ -16,8 +16,8 @@ public final class ProxyContext: Sendable {
     private let pools = Mutex<[ObjectIdentifier: NIOLoopBound<UpstreamPool>]>([:])
     /// One upstream bootstrap cache per event loop.
     private let upstreamBootstraps = Mutex<[ObjectIdentifier: NIOLoopBound<UpstreamBootstraps>]>([:])
-    /// One idle-relay sweeper per event loop.
-    private let sweepers = Mutex<[ObjectIdentifier: NIOLoopBound<IdleSweeper>]>([:])
+    /// The tls and connect connections of each NIO event loop.
+    private let loopConnections = Mutex<[ObjectIdentifier: NIOLoopBound<LoopConnections>]>([:])
     private let open = Atomic<Int>(0)
     private let sourceCounts = SourceConnectionCounts()
     /// Data planes outside NIO (the splice plane) that re-decide their live connections after a
@@ -40,7 +40,7 @@ public final class ProxyContext: Sendable {
     public func install(_ snapshot: PolicySnapshot, origination: OriginationContexts) {
         policy.replace(with: snapshot, origination: origination)
         guard snapshot.gateway.reload.liveConnections == .recheck else { return }
-        for bound in sweepers.withLock({ Array($0.values) }) {
+        for bound in loopConnections.withLock({ Array($0.values) }) {
             bound.eventLoop.execute { bound.value.recheck(against: snapshot) }
         }
         for recheck in recheckers.withLock({ $0 }) { recheck(snapshot) }
@@ -59,9 +59,17 @@ public final class ProxyContext: Sendable {
         return current.gateway.reload.liveConnections == .recheck ? current : nil
     }
 
-    /// The idle-relay sweeper of `eventLoop`; call on that event loop.
-    func sweeper(for eventLoop: any EventLoop) -> IdleSweeper {
-        Self.perLoop(sweepers, eventLoop) { IdleSweeper(eventLoop: eventLoop) }
+    /// The tls and connect connections of `eventLoop`; call on that event loop.
+    func connections(for eventLoop: any EventLoop) -> LoopConnections {
+        Self.perLoop(loopConnections, eventLoop) { LoopConnections(eventLoop: eventLoop) }
+    }
+
+    /// Ends every tls and connect connection of the NIO plane now (cause `shutdown`), each on its
+    /// own event loop; returns when all have been told. The splice plane ends its own when it stops.
+    public func endNIOConnections() async {
+        for bound in loopConnections.withLock({ Array($0.values) }) {
+            try? await bound.eventLoop.submit { bound.value.shutdown() }.get()
+        }
     }
 
     /// The upstream bootstraps of `eventLoop`; call on that event loop.

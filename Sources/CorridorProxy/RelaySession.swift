@@ -1,54 +1,49 @@
 import CorridorPolicy
 import NIOCore
 
-/// The relay of one connection: byte counts both ways, the last time a byte moved, and the access
-/// record, written when both sides have closed. Confined to the connection's event loop.
+/// The NIO plane's relay of one connection, the second half of its driver (after
+/// ``InspectHandler``): it holds the connection's ``ConnectionStateMachine`` once the relay has
+/// started, counts bytes both ways on the record, keeps the last time a byte moved, and reports the
+/// relay's end (both sides closed) with its cause. Confined to the connection's event loop.
 final class RelaySession {
-    private let record: ConnectionRecord
-    private let context: ProxyContext
+    private var machine: ConnectionStateMachine
     private var closedSides = 0
+    /// How the relay ends unless the machine ends it first (idle, revoked, shutdown).
     private var cause: CloseCause = .completed
-    /// No byte either way for this long closes the relay (`spec.limits.idleTimeout`).
-    let idleLimit: TimeAmount
     private(set) var lastActivity: NIODeadline
-    /// Set while an ``IdleSweeper`` watches the relay: the client channel to close when idle.
+    /// The client channel, closed when the machine ends the relay (its glue closes the upstream).
     var clientChannel: (any Channel)?
-    weak var sweeper: IdleSweeper?
-    /// Where the sweeper keeps this session (its index in the sweeper's ``SlotList``).
-    var sweepSlot = -1
+    weak var table: LoopConnections?
+    /// Where the table keeps this session (its index in the table's ``SlotList``).
+    var tableSlot = -1
 
-    init(record: ConnectionRecord, context: ProxyContext, idleLimit: TimeAmount = .hours(1), now: NIODeadline = .now()) {
-        self.record = record
-        self.context = context
-        self.idleLimit = idleLimit
+    /// `machine` must be relaying.
+    init(machine: ConnectionStateMachine, now: NIODeadline) {
+        precondition(machine.isRelaying, "a relay session starts with a relaying connection")
+        self.machine = machine
         self.lastActivity = now
     }
 
+    var record: ConnectionRecord { machine.record }
+
     func count(bytes: Int, fromClient: Bool, at now: NIODeadline) {
-        if fromClient { record.bytesUp += bytes } else { record.bytesDown += bytes }
+        if fromClient { machine.record.bytesUp += bytes } else { machine.record.bytesDown += bytes }
         lastActivity = now
     }
 
-    func isIdle(at now: NIODeadline) -> Bool { now - lastActivity >= idleLimit }
-
-    /// Writes an interim record when one is due (`logging.accessLog.interimInterval`).
-    func writeInterimIfDue(at now: ContinuousClock.Instant) {
-        guard closedSides == 0, let flows = context.accessLog.flows, flows.interimDue(record, at: now) else { return }
-        record.interims += 1
-        context.accessLog.writeInterim(record)
+    /// The table's sweep: the idle limit, and interim records.
+    func tick(now: NIODeadline, clock: ContinuousClock.Instant) {
+        guard closedSides == 0 else { return }
+        apply(machine.tick(now: clock, idleFor: .nanoseconds((now - lastActivity).nanoseconds)))
     }
 
-    /// Closes the relay as idle: the client side closes, and its glue closes the upstream side.
-    func closeForIdle() {
-        if cause == .completed { cause = .idleTimeout }
-        clientChannel?.close(promise: nil)
-    }
-
-    /// Closes the relay if `snapshot` no longer allows it (`spec.reload.liveConnections: Recheck`).
     func recheck(against snapshot: PolicySnapshot) {
-        guard closedSides == 0, record.revoked(by: snapshot) else { return }
-        cause = .policyRevoked
-        clientChannel?.close(promise: nil)
+        guard closedSides == 0 else { return }
+        apply(machine.recheck(against: snapshot))
+    }
+
+    func shutdown() {
+        apply(machine.shutdown())
     }
 
     func error(fromClient: Bool) {
@@ -58,9 +53,21 @@ final class RelaySession {
     func sideClosed(isClientSide: Bool) {
         closedSides += 1
         if closedSides == 2 {
-            sweeper?.remove(self)
+            table?.remove(self)
             clientChannel = nil
-            record.finish(cause, log: context.accessLog, metrics: context.metrics)
+            apply(machine.relayEnded(cause))
+        }
+    }
+
+    private func apply(_ action: ConnectionStateMachine.Action) {
+        switch action.next {
+        case .wait:
+            return
+        case .close:
+            table?.remove(self)
+            clientChannel?.close(promise: nil)
+        case .read, .pauseReads, .resolve, .connect, .relay, .handOverToHTTP, .discardUpstream:
+            preconditionFailure("a relay was asked to \(action.next)")
         }
     }
 }

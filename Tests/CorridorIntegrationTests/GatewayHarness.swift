@@ -7,7 +7,7 @@ import NIOCore
 
 /// The tls listener's data plane in the integration tests: `CORRIDOR_TEST_DATA_PLANE` (NIO or
 /// Splice), else the platform's default. `scripts/test` runs the passthrough suites under both.
-let testDataPlane = ProcessInfo.processInfo.environment["CORRIDOR_TEST_DATA_PLANE"] ?? GatewayConfig.TLSSettings.DataPlane.platformDefault.rawValue
+let testDataPlane = ProcessInfo.processInfo.environment["CORRIDOR_TEST_DATA_PLANE"] ?? GatewayConfig.DataPlane.platformDefault.rawValue
 
 /// The config every integration test starts from: the quickstart's objects, with the upstream's
 /// real port and listeners on port 0. `extra` is appended as more YAML documents.
@@ -31,6 +31,7 @@ func testConfig(upstreamPort: Int, accessLog: String, gatewayExtra: String = "",
       unknownSources: Deny
       logging: {accessLog: {file: \(accessLog)\(accessLogExtra)}}
       tls: {dataPlane: \(testDataPlane)}
+      connect: {dataPlane: \(testDataPlane)}
     \(gatewayExtra)
     ---
     apiVersion: corridor.dev/v1alpha1

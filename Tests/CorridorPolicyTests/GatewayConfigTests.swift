@@ -76,6 +76,8 @@ struct GatewayConfigLoadTests {
         Named("zero timeout", ("  limits: {connectTimeout: 0s}\n", "spec.limits.connectTimeout", 5, "positive duration")),
         Named("typo in limits", ("  limits: {idleTimeOut: 5m}\n", "spec.limits.idleTimeOut", 5, "unknown field")),
         Named("dataPlane lower case", ("  tls: {dataPlane: splice}\n", "spec.tls.dataPlane", 5, "NIO, Splice")),
+        Named("connect dataPlane unknown", ("  connect: {dataPlane: Epoll}\n", "spec.connect.dataPlane", 5, "NIO, Splice")),
+        Named("connect unknown field", ("  connect: {plane: NIO}\n", "spec.connect.plane", 5, "unknown field")),
     ])
     func errors(_ example: Named<(String, String, Int, String)>) throws {
         let (spec, field, line, reason) = example.value
@@ -89,16 +91,22 @@ struct GatewayConfigLoadTests {
         #expect(error.reason.contains(reason), "reason: \(error.reason)")
     }
 
-    @Test("the tls listener's data plane")
+    @Test("the tls and connect listeners' data planes")
     func dataPlane() throws {
         let byDefault = try #require(loadValid(Self.gateway("  tls: {upstreamPort: 443}\n")))
         #if os(Linux)
         #expect(byDefault.gateway.tls.dataPlane == .splice)
+        #expect(byDefault.gateway.connect.dataPlane == .splice)
         #else
         #expect(byDefault.gateway.tls.dataPlane == .nio)
+        #expect(byDefault.gateway.connect.dataPlane == .nio)
         #endif
-        let nio = try #require(loadValid(Self.gateway("  tls: {dataPlane: NIO}\n")))
+        let nio = try #require(loadValid(Self.gateway("  tls: {dataPlane: NIO}\n  connect: {dataPlane: NIO}\n")))
         #expect(nio.gateway.tls.dataPlane == .nio)
+        #expect(nio.gateway.connect.dataPlane == .nio)
+        let mixed = try #require(loadValid(Self.gateway("  connect: {dataPlane: NIO}\n")))
+        #expect(mixed.gateway.tls.dataPlane == GatewayConfig.DataPlane.platformDefault)
+        #expect(mixed.gateway.connect.dataPlane == .nio)
     }
 
     @Test("access log to standard output and a file")

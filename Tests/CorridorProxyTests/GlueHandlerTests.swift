@@ -46,16 +46,9 @@ private final class GluedPair {
     init(harness: ProxyHarness) throws {
         self.harness = harness
         let source = try SocketAddress(ipAddress: workloadSource, port: 40_100)
-        record = ConnectionRecord(id: 99, listener: "tls", source: source)
-        record.sni = "api.allowed.test"
-        // The decision the InspectHandler would have made for this connection.
-        let snapshot = harness.proxy.policy.current
-        let identity = snapshot.inventory.identity(of: try #require(IPAddress(parsing: workloadSource)))
-        record.identity = identity
-        record.decision = DecisionEngine.decide(source: identity, sourceAddress: workloadSource,
-                                                facts: DestinationFacts(serverName: "api.allowed.test"), snapshot: snapshot)
-        try #require(record.decision?.verdict == .allow, "test setup: the relayed connection must be allowed")
-        let session = RelaySession(record: record, context: harness.proxy, idleLimit: .seconds(30), now: harness.loop.now)
+        let machine = try relayingMachine(harness)
+        record = machine.record
+        let session = RelaySession(machine: machine, now: harness.loop.now)
         self.session = session
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair(session: session)
         client = EmbeddedChannel(loop: harness.loop)
@@ -75,7 +68,7 @@ private final class GluedPair {
 }
 
 private func withPair(_ body: (GluedPair) throws -> Void) throws {
-    try withHarness { harness in
+    try withHarness(limits: "{idleTimeout: 30s}", gatewayExtra: dialablePrivateRange) { harness in
         let pair = try GluedPair(harness: harness)
         defer { pair.finish() }
         try body(pair)
@@ -191,7 +184,7 @@ struct GlueHandlerTests {
 
     @Test func theSweeperClosesARelayIdleForItsLimitAndNotBefore() throws {
         try withPair { pair throws in
-            let sweeper = IdleSweeper(eventLoop: pair.harness.loop)
+            let sweeper = LoopConnections(eventLoop: pair.harness.loop)
             pair.session.clientChannel = pair.client
             sweeper.add(pair.session)
             pair.harness.loop.advanceTime(by: .seconds(20))
@@ -210,10 +203,9 @@ struct GlueHandlerTests {
     }
 
     @Test func theSweeperKeepsTrackOfManyRelaysAsTheyComeAndGo() throws {
-        let harness = try ProxyHarness()
-        let sweeper = IdleSweeper(eventLoop: harness.loop)
-        let records = (0..<5).map { ConnectionRecord(id: UInt64($0), listener: "tls", source: nil) }
-        let sessions = records.map { RelaySession(record: $0, context: harness.proxy, idleLimit: .seconds(30), now: harness.loop.now) }
+        let harness = try ProxyHarness(limits: "{idleTimeout: 30s}", gatewayExtra: dialablePrivateRange)
+        let sweeper = LoopConnections(eventLoop: harness.loop)
+        let sessions = try (0..<5).map { RelaySession(machine: try relayingMachine(harness, port: 40_200 + $0), now: harness.loop.now) }
         for session in sessions { sweeper.add(session) }
         sweeper.add(sessions[2])
         #expect(sweeper.count == 5, "adding a watched relay again changes nothing")
@@ -221,7 +213,7 @@ struct GlueHandlerTests {
         for index in [0, 2, 4] { sweeper.remove(sessions[index]) }
         sweeper.remove(sessions[2])
         #expect(sweeper.count == 2, "removing a relay twice changes nothing")
-        #expect(sessions.map { $0.sweeper != nil } == [false, true, false, true, false])
+        #expect(sessions.map { $0.table != nil } == [false, true, false, true, false])
         // The two left are still swept: both go idle and each closes once, which removes it.
         harness.loop.advanceTime(by: .seconds(20))
         sessions[3].count(bytes: 1, fromClient: true, at: harness.loop.now)
@@ -230,7 +222,7 @@ struct GlueHandlerTests {
         sessions[1].sideClosed(isClientSide: true)
         sessions[1].sideClosed(isClientSide: false)
         #expect(sweeper.count == 1, "the idle one left; the one with traffic 11 s ago stays")
-        #expect(sessions[3].sweeper === sweeper)
+        #expect(sessions[3].table === sweeper)
         sessions[3].sideClosed(isClientSide: true)
         sessions[3].sideClosed(isClientSide: false)
         #expect(sweeper.count == 0)

@@ -29,7 +29,7 @@ struct InspectHandlerPassthroughTests {
 
     @Test func unmatchedNameGetsAccessDeniedAlertAndOneDenyRecord() throws {
         try withHarness { harness in
-            let channel = try harness.connect(.passthrough)
+            let channel = try harness.connect(.tls)
             try channel.send(evil.record)
             try expectEvilDenied(harness, channel)
             let record = try harness.onlyRecord()
@@ -44,7 +44,7 @@ struct InspectHandlerPassthroughTests {
 
     @Test func helloDrippedOneBytePerWriteIsDecidedOnTheLastByte() throws {
         try withHarness { harness in
-            let channel = try harness.connect(.passthrough)
+            let channel = try harness.connect(.tls)
             let bytes = evil.record
             for byte in bytes.dropLast() {
                 try channel.send([byte])
@@ -59,7 +59,7 @@ struct InspectHandlerPassthroughTests {
 
     @Test func helloSplitAcrossTwoRecordsIsReassembled() throws {
         try withHarness { harness in
-            let channel = try harness.connect(.passthrough)
+            let channel = try harness.connect(.tls)
             let bytes = evil.twoRecords(firstPart: 40)
             #expect(bytes.count == evil.record.count + 5, "two record headers")
             try channel.send(bytes)
@@ -69,7 +69,7 @@ struct InspectHandlerPassthroughTests {
 
     @Test func twoRecordsInSeparateWritesAreReassembled() throws {
         try withHarness { harness in
-            let channel = try harness.connect(.passthrough)
+            let channel = try harness.connect(.tls)
             let bytes = evil.twoRecords(firstPart: 60)
             let firstRecord = 5 + 60
             try channel.send(Array(bytes[..<firstRecord]))
@@ -82,7 +82,7 @@ struct InspectHandlerPassthroughTests {
 
     @Test func plainHTTPIsRefusedAsNotTLS() throws {
         try withHarness { harness in
-            let channel = try harness.connect(.passthrough)
+            let channel = try harness.connect(.tls)
             try channel.send("GET / HTTP/1.1\r\n\r\n")
             #expect(try channel.drainOutbound().isEmpty, "no TLS alert to a client that does not speak TLS")
             #expect(!channel.isActive)
@@ -96,7 +96,7 @@ struct InspectHandlerPassthroughTests {
 
     @Test func malformedHelloGetsDecodeErrorAlert() throws {
         try withHarness { harness in
-            let channel = try harness.connect(.passthrough)
+            let channel = try harness.connect(.tls)
             // A handshake record whose first message is a ServerHello (type 2), not a ClientHello.
             var handshake = evil.handshake
             handshake[0] = 2
@@ -111,7 +111,7 @@ struct InspectHandlerPassthroughTests {
 
     @Test func encryptedClientHelloIsDeniedEvenForAGrantedName() throws {
         try withHarness { harness in
-            let channel = try harness.connect(.passthrough)
+            let channel = try harness.connect(.tls)
             let hello = ClientHelloBuilder(serverName: "api.allowed.test",
                                            extraExtensions: [tlsExtension(0xfe0d, [0x00, 0x00, 0x01, 0x00, 0x01])])
             try channel.send(hello.record)
@@ -128,7 +128,7 @@ struct InspectHandlerPassthroughTests {
 
     @Test func handshakeTimeoutClosesAPartialHello() throws {
         try withHarness(limits: "{handshakeTimeout: 2s}") { harness in
-            let channel = try harness.connect(.passthrough)
+            let channel = try harness.connect(.tls)
             try channel.send(Array(evil.record.prefix(20)))
             harness.loop.advanceTime(by: .milliseconds(1_900))
             #expect(channel.isActive, "not before the timeout")
@@ -145,7 +145,7 @@ struct InspectHandlerPassthroughTests {
 
     @Test func unknownSourceIsDenied() throws {
         try withHarness { harness in
-            let channel = try harness.connect(.passthrough, from: strangerSource)
+            let channel = try harness.connect(.tls, from: strangerSource)
             try channel.send(ClientHelloBuilder(serverName: "api.allowed.test").record)
             #expect(try channel.drainOutbound() == accessDeniedAlert)
             #expect(!channel.isActive)
@@ -159,7 +159,7 @@ struct InspectHandlerPassthroughTests {
 
     @Test func clientClosingBeforeACompleteHelloIsRecorded() throws {
         try withHarness { harness in
-            let channel = try harness.connect(.passthrough)
+            let channel = try harness.connect(.tls)
             try channel.send(Array(evil.record.prefix(30)))
             try channel.close().wait()
             let record = try harness.onlyRecord()
@@ -171,7 +171,7 @@ struct InspectHandlerPassthroughTests {
 
     @Test func clientClosingWithoutSendingAnythingIsRecorded() throws {
         try withHarness { harness in
-            let channel = try harness.connect(.passthrough)
+            let channel = try harness.connect(.tls)
             try channel.close().wait()
             let record = try harness.onlyRecord()
             #expect(record.string(LogKey.closeCause) == "client_closed_before_hello")
@@ -181,7 +181,7 @@ struct InspectHandlerPassthroughTests {
 
     @Test func clientShuttingItsWriteSideBeforeAHelloIsRecorded() throws {
         try withHarness { harness in
-            let channel = try harness.connect(.passthrough)
+            let channel = try harness.connect(.tls)
             try channel.send(Array(evil.record.prefix(30)))
             channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
             #expect(!channel.isActive)
@@ -194,7 +194,7 @@ struct InspectHandlerPassthroughTests {
     @Test func connectionErrorBeforeTheHelloIsRecorded() throws {
         struct Reset: Error, CustomStringConvertible { var description: String { "connection reset" } }
         try withHarness { harness in
-            let channel = try harness.connect(.passthrough)
+            let channel = try harness.connect(.tls)
             try channel.send(Array(evil.record.prefix(10)))
             channel.pipeline.fireErrorCaught(Reset())
             #expect(!channel.isActive)
@@ -206,8 +206,8 @@ struct InspectHandlerPassthroughTests {
 
     @Test func connectionBeyondTheLimitIsClosedAtOnce() throws {
         try withHarness(limits: "{maxConnections: 1}") { harness in
-            let first = try harness.connect(.passthrough, port: 40_001)
-            let second = try harness.connect(.passthrough, port: 40_002)
+            let first = try harness.connect(.tls, port: 40_001)
+            let second = try harness.connect(.tls, port: 40_002)
             #expect(first.isActive)
             #expect(!second.isActive)
             let record = try harness.onlyRecord()
@@ -220,7 +220,7 @@ struct InspectHandlerPassthroughTests {
             try first.close().wait()
             harness.loop.run()
             #expect(harness.proxy.openConnections == 0)
-            let third = try harness.connect(.passthrough, port: 40_003)
+            let third = try harness.connect(.tls, port: 40_003)
             #expect(third.isActive)
             #expect(harness.proxy.openConnections == 1)
         }

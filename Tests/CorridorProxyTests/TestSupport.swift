@@ -73,7 +73,7 @@ let accessDeniedAlert: [UInt8] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31]
 /// `allowed-api` (api.allowed.test, second.allowed.test on 443) granted to app=checkout. The
 /// system resolver is off and there is no static map, so a connection that is (wrongly) allowed
 /// could never dial anything: it would end in resolve_failed.
-func policyYAML(limits: String = "{}") -> String {
+func policyYAML(limits: String = "{}", gatewayExtra: String = "") -> String {
     """
     apiVersion: corridor.dev/v1alpha1
     kind: GatewayConfig
@@ -81,6 +81,7 @@ func policyYAML(limits: String = "{}") -> String {
     spec:
       resolver: {system: false}
       limits: \(limits)
+    \(gatewayExtra)
     ---
     apiVersion: corridor.dev/v1alpha1
     kind: Workload
@@ -119,8 +120,8 @@ final class ProxyHarness {
     private let threadPool: NIOThreadPool
     private var channels: [EmbeddedChannel] = []
 
-    init(limits: String = "{}") throws {
-        let source = try ConfigLoader.load(yaml: policyYAML(limits: limits), file: "embedded-test.yaml")
+    init(limits: String = "{}", gatewayExtra: String = "") throws {
+        let source = try ConfigLoader.load(yaml: policyYAML(limits: limits, gatewayExtra: gatewayExtra), file: "embedded-test.yaml")
         let snapshot = PolicySnapshot(source: source, generation: 7)
         logPath = NSTemporaryDirectory() + "corridor-proxy-test-\(UUID().uuidString).jsonl"
         threadPool = NIOThreadPool(numberOfThreads: 1)
@@ -133,9 +134,9 @@ final class ProxyHarness {
     }
 
     /// A channel with an InspectHandler, its remote address set to `source`, made active.
-    func connect(_ mode: InspectHandler.Mode, from source: String = workloadSource, port: Int = 40_001) throws -> EmbeddedChannel {
-        let listener = mode == .passthrough ? "tls" : "connect"
-        let channel = EmbeddedChannel(handler: InspectHandler(mode: mode, listenerName: listener, proxy: proxy), loop: loop)
+    func connect(_ front: ConnectionStateMachine.Front, from source: String = workloadSource, port: Int = 40_001) throws -> EmbeddedChannel {
+        let listener = front == .tls ? "tls" : "connect"
+        let channel = EmbeddedChannel(handler: InspectHandler(front: front, listenerName: listener, proxy: proxy), loop: loop)
         // EmbeddedChannel.connect(to:) only records the remote address after channelActive has
         // run, so set it first: the handler reads it in channelActive.
         channel.remoteAddress = try SocketAddress(ipAddress: source, port: port)
@@ -172,10 +173,38 @@ final class ProxyHarness {
 }
 
 /// Runs `body` with a fresh harness, shutting it down afterwards.
-func withHarness(limits: String = "{}", _ body: (ProxyHarness) throws -> Void) throws {
-    let harness = try ProxyHarness(limits: limits)
+func withHarness(limits: String = "{}", gatewayExtra: String = "", _ body: (ProxyHarness) throws -> Void) throws {
+    let harness = try ProxyHarness(limits: limits, gatewayExtra: gatewayExtra)
     defer { harness.shutdown() }
     try body(harness)
+}
+
+// MARK: connections without I/O
+
+/// What a harness needs for ``relayingMachine(_:port:)``: 10.9.0.0/16 may be dialled.
+let dialablePrivateRange = "  destinations: {allowPrivate: [10.9.0.0/16]}"
+/// The address ``relayingMachine(_:port:)`` pretends api.allowed.test resolved to (never dialled).
+let pretendUpstream = "10.9.0.5"
+
+/// A connection of the checkout workload to api.allowed.test, driven to relaying through its
+/// state machine with no I/O at all: the ClientHello, the name "resolved" to ``pretendUpstream``,
+/// attempt 1 "connected". The harness must allow ``dialablePrivateRange``.
+func relayingMachine(_ harness: ProxyHarness, port: Int = 40_100, now: ContinuousClock.Instant = .now) throws -> ConnectionStateMachine {
+    let source = try SocketAddress(ipAddress: workloadSource, port: port)
+    var machine = ConnectionStateMachine(front: .tls, listener: "tls", source: source, proxy: harness.proxy)
+    guard case .read = machine.start(now: now, originalDestination: nil).next else { throw HarnessError.unexpected("start") }
+    guard case .resolve = machine.received(ByteBuffer(bytes: ClientHelloBuilder(serverName: "api.allowed.test").record), now: now).next
+    else { throw HarnessError.unexpected("hello") }
+    let address = try #require(IPAddress(parsing: pretendUpstream))
+    guard case .connect(_, let attempt) = machine.resolved(.success([address]), now: now).next else { throw HarnessError.unexpected("resolved") }
+    guard case .relay = machine.connected(attempt: attempt, now: now).next else { throw HarnessError.unexpected("connected") }
+    // The ClientHello (the relay's prefix) is counted at once; these tests relay nothing of it.
+    machine.record.bytesUp = 0
+    return machine
+}
+
+enum HarnessError: Error {
+    case unexpected(String)
 }
 
 // MARK: channel helpers

@@ -5,14 +5,13 @@ import CorridorWire
 import Glibc
 import NIOCore
 
-/// One client connection of the splice plane, from accept to its access record:
-///
-///     accept -> ClientHello -> identify + decide -> resolve + vet -> dial -> splice both ways -> record
-///
-/// The same steps and rules as ``InspectHandler`` (whose tests this plane also runs): nothing
-/// reaches an upstream before the decision, every way out before the relay writes the record as a
-/// denial, and the ClientHello is replayed to the upstream byte for byte. A redirected connection
-/// to a TCP service's address is decided at once and relayed without TLS.
+/// The splice plane's driver of one tls or connect connection, from accept to close. Until the
+/// relay starts it feeds what the client's socket does to the connection's
+/// ``ConnectionStateMachine`` (the same machine the NIO plane drives, so both planes decide,
+/// record and word every ending alike) and does what the machine answers: writes replies, reads
+/// on, resolves, dials the addresses it is given, starts the relay, or hands a plain-HTTP
+/// connection to NIO. Time is the loop's clock (``EpollLoop/now``), deadlines checked four
+/// times a second.
 ///
 /// The relay moves bytes with splice(2): socket to pipe to socket, one splice each way per
 /// wake-up (the loop is level-triggered), a pipe taken from the loop's pool only while bytes are
@@ -21,14 +20,6 @@ import NIOCore
 ///
 /// Confined to its loop's thread.
 final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
-    private enum Phase {
-        case readingHello
-        case resolving
-        case connecting
-        case relaying
-        case closed
-    }
-
     /// One direction of the relay.
     private struct Direction {
         let fromClient: Bool
@@ -48,35 +39,26 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
 
     /// Bytes moved per splice call (the pipe's default capacity).
     static let chunk = 65536
-    /// What a ClientHello read takes at most per call.
-    static let helloReadBytes = 4096
+    /// What a read before the relay takes at most per call.
+    static let requestReadBytes = 4096
 
     let client: Int32
     private var upstream: Int32 = -1
     private let loop: EpollLoop
     private let listener: SpliceListener
     private let proxy: ProxyContext
-    private let snapshot: PolicySnapshot
-    private let record: ConnectionRecord
-    /// Its slots in the connection budgets, given back when it closes.
-    private let admission: AdmissionSlot
-    private var phase = Phase.readingHello
-    private var parser: ClientHelloParser
-    private var hello = ByteBuffer()
-    private var deadline: ContinuousClock.Instant
-    private var plainTCP = false
-    // dialling
-    private var addresses: [IPAddress] = []
-    private var port = 0
+    private var machine: ConnectionStateMachine
+    private var record: ConnectionRecord { machine.record }
+    private var relaying = false
+    private var closed = false
+    /// The dial in flight: the machine's attempt number.
     private var attempt = 0
-    private var attemptStarted = ContinuousClock.now
-    private var attemptAddress: SocketAddress?
-    private var lastFailure: UpstreamDialer.Failure?
-    private var mismatch = false
     // relaying
     private var up = Direction(fromClient: true)
     private var down = Direction(fromClient: false)
     private var lastActivity = ContinuousClock.now
+    /// The client's socket is in the loop's epoll set.
+    private var clientInLoop = false
     private var clientEvents: UInt32 = 0
     private var upstreamEvents: UInt32 = 0
     /// The client (or upstream) hung up and left the epoll set (``hungUp(isClient:)``).
@@ -84,242 +66,165 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     private var upstreamHungUp = false
     var tickSlot = -1
 
-    private init(client: Int32, listener: SpliceListener, loop: EpollLoop, record: ConnectionRecord, snapshot: PolicySnapshot,
-                 slot: AdmissionSlot) {
+    private init(client: Int32, listener: SpliceListener, loop: EpollLoop, machine: ConnectionStateMachine) {
         self.client = client
-        self.admission = slot
         self.listener = listener
         self.loop = loop
         self.proxy = listener.plane.proxy
-        self.record = record
-        self.snapshot = snapshot
-        self.parser = ClientHelloParser(maxHelloBytes: snapshot.gateway.tls.maxClientHelloBytes)
-        self.deadline = loop.now + snapshot.gateway.limits.handshakeTimeout
+        self.machine = machine
     }
 
     // MARK: accept
 
     static func start(client: Int32, peer: SocketAddress?, listener: SpliceListener, loop: EpollLoop) {
         let proxy = listener.plane.proxy
-        let snapshot = proxy.policy.current
-        let record = ConnectionRecord(id: proxy.makeConnectionID(), listener: listener.name, source: peer)
-        record.policyGeneration = snapshot.generation
-        proxy.metrics.connectionOpened()
-        let slot: AdmissionSlot
-        switch proxy.admit(source: record.sourceAddress, gateway: snapshot.gateway) {
-        case .success(let taken):
-            slot = taken
-        case .failure(let refusal):
-            record.finish(refusal.cause, log: proxy.accessLog, metrics: proxy.metrics, reason: refusal.reason)
-            Glibc.close(client)
-            return
+        let machine = ConnectionStateMachine(front: listener.front, listener: listener.name, source: peer, proxy: proxy)
+        let connection = SpliceConnection(client: client, listener: listener, loop: loop, machine: machine)
+        var original: SocketAddress?
+        if listener.front == .tls, let ip = machine.record.sourceAddress {
+            // A connection redirected by iptables: where it was going.
+            original = OriginalDestination.lookup(fd: client, peer: ip)
         }
-        let connection = SpliceConnection(client: client, listener: listener, loop: loop, record: record, snapshot: snapshot, slot: slot)
-        guard loop.add(client, EpollLoop.readable, connection) else {
-            connection.clientEvents = 0
-            connection.finishEarly(.clientError, reason: "cannot watch the connection: \(String(cString: strerror(errno)))")
-            return
-        }
-        connection.clientEvents = EpollLoop.readable
         loop.watchDeadlines(connection)
-        if let ip = record.sourceAddress {
-            record.identity = snapshot.inventory.identity(of: ip)
-            // A connection redirected by iptables: its original port selects the service port.
-            if let original = OriginalDestination.lookup(fd: client, peer: ip) {
-                record.originalDestination = original
-                connection.judgeAsTCPService(original: original)
-            }
-        }
+        connection.apply(connection.machine.start(now: loop.now, originalDestination: original))
     }
 
     // MARK: events
 
     func ready(fd: Int32, events: UInt32) {
-        switch phase {
-        case .readingHello:
-            if fd == client { readHello() }
-        case .resolving:
-            // Only failures are watched while resolving.
-            if fd == client, events & EpollLoop.failed != 0 { clientLeftWhileConnecting() }
-        case .connecting:
-            if fd == upstream {
-                connectFinished()
-            } else if fd == client, events & EpollLoop.failed != 0 {
-                clientLeftWhileConnecting()
-            }
-        case .relaying:
+        if closed { return }
+        if relaying {
             let isClient = fd == client
             guard isClient || fd == upstream else { return }
             if events & EpollLoop.failed != 0 { hungUp(isClient: isClient) }
             let readable = events & EpollLoop.readable != 0
             pump(readClient: isClient && readable, readUpstream: !isClient && readable)
-        case .closed:
-            return
+        } else if fd == upstream {
+            connectFinished()
+        } else if fd == client {
+            if events & EpollLoop.readable != 0 {
+                readClient()
+            } else if events & EpollLoop.failed != 0 {
+                // Watched for failures only, while the name is looked up and dialled.
+                apply(machine.clientClosed(halfClose: false))
+            }
         }
     }
 
     func tick(now: ContinuousClock.Instant) {
-        switch phase {
-        case .readingHello where now >= deadline:
-            let limit = DurationSyntax.format(snapshot.gateway.limits.handshakeTimeout)
-            finishEarly(.handshakeTimeout, reason: "no complete ClientHello within \(limit)")
-        case .connecting where now >= deadline:
-            let timeout = snapshot.gateway.limits.connectTimeout
-            failAttempt(.connectFailed("connect to \(attemptAddress.map(AccessLog.format) ?? "?") failed: timed out after \(DurationSyntax.format(timeout))",
-                                       timedOut: true))
-        case .relaying where now - lastActivity >= snapshot.gateway.limits.idleTimeout:
-            end(.idleTimeout)
-        case .relaying:
-            if let flows = proxy.accessLog.flows, flows.interimDue(record, at: now) {
-                record.interims += 1
-                proxy.accessLog.writeInterim(record)
-            }
-        default:
-            return
-        }
+        if closed { return }
+        apply(machine.tick(now: now, idleFor: relaying ? now - lastActivity : nil))
     }
 
-    // MARK: the ClientHello
+    // MARK: before the relay
 
-    private func readHello() {
+    /// Reads what the client sent (the CONNECT head, the ClientHello) and hands it to the machine.
+    private func readClient() {
+        var bytes = ByteBuffer()
         var result = 0
         var code: Int32 = 0
-        hello.writeWithUnsafeMutableBytes(minimumWritableBytes: Self.helloReadBytes) { buffer in
+        bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: Self.requestReadBytes) { buffer in
             result = read(client, buffer.baseAddress, buffer.count)
             code = errno
             return max(0, result)
         }
         if result < 0 {
             if code == EAGAIN || code == EINTR { return }
-            finishEarly(.clientError, reason: "client connection error: \(String(cString: strerror(code)))")
-            return
+            apply(machine.clientFailed(String(cString: strerror(code))))
+        } else if result == 0 {
+            apply(machine.clientClosed(halfClose: true))
+        } else {
+            apply(machine.received(bytes, now: loop.now))
         }
-        if result == 0 {
-            // As the NIO plane words it (its channels see the end of input first).
-            finishEarly(.clientClosedEarly, reason: "the client shut its side before sending a complete ClientHello")
-            return
+    }
+
+    /// Does what the machine says.
+    private func apply(_ action: ConnectionStateMachine.Action) {
+        if let reply = action.reply {
+            // A reply is small and the socket's buffer empty: it goes whole, or the client is gone.
+            _ = reply.withUnsafeReadableBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         }
-        switch parser.parse(hello) {
-        case .needMoreData:
+        switch action.next {
+        case .read:
+            watchClient(EpollLoop.readable)
+        case .wait:
             return
-        case .rejected(let rejection, let detail):
-            proxy.metrics.clientHelloRejected(rejection)
-            let reason = "invalid ClientHello: \(rejection.explanation)" + (detail.map { " (\($0))" } ?? "")
-            if rejection != .notTLS && rejection != .sslv2 { writeAlert(.decodeError) }
-            finishEarly(.invalidClientHello, reason: reason)
-        case .complete(let info):
-            let decision = record.decide(hello: info, snapshot: snapshot)
-            guard decision.lets, let host = decision.host, let port = decision.port else {
-                writeAlert(.accessDenied)
-                finishEarly(.denied, reason: nil)
+        case .pauseReads:
+            preconditionFailure("the splice plane does not read while dialling")
+        case .resolve(let host):
+            stopWatchingClient()
+            if closed { return }
+            // A lookup: getaddrinfo on the resolver's thread pool, timed on a NIO event loop (the
+            // resolver's API is called there), the answer brought back to this loop.
+            let loop = self.loop, resolver = proxy.resolver, snapshot = machine.snapshot
+            let nioLoop = listener.plane.group.next()
+            nioLoop.execute {
+                resolver.resolve(host, snapshot: snapshot, on: nioLoop).whenComplete { result in
+                    loop.execute {
+                        if !self.closed { self.apply(self.machine.resolved(result, now: loop.now)) }
+                    }
+                }
+            }
+        case .connect(let target, let attempt):
+            stopWatchingClient()
+            if !closed { dial(target, attempt: attempt) }
+        case .relay(let prefix, let clientInputEnded):
+            precondition(!clientInputEnded, "the splice plane does not read while dialling")
+            startRelay(prefix: prefix)
+        case .handOverToHTTP(let bytes, let slot):
+            handOverToHTTP(bytes, slot: slot)
+        case .close:
+            close()
+        case .discardUpstream:
+            dropUpstream()
+        }
+    }
+
+    /// Watches the client for `events` (for failures only with 0).
+    private func watchClient(_ events: UInt32) {
+        guard clientInLoop else {
+            guard loop.add(client, events, self) else {
+                apply(machine.clientFailed("cannot watch the connection: \(String(cString: strerror(errno)))"))
                 return
             }
-            up.prefix = hello
-            resolve(host: host, port: port, serviceAddresses: decision.serviceAddresses)
-        }
-    }
-
-    /// A redirected connection to a TCP ExternalService's address and port: decided at once and
-    /// relayed to that address without TLS inspection.
-    private func judgeAsTCPService(original: SocketAddress) {
-        guard let (decision, ip, port) = record.decideTCPService(original: original, snapshot: snapshot) else { return }
-        plainTCP = true
-        guard decision.lets else {
-            finishEarly(.denied, reason: nil)
+            clientInLoop = true
+            clientEvents = events
             return
         }
-        if let failure = UpstreamDialer.vet(address: ip, serviceAddresses: decision.serviceAddresses, snapshot: snapshot) {
-            dialFailed(failure)
-            return
-        }
-        self.port = port
-        addresses = [ip]
-        stopWatchingClient()
-        dial()
+        setEvents(client: events)
     }
-
-    // MARK: resolve and dial
 
     private func stopWatchingClient() {
         // Until the relay starts only a failure of the client matters (what it sends waits in the socket).
-        setEvents(client: 0)
+        watchClient(0)
     }
 
-    private func resolve(host: String, port: Int, serviceAddresses: [CIDR]) {
-        phase = .resolving
-        self.port = port
-        stopWatchingClient()
-        if let known = proxy.resolver.immediate(host, snapshot: snapshot) {
-            resolved(.success(known), host: host, serviceAddresses: serviceAddresses)
+    /// Dials `target` (giving up any attempt in flight); a failure to start is reported at once.
+    private func dial(_ target: SocketAddress, attempt: Int) {
+        dropUpstream()
+        self.attempt = attempt
+        let fd = corridor_stream_socket(target.protocol == .inet ? AF_INET : AF_INET6)
+        guard fd >= 0 else {
+            apply(machine.connectFailed(attempt: attempt, "cannot open a socket: \(String(cString: strerror(errno)))", now: loop.now))
             return
         }
-        // A lookup: getaddrinfo on the resolver's thread pool, timed on a NIO event loop (the
-        // resolver's API is called there), the answer brought back to this loop.
-        let loop = self.loop, resolver = proxy.resolver, snapshot = self.snapshot
-        let nioLoop = listener.plane.group.next()
-        nioLoop.execute {
-            resolver.resolve(host, snapshot: snapshot, on: nioLoop).whenComplete { result in
-                loop.execute { self.resolved(result, host: host, serviceAddresses: serviceAddresses) }
-            }
-        }
-    }
-
-    private func resolved(_ result: Result<[IPAddress], any Error>, host: String, serviceAddresses: [CIDR]) {
-        guard case .resolving = phase else { return }
-        switch result {
-        case .failure(let error):
-            dialFailed(.resolveFailed("cannot resolve \(host): \(error)"))
-        case .success(let found):
-            let original = record.originalDestination.flatMap(IPAddress.init)?.unmapped
-            switch UpstreamDialer.vet(found, host: host, serviceAddresses: serviceAddresses, originalDestination: original, snapshot: snapshot) {
-            case .failure(let failure):
-                dialFailed(failure)
-            case .success(let (vetted, mismatch)):
-                self.mismatch = mismatch
-                addresses = vetted
-                dial()
-            }
-        }
-    }
-
-    /// Dials the next address; when none is left, ends with the last failure.
-    private func dial() {
-        phase = .connecting
-        while attempt < addresses.count {
-            let ip = addresses[attempt]
-            attempt += 1
-            guard let target = try? ip.socketAddress(port: port) else {
-                lastFailure = .connectFailed("port \(port) is out of range", timedOut: false)
-                continue
-            }
-            let fd = corridor_stream_socket(ip.isIPv4 ? AF_INET : AF_INET6)
-            guard fd >= 0 else {
-                lastFailure = .connectFailed("cannot open a socket: \(String(cString: strerror(errno)))", timedOut: false)
-                continue
-            }
-            var one: Int32 = 1
-            _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-            attemptStarted = loop.now
-            attemptAddress = target
-            let result = target.withRawSockaddr { Glibc.connect(fd, $0, $1) }
-            let code = errno
-            guard result == 0 || code == EINPROGRESS else {
-                Glibc.close(fd)
-                lastFailure = .connectFailed("connect to \(AccessLog.format(target)) failed: \(String(cString: strerror(code)))", timedOut: false)
-                continue
-            }
-            upstream = fd
-            guard loop.add(fd, EpollLoop.writable, self) else {
-                Glibc.close(fd)
-                upstream = -1
-                lastFailure = .connectFailed("cannot watch the upstream connection: \(String(cString: strerror(errno)))", timedOut: false)
-                continue
-            }
-            upstreamEvents = EpollLoop.writable
-            deadline = loop.now + snapshot.gateway.limits.connectTimeout
+        var one: Int32 = 1
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        let result = target.withRawSockaddr { Glibc.connect(fd, $0, $1) }
+        let code = errno
+        guard result == 0 || code == EINPROGRESS else {
+            Glibc.close(fd)
+            apply(machine.connectFailed(attempt: attempt, String(cString: strerror(code)), now: loop.now))
             return
         }
-        dialFailed(lastFailure ?? .connectFailed("no address to try", timedOut: false))
+        guard loop.add(fd, EpollLoop.writable, self) else {
+            Glibc.close(fd)
+            apply(machine.connectFailed(attempt: attempt, "cannot watch the upstream connection: \(String(cString: strerror(errno)))",
+                                        now: loop.now))
+            return
+        }
+        upstream = fd
+        upstreamEvents = EpollLoop.writable
     }
 
     private func connectFinished() {
@@ -328,58 +233,44 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         if getsockopt(upstream, SOL_SOCKET, SO_ERROR, &error, &length) != 0 { error = errno }
         if error == EINPROGRESS || error == EALREADY { return }
         guard error == 0 else {
-            failAttempt(.connectFailed("connect to \(attemptAddress.map(AccessLog.format) ?? "?") failed: \(String(cString: strerror(error)))",
-                                       timedOut: false))
+            dropUpstream()
+            apply(machine.connectFailed(attempt: attempt, String(cString: strerror(error)), now: loop.now))
             return
         }
-        proxy.metrics.upstreamConnected(after: loop.now - attemptStarted)
-        startRelay()
+        apply(machine.connected(attempt: attempt, now: loop.now))
     }
 
-    private func failAttempt(_ failure: UpstreamDialer.Failure) {
+    private func dropUpstream() {
+        guard upstream >= 0 else { return }
         loop.close(upstream)
         upstream = -1
         upstreamEvents = 0
-        lastFailure = failure
-        dial()
     }
 
-    private func dialFailed(_ failure: UpstreamDialer.Failure) {
-        let (cause, alert, denial) = record.dialFailed(failure)
-        if !plainTCP { writeAlert(alert) }
-        finishEarly(cause, reason: denial)
-    }
-
-    private func clientLeftWhileConnecting() {
-        finishEarly(.clientClosedWhileConnecting, reason: nil)
+    /// Absolute-form plain HTTP on the connect listener: the socket leaves this loop and becomes a
+    /// NIO channel running the HTTP path, with what was read so far fed to it first.
+    private func handOverToHTTP(_ bytes: ByteBuffer, slot: AdmissionSlot) {
+        closed = true
+        loop.unwatchDeadlines(self)
+        if clientInLoop { loop.remove(client) }
+        clientInLoop = false
+        HTTPProxyPipeline.adopt(client, bytes: bytes, slot: slot, listenerName: listener.name, proxy: proxy,
+                                group: listener.plane.group)
     }
 
     // MARK: relay
 
-    private func startRelay() {
-        record.resolved = attemptAddress
-        record.addressMismatch = mismatch
-        if let newer = proxy.newerPolicyToRecheck(than: snapshot), record.revoked(by: newer) {
-            // A policy installed while this connection was being decided or dialled refuses it.
-            if !plainTCP { writeAlert(.accessDenied) }
-            finishEarly(.policyRevoked, reason: nil)
-            return
-        }
-        phase = .relaying
-        proxy.accessLog.flows?.opened(record)
+    private func startRelay(prefix: ByteBuffer?) {
+        relaying = true
+        up.prefix = prefix
         lastActivity = loop.now
-        if let prefix = up.prefix {
-            record.bytesUp += prefix.readableBytes
-            if prefix.readableBytes == 0 { up.prefix = nil }
-        }
-        hello = ByteBuffer()
         pump()
     }
 
     /// Moves what can be moved each way (reading only from a socket that said it is readable),
     /// then watches each socket for what its directions wait for.
     private func pump(readClient: Bool = false, readUpstream: Bool = false) {
-        guard phase == .relaying else { return }
+        guard relaying, !closed else { return }
         // `move` works on a direction in place and reports an ending instead of ending the
         // connection itself: ending touches both directions. A hung-up source is not watched:
         // it is read until its end, or until its destination is full.
@@ -514,7 +405,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
             loop.returnPipe(pipe)
             d.pipe = nil
         }
-        shutdown(destination, Int32(SHUT_WR))
+        Glibc.shutdown(destination, Int32(SHUT_WR))
     }
 
     /// Writes the pipe's bytes on; sets `blocked` when the destination takes no more for now.
@@ -561,41 +452,28 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
 
     // MARK: endings
 
-    /// Ends a relay (or any connection at shutdown) and writes its record with `cause`.
     /// Closes the relay if `snapshot` no longer allows it (`spec.reload.liveConnections: Recheck`);
-    /// a connection not relaying yet answers to the newest policy when it starts (``startRelay()``).
+    /// a connection not relaying yet answers to the newest policy when it starts.
     func recheck(against snapshot: PolicySnapshot) {
-        guard phase == .relaying, record.revoked(by: snapshot) else { return }
-        finishEarly(.policyRevoked, reason: nil)
+        guard !closed, relaying else { return }
+        apply(machine.recheck(against: snapshot))
     }
 
-    func end(_ cause: CloseCause) {
-        switch phase {
-        case .closed:
-            return
-        case .readingHello:
-            finishEarly(cause, reason: "the gateway stopped before the ClientHello was complete")
-        case .resolving, .connecting, .relaying:
-            // Decided already: the record keeps the decision, with the cause.
-            finishEarly(cause, reason: nil)
-        }
+    /// The gateway is stopping: the connection ends now (cause `shutdown`).
+    func shutdown() {
+        guard !closed else { return }
+        apply(machine.shutdown())
     }
 
-    /// Writes the record (as a denial when `reason` is given, else with the decision made) and closes.
-    private func finishEarly(_ cause: CloseCause, reason: String?) {
-        guard phase != .closed else { return }
-        phase = .closed
+    /// The relay ended with `cause`: the machine writes the record, and the sockets close.
+    private func end(_ cause: CloseCause) {
+        apply(machine.relayEnded(cause))
+    }
+
+    private func close() {
+        guard !closed else { return }
+        closed = true
         loop.unwatchDeadlines(self)
-        record.finish(cause, log: proxy.accessLog, metrics: proxy.metrics, reason: reason)
-        closeSockets()
-    }
-
-    private func writeAlert(_ alert: TLSAlert) {
-        let bytes = alert.record(allocator: ByteBufferAllocator())
-        _ = bytes.withUnsafeReadableBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-    }
-
-    private func closeSockets() {
         for d in [up, down] {
             if let pipe = d.pipe {
                 // A pipe still holding bytes cannot serve another relay.
@@ -605,9 +483,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         up.pipe = nil
         down.pipe = nil
         loop.close(client)
-        if upstream >= 0 { loop.close(upstream) }
-        upstream = -1
-        proxy.release(admission)
+        dropUpstream()
     }
 }
 #endif

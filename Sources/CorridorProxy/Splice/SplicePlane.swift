@@ -49,15 +49,22 @@ public final class SplicePlane: Sendable {
                     if let failure {
                         logger.error("splice data plane loop \(index) stopped: epoll_wait: \(String(cString: strerror(failure))); ending its connections")
                     }
-                    for item in loop.watched { (item as? SpliceConnection)?.end(.shutdown) }
+                    for item in loop.watched { (item as? SpliceConnection)?.shutdown() }
                 }
             }
         }
     }
 
-    /// Binds a listener; every loop accepts from it. Throws if a loop cannot watch it.
-    public func bind(host: String, port: Int, name: String) async throws -> SpliceListener {
-        let listener = try SpliceListener(host: host, port: port, name: name, plane: self)
+    /// Binds the tls (`passthrough`) or connect listener; every loop accepts from it. Throws if a
+    /// loop cannot watch it.
+    public func bind(_ kind: ListenerKind, host: String, port: Int, name: String) async throws -> SpliceListener {
+        let front: ConnectionStateMachine.Front
+        switch kind {
+        case .passthrough: front = .tls
+        case .connect: front = .connect
+        case .http: throw SpliceError.failed("the http listener runs on NIO only")
+        }
+        let listener = try SpliceListener(host: host, port: port, name: name, front: front, plane: self)
         let failures = Mutex<[String]>([])
         await Self.onEachLoop(loops) { loop, running in
             guard running else { return failures.withLock { $0.append("the data plane has stopped") } }
@@ -99,13 +106,14 @@ public final class SplicePlane: Sendable {
 public final class SpliceListener: Sendable {
     let fd: Int32
     let name: String
+    let front: ConnectionStateMachine.Front
     let plane: SplicePlane
     /// Set by ``close()``: a paused acceptor must not watch the socket again.
     let closed = Atomic<Bool>(false)
     /// The bound address (with the real port when 0 was asked for).
     public let localAddress: SocketAddress
 
-    init(host: String, port: Int, name: String, plane: SplicePlane) throws {
+    init(host: String, port: Int, name: String, front: ConnectionStateMachine.Front, plane: SplicePlane) throws {
         guard let ip = IPAddress(parsing: host), let address = try? ip.socketAddress(port: port) else {
             throw SpliceError.address("cannot listen on \(host):\(port): not an IP address and port")
         }
@@ -123,6 +131,7 @@ public final class SpliceListener: Sendable {
         }
         self.fd = fd
         self.name = name
+        self.front = front
         self.plane = plane
         self.localAddress = SocketAddress.local(of: fd) ?? address
     }

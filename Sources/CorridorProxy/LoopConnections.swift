@@ -1,0 +1,75 @@
+import CorridorPolicy
+import NIOCore
+
+/// The tls and connect connections of one NIO event loop: those still being read, decided or
+/// dialled (their ``InspectHandler``), and the relays (their ``RelaySession``). Sweeps the relays
+/// once a second, only while it has some (instead of a timer and a pipeline handler per
+/// connection): idle ones close, interim records are written. Decides the relays again after a
+/// policy change when live connections are rechecked, and ends every connection at shutdown.
+final class LoopConnections {
+    static let interval: TimeAmount = .seconds(1)
+    private let eventLoop: any EventLoop
+    private var opening = SlotList<InspectHandler>(slot: \.tableSlot)
+    private var sessions = SlotList<RelaySession>(slot: \.tableSlot)
+    private var scheduled: Scheduled<Void>?
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    /// Relays watched.
+    var count: Int { sessions.count }
+    /// Connections not relaying yet.
+    var openingCount: Int { opening.count }
+
+    func add(_ handler: InspectHandler) {
+        opening.insert(handler)
+    }
+
+    func remove(_ handler: InspectHandler) {
+        opening.remove(handler)
+    }
+
+    func add(_ session: RelaySession) {
+        guard session.table == nil else { return }
+        session.table = self
+        sessions.insert(session)
+        scheduleIfNeeded()
+    }
+
+    func remove(_ session: RelaySession) {
+        guard session.table === self else { return }
+        sessions.remove(session)
+        session.table = nil
+    }
+
+    private func scheduleIfNeeded() {
+        guard scheduled == nil, !sessions.isEmpty else { return }
+        scheduled = eventLoop.assumeIsolated().scheduleTask(in: Self.interval) { [weak self] in
+            guard let self else { return }
+            self.scheduled = nil
+            self.sweep()
+            self.scheduleIfNeeded()
+        }
+    }
+
+    func recheck(against snapshot: PolicySnapshot) {
+        for session in sessions.items { session.recheck(against: snapshot) }
+    }
+
+    /// Ends every connection of this loop now (cause `shutdown`).
+    func shutdown() {
+        for handler in opening.items { handler.shutdown() }
+        for session in sessions.items { session.shutdown() }
+    }
+
+    func sweep() {
+        // Closing may remove sessions from the list (a close can complete at once): walk a copy.
+        let now = eventLoop.now
+        let clock = ContinuousClock.now
+        for session in sessions.items { session.tick(now: now, clock: clock) }
+    }
+}
+
+@available(*, unavailable)
+extension LoopConnections: Sendable {}
