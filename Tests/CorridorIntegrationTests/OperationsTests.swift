@@ -145,6 +145,56 @@ struct OperationsTests {
         #expect(gateway.waitForExit(timeout: 20) == 0)
     }
 
+    /// The drain deadline ends what is left with cause `shutdown`, whatever the phase and the data
+    /// plane (the suite runs on both): a tunnel relaying on each listener, a ClientHello and a
+    /// CONNECT request left half-sent.
+    @Test func connectionsLeftAtTheDrainDeadlineAreRecordedAsShutdown() async throws {
+        struct Log: AccessLogReading { let accessLogPath: String }
+        let dir = try TempDir()
+        let pki = try TestPKI(in: dir)
+        let upstream = try TLSUpstream(pki: pki, dir: dir)
+        let config = dir.path("corridor.yaml")
+        let log = Log(accessLogPath: dir.path("access.log"))
+        try testConfig(upstreamPort: upstream.port, accessLog: log.accessLogPath, gatewayExtra: "  limits: {drainTimeout: 1s, handshakeTimeout: 60s}")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let gateway = try BackgroundProcess(Repo.corridorBinary.path, ["run", "--config", config, "--workers", "1"])
+        let ports = try listenerPorts(gateway)
+        let tls = try #require(ports["tls"]), connect = try #require(ports["connect"])
+        func tunnel(_ extra: [String]) throws -> BackgroundProcess {
+            let live = try BackgroundProcess("openssl", ["s_client", "-quiet", "-no_ign_eof", "-servername", "api.allowed.test",
+                                                         "-CAfile", pki.caCert] + extra, withStdin: true)
+            live.write("ECHO\nup\n")
+            return live
+        }
+        let direct = try tunnel(["-connect", "127.0.0.1:\(tls)"])
+        let proxied = try tunnel(["-proxy", "127.0.0.1:\(connect)", "-connect", "api.allowed.test:\(upstream.port)"])
+        defer { direct.closeStdin(); proxied.closeStdin() }
+        #expect(await eventually { direct.stdoutText.contains("up") && proxied.stdoutText.contains("up") })
+        let halfHello = try openRawConnection(port: tls)
+        let halfHead = try openRawConnection(port: connect)
+        defer { close(halfHello); close(halfHead) }
+        _ = [UInt8]([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).withUnsafeBytes { send(halfHello, $0.baseAddress, $0.count, 0) }
+        _ = Array("CONNECT api.allowed".utf8).withUnsafeBytes { send(halfHead, $0.baseAddress, $0.count, 0) }
+        try await Task.sleep(for: .milliseconds(300))
+        gateway.signal(SIGTERM)
+        #expect(gateway.waitForExit(timeout: 20) == 0)
+        let records = log.records()
+        let relayed = records.filter { $0["decision"] as? String == "allow" }
+        #expect(relayed.count == 2, "\(records)")
+        #expect(Set(relayed.compactMap { $0["listener"] as? String }) == ["tls", "connect"])
+        for record in relayed {
+            #expect(record["closeCause"] as? String == "shutdown", "\(record)")
+            #expect((record["bytesUp"] as? Int ?? 0) > 0 && (record["bytesDown"] as? Int ?? 0) > 0, "\(record)")
+        }
+        let hello = try #require(records.first { $0["listener"] as? String == "tls" && $0["decision"] as? String == "deny" })
+        #expect(hello["closeCause"] as? String == "shutdown")
+        #expect(hello["reason"] as? String == "the gateway stopped before the ClientHello was complete")
+        let head = try #require(records.first { $0["listener"] as? String == "connect" && $0["decision"] as? String == "deny" })
+        #expect(head["closeCause"] as? String == "shutdown")
+        #expect(head["reason"] as? String == "the gateway stopped before the CONNECT request was complete")
+        #expect(records.count == 4, "\(records)")
+    }
+
     @Test func checkCommandReportsFileDocumentFieldAndReason() throws {
         let dir = try TempDir()
         let bad = dir.path("bad.yaml")

@@ -215,6 +215,7 @@ func originationConfig(accessLog: String, includePath: Bool?, services: [String]
         system: false
       destinations: {allowPrivate: [127.0.0.1/32]}
       logging: {accessLog: \(accessLogSpec)}
+      connect: {dataPlane: \(testDataPlane)}
     \(gatewayExtra)
     ---
     apiVersion: corridor.dev/v1alpha1

@@ -175,6 +175,21 @@ struct OriginationTests {
         #expect(record["status"] as? Int == 200)
     }
 
+    @Test func absoluteFormOnTheConnectListenerKeepsItsConnectionForLaterRequests() async throws {
+        // On the splice plane the connection is read there, then handed to NIO's HTTP path: the
+        // same socket serves the next request.
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let session = try HTTPSession(port: h.connectPort)
+        defer { session.close() }
+        for path in ["/one", "/two", "/three"] {
+            let result = try session.send("GET http://billing.example.test\(path) HTTP/1.1\r\nHost: billing.example.test\r\n\r\n")
+            #expect(result.status == 200 && result.body == "ok \(path)\n", "\(result)")
+        }
+        #expect(await eventually { h.records().filter { $0["listener"] as? String == "connect" }.count == 3 })
+        #expect(h.gateway.proxy.openConnections == 1, "one connection, admitted once, for the three requests")
+    }
+
     @Test func unregisteredHostIsRefusedWith403PolicyDenied() async throws {
         let h = try await OriginationHarness()
         defer { Task { await h.stop() } }
