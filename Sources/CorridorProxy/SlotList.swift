@@ -1,7 +1,7 @@
 /// An unordered list of objects, each of which keeps its index in the list (its slot): adding and
 /// removing are O(1), with no hashing, and removal swaps the last object into the freed slot.
 /// Walking `items` walks a copy, so the walk may remove objects. Used for what a loop checks on a
-/// timer: the idle relays of ``IdleSweeper`` and the deadlines of the splice plane's loops.
+/// timer: the connections of ``LoopConnections`` and the deadlines of the splice plane's loops.
 struct SlotList<Element> {
     private(set) var items: [Element] = []
     /// Where an element keeps its slot (-1 while in no list).

@@ -3,7 +3,9 @@ import NIOCore
 import NIOPosix
 
 /// Resolves an allowed host, vets every address against the destination guard, and dials the
-/// vetted addresses in order until one answers. The client never chooses the address.
+/// vetted addresses in order until one answers: the HTTP path's upstream connections (TLS
+/// origination). The client never chooses the address. ``vet(_:host:serviceAddresses:originalDestination:snapshot:)``
+/// is also the connection engine's (``ConnectionStateMachine``), which dials through its drivers.
 struct UpstreamDialer {
     enum Failure: Error {
         case resolveFailed(String)
@@ -79,15 +81,6 @@ struct UpstreamDialer {
             return .blocked("\(address) is in blocked range \(range) (\(name))")
         }
         return nil
-    }
-
-    /// Dials an address the policy named itself (a TCP service's original destination), after the
-    /// same vetting as a resolved address.
-    func connect(address: IPAddress, port: Int, serviceAddresses: [CIDR]) -> EventLoopFuture<Connected> {
-        if let failure = Self.vet(address: address, serviceAddresses: serviceAddresses, snapshot: snapshot) {
-            return eventLoop.makeFailedFuture(failure)
-        }
-        return attempt([address], port: port, lastError: nil)
     }
 
     private func attempt(_ addresses: [IPAddress], port: Int, lastError: Failure?) -> EventLoopFuture<Connected> {

@@ -82,6 +82,7 @@ start_gateway() {   # start_gateway WRAPPER...: $bin as the peers bench's candid
     fi
     load 200 >/dev/null   # warm up: first connections, resolver cache
     gwpid=$(pgrep -f "^$bin run --config $run/corridor.yaml" | head -1)
+    [ -n "$gwpid" ] || { echo "the gateway ($bin) did not start: $(tail -3 "$run/gateway.out")" >&2; exit 1; }
 }
 unit=$([ "$mode" = conn ] && echo connection || echo request)
 ticks() { awk '{print $14, $15}' "/proc/$gwpid/stat"; }
