@@ -7,8 +7,9 @@ import Darwin
 #endif
 
 /// Where the access log's lines go: standard output, or a file. A file is reopened when its path
-/// names another file or none (renamed by a rotation, or removed), checked before every line, and
-/// on request (`SIGUSR1`, as nginx does); a line is written whole or not at all (what a failed
+/// names another file or none (renamed by a rotation, or removed), checked before a line at most
+/// every ``pathCheckInterval`` (a `stat` per line would be a system call per connection), and at
+/// once on request (`SIGUSR1`, as nginx does); a line is written whole or not at all (what a failed
 /// write left of it is cut off again), so a full disk never leaves a torn record. Not thread-safe:
 /// `AccessLog` holds it under its lock.
 struct AccessLogSink: ~Copyable {
@@ -20,6 +21,11 @@ struct AccessLogSink: ~Copyable {
     private var inode: UInt64 = 0
     /// Why the last line or reopen failed; nil while lines are being written.
     private(set) var failure: String?
+    /// When `path` is next compared with the open file (monotonic nanoseconds).
+    private var nextPathCheck: UInt64 = 0
+    /// How often `path` is compared with the open file: a file renamed or removed without a
+    /// `SIGUSR1` receives the lines of at most this long.
+    static let pathCheckInterval: UInt64 = 100_000_000
 
     /// Standard output.
     init() {
@@ -74,7 +80,13 @@ struct AccessLogSink: ~Copyable {
 
     /// Writes `bytes` (one line) whole; false, with `failure` set, when it could not.
     mutating func write(_ bytes: [UInt8]) -> Bool {
-        if !pathNamesOpenFile() && !reopen() { return false }
+        if path != nil {
+            let now = Self.monotonicNanoseconds()
+            if descriptor < 0 || now >= nextPathCheck {
+                nextPathCheck = now + Self.pathCheckInterval
+                if !pathNamesOpenFile() && !reopen() { return false }
+            }
+        }
         var written = 0
         var error: Int32 = 0
         bytes.withUnsafeBytes { raw in
@@ -102,6 +114,14 @@ struct AccessLogSink: ~Copyable {
         }
         failure = "cannot write \(path ?? "standard output"): \(String(cString: strerror(error)))"
         return false
+    }
+}
+
+extension AccessLogSink {
+    fileprivate static func monotonicNanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 }
 

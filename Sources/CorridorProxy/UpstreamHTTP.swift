@@ -14,12 +14,14 @@ final class UpstreamHTTPConnection {
     var reusable = true
     fileprivate var idleSince: NIODeadline = .now()
 
-    init(channel: any Channel, key: String) {
+    /// The pipeline's last handler, kept here rather than looked up in the pipeline per request.
+    private(set) weak var handler: UpstreamHTTPHandler?
+
+    init(channel: any Channel, key: String, handler: UpstreamHTTPHandler) {
         self.channel = channel
         self.key = key
+        self.handler = handler
     }
-
-    var handler: UpstreamHTTPHandler? { try? channel.pipeline.syncOperations.handler(type: UpstreamHTTPHandler.self) }
 }
 
 @available(*, unavailable)
@@ -192,6 +194,7 @@ final class UpstreamPool {
         return dialer.connect(host: host, port: port, serviceAddresses: serviceAddresses).flatMap { connected in
             let channel = connected.channel
             let handshake: EventLoopPromise<Void>? = sslContext == nil ? nil : eventLoop.makePromise()
+            let handler = UpstreamHTTPHandler(handshake: handshake)
             do {
                 let sync = channel.pipeline.syncOperations
                 if let sslContext {
@@ -199,12 +202,12 @@ final class UpstreamPool {
                 }
                 try sync.addHandler(HTTPRequestEncoder())
                 try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .forward)))
-                try sync.addHandler(UpstreamHTTPHandler(handshake: handshake))
+                try sync.addHandler(handler)
             } catch {
                 channel.close(promise: nil)
                 return eventLoop.makeFailedFuture(error)
             }
-            let connection = UpstreamHTTPConnection(channel: channel, key: key)
+            let connection = UpstreamHTTPConnection(channel: channel, key: key, handler: handler)
             guard let handshake else { return eventLoop.makeSucceededFuture(connection) }
             let timeout = dialer.snapshot.gateway.limits.connectTimeout
             let timer = eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {

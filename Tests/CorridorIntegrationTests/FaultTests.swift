@@ -163,13 +163,15 @@ struct FaultTests {
         try fetch()
         #expect(await eventually { ids(log).count == 1 })
 
-        // Renamed without a signal: noticed before the next record.
+        // Renamed without a signal: noticed by the first record after the check interval.
         try FileManager.default.moveItem(atPath: log, toPath: log + ".2")
+        try await Task.sleep(for: .milliseconds(250))
         try fetch()
         #expect(await eventually { ids(log).count == 1 })
 
         // Removed: a new file.
         try FileManager.default.removeItem(atPath: log)
+        try await Task.sleep(for: .milliseconds(250))
         try fetch()
         #expect(await eventually { ids(log).count == 1 })
 
