@@ -123,6 +123,10 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
         ], path: "Fuzz/HTTPHead"),
         .executableTarget(name: "fuzz-config", dependencies: ["CorridorFuzzSupport", "CorridorPolicy"], path: "Fuzz/Config"),
+        .executableTarget(name: "fuzz-connection-engine", dependencies: [
+            "CorridorFuzzSupport", "CorridorProxy", "CorridorPolicy", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+        ], path: "Fuzz/ConnectionEngine"),
         .executableTarget(name: "fuzz-kube-objects", dependencies: ["CorridorFuzzSupport", "CorridorKubernetes", "CorridorPolicy"],
                           path: "Fuzz/KubeObjects"),
         .executableTarget(name: "fuzz-kubeconfig", dependencies: ["CorridorFuzzSupport", "CorridorKubernetes", "CorridorPolicy"],

@@ -178,6 +178,36 @@ struct ConnectionStateMachineTests {
         }
     }
 
+    @Test func absoluteFormHTTPCutAnywhereIsHandedOverAndAnyOtherMethodRefused() throws {
+        let request = Array("GET http://api.allowed.test/ HTTP/1.1\r\nHost: api.allowed.test\r\n\r\n".utf8)
+        try withMachineHarness { harness in
+            // Whatever the first segment holds of the request line, the answer is the same.
+            for cut in 1..<request.count {
+                var m = try machine(harness, .connect, port: 41_000 + cut)
+                _ = m.start(now: t0, originalDestination: nil)
+                var action = m.received(ByteBuffer(bytes: request[..<cut]), now: t0)
+                var given = cut
+                if case .read = action.next {
+                    action = m.received(ByteBuffer(bytes: request[cut...]), now: t0)
+                    given = request.count
+                }
+                guard case .handOverToHTTP(let bytes, let slot) = action.next else { Issue.record("cut at \(cut): \(action.next)"); return }
+                #expect(Array(bytes.readableBytesView) == Array(request[..<given]), "everything read so far goes to the HTTP path")
+                harness.proxy.release(slot)
+            }
+            var other = try machine(harness, .connect, port: 40_999)
+            _ = other.start(now: t0, originalDestination: nil)
+            #expect(isRead(other.received(ByteBuffer(string: "GET ht"), now: t0)), "could still become http://")
+            let refusal = other.received(ByteBuffer(string: "ps://api.allowed.test/ HTTP/1.1\r\n\r\n"), now: t0)
+            #expect(isClose(refusal) && text(refusal.reply).hasPrefix("HTTP/1.1 405 "))
+            #expect(harness.proxy.openConnections == 0)
+        }
+        #expect(ConnectionStateMachine.absoluteForm(ByteBuffer(string: "POST HTTP://x/ HTTP/1.1")) == true)
+        #expect(ConnectionStateMachine.absoluteForm(ByteBuffer(string: "GET /x HTTP/1.1")) == false)
+        #expect(ConnectionStateMachine.absoluteForm(ByteBuffer(string: "GE")) == nil)
+        #expect(ConnectionStateMachine.absoluteForm(ByteBuffer(string: String(repeating: "A", count: 64))) == false, "bounded")
+    }
+
     // MARK: endings
 
     @Test func aHalfCloseWhileDiallingIsPassedOnWhenTheRelayStarts() throws {

@@ -252,7 +252,11 @@ struct ConnectionStateMachine {
         switch outcome {
         case .needMoreData:
             return .read
-        case .rejected(.methodNotAllowed) where Self.isAbsoluteFormHTTP(buffered):
+        case .rejected(.methodNotAllowed) where Self.absoluteForm(buffered) == nil:
+            // Not CONNECT, and too little of the request line yet to tell plain HTTP from garbage
+            // (the parser answers the same once more arrives).
+            return .read
+        case .rejected(.methodNotAllowed) where Self.absoluteForm(buffered) == true:
             // `GET http://host/path`: an explicit proxy client speaking plain HTTP; its requests are
             // originated over TLS and recorded one by one.
             guard let slot else { preconditionFailure("connect head: no admission slot") }
@@ -314,12 +318,19 @@ struct ConnectionStateMachine {
         }
     }
 
-    /// True if the request line is `METHOD http://...`.
-    static func isAbsoluteFormHTTP(_ bytes: ByteBuffer) -> Bool {
-        let view = bytes.readableBytesView.prefix(64)
-        guard let space = view.firstIndex(of: UInt8(ascii: " ")) else { return false }
-        let target = view[view.index(after: space)...].prefix(7)
-        return String(decoding: target, as: UTF8.self).lowercased() == "http://"
+    /// Whether the request line is `METHOD http://...` (an absolute-form plain-HTTP request),
+    /// looking at its first 64 bytes; nil while those bytes could still become one, so the answer
+    /// does not depend on how the client's bytes were cut into segments.
+    static func absoluteForm(_ bytes: ByteBuffer) -> Bool? {
+        let window = 64
+        let view = bytes.readableBytesView.prefix(window)
+        guard let space = view.firstIndex(of: UInt8(ascii: " ")) else { return view.count < window ? nil : false }
+        let target = view[view.index(after: space)...].prefix(7).map { (0x41...0x5A).contains($0) ? $0 | 0x20 : $0 }  // lower case
+        let scheme = Array("http://".utf8)
+        if target.count == scheme.count { return target == scheme }
+        // The target so far: a beginning of "http://" can still become it, unless the window is full.
+        guard target == Array(scheme.prefix(target.count)) else { return false }
+        return view.count < window ? nil : false
     }
 
     // MARK: resolve and dial
