@@ -87,22 +87,22 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
     // MARK: actions out
 
     private func apply(_ action: ConnectionStateMachine.Action, context: ChannelHandlerContext, upstream: (any Channel)? = nil) {
+        // The reply is flushed after the step has started: a flush that fails closes the channel
+        // at once, and the machine ends (and leaves this handler) inside it.
         if let reply = action.reply { context.write(wrapOutboundOut(reply), promise: nil) }
         switch action.next {
         case .read, .wait:
-            if action.reply != nil { context.flush() }
+            break
         case .pauseReads:
             readsPaused = true
             try? context.channel.syncOptions?.setOption(.autoRead, value: false)
         case .resolve(let host):
-            if action.reply != nil { context.flush() }
             proxy.resolver.resolve(host, snapshot: machine!.snapshot, on: context.eventLoop)
                 .hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
                     guard self.machine != nil else { return }
                     self.apply(self.machine!.resolved(result, now: self.now(context)), context: context)
                 }
         case .connect(let target, let attempt):
-            if action.reply != nil { context.flush() }
             dial(target, attempt: attempt, context: context)
         case .relay(let prefix, let clientInputEnded):
             guard let upstream else { preconditionFailure("relay without an upstream channel") }
@@ -115,9 +115,11 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
+            return
         case .discardUpstream:
             upstream?.close(promise: nil)
         }
+        if action.reply != nil { context.flush() }
         if machine != nil { rearm(context) }
     }
 
@@ -169,8 +171,9 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
             try upstream.pipeline.syncOperations.addHandler(upstreamGlue)
             try context.pipeline.syncOperations.addHandler(clientGlue, position: .after(context.handler))
         } catch {
+            // The record says upstream_error; the sockets close.
             proxy.logger.error("cannot set up a relay: \(error)")
-            session.error(fromClient: false)
+            session.setUpFailed()
             upstream.close(promise: nil)
             context.close(promise: nil)
             return

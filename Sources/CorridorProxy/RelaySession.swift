@@ -46,6 +46,11 @@ final class RelaySession {
         apply(machine.shutdown())
     }
 
+    /// The relay could not be set up (its handlers could not be added): it ends at once.
+    func setUpFailed() {
+        apply(machine.relayEnded(.upstreamError))
+    }
+
     func error(fromClient: Bool) {
         if cause == .completed { cause = fromClient ? .clientError : .upstreamError }
     }

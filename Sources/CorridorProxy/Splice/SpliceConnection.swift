@@ -105,8 +105,15 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
             if events & EpollLoop.readable != 0 {
                 readClient()
             } else if events & EpollLoop.failed != 0 {
-                // Watched for failures only, while the name is looked up and dialled.
-                apply(machine.clientClosed(halfClose: false))
+                // Watched for failures only, while the name is looked up and dialled: a reset is
+                // an error (as NIO reports it), a hang-up a close.
+                var code: Int32 = 0
+                var length = socklen_t(MemoryLayout<Int32>.size)
+                if getsockopt(client, SOL_SOCKET, SO_ERROR, &code, &length) == 0 && code != 0 {
+                    apply(machine.clientFailed(String(cString: strerror(code))))
+                } else {
+                    apply(machine.clientClosed(halfClose: false))
+                }
             }
         }
     }
@@ -150,7 +157,8 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         case .wait:
             return
         case .pauseReads:
-            preconditionFailure("the splice plane does not read while dialling")
+            // Only if the client was still watched for reads while dialling (a failed epoll_ctl).
+            stopWatchingClient()
         case .resolve(let host):
             stopWatchingClient()
             if closed { return }
@@ -168,8 +176,9 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         case .connect(let target, let attempt):
             stopWatchingClient()
             if !closed { dial(target, attempt: attempt) }
-        case .relay(let prefix, let clientInputEnded):
-            precondition(!clientInputEnded, "the splice plane does not read while dialling")
+        case .relay(let prefix, _):
+            // A client that ended its side while dialling is read to its end again by the relay
+            // (a TCP end of input stays readable), which shuts the upstream's write side then.
             startRelay(prefix: prefix)
         case .handOverToHTTP(let bytes, let slot):
             handOverToHTTP(bytes, slot: slot)
