@@ -24,7 +24,6 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var context: ChannelHandlerContext?
     private var epoch = (clock: ContinuousClock.now, loop: NIODeadline.uptimeNanoseconds(0))
     private var timer: (at: ContinuousClock.Instant, task: Scheduled<Void>)?
-    private var readsPaused = false
     /// Where this loop's ``LoopConnections`` keeps this handler until the relay starts.
     var tableSlot = -1
 
@@ -94,7 +93,6 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .read, .wait:
             break
         case .pauseReads:
-            readsPaused = true
             try? context.channel.syncOptions?.setOption(.autoRead, value: false)
         case .resolve(let host):
             proxy.resolver.resolve(host, snapshot: machine!.snapshot, on: context.eventLoop)
@@ -164,6 +162,7 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func startRelay(context: ChannelHandlerContext, upstream: any Channel, prefix: ByteBuffer?, clientInputEnded: Bool) {
+        let readsPaused = machine!.readsPaused
         let session = RelaySession(machine: machine!, now: context.eventLoop.now)
         leave(context)
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair(session: session)

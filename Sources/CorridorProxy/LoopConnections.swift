@@ -19,8 +19,6 @@ final class LoopConnections {
 
     /// Relays watched.
     var count: Int { sessions.count }
-    /// Connections not relaying yet.
-    var openingCount: Int { opening.count }
 
     func add(_ handler: InspectHandler) {
         opening.insert(handler)

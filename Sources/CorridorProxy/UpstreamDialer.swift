@@ -17,8 +17,6 @@ struct UpstreamDialer {
     struct Connected {
         var channel: any Channel
         var address: SocketAddress
-        /// The client's original destination was not among the resolved addresses.
-        var addressMismatch = false
     }
 
     /// At most this many resolved addresses are tried, each with the connect timeout.
@@ -28,23 +26,15 @@ struct UpstreamDialer {
     let snapshot: PolicySnapshot
     let eventLoop: any EventLoop
 
-    /// `originalDestination`: where a redirected client dialled; never dialled itself, only compared
-    /// with what the name resolves to.
-    func connect(host: String, port: Int, serviceAddresses: [CIDR], originalDestination: IPAddress? = nil) -> EventLoopFuture<Connected> {
+    func connect(host: String, port: Int, serviceAddresses: [CIDR]) -> EventLoopFuture<Connected> {
         context.resolver.resolve(host, snapshot: snapshot, on: eventLoop)
             .flatMapErrorThrowing { error in throw Failure.resolveFailed("cannot resolve \(host): \(error)") }
             .flatMap { addresses in
-                switch Self.vet(addresses, host: host, serviceAddresses: serviceAddresses,
-                                originalDestination: originalDestination, snapshot: snapshot) {
+                switch Self.vet(addresses, host: host, serviceAddresses: serviceAddresses, originalDestination: nil, snapshot: snapshot) {
                 case .failure(let failure):
                     return eventLoop.makeFailedFuture(failure)
-                case .success(let (vetted, mismatch)):
+                case .success(let (vetted, _)):
                     return attempt(vetted, port: port, lastError: nil)
-                        .map { connected in
-                            var connected = connected
-                            connected.addressMismatch = mismatch
-                            return connected
-                        }
                 }
             }
     }

@@ -120,7 +120,8 @@ struct ConnectionStateMachine {
     private var slot: AdmissionSlot?
     /// What the client sent that has not been relayed yet (after the CONNECT head).
     private var buffered = ByteBuffer()
-    private var readsPaused = false
+    /// Reads were paused while dialling (``Next/pauseReads``): the driver resumes them at the relay.
+    private(set) var readsPaused = false
     private var clientInputEnded = false
     /// A plain TCP service's connection: no TLS alert is ever written to it.
     private var plainTCP = false
