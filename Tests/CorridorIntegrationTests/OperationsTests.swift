@@ -217,6 +217,7 @@ struct OperationsTests {
         #expect(good.stdout.contains("1 ExternalService(s)"))
         #if os(Linux)
         #expect(good.stdout.contains("tls data plane: Splice"), "\(good.stdout)")
+        #expect(good.stdout.contains("connect data plane: Splice"), "\(good.stdout)")
         #endif
     }
 }
