@@ -64,7 +64,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     private var exchange: Exchange?
     private var context: ChannelHandlerContext?
     /// The client's address, read once; its identity is looked up per request.
+    private var source: SocketAddress?
     private var sourceAddress: IPAddress?
+    /// This event loop's idle upstream connections (set when the handler is added).
+    private var loopPool: UpstreamPool?
+    private var pool: UpstreamPool {
+        guard let loopPool else { preconditionFailure("HTTPProxyHandler used before it was added to a pipeline") }
+        return loopPool
+    }
     private var identity: SourceIdentity?
     /// Where the client dialled, when iptables redirected the connection to the gateway.
     private var originalDestination: SocketAddress?
@@ -74,13 +81,24 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     private var pendingRead = false
     /// The client shut its side: answer what it asked, then close.
     private var clientInputClosed = false
-    /// Fires if the upstream has not started its response in `limits.upstreamResponseTimeout`.
-    private var responseTimer: Scheduled<Void>?
-    /// Fires if no complete request head arrives in time (see ``armHeadDeadline(context:)``).
-    private var headDeadline: Scheduled<Void>?
-    /// True while the end of a response is being written; request parts delivered meanwhile wait.
-    private var writingResponseEnd = false
-    private var deferredParts: [HTTPServerRequestPart] = []
+    /// When a complete request head must have arrived (see ``armHeadDeadline(context:)``), and the
+    /// limit it came from.
+    private var headDeadline: (at: NIODeadline, limit: Duration)?
+    /// When the upstream must have started its response (`limits.upstreamResponseTimeout`).
+    private var responseDeadline: (at: NIODeadline, limit: Duration)?
+    /// One timer for both deadlines, armed at the earliest and re-armed when it fires early: a
+    /// kept-alive connection sets and clears deadlines on every request without scheduling a task.
+    private var timer: (task: Scheduled<Void>, at: NIODeadline)?
+    /// What arrived from the client while an exchange was still being answered (a pipelined next
+    /// request, a half-close, a parse error), taken up in order once that exchange ends. Reads stop
+    /// while anything waits here, so it holds at most what one read brought.
+    private var waiting = CircularBuffer<ClientEvent>(initialCapacity: 0)
+
+    private enum ClientEvent {
+        case part(HTTPServerRequestPart)
+        case inputClosed
+        case parseError(any Error)
+    }
 
     /// `countsConnection`: false when the connection was already admitted (the CONNECT listener hands over).
     init(listenerName: String, proxy: ProxyContext, countsConnection: Bool) {
@@ -92,12 +110,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        loopPool = proxy.pool(for: context.eventLoop)
         if context.channel.isActive { setUp(context: context) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        responseTimer?.cancel()
-        headDeadline?.cancel()
+        cancelTimer()
         self.context = nil
     }
 
@@ -112,7 +130,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         guard !isSetUp else { return }
         isSetUp = true
         armHeadDeadline(context: context)
-        sourceAddress = context.channel.remoteAddress.flatMap(IPAddress.init)
+        source = context.channel.remoteAddress
+        sourceAddress = source.flatMap(IPAddress.init)
         refreshPolicy()
         OriginalDestination.lookup(context.channel) { [weak self] in self?.originalDestination = $0 }
         guard countsConnection else { return }
@@ -134,7 +153,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     }
 
     private func newRecord(context: ChannelHandlerContext) -> ConnectionRecord {
-        let record = ConnectionRecord(id: proxy.makeConnectionID(), listener: listenerName, source: context.channel.remoteAddress)
+        let record = ConnectionRecord(id: proxy.makeConnectionID(), listener: listenerName, source: source)
         record.identity = identity
         record.policyGeneration = snapshot.generation
         record.originalDestination = originalDestination
@@ -156,13 +175,40 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
-        if writingResponseEnd {
-            // HTTPServerPipelineHandler hands over a pipelined request from inside our write of the
-            // previous response's end; take it up once that write has gone down the pipeline.
-            deferredParts.append(part)
+        if mustWait {
+            waiting.append(.part(part))
             return
         }
         handle(part, context: context)
+    }
+
+    /// The current request has ended and its response has not: what the client sends now belongs
+    /// after that response (or earlier client events still wait).
+    private var mustWait: Bool {
+        if !waiting.isEmpty { return true }
+        switch state {
+        case .connecting, .forwarding: return exchange?.requestEnded ?? false
+        case .idle, .refusing, .closed: return false
+        }
+    }
+
+    /// Takes up what the client sent while the previous exchange was answered, in order, until a
+    /// request again waits for its response; then reads resume.
+    private func takeUpWaiting(context: ChannelHandlerContext) {
+        while self.context != nil, !waiting.isEmpty {
+            if case .closed = state {
+                waiting.removeAll()
+                return
+            }
+            if case .connecting = state, exchange?.requestEnded ?? false { return }
+            if case .forwarding = state, exchange?.requestEnded ?? false { return }
+            switch waiting.removeFirst() {
+            case .part(let part): handle(part, context: context)
+            case .inputClosed: clientInputEnded(context: context)
+            case .parseError(let error): parseFailed(context: context, error: error)
+            }
+        }
+        if waiting.isEmpty { resumeClientReads(context: context) }
     }
 
     private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
@@ -187,8 +233,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             upstream.channel.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
             completeIfDone(context: context)
         case (.forwarding, .head):
-            // HTTPServerPipelineHandler holds the next request until this exchange is over; a head
-            // now would mean bytes of one request could reach another's upstream. Never reuse it.
+            // The next request waits in `waiting` until this exchange is over; a head now would
+            // mean bytes of one request could reach another's upstream. Never reuse it.
             refuse(context: context, status: .badRequest, code: .badRequest,
                    reason: "a new request arrived before the previous exchange ended", kind: .denial)
         case (.refusing, .end):
@@ -204,7 +250,6 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     }
 
     private func begin(context: ChannelHandlerContext, head: HTTPRequestHead) {
-        headDeadline?.cancel()
         headDeadline = nil
         refreshPolicy()
         requestsSeen += 1
@@ -271,7 +316,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                           serviceAddresses: decision.serviceAddresses, head: forwarded)
         exchange?.route = route
         state = .connecting(pending: [])
-        if let connection = proxy.pool(for: context.eventLoop).take(key) {
+        if let connection = pool.take(key) {
             exchange?.reusedUpstream = true
             startForwarding(context: context, upstream: connection)
             return
@@ -324,13 +369,59 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         }
         upstream.channel.flush()
         let timeout = snapshot.gateway.limits.upstreamResponseTimeout
-        responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [weak self] in
-            guard let self, case .forwarding = self.state, !(self.exchange?.responseStarted ?? true) else { return }
-            self.refuse(context: context, status: .gatewayTimeout, code: .upstreamTimeout,
-                        reason: "the upstream did not answer within \(DurationSyntax.format(timeout)) (spec.limits.upstreamResponseTimeout)",
-                        kind: .upstreamFailure, cause: .upstreamTimeout)
-        }
+        responseDeadline = (.now() + .nanoseconds(timeout.nanoseconds), timeout)
+        armTimer(context: context)
         resumeClientReads(context: context)
+    }
+
+    // MARK: deadlines
+
+    private func armTimer(context: ChannelHandlerContext) {
+        let next: NIODeadline
+        switch (headDeadline?.at, responseDeadline?.at) {
+        case (nil, nil): return
+        case (let head?, nil): next = head
+        case (nil, let response?): next = response
+        case (let head?, let response?): next = min(head, response)
+        }
+        if let timer, timer.at <= next { return }
+        timer?.task.cancel()
+        let task = context.eventLoop.assumeIsolated().scheduleTask(deadline: next) { [weak self] () -> Void in
+            self?.timerFired(context: context)
+        }
+        timer = (task, next)
+    }
+
+    private func cancelTimer() {
+        timer?.task.cancel()
+        timer = nil
+    }
+
+    private func timerFired(context: ChannelHandlerContext) {
+        timer = nil
+        let now = NIODeadline.now()
+        if let response = responseDeadline, response.at <= now {
+            responseDeadline = nil
+            if case .forwarding = state, !(exchange?.responseStarted ?? true) {
+                refuse(context: context, status: .gatewayTimeout, code: .upstreamTimeout,
+                       reason: "the upstream did not answer within \(DurationSyntax.format(response.limit)) (spec.limits.upstreamResponseTimeout)",
+                       kind: .upstreamFailure, cause: .upstreamTimeout)
+            }
+        }
+        if let head = headDeadline, head.at <= now {
+            headDeadline = nil
+            switch state {
+            case .idle, .refusing:
+                recordIfNoRequest(context: context, .handshakeTimeout,
+                                  reason: "no complete request head within \(DurationSyntax.format(head.limit)) (spec.limits.handshakeTimeout)")
+                state = .closed
+                context.close(promise: nil)
+            default:
+                break
+            }
+        }
+        if case .closed = state { return }
+        armTimer(context: context)
     }
 
     // MARK: responses from the upstream
@@ -341,16 +432,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         case .head(var head) where head.status.code / 100 == 1 && head.status != .switchingProtocols:
             // An interim response (`100 Continue` to `Expect: 100-continue`, `103 Early Hints`):
             // passed on at once; the final response follows. The upstream is alive, so the
-            // response-start timer stops.
-            responseTimer?.cancel()
-            responseTimer = nil
+            // response-start deadline goes.
+            responseDeadline = nil
             HTTPHeaders.removeHopByHop(&head.headers)
             context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status, headers: head.headers))), promise: nil)
         case .head(var head):
             if !head.isKeepAlive, case .forwarding(let upstream) = state { upstream.reusable = false }
             exchange?.responseStarted = true
-            responseTimer?.cancel()
-            responseTimer = nil
+            responseDeadline = nil
             exchange?.record.httpStatus = Int(head.status.code)
             HTTPHeaders.removeHopByHop(&head.headers)
             if !(exchange?.keepAlive ?? false) { head.headers.replaceOrAdd(name: "Connection", value: "close") }
@@ -360,16 +449,15 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
             exchange?.responseEnded = true
-            // Settle this exchange first: writing `.end` lets HTTPServerPipelineHandler deliver a
-            // pipelined next request at once, and that request must find us idle, not forwarding.
+            // Settle this exchange, write the response's end, then take up a pipelined next
+            // request: its answer (a refusal, say) must follow this one on the wire.
             let closeAfter = completeIfDone(context: context, closeNow: false)
-            writingResponseEnd = true
-            let written = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
-            writingResponseEnd = false
-            if closeAfter { written.assumeIsolated().whenComplete { _ in context.close(promise: nil) } }
-            while !deferredParts.isEmpty, self.context != nil {
-                handle(deferredParts.removeFirst(), context: context)
+            if closeAfter {
+                context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            } else {
+                context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
             }
+            takeUpWaiting(context: context)
         }
     }
 
@@ -393,8 +481,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             // have been served, and it carries no body, so it goes again on a fresh connection.
             upstream.handler?.delegate = nil
             upstream.channel.close(promise: nil)
-            responseTimer?.cancel()
-            responseTimer = nil
+            responseDeadline = nil
             self.exchange?.retried = true
             self.exchange?.reusedUpstream = false
             state = .connecting(pending: exchange.requestEnded ? [.end(exchange.trailers)] : [])
@@ -435,10 +522,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     @discardableResult
     private func completeIfDone(context: ChannelHandlerContext, closeNow: Bool = true) -> Bool {
         guard let exchange, exchange.requestEnded, exchange.responseEnded, case .forwarding(let upstream) = state else { return false }
-        responseTimer?.cancel()
-        responseTimer = nil
+        responseDeadline = nil
         upstream.handler?.delegate = nil
-        proxy.pool(for: context.eventLoop).put(upstream)
+        pool.put(upstream)
         finishExchange(cause: .completed)
         if exchange.keepAlive && !clientInputClosed {
             state = .idle
@@ -454,20 +540,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     /// A request head must arrive complete within `limits.handshakeTimeout` of the connection
     /// opening or the previous exchange ending; so must the rest of a refused request.
     private func armHeadDeadline(context: ChannelHandlerContext) {
-        headDeadline?.cancel()
         let timeout = snapshot.gateway.limits.handshakeTimeout
-        headDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [weak self] in
-            guard let self else { return }
-            switch self.state {
-            case .idle, .refusing:
-                self.recordIfNoRequest(context: context, .handshakeTimeout,
-                                       reason: "no complete request head within \(DurationSyntax.format(timeout)) (spec.limits.handshakeTimeout)")
-                self.state = .closed
-                context.close(promise: nil)
-            default:
-                break
-            }
-        }
+        headDeadline = (.now() + .nanoseconds(timeout.nanoseconds), timeout)
+        armTimer(context: context)
     }
 
     private func finishExchange(cause: CloseCause) {
@@ -489,8 +564,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     /// Answers the current request with an error of ours and closes the connection afterwards.
     private func refuse(context: ChannelHandlerContext, status: HTTPResponseStatus, code: HTTPRefusalCode, reason: String,
                         kind: Refusal, cause: CloseCause = .denied) {
-        responseTimer?.cancel()
-        responseTimer = nil
+        responseDeadline = nil
         if case .forwarding(let upstream) = state {
             upstream.reusable = false
             upstream.handler?.delegate = nil
@@ -565,8 +639,13 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         context.fireChannelWritabilityChanged()
     }
 
-    /// Reads from the client only while the request can go somewhere (upload backpressure).
+    /// Reads from the client only while the request can go somewhere (upload backpressure) and
+    /// nothing the client sent earlier still waits.
     func read(context: ChannelHandlerContext) {
+        if !waiting.isEmpty {
+            pendingRead = true
+            return
+        }
         switch state {
         case .connecting:
             pendingRead = true
@@ -586,19 +665,28 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
-            clientInputClosed = true
-            if case .idle = state {
-                state = .closed
-                context.close(promise: nil)
+            if mustWait {
+                waiting.append(.inputClosed)
+            } else {
+                clientInputEnded(context: context)
             }
             return
         }
         context.fireUserInboundEventTriggered(event)
     }
 
+    /// The client shut its side: an idle connection closes; one answering a request closes after it.
+    private func clientInputEnded(context: ChannelHandlerContext) {
+        clientInputClosed = true
+        if case .idle = state {
+            state = .closed
+            context.close(promise: nil)
+        }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
-        responseTimer?.cancel()
-        headDeadline?.cancel()
+        cancelTimer()
+        waiting.removeAll()
         if case .forwarding(let upstream) = state {
             upstream.reusable = false
             upstream.handler?.delegate = nil
@@ -611,6 +699,15 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is HTTPParserError, mustWait {
+            // Bytes after a complete request: the error is the next request's, answered in turn.
+            waiting.append(.parseError(error))
+            return
+        }
+        parseFailed(context: context, error: error)
+    }
+
+    private func parseFailed(context: ChannelHandlerContext, error: any Error) {
         if error is HTTPParserError, case .idle = state {
             requestsSeen += 1
             let record = newRecord(context: context)

@@ -16,7 +16,6 @@ enum HTTPProxyPipeline {
         let handlers: [any ChannelHandler] = [
             HTTPResponseEncoder(),
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)),
-            HTTPServerPipelineHandler(),
             HTTPProxyHandler(listenerName: listenerName, proxy: proxy, countsConnection: countsConnection),
         ]
         try pipeline.addHandlers(handlers, position: position)

@@ -51,6 +51,43 @@ struct OriginationSmugglingTests {
         #expect(paths == ["/first", "/sink"], "\(paths)")
     }
 
+    /// Requests that arrive while an earlier one is being answered wait their turn; so do a
+    /// half-close and a malformed request after them: each is taken up in order.
+    @Test(arguments: ["halfClose", "garbage"])
+    func whatFollowsAPipelinedRequestIsTakenUpInOrder(ending: String) async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let two = "GET /one HTTP/1.1\r\nHost: billing.example.test\r\n\r\n" + "GET /two HTTP/1.1\r\nHost: billing.example.test\r\n\r\n"
+        let script = """
+        import socket, sys
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+        data = sys.argv[2].encode()
+        if sys.argv[3] == "garbage":
+            data += b"NOT HTTP\\x00\\r\\n\\r\\n"
+        s.sendall(data)
+        if sys.argv[3] == "halfClose":
+            s.shutdown(socket.SHUT_WR)
+        buf = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk: break
+                buf += chunk
+            sys.stdout.write("CLOSED\\n")
+        except socket.timeout:
+            sys.stdout.write("OPEN\\n")
+        sys.stdout.write(buf.decode("latin-1"))
+        """
+        let result = try runCommand("python3", ["-c", script, "\(h.httpPort)", two, ending], timeout: 30)
+        let statuses = result.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+            .filter { $0.hasPrefix("HTTP/1.1 ") }
+        let expected = ending == "garbage" ? ["200", "200", "400"] : ["200", "200"]
+        #expect(statuses.map { String($0.dropFirst(9).prefix(3)) } == expected, "\(result.stdout)")
+        #expect(result.stdout.hasPrefix("CLOSED"), "the connection closes after the last answer: \(result.stdout)")
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(h.upstream.requests.map { $0["path"] as? String ?? "" } == ["/one", "/two"], "\(h.upstream.requests)")
+    }
+
     @Test func absoluteFormSendsTheJudgedHostNotTheClientsHostHeader() async throws {
         let h = try await OriginationHarness()
         defer { Task { await h.stop() } }
