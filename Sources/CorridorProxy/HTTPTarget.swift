@@ -22,7 +22,7 @@ struct HTTPTarget: Equatable {
     static func parse(_ head: HTTPRequestHead) -> Result<HTTPTarget, HTTPTarget.Problem> {
         let uri = head.uri
         let hosts = head.headers["Host"]
-        if uri.lowercased().hasPrefix("http://") {
+        if ASCIICase.hasPrefix(uri, lowercase: "http://") {
             let rest = uri.dropFirst(7).prefix { $0 != "#" }
             let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
             let authority = String(rest[..<authorityEnd])
@@ -34,7 +34,7 @@ struct HTTPTarget: Equatable {
             }
             return target(authority: authority, path: path)
         }
-        if uri.lowercased().hasPrefix("https://") {
+        if ASCIICase.hasPrefix(uri, lowercase: "https://") {
             return .failure(Problem(reason: "https:// targets go through CONNECT (the client speaks TLS itself)"))
         }
         let path: String

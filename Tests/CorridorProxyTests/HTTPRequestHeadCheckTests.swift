@@ -67,4 +67,16 @@ import Testing
         HTTPHeaders.removeHopByHop(&copy)
         #expect(copy.count == 0)
     }
+
+    @Test func asciiCaseComparisonsFoldOnlyASCIILetters() {
+        #expect(ASCIICase.equals("Keep-ALIVE", lowercase: "keep-alive"))
+        #expect(!ASCIICase.equals("keep-alivE ", lowercase: "keep-alive"))
+        #expect(!ASCIICase.equals("te", lowercase: "trailer"))
+        #expect(!ASCIICase.equals("K\u{212A}", lowercase: "kk"))  // Kelvin sign folds to k in Unicode, not here
+        #expect(ASCIICase.hasPrefix("HTTP://a.test/", lowercase: "http://"))
+        #expect(ASCIICase.hasPrefix("http://", lowercase: "http://"))
+        #expect(!ASCIICase.hasPrefix("http:/", lowercase: "http://"))
+        #expect(!ASCIICase.hasPrefix("https://a.test/", lowercase: "http://"))
+        #expect(!ASCIICase.hasPrefix("[ttp://", lowercase: "{ttp://"))  // '[' + 32 is '{': only A-Z fold
+    }
 }

@@ -1,0 +1,22 @@
+/// Comparisons of protocol tokens (header names, URI schemes) against lowercase constants,
+/// ignoring the case of ASCII letters only, without building lowercased copies.
+enum ASCIICase {
+    static func lowered(_ byte: UInt8) -> UInt8 {
+        byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte + 32 : byte
+    }
+
+    /// Whether `string` is `lowercase` but for the case of ASCII letters.
+    static func equals(_ string: String, lowercase: String) -> Bool {
+        guard string.utf8.count == lowercase.utf8.count else { return false }
+        return zip(string.utf8, lowercase.utf8).allSatisfy { lowered($0) == $1 }
+    }
+
+    /// Whether `string` starts with `lowercase` but for the case of ASCII letters.
+    static func hasPrefix(_ string: String, lowercase: String) -> Bool {
+        var bytes = string.utf8.makeIterator()
+        for expected in lowercase.utf8 {
+            guard let byte = bytes.next(), lowered(byte) == expected else { return false }
+        }
+        return true
+    }
+}
