@@ -19,4 +19,10 @@ enum ASCIICase {
         }
         return true
     }
+
+    /// `string` with its ASCII capital letters lowercased and every other byte kept.
+    static func lowercased(_ string: some StringProtocol) -> String {
+        guard string.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) else { return String(string) }
+        return String(decoding: string.utf8.map(lowered), as: UTF8.self)
+    }
 }

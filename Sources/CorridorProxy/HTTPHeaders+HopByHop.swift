@@ -9,15 +9,29 @@ extension HTTPHeaders {
     static let hopByHopFields: [String] = ["connection", "proxy-connection", "keep-alive", "te", "trailer", "upgrade"]
 
     /// Removes the hop-by-hop headers, including those the Connection header names: one pass over
-    /// the fields whatever the number of names (a set, not a scan per name), and no copy of the
-    /// fields when none is hop-by-hop.
+    /// the fields whatever the number of names (a set, not a scan per name, once there are more
+    /// than a few), and no copy of the fields when none is hop-by-hop. Names compare ignoring the
+    /// case of ASCII letters only, as `HTTPRequestHeadCheck` compares them with the framing fields.
     static func removeHopByHop(_ headers: inout HTTPHeaders) {
-        let connection = headers[canonicalForm: "connection"]
-        let named = connection.isEmpty ? nil : Set(connection.map { $0.lowercased() })
-        func isHopByHop(_ name: String) -> Bool {
-            hopByHopFields.contains { ASCIICase.equals(name, lowercase: $0) } || named?.contains(name.lowercased()) == true
+        var named: [String] = []
+        var found = false
+        for (name, value) in headers where isStandardHopByHop(name) {
+            found = true
+            if ASCIICase.equals(name, lowercase: "connection") {
+                named += HTTPRequestHeadCheck.tokens(value).map(ASCIICase.lowercased)
+            }
         }
-        guard headers.contains(where: { isHopByHop($0.name) }) else { return }
+        guard found else { return }
+        let namedSet = named.count > 8 ? Set(named) : nil
+        func isHopByHop(_ name: String) -> Bool {
+            if isStandardHopByHop(name) { return true }
+            if let namedSet { return namedSet.contains(ASCIICase.lowercased(name)) }
+            return named.contains { ASCIICase.equals(name, lowercase: $0) }
+        }
         headers = HTTPHeaders(headers.filter { !isHopByHop($0.name) })
+    }
+
+    private static func isStandardHopByHop(_ name: String) -> Bool {
+        hopByHopFields.contains { ASCIICase.equals(name, lowercase: $0) }
     }
 }

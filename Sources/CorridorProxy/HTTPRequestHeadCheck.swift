@@ -26,17 +26,17 @@ enum HTTPRequestHeadCheck {
         var connectionTokens: [Substring] = []
         for (name, value) in headers {
             switch name.utf8.count {
-            case 14 where name.lowercased() == "content-length": contentLengths.append(value)
-            case 17 where name.lowercased() == "transfer-encoding":
+            case 14 where ASCIICase.equals(name, lowercase: "content-length"): contentLengths.append(value)
+            case 17 where ASCIICase.equals(name, lowercase: "transfer-encoding"):
                 transferEncodingFields += 1
                 transferCodings += tokens(value)
-            case 10 where name.lowercased() == "connection": connectionTokens += tokens(value)
+            case 10 where ASCIICase.equals(name, lowercase: "connection"): connectionTokens += tokens(value)
             default: break
             }
         }
-        if let framing = connectionTokens.first(where: { HTTPHeaders.framingFields.contains($0.lowercased()) }) {
+        if let framing = connectionTokens.first(where: { HTTPHeaders.framingFields.contains(ASCIICase.lowercased($0)) }) {
             return Problem(status: .badRequest, code: .badRequest,
-                           reason: "the Connection header names \(framing.lowercased()), which frames the message and cannot be hop-by-hop")
+                           reason: "the Connection header names \(ASCIICase.lowercased(framing)), which frames the message and cannot be hop-by-hop")
         }
         if transferEncodingFields > 0 {
             if !contentLengths.isEmpty {
@@ -44,7 +44,7 @@ enum HTTPRequestHeadCheck {
             }
             // Chunked must be the final coding (else the body's end is unknowable: 400); any other
             // coding would reach the upstream re-framed as chunked alone, so it is refused (501).
-            guard transferCodings.last?.lowercased() == "chunked" else {
+            guard let last = transferCodings.last, ASCIICase.equals(String(last), lowercase: "chunked") else {
                 return Problem(status: .badRequest, code: .badRequest,
                                reason: "Transfer-Encoding '\(transferCodings.joined(separator: ", ").prefix(100))' does not end with chunked")
             }
@@ -62,7 +62,10 @@ enum HTTPRequestHeadCheck {
     /// The comma-separated elements of a list-valued field, without surrounding whitespace; empty
     /// elements are dropped (RFC 9110 section 5.6.1).
     static func tokens(_ value: String) -> [Substring] {
-        value.split(separator: ",").map { $0.trimmingOWS() }.filter { !$0.isEmpty }
+        value.utf8.split(separator: UInt8(ascii: ",")).compactMap { element in
+            let token = Substring(element).trimmingOWS()
+            return token.isEmpty ? nil : token
+        }
     }
 
     private static func isDigits(_ text: String) -> Bool {
@@ -73,9 +76,11 @@ enum HTTPRequestHeadCheck {
 extension Substring {
     /// Without leading and trailing spaces and tabs (HTTP's optional whitespace).
     func trimmingOWS() -> Substring {
-        var result = self
-        while let first = result.first, first == " " || first == "\t" { result = result.dropFirst() }
-        while let last = result.last, last == " " || last == "\t" { result = result.dropLast() }
-        return result
+        func isOWS(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        let bytes = utf8
+        guard let first = bytes.firstIndex(where: { !isOWS($0) }), let last = bytes.lastIndex(where: { !isOWS($0) }) else {
+            return self[endIndex...]
+        }
+        return Substring(bytes[first...last])
     }
 }

@@ -21,15 +21,18 @@ struct HTTPTarget: Equatable {
     /// server as a whole and is forwarded as `OPTIONS *` (RFC 9112 section 3.2.4).
     static func parse(_ head: HTTPRequestHead) -> Result<HTTPTarget, HTTPTarget.Problem> {
         let uri = head.uri
-        let hosts = head.headers["Host"]
+        let bytes = uri.utf8
+        // Delimiters are found byte by byte: a '#' or '/' followed by a combining mark still ends
+        // what it ends, as it does for the upstream.
+        let beforeFragment = bytes[..<(bytes.firstIndex(of: UInt8(ascii: "#")) ?? bytes.endIndex)]
         if ASCIICase.hasPrefix(uri, lowercase: "http://") {
-            let rest = uri.dropFirst(7).prefix { $0 != "#" }
-            let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
-            let authority = String(rest[..<authorityEnd])
-            var path = String(rest[authorityEnd...])
+            let rest = beforeFragment.dropFirst(7)
+            let authorityEnd = rest.firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") } ?? rest.endIndex
+            let authority = String(Substring(rest[..<authorityEnd]))
+            var path = String(Substring(rest[authorityEnd...]))
             if path.isEmpty && head.method == .OPTIONS {
                 path = "*"
-            } else if path.first != "/" {
+            } else if path.utf8.first != UInt8(ascii: "/") {
                 path = "/" + path
             }
             return target(authority: authority, path: path)
@@ -41,9 +44,10 @@ struct HTTPTarget: Equatable {
         if uri == "*" && head.method == .OPTIONS {
             path = uri
         } else {
-            guard uri.hasPrefix("/") else { return .failure(Problem(reason: "unsupported request target '\(uri.prefix(100))'")) }
-            path = String(uri.prefix { $0 != "#" })
+            guard bytes.first == UInt8(ascii: "/") else { return .failure(Problem(reason: "unsupported request target '\(uri.prefix(100))'")) }
+            path = String(Substring(beforeFragment))
         }
+        let hosts = head.headers["Host"]
         guard hosts.count == 1 else {
             return .failure(Problem(reason: hosts.isEmpty ? "the request has no Host header" : "the request has \(hosts.count) Host headers"))
         }
@@ -52,17 +56,19 @@ struct HTTPTarget: Equatable {
     }
 
     private static func target(authority: String, path: String) -> Result<HTTPTarget, HTTPTarget.Problem> {
-        if authority.contains("@") { return .failure(Problem(reason: "userinfo in the request target is not allowed")) }
+        let bytes = authority.utf8
+        if bytes.contains(UInt8(ascii: "@")) { return .failure(Problem(reason: "userinfo in the request target is not allowed")) }
         var host = authority
         var port = 80
-        if let colon = authority.lastIndex(of: ":"), !authority.hasSuffix("]") {
-            let portText = authority[authority.index(after: colon)...]
-            guard !portText.isEmpty, portText.count <= 5, portText.allSatisfy({ $0.isASCII && $0.isNumber }),
-                  let number = Int(portText), (1...65535).contains(number) else {
+        if let colon = bytes.lastIndex(of: UInt8(ascii: ":")), bytes.last != UInt8(ascii: "]") {
+            let portText = bytes[bytes.index(after: colon)...]
+            guard !portText.isEmpty, portText.count <= 5,
+                  portText.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+                  let number = Int(Substring(portText)), (1...65535).contains(number) else {
                 return .failure(Problem(reason: "invalid port in '\(authority.prefix(100))'"))
             }
             port = number
-            host = String(authority[..<colon])
+            host = String(Substring(bytes[..<colon]))
         }
         switch HostName.normalize(host) {
         case .success(let name):
