@@ -6,7 +6,7 @@ enum ASCIICase {
     }
 
     /// Whether `string` is `lowercase` but for the case of ASCII letters.
-    static func equals(_ string: String, lowercase: String) -> Bool {
+    static func equals(_ string: some StringProtocol, lowercase: String) -> Bool {
         guard string.utf8.count == lowercase.utf8.count else { return false }
         return zip(string.utf8, lowercase.utf8).allSatisfy { lowered($0) == $1 }
     }

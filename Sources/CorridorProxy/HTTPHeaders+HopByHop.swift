@@ -17,8 +17,9 @@ extension HTTPHeaders {
         var found = false
         for (name, value) in headers where isStandardHopByHop(name) {
             found = true
-            if ASCIICase.equals(name, lowercase: "connection") {
-                named += HTTPRequestHeadCheck.tokens(value).map(ASCIICase.lowercased)
+            guard ASCIICase.equals(name, lowercase: "connection") else { continue }
+            HTTPRequestHeadCheck.forEachToken(value) { token in
+                if !isStandardHopByHop(token) { named.append(ASCIICase.lowercased(token)) }
             }
         }
         guard found else { return }
@@ -31,7 +32,7 @@ extension HTTPHeaders {
         headers = HTTPHeaders(headers.filter { !isHopByHop($0.name) })
     }
 
-    private static func isStandardHopByHop(_ name: String) -> Bool {
+    private static func isStandardHopByHop(_ name: some StringProtocol) -> Bool {
         hopByHopFields.contains { ASCIICase.equals(name, lowercase: $0) }
     }
 }

@@ -44,7 +44,7 @@ enum HTTPRequestHeadCheck {
             }
             // Chunked must be the final coding (else the body's end is unknowable: 400); any other
             // coding would reach the upstream re-framed as chunked alone, so it is refused (501).
-            guard let last = transferCodings.last, ASCIICase.equals(String(last), lowercase: "chunked") else {
+            guard let last = transferCodings.last, ASCIICase.equals(last, lowercase: "chunked") else {
                 return Problem(status: .badRequest, code: .badRequest,
                                reason: "Transfer-Encoding '\(transferCodings.joined(separator: ", ").prefix(100))' does not end with chunked")
             }
@@ -62,9 +62,20 @@ enum HTTPRequestHeadCheck {
     /// The comma-separated elements of a list-valued field, without surrounding whitespace; empty
     /// elements are dropped (RFC 9110 section 5.6.1).
     static func tokens(_ value: String) -> [Substring] {
-        value.utf8.split(separator: UInt8(ascii: ",")).compactMap { element in
-            let token = Substring(element).trimmingOWS()
-            return token.isEmpty ? nil : token
+        var tokens: [Substring] = []
+        forEachToken(value) { tokens.append($0) }
+        return tokens
+    }
+
+    /// ``tokens(_:)`` one at a time, without collecting them.
+    static func forEachToken(_ value: String, _ body: (Substring) -> Void) {
+        let text = Substring(value)
+        var start = text.startIndex
+        while start < text.endIndex {
+            let end = text.utf8[start...].firstIndex(of: UInt8(ascii: ",")) ?? text.endIndex
+            let token = text[start..<end].trimmingOWS()
+            if !token.isEmpty { body(token) }
+            start = end < text.endIndex ? text.utf8.index(after: end) : end
         }
     }
 
