@@ -9,8 +9,8 @@ import NIOCore
 final class LoopConnections {
     static let interval: TimeAmount = .seconds(1)
     private let eventLoop: any EventLoop
-    private var opening = SlotList<InspectHandler>(slot: \.tableSlot)
-    private var sessions = SlotList<RelaySession>(slot: \.tableSlot)
+    private var opening = SlotList<InspectHandler>(slot: { $0.tableSlot }, setSlot: { $0.tableSlot = $1 })
+    private var sessions = SlotList<RelaySession>(slot: { $0.tableSlot }, setSlot: { $0.tableSlot = $1 })
     private var scheduled: Scheduled<Void>?
 
     init(eventLoop: any EventLoop) {

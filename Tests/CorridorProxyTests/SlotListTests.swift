@@ -10,7 +10,7 @@ import Testing
     }
 
     @Test func insertRemoveAndSlotsStayConsistent() {
-        var list = SlotList<Item>(slot: \.slot)
+        var list = SlotList<Item>(slot: { $0.slot }, setSlot: { $0.slot = $1 })
         let items = (0..<6).map { _ in Item() }
         for item in items { list.insert(item) }
         list.insert(items[3])
@@ -22,7 +22,7 @@ import Testing
         for (index, item) in list.items.enumerated() { #expect(item.slot == index) }
         #expect([0, 2, 5].allSatisfy { items[$0].slot == -1 })
         // An object in another list (its slot points into that one) is not taken out of this one.
-        var other = SlotList<Item>(slot: \.slot)
+        var other = SlotList<Item>(slot: { $0.slot }, setSlot: { $0.slot = $1 })
         let stranger = Item()
         other.insert(stranger)
         list.remove(stranger)

@@ -38,7 +38,7 @@ final class EpollLoop: @unchecked Sendable {
     private var handlers: [(any EpollHandler)?] = []
     /// Descriptors closed during this wake-up (see ``close(_:)``).
     private var closing: [Int32] = []
-    private var ticking = SlotList<any EpollTicking>(slot: \.tickSlot)
+    private var ticking = EpollLoop.newTickingList()
     private let inbox = Mutex<(tasks: [@Sendable () -> Void], stopping: Bool, stopped: Bool)>(([], false, false))
     private var lastTick = ContinuousClock.now
     private var pipes: [(read: Int32, write: Int32)] = []
@@ -107,6 +107,10 @@ final class EpollLoop: @unchecked Sendable {
     // MARK: deadlines
 
     func watchDeadlines(_ item: any EpollTicking) { ticking.insert(item) }
+
+    private static func newTickingList() -> SlotList<any EpollTicking> {
+        SlotList(slot: { $0.tickSlot }, setSlot: { $0.tickSlot = $1 })
+    }
 
     func unwatchDeadlines(_ item: any EpollTicking) { ticking.remove(item) }
 
@@ -218,7 +222,7 @@ final class EpollLoop: @unchecked Sendable {
         for task in leftovers { task() }
         closePending()
         // Drop what is watched (it refers back to the loop).
-        ticking = SlotList(slot: \.tickSlot)
+        ticking = Self.newTickingList()
         handlers.removeAll()
     }
 
