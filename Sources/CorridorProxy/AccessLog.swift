@@ -81,7 +81,7 @@ public final class AccessLog: Sendable {
         json.timestamp(LogKey.time, record.wallStart)
         json.number(LogKey.connectionID, Int(truncatingIfNeeded: record.id))
         json.string(LogKey.listener, record.listener)
-        json.string(LogKey.source, record.source.map(Self.format) ?? "unknown")
+        if let source = record.source { json.address(LogKey.source, source) } else { json.string(LogKey.source, "unknown") }
         guard let identity = record.identity else {
             json.string(LogKey.identity, "unknown")
             return
@@ -131,8 +131,8 @@ public final class AccessLog: Sendable {
         if !record.tlsVersions.isEmpty { json.stringArray(LogKey.tlsVersions, record.tlsVersions.map(Self.tlsVersionName)) }
         if record.ech { json.bool(LogKey.ech, true) }
         if let port = record.decision?.port ?? record.port { json.number(LogKey.port, port) }
-        json.optionalString(LogKey.resolved, record.resolved.map(Self.format))
-        json.optionalString(LogKey.originalDestination, record.originalDestination.map(Self.format))
+        if let resolved = record.resolved { json.address(LogKey.resolved, resolved) }
+        if let original = record.originalDestination { json.address(LogKey.originalDestination, original) }
         if record.addressMismatch { json.bool(LogKey.addressMismatch, true) }
         let decision = record.decision
         json.string(LogKey.decision, decision?.verdict.rawValue ?? "deny")
@@ -202,6 +202,24 @@ struct JSONLine {
 
     mutating func optionalString(_ name: String, _ value: String?) {
         if let value { string(name, value) }
+    }
+
+    /// `address` as ``SocketAddress/hostPort`` prints it; an IPv4 address is written digit by
+    /// digit, without a string in between.
+    mutating func address(_ name: String, _ address: SocketAddress) {
+        key(name)
+        guard case .v4(let v4) = address else {
+            Self.appendEscaped(address.hostPort, to: &bytes)
+            return
+        }
+        let ip = UInt32(bigEndian: v4.address.sin_addr.s_addr)
+        bytes.append(UInt8(ascii: "\""))
+        for shift in [24, 16, 8, 0] as [UInt32] {
+            Self.appendDecimal(Int((ip >> shift) & 0xff), to: &bytes)
+            bytes.append(UInt8(ascii: shift == 0 ? ":" : "."))
+        }
+        Self.appendDecimal(Int(UInt16(bigEndian: v4.address.sin_port)), to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
     }
 
     mutating func number(_ name: String, _ value: Int) {

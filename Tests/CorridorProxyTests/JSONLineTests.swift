@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import Testing
 
 @testable import CorridorProxy
@@ -19,6 +20,16 @@ import Testing
             let parsed = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
             #expect(parsed?["n"] != nil)
         }
+    }
+
+    @Test(arguments: ["0.0.0.0", "192.0.2.1", "255.255.255.255", "10.20.30.40", "::1", "2001:db8::7", "::ffff:192.0.2.9"])
+    func addressesAsLogsPrintThem(_ ip: String) throws {
+        for port in [0, 7, 443, 65535] {
+            let address = try SocketAddress(ipAddress: ip, port: port)
+            #expect(text { $0.address("a", address) } == "{\"a\":\"\(address.hostPort)\"}\n")
+        }
+        let known = try SocketAddress(ipAddress: "192.0.2.1", port: 443)
+        #expect(text { $0.address("a", known) } == "{\"a\":\"192.0.2.1:443\"}\n")
     }
 
     @Test func decimalsWithThreePlaces() {
