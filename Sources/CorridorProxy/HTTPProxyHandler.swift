@@ -238,7 +238,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             refuse(context: context, status: .badRequest, code: .badRequest,
                    reason: "a new request arrived before the previous exchange ended", kind: .denial)
         case (.refusing, .end):
-            context.close(promise: nil)
+            state = .closed
+            closeAfterWrites(context: context)
         case (.refusing, _), (.closed, _):
             break
         }
@@ -533,8 +534,27 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             return false
         }
         state = .closed
-        if closeNow { context.close(promise: nil) }
+        if closeNow { closeAfterWrites(context: context) }
         return true
+    }
+
+    /// Closes the connection once what was written to the client has gone out (a plain close drops
+    /// writes the socket has not taken yet: a slow reader would lose the tail of its response).
+    /// The writes get `limits.idleTimeout` to go; a client that reads nothing is closed then.
+    private func closeAfterWrites(context: ChannelHandlerContext) {
+        guard let encoder = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self) else {
+            context.close(promise: nil)
+            return
+        }
+        let limit = snapshot.gateway.limits.idleTimeout
+        let cutOff = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(limit.nanoseconds)) {
+            context.close(promise: nil)
+        }
+        // Written below the encoder, an empty buffer completes after every write before it.
+        encoder.writeAndFlush(NIOAny(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
+            cutOff.cancel()
+            context.close(promise: nil)
+        }
     }
 
     /// A request head must arrive complete within `limits.handshakeTimeout` of the connection
@@ -665,7 +685,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
-            if mustWait {
+            // Behind queued requests it waits its turn; else the exchange in flight is the last.
+            if !waiting.isEmpty {
                 waiting.append(.inputClosed)
             } else {
                 clientInputEnded(context: context)
@@ -675,12 +696,13 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         context.fireUserInboundEventTriggered(event)
     }
 
-    /// The client shut its side: an idle connection closes; one answering a request closes after it.
+    /// The client shut its side: an idle connection closes (once the last response has gone out);
+    /// one answering a request closes after it.
     private func clientInputEnded(context: ChannelHandlerContext) {
         clientInputClosed = true
         if case .idle = state {
             state = .closed
-            context.close(promise: nil)
+            closeAfterWrites(context: context)
         }
     }
 
@@ -714,6 +736,21 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             proxy.metrics.connectionOpened()
             exchange = Exchange(record: record, keepAlive: false, requestEnded: true)
             refuse(context: context, status: .badRequest, code: .badRequest, reason: "malformed HTTP request: \(error)", kind: .denial)
+            return
+        }
+        if error is HTTPParserError, let exchange, exchange.responseStarted {
+            // The request went bad mid-body while the upstream's response is going out: a 400 now
+            // would land inside that response. Both sides are cut; the client sees the connection end.
+            if case .forwarding(let upstream) = state {
+                upstream.reusable = false
+                upstream.handler?.delegate = nil
+                upstream.channel.close(promise: nil)
+            }
+            responseDeadline = nil
+            exchange.record.decision?.reason += "; malformed HTTP request: \(error)"
+            finishExchange(cause: .clientError)
+            state = .closed
+            context.close(promise: nil)
             return
         }
         if error is HTTPParserError, exchange != nil {

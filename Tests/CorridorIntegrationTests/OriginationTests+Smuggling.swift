@@ -88,6 +88,105 @@ struct OriginationSmugglingTests {
         #expect(h.upstream.requests.map { $0["path"] as? String ?? "" } == ["/one", "/two"], "\(h.upstream.requests)")
     }
 
+    /// A client that half-closes after its request, or whose next request is refused, and has not
+    /// read its response yet when the gateway is done with the exchange, still gets every byte of
+    /// it (and then the refusal) before the connection closes: the close waits for what the
+    /// socket has not taken yet. The client waits for the exchange's access record before reading;
+    /// the bytes are then in the socket's buffers, and beyond them only while the response is a
+    /// little larger than those, so the script bisects for the largest response whose record
+    /// appears before the client reads, checking every response it gets on the way.
+    @Test(arguments: ["halfClose", "refusedNext"])
+    func theLastResponseIsWrittenWholeBeforeTheClose(ending: String) async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let script = """
+        import socket, sys, time
+        port, log, ending = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+        records = 2 if ending == "refusedNext" else 1
+        def lines():
+            with open(log, "rb") as f:
+                return f.read().count(b"\\n")
+        def attempt(n):
+            before = lines()
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(20)
+            s.connect(("127.0.0.1", port))
+            request = b"GET /size/%d HTTP/1.1\\r\\nHost: billing.example.test\\r\\n\\r\\n" % n
+            if ending == "refusedNext":
+                request += b"GET /x HTTP/1.1\\r\\nHost: evil.example.test\\r\\n\\r\\n"
+            s.sendall(request)
+            if ending == "halfClose":
+                s.shutdown(socket.SHUT_WR)
+            deadline, seen = time.time() + 1.0, False
+            while time.time() < deadline and not seen:
+                seen = lines() >= before + records
+                time.sleep(0.01)
+            buf = bytearray()
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+            s.close()
+            head_end = buf.index(b"\\r\\n\\r\\n") + 4
+            whole = len(buf) - head_end >= n
+            if ending == "refusedNext":
+                whole = whole and bytes(buf[head_end + n:]).startswith(b"HTTP/1.1 403")
+            if not whole:
+                print("CUT", n, len(buf) - head_end)
+            time.sleep(0.2)  # the records of this attempt are written before the next one counts
+            return seen
+        lo, hi = 64 << 10, 32 << 20
+        if not attempt(lo) or attempt(hi):
+            print("NO-BRACKET")
+        while hi - lo > 8192:
+            mid = (lo + hi) // 2
+            if attempt(mid):
+                lo = mid
+            else:
+                hi = mid
+        for n in (lo, lo - 4096, lo - 8192, lo + 4096):
+            attempt(n)
+        print("DONE", lo)
+        """
+        let result = try runCommand("python3", ["-c", script, "\(h.httpPort)", h.accessLogPath, ending], timeout: 150)
+        #expect(result.stdout.contains("DONE"), "\(result.stdout) \(result.stderr)")
+        #expect(!result.stdout.contains("NO-BRACKET"), "\(result.stdout)")
+        #expect(!result.stdout.contains("CUT"), "a response was cut short: \(result.stdout)")
+    }
+
+    /// A request body that turns malformed while the upstream's response is already going out
+    /// cuts the connection: a 400 then would land inside that response.
+    @Test func aBodyGoingBadMidResponseCutsTheConnection() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let script = """
+        import socket, sys, time
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+        s.sendall(b"POST /early-partial HTTP/1.1\\r\\nHost: billing.example.test\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n5\\r\\nhello\\r\\n")
+        time.sleep(0.5)
+        s.sendall(b"zz\\r\\n")
+        buf = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk: break
+                buf += chunk
+            sys.stdout.write("CLOSED\\n")
+        except socket.timeout:
+            sys.stdout.write("OPEN\\n")
+        sys.stdout.write(buf.decode("latin-1"))
+        """
+        let result = try runCommand("python3", ["-c", script, "\(h.httpPort)"], timeout: 30)
+        #expect(result.stdout.hasPrefix("CLOSED"), "\(result.stdout)")
+        #expect(result.stdout.contains("HTTP/1.1 200") && result.stdout.contains("12345"), "\(result.stdout)")
+        #expect(!result.stdout.contains("HTTP/1.1 400"), "a refusal was written into the response: \(result.stdout)")
+        let record = try #require(h.record { ($0["path"] as? String)?.hasPrefix("/early-partial") ?? false || $0["status"] as? Int == 200 })
+        #expect(record["closeCause"] as? String == "client_error", "\(record)")
+        #expect((record["reason"] as? String ?? "").contains("malformed HTTP request"), "\(record)")
+    }
+
     @Test func absoluteFormSendsTheJudgedHostNotTheClientsHostHeader() async throws {
         let h = try await OriginationHarness()
         defer { Task { await h.stop() } }

@@ -15,6 +15,8 @@ Routes:
   /then-drop         answers; the next request on that connection is dropped unanswered (not
                      recorded) and the connection closed, as a server closing an idle connection
                      at the moment a request arrives
+  /early-partial     answers before reading the request body: the head and 5 of 10 body bytes at
+                     once, the other 5 a second later, then closes
   anything else      reads any body, answers "ok <path>\\n"
 """
 import argparse, hashlib, json, os, socket, ssl, sys, threading, time
@@ -116,6 +118,14 @@ class Handler(BaseHTTPRequestHandler):
     def handle_any(self):
         if getattr(self, "drop_next", False):
             self.close_connection = True
+            return
+        if self.path == "/early-partial":
+            self.record(None, None)
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
+            self.wfile.flush()
+            time.sleep(1)
+            self.wfile.write(b"67890")
             return
         try:
             body_bytes, body_sha = self.read_body()
