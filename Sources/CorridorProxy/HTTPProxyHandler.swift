@@ -86,7 +86,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     private var headDeadline: (at: NIODeadline, limit: Duration)?
     /// When the upstream must have started its response (`limits.upstreamResponseTimeout`).
     private var responseDeadline: (at: NIODeadline, limit: Duration)?
-    /// One timer for both deadlines, armed at the earliest and re-armed when it fires early: a
+    /// Once the response has started: when the exchange is cut if no byte has moved either way
+    /// since `lastActivity` (`limits.idleTimeout`, as for relays); moved on when the timer finds
+    /// activity, so a body chunk costs a clock read, not a timer.
+    private var idleDeadline: (at: NIODeadline, limit: Duration)?
+    private var lastActivity = NIODeadline.uptimeNanoseconds(0)
+    /// One timer for every deadline, armed at the earliest and re-armed when it fires early: a
     /// kept-alive connection sets and clears deadlines on every request without scheduling a task.
     private var timer: (task: Scheduled<Void>, at: NIODeadline)?
     /// What arrived from the client while an exchange was still being answered (a pipelined next
@@ -226,6 +231,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             }
         case (.forwarding(let upstream), .body(let buffer)):
             exchange?.record.bytesUp += buffer.readableBytes
+            lastActivity = .now()
             upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
         case (.forwarding(let upstream), .end(let trailers)):
             exchange?.requestEnded = true
@@ -378,19 +384,27 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     // MARK: deadlines
 
     private func armTimer(context: ChannelHandlerContext) {
-        let next: NIODeadline
-        switch (headDeadline?.at, responseDeadline?.at) {
-        case (nil, nil): return
-        case (let head?, nil): next = head
-        case (nil, let response?): next = response
-        case (let head?, let response?): next = min(head, response)
+        func earlier(_ a: NIODeadline?, _ b: NIODeadline?) -> NIODeadline? {
+            guard let a else { return b }
+            guard let b else { return a }
+            return min(a, b)
         }
+        guard let next = earlier(earlier(headDeadline?.at, responseDeadline?.at), idleDeadline?.at) else { return }
         if let timer, timer.at <= next { return }
         timer?.task.cancel()
         let task = context.eventLoop.assumeIsolated().scheduleTask(deadline: next) { [weak self] () -> Void in
             self?.timerFired(context: context)
         }
         timer = (task, next)
+    }
+
+    /// The response has started: from now on the exchange may not stand still longer than a relay.
+    private func startIdleDeadline(context: ChannelHandlerContext) {
+        lastActivity = .now()
+        guard idleDeadline == nil else { return }
+        let limit = snapshot.gateway.limits.idleTimeout
+        idleDeadline = (lastActivity + .nanoseconds(limit.nanoseconds), limit)
+        armTimer(context: context)
     }
 
     private func cancelTimer() {
@@ -407,6 +421,24 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 refuse(context: context, status: .gatewayTimeout, code: .upstreamTimeout,
                        reason: "the upstream did not answer within \(DurationSyntax.format(response.limit)) (spec.limits.upstreamResponseTimeout)",
                        kind: .upstreamFailure, cause: .upstreamTimeout)
+            }
+        }
+        if let idle = idleDeadline, idle.at <= now {
+            let due = lastActivity + .nanoseconds(idle.limit.nanoseconds)
+            if due > now {
+                idleDeadline = (due, idle.limit)
+            } else if case .forwarding(let upstream) = state, let exchange {
+                // A client that stopped reading (or an upstream that stopped sending) mid-response
+                // holds nothing longer than a relay would.
+                upstream.reusable = false
+                upstream.handler?.delegate = nil
+                upstream.channel.close(promise: nil)
+                exchange.record.decision?.reason += "; no byte either way for \(DurationSyntax.format(idle.limit)) (spec.limits.idleTimeout)"
+                finishExchange(cause: .idleTimeout)
+                state = .closed
+                context.close(promise: nil)
+            } else {
+                idleDeadline = nil
             }
         }
         if let head = headDeadline, head.at <= now {
@@ -433,8 +465,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         case .head(var head) where head.status.code / 100 == 1 && head.status != .switchingProtocols:
             // An interim response (`100 Continue` to `Expect: 100-continue`, `103 Early Hints`):
             // passed on at once; the final response follows. The upstream is alive, so the
-            // response-start deadline goes.
+            // response-start deadline gives way to the idle limit.
             responseDeadline = nil
+            startIdleDeadline(context: context)
             HTTPHeaders.removeHopByHop(&head.headers)
             context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status, headers: head.headers))), promise: nil)
         case .head(var head):
@@ -442,11 +475,13 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             exchange?.responseStarted = true
             responseDeadline = nil
             exchange?.record.httpStatus = Int(head.status.code)
+            startIdleDeadline(context: context)
             HTTPHeaders.removeHopByHop(&head.headers)
             if !(exchange?.keepAlive ?? false) { head.headers.replaceOrAdd(name: "Connection", value: "close") }
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status, headers: head.headers))), promise: nil)
         case .body(let buffer):
             exchange?.record.bytesDown += buffer.readableBytes
+            lastActivity = .now()
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
             exchange?.responseEnded = true
@@ -566,6 +601,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     }
 
     private func finishExchange(cause: CloseCause) {
+        idleDeadline = nil
         guard let exchange else { return }
         self.exchange = nil
         exchange.record.finish(cause, log: proxy.accessLog, metrics: proxy.metrics)

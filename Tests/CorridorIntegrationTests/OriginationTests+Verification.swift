@@ -136,6 +136,43 @@ struct OriginationResponseTimeoutTests {
         // A quick request right after is served normally.
         #expect(try h.curlViaProxy("http://billing.example.test/x").status == 200)
     }
+
+    /// A client that stops reading mid-response holds the exchange (and its upstream connection)
+    /// no longer than `limits.idleTimeout`, as a relay would.
+    @Test func aClientThatStopsReadingMidResponseIsCutAtTheIdleLimit() async throws {
+        let h = try await OriginationHarness(gatewayExtra: "  limits: {idleTimeout: 1s}")
+        defer { Task { await h.stop() } }
+        let size = 64 << 20
+        let script = """
+        import socket, sys, time
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", int(sys.argv[1])))
+        s.sendall(b"GET /size/%d HTTP/1.1\\r\\nHost: billing.example.test\\r\\n\\r\\n" % int(sys.argv[2]))
+        time.sleep(4)
+        got = 0
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk: break
+                got += len(chunk)
+            print("CLOSED", got)
+        except socket.timeout:
+            print("OPEN", got)
+        except ConnectionResetError:
+            print("CLOSED", got)
+        """
+        let result = try runCommand("python3", ["-c", script, "\(h.httpPort)", "\(size)"], timeout: 60)
+        let words = result.stdout.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        #expect(words.first == "CLOSED", "\(result.stdout) \(result.stderr)")
+        #expect((Int(words.last ?? "") ?? size) < size, "the whole response went out: \(result.stdout)")
+        let record = try #require(h.record { $0["closeCause"] as? String == "idle_timeout" })
+        #expect(record["status"] as? Int == 200 && record["decision"] as? String == "allow", "\(record)")
+        #expect((record["reason"] as? String ?? "").contains("spec.limits.idleTimeout"), "\(record)")
+        // The next request is served normally.
+        #expect(try h.curlViaProxy("http://billing.example.test/x").status == 200)
+    }
 }
 
 /// A port on 127.0.0.1 that nothing listens on (bound, then closed).
