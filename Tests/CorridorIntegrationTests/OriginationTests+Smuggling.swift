@@ -58,26 +58,14 @@ struct OriginationSmugglingTests {
         let h = try await OriginationHarness()
         defer { Task { await h.stop() } }
         let two = "GET /one HTTP/1.1\r\nHost: billing.example.test\r\n\r\n" + "GET /two HTTP/1.1\r\nHost: billing.example.test\r\n\r\n"
-        let script = """
-        import socket, sys
-        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+        let script = readToEndScript(timeout: 10, send: """
         data = sys.argv[2].encode()
         if sys.argv[3] == "garbage":
             data += b"NOT HTTP\\x00\\r\\n\\r\\n"
         s.sendall(data)
         if sys.argv[3] == "halfClose":
             s.shutdown(socket.SHUT_WR)
-        buf = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk: break
-                buf += chunk
-            sys.stdout.write("CLOSED\\n")
-        except socket.timeout:
-            sys.stdout.write("OPEN\\n")
-        sys.stdout.write(buf.decode("latin-1"))
-        """
+        """)
         let result = try runCommand("python3", ["-c", script, "\(h.httpPort)", two, ending], timeout: 30)
         let statuses = result.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
             .filter { $0.hasPrefix("HTTP/1.1 ") }
@@ -161,23 +149,11 @@ struct OriginationSmugglingTests {
     @Test func aBodyGoingBadMidResponseCutsTheConnection() async throws {
         let h = try await OriginationHarness()
         defer { Task { await h.stop() } }
-        let script = """
-        import socket, sys, time
-        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+        let script = readToEndScript(timeout: 5, send: """
         s.sendall(b"POST /early-partial HTTP/1.1\\r\\nHost: billing.example.test\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n5\\r\\nhello\\r\\n")
         time.sleep(0.5)
         s.sendall(b"zz\\r\\n")
-        buf = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk: break
-                buf += chunk
-            sys.stdout.write("CLOSED\\n")
-        except socket.timeout:
-            sys.stdout.write("OPEN\\n")
-        sys.stdout.write(buf.decode("latin-1"))
-        """
+        """)
         let result = try runCommand("python3", ["-c", script, "\(h.httpPort)"], timeout: 30)
         #expect(result.stdout.hasPrefix("CLOSED"), "\(result.stdout)")
         #expect(result.stdout.contains("HTTP/1.1 200") && result.stdout.contains("12345"), "\(result.stdout)")
@@ -213,4 +189,25 @@ struct OriginationSmugglingTests {
         let result = try runCommand("python3", ["-c", script, "\(h.httpPort)"], timeout: 30)
         #expect(result.stdout.hasPrefix("closed"), "\(result.stdout) \(result.stderr)")
     }
+}
+
+/// A Python client for the raw exchanges above: connects to the port in argv[1], runs `send` (with
+/// `s` the socket), then reads until the gateway closes, and prints CLOSED (or OPEN, when the
+/// connection was still open after `timeout` seconds of silence) and then everything it read.
+private func readToEndScript(timeout: Int, send: String) -> String {
+    """
+    import socket, sys, time
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=\(timeout))
+    \(send)
+    buf = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk: break
+            buf += chunk
+        sys.stdout.write("CLOSED\\n")
+    except socket.timeout:
+        sys.stdout.write("OPEN\\n")
+    sys.stdout.write(buf.decode("latin-1"))
+    """
 }
