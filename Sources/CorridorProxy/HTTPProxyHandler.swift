@@ -237,6 +237,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             exchange?.requestEnded = true
             exchange?.trailers = trailers
             upstream.channel.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
+            if !(exchange?.responseStarted ?? true) {
+                // The upload is over: now the upstream's answer is awaited, not the client's bytes.
+                idleDeadline = nil
+                startResponseDeadline(context: context)
+            }
             completeIfDone(context: context)
         case (.forwarding, .head):
             // The next request waits in `waiting` until this exchange is over; a head now would
@@ -375,9 +380,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             }
         }
         upstream.channel.flush()
-        let timeout = snapshot.gateway.limits.upstreamResponseTimeout
-        responseDeadline = (.now() + .nanoseconds(timeout.nanoseconds), timeout)
-        armTimer(context: context)
+        if exchange?.requestEnded ?? false {
+            startResponseDeadline(context: context)
+        } else {
+            // The body is still coming: the upload may take its time as long as it moves.
+            startIdleDeadline(context: context)
+        }
         resumeClientReads(context: context)
     }
 
@@ -398,7 +406,17 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         timer = (task, next)
     }
 
-    /// The response has started: from now on the exchange may not stand still longer than a relay.
+    /// The whole request has gone upstream: its response must start within
+    /// `limits.upstreamResponseTimeout` (counted from the request's end, so a long upload is not
+    /// cut for the time it took).
+    private func startResponseDeadline(context: ChannelHandlerContext) {
+        let timeout = snapshot.gateway.limits.upstreamResponseTimeout
+        responseDeadline = (.now() + .nanoseconds(timeout.nanoseconds), timeout)
+        armTimer(context: context)
+    }
+
+    /// The request's body is on its way, or the response has started: from now on the exchange
+    /// may not stand still longer than a relay.
     private func startIdleDeadline(context: ChannelHandlerContext) {
         lastActivity = .now()
         guard idleDeadline == nil else { return }
@@ -427,6 +445,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             let due = lastActivity + .nanoseconds(idle.limit.nanoseconds)
             if due > now {
                 idleDeadline = (due, idle.limit)
+            } else if case .forwarding = state, let exchange, !exchange.responseStarted {
+                // The request's body stopped coming before the upstream answered.
+                idleDeadline = nil
+                refuse(context: context, status: .requestTimeout, code: .requestTimeout,
+                       reason: "the request body stood still for \(DurationSyntax.format(idle.limit)) (spec.limits.idleTimeout)",
+                       kind: .upstreamFailure, cause: .idleTimeout)
             } else if case .forwarding(let upstream) = state, let exchange {
                 // A client that stopped reading (or an upstream that stopped sending) mid-response
                 // holds nothing longer than a relay would.

@@ -17,4 +17,6 @@ enum HTTPRefusalCode: String, Sendable, CaseIterable {
     case upstreamUnreachable = "upstream_unreachable"
     case upstreamClosed = "upstream_closed"
     case upstreamTimeout = "upstream_timeout"
+    /// The request's body stood still for `limits.idleTimeout` before the upstream answered.
+    case requestTimeout = "request_timeout"
 }

@@ -137,6 +137,49 @@ struct OriginationResponseTimeoutTests {
         #expect(try h.curlViaProxy("http://billing.example.test/x").status == 200)
     }
 
+    /// The response deadline counts from the end of the request: an upload that takes longer than
+    /// `upstreamResponseTimeout` while it keeps moving is answered, not cut with a 504.
+    @Test func aSlowUploadIsAnsweredWhateverItsLength() async throws {
+        let h = try await OriginationHarness(gatewayExtra: "  limits: {upstreamResponseTimeout: 1s}")
+        defer { Task { await h.stop() } }
+        let result = try runCommand("python3", ["-c", """
+        import socket, sys, time
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+        s.sendall(b"POST /sink HTTP/1.1\\r\\nHost: billing.example.test\\r\\nContent-Length: 6\\r\\nConnection: close\\r\\n\\r\\n")
+        for part in (b"ab", b"cd", b"ef"):
+            time.sleep(0.8)
+            s.sendall(part)
+        buf = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk: break
+            buf += chunk
+        sys.stdout.write(buf.decode("latin-1"))
+        """, "\(h.httpPort)"], timeout: 30)
+        #expect(result.stdout.hasPrefix("HTTP/1.1 200"), "\(result.stdout) \(result.stderr)")
+        #expect(result.stdout.contains("\n6 "), "the upstream got the whole body: \(result.stdout)")
+    }
+
+    /// A request body that stops coming before the upstream answers is refused with 408 after
+    /// `limits.idleTimeout`, recorded `idle_timeout`.
+    @Test func aStalledUploadIs408AtTheIdleLimit() async throws {
+        let h = try await OriginationHarness(gatewayExtra: "  limits: {idleTimeout: 1s}")
+        defer { Task { await h.stop() } }
+        let started = Date()
+        let result = try runCommand("python3", ["-c", """
+        import socket, sys
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+        s.sendall(b"POST /sink HTTP/1.1\\r\\nHost: billing.example.test\\r\\nContent-Length: 10\\r\\n\\r\\nabc")
+        sys.stdout.write(s.recv(65536).decode("latin-1"))
+        """, "\(h.httpPort)"], timeout: 30)
+        #expect(result.stdout.hasPrefix("HTTP/1.1 408"), "\(result.stdout) \(result.stderr)")
+        #expect(result.stdout.contains("Corridor-Reason: request_timeout"), "\(result.stdout)")
+        #expect(result.stdout.contains("spec.limits.idleTimeout"), "\(result.stdout)")
+        #expect(Date().timeIntervalSince(started) < 8)
+        let record = try #require(h.record { $0["closeCause"] as? String == "idle_timeout" })
+        #expect(record["status"] as? Int == 408 && record["decision"] as? String == "allow", "\(record)")
+    }
+
     /// A client that stops reading mid-response holds the exchange (and its upstream connection)
     /// no longer than `limits.idleTimeout`, as a relay would.
     @Test func aClientThatStopsReadingMidResponseIsCutAtTheIdleLimit() async throws {
