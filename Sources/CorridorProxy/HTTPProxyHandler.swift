@@ -381,6 +381,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         }
         upstream.channel.flush()
         if exchange?.requestEnded ?? false {
+            idleDeadline = nil
             startResponseDeadline(context: context)
         } else {
             // The body is still coming: the upload may take its time as long as it moves.
@@ -445,12 +446,19 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             let due = lastActivity + .nanoseconds(idle.limit.nanoseconds)
             if due > now {
                 idleDeadline = (due, idle.limit)
-            } else if case .forwarding = state, let exchange, !exchange.responseStarted {
-                // The request's body stopped coming before the upstream answered.
+            } else if case .forwarding(let upstream) = state, let exchange, !exchange.responseStarted {
                 idleDeadline = nil
-                refuse(context: context, status: .requestTimeout, code: .requestTimeout,
-                       reason: "the request body stood still for \(DurationSyntax.format(idle.limit)) (spec.limits.idleTimeout)",
-                       kind: .upstreamFailure, cause: .idleTimeout)
+                if !exchange.requestEnded && upstream.channel.isWritable {
+                    // The request's body stopped coming while the upstream could take it.
+                    refuse(context: context, status: .requestTimeout, code: .requestTimeout,
+                           reason: "the request body stood still for \(DurationSyntax.format(idle.limit)) (spec.limits.idleTimeout)",
+                           kind: .upstreamFailure, cause: .idleTimeout)
+                } else {
+                    // The upstream stopped taking the body, and has not answered.
+                    refuse(context: context, status: .gatewayTimeout, code: .upstreamTimeout,
+                           reason: "the upstream took no byte of the request and sent none for \(DurationSyntax.format(idle.limit)) (spec.limits.idleTimeout)",
+                           kind: .upstreamFailure, cause: .upstreamTimeout)
+                }
             } else if case .forwarding(let upstream) = state, let exchange {
                 // A client that stopped reading (or an upstream that stopped sending) mid-response
                 // holds nothing longer than a relay would.
@@ -489,9 +497,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         case .head(var head) where head.status.code / 100 == 1 && head.status != .switchingProtocols:
             // An interim response (`100 Continue` to `Expect: 100-continue`, `103 Early Hints`):
             // passed on at once; the final response follows. The upstream is alive, so the
-            // response-start deadline gives way to the idle limit.
+            // response-start deadline starts again (or, while the body still uploads, the idle
+            // limit goes on).
             responseDeadline = nil
-            startIdleDeadline(context: context)
+            if exchange?.requestEnded ?? false {
+                startResponseDeadline(context: context)
+            } else {
+                startIdleDeadline(context: context)
+            }
             HTTPHeaders.removeHopByHop(&head.headers)
             context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status, headers: head.headers))), promise: nil)
         case .head(var head):
@@ -542,6 +555,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             upstream.handler?.delegate = nil
             upstream.channel.close(promise: nil)
             responseDeadline = nil
+            idleDeadline = nil
             self.exchange?.retried = true
             self.exchange?.reusedUpstream = false
             state = .connecting(pending: exchange.requestEnded ? [.end(exchange.trailers)] : [])
@@ -810,7 +824,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             exchange.record.decision?.reason += "; malformed HTTP request: \(error)"
             finishExchange(cause: .clientError)
             state = .closed
-            context.close(promise: nil)
+            closeAfterWrites(context: context)
             return
         }
         if error is HTTPParserError, exchange != nil {

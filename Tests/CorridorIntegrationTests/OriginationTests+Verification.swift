@@ -180,6 +180,47 @@ struct OriginationResponseTimeoutTests {
         #expect(record["status"] as? Int == 408 && record["decision"] as? String == "allow", "\(record)")
     }
 
+    /// An upstream that stalls is answered 504, never blamed on the client: after an interim 103
+    /// (the response deadline starts again), and when it stops taking the request's body (the idle
+    /// limit finds the upstream, not the client, standing still).
+    @Test(arguments: ["interim", "deaf"])
+    func anUpstreamThatStallsIs504NotTheClientsFault(kind: String) async throws {
+        let h = try await OriginationHarness(gatewayExtra: "  limits: {upstreamResponseTimeout: 1s, idleTimeout: 2s}")
+        defer { Task { await h.stop() } }
+        let started = Date()
+        let result = try runCommand("python3", ["-c", """
+        import select, socket, sys
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+        if sys.argv[2] == "interim":
+            s.sendall(b"GET /interim-then-stall HTTP/1.1\\r\\nHost: billing.example.test\\r\\n\\r\\n")
+        else:
+            s.sendall(b"POST /deaf HTTP/1.1\\r\\nHost: billing.example.test\\r\\nContent-Length: 1000000000\\r\\n\\r\\n")
+            # The body goes as fast as it is taken (the upstream's buffers fill, then ours), until
+            # an answer arrives.
+            while True:
+                readable, writable, _ = select.select([s], [s], [], 10)
+                if readable or not writable:
+                    break
+                s.send(b"x" * 65536)
+        buf = b""
+        try:
+            while b"Corridor-Reason" not in buf:
+                chunk = s.recv(65536)
+                if not chunk: break
+                buf += chunk
+        except socket.timeout:
+            pass
+        sys.stdout.write(buf.decode("latin-1"))
+        """, "\(h.httpPort)", kind], timeout: 30)
+        #expect(result.stdout.contains("HTTP/1.1 504"), "\(result.stdout) \(result.stderr)")
+        #expect(result.stdout.contains("Corridor-Reason: upstream_timeout"), "\(result.stdout)")
+        #expect(!result.stdout.contains("408"), "\(result.stdout)")
+        if kind == "interim" { #expect(result.stdout.hasPrefix("HTTP/1.1 103"), "the interim response was passed on: \(result.stdout)") }
+        #expect(Date().timeIntervalSince(started) < 12)
+        let record = try #require(h.record { $0["status"] as? Int == 504 })
+        #expect(record["closeCause"] as? String == "upstream_timeout" && record["decision"] as? String == "allow", "\(record)")
+    }
+
     /// A client that stops reading mid-response holds the exchange (and its upstream connection)
     /// no longer than `limits.idleTimeout`, as a relay would.
     @Test func aClientThatStopsReadingMidResponseIsCutAtTheIdleLimit() async throws {

@@ -15,6 +15,8 @@ Routes:
   /then-drop         answers; the next request on that connection is dropped unanswered (not
                      recorded) and the connection closed, as a server closing an idle connection
                      at the moment a request arrives
+  /interim-then-stall  answers 103 Early Hints at once, then nothing for 20 s
+  /deaf              reads nothing (not even the body) and answers nothing for 20 s
   /early-partial     answers before reading the request body: the head and 5 of 10 body bytes at
                      once, the other 5 a second later, then closes
   anything else      reads any body, answers "ok <path>\\n"
@@ -118,6 +120,14 @@ class Handler(BaseHTTPRequestHandler):
     def handle_any(self):
         if getattr(self, "drop_next", False):
             self.close_connection = True
+            return
+        if self.path in ("/interim-then-stall", "/deaf"):
+            self.record(None, None)
+            self.close_connection = True
+            if self.path == "/interim-then-stall":
+                self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+                self.wfile.flush()
+            time.sleep(20)
             return
         if self.path == "/early-partial":
             self.record(None, None)
