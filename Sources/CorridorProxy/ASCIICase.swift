@@ -22,7 +22,7 @@ enum ASCIICase {
 
     /// `string` with its ASCII capital letters lowercased and every other byte kept.
     static func lowercased(_ string: some StringProtocol) -> String {
-        guard string.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) else { return String(string) }
+        guard string.utf8.contains(where: { lowered($0) != $0 }) else { return String(string) }
         return String(decoding: string.utf8.map(lowered), as: UTF8.self)
     }
 }

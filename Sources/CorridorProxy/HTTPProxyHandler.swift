@@ -189,8 +189,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
 
     /// The current request has ended and its response has not: what the client sends now belongs
     /// after that response (or earlier client events still wait).
-    private var mustWait: Bool {
-        if !waiting.isEmpty { return true }
+    private var mustWait: Bool { !waiting.isEmpty || awaitingResponse }
+
+    /// A whole request has been read and its exchange is not over.
+    private var awaitingResponse: Bool {
         switch state {
         case .connecting, .forwarding: return exchange?.requestEnded ?? false
         case .idle, .refusing, .closed: return false
@@ -205,8 +207,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 waiting.removeAll()
                 return
             }
-            if case .connecting = state, exchange?.requestEnded ?? false { return }
-            if case .forwarding = state, exchange?.requestEnded ?? false { return }
+            if awaitingResponse { return }
             switch waiting.removeFirst() {
             case .part(let part): handle(part, context: context)
             case .inputClosed: clientInputEnded(context: context)
@@ -459,16 +460,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                            reason: "the upstream took no byte of the request and sent none for \(DurationSyntax.format(idle.limit)) (spec.limits.idleTimeout)",
                            kind: .upstreamFailure, cause: .upstreamTimeout)
                 }
-            } else if case .forwarding(let upstream) = state, let exchange {
+            } else if case .forwarding = state, exchange != nil {
                 // A client that stopped reading (or an upstream that stopped sending) mid-response
                 // holds nothing longer than a relay would.
-                upstream.reusable = false
-                upstream.handler?.delegate = nil
-                upstream.channel.close(promise: nil)
-                exchange.record.decision?.reason += "; no byte either way for \(DurationSyntax.format(idle.limit)) (spec.limits.idleTimeout)"
-                finishExchange(cause: .idleTimeout)
-                state = .closed
-                context.close(promise: nil)
+                cutMidResponse(context: context, cause: .idleTimeout, afterWrites: false,
+                               reason: "no byte either way for \(DurationSyntax.format(idle.limit)) (spec.limits.idleTimeout)")
             } else {
                 idleDeadline = nil
             }
@@ -630,6 +626,26 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         }
     }
 
+    /// Gives up the exchange's upstream connection: mid-exchange, it never goes back to the pool.
+    private func dropUpstream() {
+        guard case .forwarding(let upstream) = state else { return }
+        upstream.reusable = false
+        upstream.handler?.delegate = nil
+        upstream.channel.close(promise: nil)
+    }
+
+    /// Ends an exchange whose response has started, so that no answer of ours can follow it: both
+    /// sides are cut, the reason grows by `reason`, and the client sees the connection end (after
+    /// what was written to it, with `afterWrites`).
+    private func cutMidResponse(context: ChannelHandlerContext, cause: CloseCause, afterWrites: Bool, reason: String) {
+        dropUpstream()
+        responseDeadline = nil
+        exchange?.record.decision?.reason += "; \(reason)"
+        finishExchange(cause: cause)
+        state = .closed
+        if afterWrites { closeAfterWrites(context: context) } else { context.close(promise: nil) }
+    }
+
     /// A request head must arrive complete within `limits.handshakeTimeout` of the connection
     /// opening or the previous exchange ending; so must the rest of a refused request.
     private func armHeadDeadline(context: ChannelHandlerContext) {
@@ -659,11 +675,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     private func refuse(context: ChannelHandlerContext, status: HTTPResponseStatus, code: HTTPRefusalCode, reason: String,
                         kind: Refusal, cause: CloseCause = .denied) {
         responseDeadline = nil
-        if case .forwarding(let upstream) = state {
-            upstream.reusable = false
-            upstream.handler?.delegate = nil
-            upstream.channel.close(promise: nil)
-        }
+        dropUpstream()
         let requestEnded = exchange?.requestEnded ?? true
         state = requestEnded ? .closed : .refusing
         if !requestEnded { armHeadDeadline(context: context) }
@@ -783,11 +795,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     func channelInactive(context: ChannelHandlerContext) {
         cancelTimer()
         waiting.removeAll()
-        if case .forwarding(let upstream) = state {
-            upstream.reusable = false
-            upstream.handler?.delegate = nil
-            upstream.channel.close(promise: nil)
-        }
+        dropUpstream()
         if exchange != nil { finishExchange(cause: .clientError) }
         recordIfNoRequest(context: context, .clientClosedEarly, reason: "the client closed before sending a complete request head")
         state = .closed
@@ -812,19 +820,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             refuse(context: context, status: .badRequest, code: .badRequest, reason: "malformed HTTP request: \(error)", kind: .denial)
             return
         }
-        if error is HTTPParserError, let exchange, exchange.responseStarted {
+        if error is HTTPParserError, exchange?.responseStarted ?? false {
             // The request went bad mid-body while the upstream's response is going out: a 400 now
-            // would land inside that response. Both sides are cut; the client sees the connection end.
-            if case .forwarding(let upstream) = state {
-                upstream.reusable = false
-                upstream.handler?.delegate = nil
-                upstream.channel.close(promise: nil)
-            }
-            responseDeadline = nil
-            exchange.record.decision?.reason += "; malformed HTTP request: \(error)"
-            finishExchange(cause: .clientError)
-            state = .closed
-            closeAfterWrites(context: context)
+            // would land inside that response.
+            cutMidResponse(context: context, cause: .clientError, afterWrites: true, reason: "malformed HTTP request: \(error)")
             return
         }
         if error is HTTPParserError, exchange != nil {

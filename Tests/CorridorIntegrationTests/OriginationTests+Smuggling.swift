@@ -25,20 +25,7 @@ struct OriginationSmugglingTests {
         let pipelined = "GET /first HTTP/1.1\r\nHost: billing.example.test\r\n\r\n"
             + "POST /sink HTTP/1.1\r\nHost: billing.example.test\r\nContent-Length: \(inner.utf8.count)\r\n\r\n" + inner
             + "GET /third HTTP/1.1\r\nHost: evil.example.test\r\nConnection: close\r\n\r\n"
-        let script = """
-        import socket, sys
-        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
-        s.sendall(sys.argv[2].encode())
-        buf = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk: break
-                buf += chunk
-        except socket.timeout:
-            pass
-        sys.stdout.write(buf.decode("latin-1"))
-        """
+        let script = readToEndScript(timeout: 10, send: "s.sendall(sys.argv[2].encode())")
         let result = try runCommand("python3", ["-c", script, "\(h.httpPort)", pipelined], timeout: 30)
         let statuses = result.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
             .filter { $0.hasPrefix("HTTP/1.1 ") }
@@ -191,7 +178,7 @@ struct OriginationSmugglingTests {
     }
 }
 
-/// A Python client for the raw exchanges above: connects to the port in argv[1], runs `send` (with
+/// A Python client for the raw exchanges of these tests: connects to the port in argv[1], runs `send` (with
 /// `s` the socket), then reads until the gateway closes, and prints CLOSED (or OPEN, when the
 /// connection was still open after `timeout` seconds of silence) and then everything it read.
 private func readToEndScript(timeout: Int, send: String) -> String {
