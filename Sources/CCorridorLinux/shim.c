@@ -38,6 +38,10 @@ int corridor_stream_socket(int family) { return socket(family, SOCK_STREAM | SOC
 
 int corridor_pipe(int fds[2]) { return pipe2(fds, O_NONBLOCK | O_CLOEXEC); }
 
+int corridor_pipe_capacity(int fd) { return fcntl(fd, F_GETPIPE_SZ); }
+
+int corridor_pipe_resize(int fd, int bytes) { return fcntl(fd, F_SETPIPE_SZ, bytes); }
+
 long corridor_splice(int from, int to, unsigned long length) {
     return (long)splice(from, NULL, to, NULL, length, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 }

@@ -107,7 +107,7 @@ import Testing
                 let first = loop.takePipe()!
                 loop.returnPipe(first)
                 let again = loop.takePipe()!
-                var many: [(read: Int32, write: Int32)] = [again]
+                var many: [RelayPipe] = [again]
                 for _ in 0..<(EpollLoop.maxPooledPipes + 10) { many.append(loop.takePipe()!) }
                 for pipe in many { loop.returnPipe(pipe) }
                 // Past the pool size, returned pipes are closed, not kept.
@@ -117,6 +117,60 @@ import Testing
             let (first, again, kept) = result.withLock { $0 }
             #expect(first == again, "an empty pipe given back is taken again")
             #expect(kept == EpollLoop.maxPooledPipes)
+        }
+    }
+
+    /// What `enlarge` left: whether each call enlarged, the capacities, and what a pipe that held
+    /// bytes while it grew gives back.
+    private struct Enlarged: Sendable {
+        var results: [Bool] = []
+        var capacities: [Int] = []
+        var largeOpen = 0
+        var afterDrop = false
+        var largeAfterDrop = 0
+        var bytesKept = false
+    }
+
+    @Test func bulkPipesAreEnlargedWithinTheLoopsBudget() async throws {
+        try await withLoop { loop in
+            let result = Mutex<Enlarged?>(nil)
+            loop.execute {
+                var state = Enlarged()
+                var pipes: [RelayPipe] = []
+                // The first pipe holds 64 KiB when it grows, as a bulk direction's does.
+                var first = loop.takePipe()!
+                let payload = [UInt8](repeating: 7, count: first.capacity)
+                _ = payload.withUnsafeBytes { write(first.write, $0.baseAddress, $0.count) }
+                state.results.append(loop.enlarge(&first))
+                var back = [UInt8](repeating: 0, count: payload.count + 1)
+                let got = back.withUnsafeMutableBytes { read(first.read, $0.baseAddress, $0.count) }
+                state.bytesKept = got == payload.count && Array(back[..<got]) == payload
+                pipes.append(first)
+                for _ in 0..<EpollLoop.maxLargePipes {
+                    var pipe = loop.takePipe()!
+                    state.results.append(loop.enlarge(&pipe))
+                    pipes.append(pipe)
+                }
+                state.capacities = pipes.map(\.capacity)
+                state.largeOpen = loop.largePipes
+                // Closing an enlarged pipe frees its place; a pooled one keeps it.
+                loop.dropPipe(pipes.removeFirst())
+                var last = pipes.removeLast()
+                state.afterDrop = loop.enlarge(&last)
+                state.largeAfterDrop = loop.largePipes
+                for pipe in pipes + [last] { loop.dropPipe(pipe) }
+                result.withLock { $0 = state }
+            }
+            #expect(await within(seconds: 5) { result.withLock { $0 != nil } })
+            let state = try #require(result.withLock { $0 })
+            #expect(state.results == Array(repeating: true, count: EpollLoop.maxLargePipes) + [false],
+                    "up to maxLargePipes pipes are enlarged, then none")
+            #expect(state.capacities.prefix(EpollLoop.maxLargePipes).allSatisfy { $0 == EpollLoop.largePipeBytes })
+            #expect(state.capacities.last == RelayPipe.defaultCapacity)
+            #expect(state.bytesKept, "a pipe enlarged while it holds bytes keeps them")
+            #expect(state.largeOpen == EpollLoop.maxLargePipes)
+            #expect(state.afterDrop, "closing an enlarged pipe lets another grow")
+            #expect(state.largeAfterDrop == EpollLoop.maxLargePipes)
         }
     }
 }

@@ -14,6 +14,11 @@ int corridor_eventfd(void);
 int corridor_accept(int fd, void *address, unsigned int *length);
 int corridor_stream_socket(int family);
 int corridor_pipe(int fds[2]);
+/// A pipe's capacity in bytes (F_GETPIPE_SZ), or -1 (errno).
+int corridor_pipe_capacity(int fd);
+/// Sets a pipe's capacity to at least `bytes` (F_SETPIPE_SZ): the new capacity, or -1 (errno;
+/// EPERM past fs.pipe-max-size or the user's pipe-user-pages-soft, unless privileged).
+int corridor_pipe_resize(int fd, int bytes);
 /// Moves up to `length` bytes from `from` to `to` (one of them a pipe) without copying them
 /// through user space. Non-blocking.
 long corridor_splice(int from, int to, unsigned long length);

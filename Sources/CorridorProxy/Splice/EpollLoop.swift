@@ -32,6 +32,15 @@ final class EpollLoop: @unchecked Sendable {
     static let opAdd: Int32 = 1, opRemove: Int32 = 2, opModify: Int32 = 3
     /// Pipes kept for reuse per loop (each is two descriptors; a relay takes one only while bytes move).
     static let maxPooledPipes = 64
+    /// What a bulk direction's pipe is enlarged to: one splice(2) then takes up to this much of
+    /// what waits in the socket, instead of one default pipe's 64 KiB per wake-up.
+    static let largePipeBytes = 1 << 20
+    /// Enlarged pipes per loop at most, in use or pooled. The kernel counts a pipe's capacity
+    /// against its user's `fs.pipe-user-pages-soft` (16,384 pages by default; past it, new pipes
+    /// get 2 pages unless privileged): 8 of 1 MiB per loop keep each loop to an eighth of that.
+    static let maxLargePipes = 8
+    /// How long the loop leaves enlarging alone after the kernel refused it.
+    static let enlargeBackoff: Duration = .seconds(1)
 
     private let epfd: Int32
     private let wakeFD: Int32
@@ -41,7 +50,10 @@ final class EpollLoop: @unchecked Sendable {
     private var ticking = EpollLoop.newTickingList()
     private let inbox = Mutex<(tasks: [@Sendable () -> Void], stopping: Bool, stopped: Bool)>(([], false, false))
     private var lastTick = ContinuousClock.now
-    private var pipes: [(read: Int32, write: Int32)] = []
+    private var pipes: [RelayPipe] = []
+    /// Enlarged pipes of this loop that are open, pooled or in use.
+    private(set) var largePipes = 0
+    private var enlargeRefusedAt: ContinuousClock.Instant?
     /// The time of the current wake-up.
     private(set) var now = ContinuousClock.now
 
@@ -120,23 +132,47 @@ final class EpollLoop: @unchecked Sendable {
     // MARK: pipes
 
     /// A pipe from the pool, or a new one; nil when none can be made (descriptor limit).
-    func takePipe() -> (read: Int32, write: Int32)? {
+    func takePipe() -> RelayPipe? {
         if let pipe = pipes.popLast() { return pipe }
         var fds: [Int32] = [0, 0]
         guard corridor_pipe(&fds) == 0 else { return nil }
-        return (fds[0], fds[1])
+        // Past the user's soft limit the kernel hands out smaller pipes: ask what this one holds.
+        let capacity = corridor_pipe_capacity(fds[0])
+        return RelayPipe(read: fds[0], write: fds[1], capacity: capacity > 0 ? Int(capacity) : RelayPipe.defaultCapacity)
     }
 
     /// Pipes kept for reuse now.
     var pooledPipes: Int { pipes.count }
 
+    /// Enlarges a pipe to ``largePipeBytes`` (it may hold bytes) while fewer than
+    /// ``maxLargePipes`` are open; false when it stays as it was. After the kernel refuses (the
+    /// user's pipe pages are at their limit, or `fs.pipe-max-size` is lower), no pipe is enlarged
+    /// for ``enlargeBackoff``.
+    @discardableResult
+    func enlarge(_ pipe: inout RelayPipe) -> Bool {
+        guard pipe.capacity < Self.largePipeBytes, largePipes < Self.maxLargePipes else { return false }
+        if let refused = enlargeRefusedAt {
+            guard now - refused >= Self.enlargeBackoff else { return false }
+            enlargeRefusedAt = nil
+        }
+        let capacity = corridor_pipe_resize(pipe.write, Int32(Self.largePipeBytes))
+        guard capacity >= Self.largePipeBytes else {
+            enlargeRefusedAt = now
+            return false
+        }
+        pipe.capacity = Int(capacity)
+        largePipes += 1
+        return true
+    }
+
     /// Gives back an empty pipe.
-    func returnPipe(_ pipe: (read: Int32, write: Int32)) {
+    func returnPipe(_ pipe: RelayPipe) {
         if pipes.count < Self.maxPooledPipes { pipes.append(pipe) } else { dropPipe(pipe) }
     }
 
     /// Closes a pipe that is not to be reused (full pool, or bytes still in it).
-    func dropPipe(_ pipe: (read: Int32, write: Int32)) {
+    func dropPipe(_ pipe: RelayPipe) {
+        if pipe.capacity >= Self.largePipeBytes { largePipes -= 1 }
         _ = Glibc.close(pipe.read)
         _ = Glibc.close(pipe.write)
     }

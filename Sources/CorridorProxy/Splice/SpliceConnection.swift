@@ -15,7 +15,8 @@ import NIOCore
 ///
 /// The relay moves bytes with splice(2): socket to pipe to socket, one splice each way per
 /// wake-up (the loop is level-triggered), a pipe taken from the loop's pool only while bytes are
-/// in flight. Backpressure: a direction whose pipe cannot be emptied stops reading until its
+/// in flight; a splice that fills its pipe marks a bulk transfer, whose pipe is enlarged (within
+/// the loop's budget) so that each wake-up moves more. Backpressure: a direction whose pipe cannot be emptied stops reading until its
 /// destination is writable. Half-close: a source's end shuts its destination's write side.
 ///
 /// Confined to its loop's thread.
@@ -25,7 +26,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         let fromClient: Bool
         /// Bytes to write before splicing (the client's ClientHello and what followed it).
         var prefix: ByteBuffer?
-        var pipe: (read: Int32, write: Int32)?
+        var pipe: RelayPipe?
         /// Bytes in the pipe not yet written on.
         var inPipe = 0
         /// The source has ended; the destination's write side is shut once the pipe is empty.
@@ -37,8 +38,6 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         var wantsToRead: Bool { !ended && !blocked && inPipe == 0 && prefix == nil }
     }
 
-    /// Bytes moved per splice call (the pipe's default capacity).
-    static let chunk = 65536
     /// What a read before the relay takes at most per call.
     static let requestReadBytes = 4096
 
@@ -369,9 +368,12 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
             guard let pipe = loop.takePipe() else { return copy(&d, from: source, to: destination) }
             d.pipe = pipe
         }
-        let n = corridor_splice(source, d.pipe!.write, UInt(Self.chunk))
+        let n = corridor_splice(source, d.pipe!.write, UInt(d.pipe!.capacity))
         if n > 0 {
             d.inPipe = n
+            // A splice that filled the pipe found more waiting than it holds: a bulk transfer,
+            // which moves in fewer and larger steps through a larger pipe.
+            if n == d.pipe!.capacity { loop.enlarge(&d.pipe!) }
             count(n, fromClient: d.fromClient)
             return drain(&d, to: destination)
         }
