@@ -6,14 +6,16 @@
 # (strace -c, in a second run: strace slows the gateway down). callgrind would give exact
 # instruction counts, but valgrind 3.19 crashes here on the Swift runtime's first thread.
 #
-#   sudo bench/profile/run.sh [conn|ka] [N]     conn: N new TLS connections (default 300)
+#   sudo bench/profile/run.sh [conn|ka|bulk] [N] conn: N new TLS connections (default 300)
 #                                                ka:   N keep-alive requests on 4 connections (default 2000)
+#                                                bulk: N MiB downloaded through the relay in 256 MiB
+#                                                      files, one connection each (default 1024)
 #   sudo bench/profile/run.sh mem N [BIN...]
 #        resident memory per idle connection: N TLS connections held open through each binary
 #        (../shared/bench/peers/tools/hold_conns.py), RSS after minus RSS before, divided by N.
-#   sudo bench/profile/run.sh ab conn|ka N BIN_A BIN_B [REPS]
+#   sudo bench/profile/run.sh ab conn|ka|bulk N BIN_A BIN_B [REPS]
 #        A/B of two release binaries without perf: REPS (default 5) interleaved runs each, 16
-#        clients as in the peers harness; prints the gateway's CPU per connection (or request) of
+#        clients as in the peers harness; prints the gateway's CPU per connection (request, MiB) of
 #        every run and the medians. Copy a binary aside first (cp .build/release/corridor /tmp/a).
 #        A binary written BIN%NIO (or BIN%Splice, the default) runs the tls listener on that data plane;
 #        one written BIN+stream runs with the admin listener and a client streaming every record from
@@ -29,10 +31,10 @@ if [ "$mode" = mem ]; then
     [ $# -gt 0 ] && bins=("$@")
     mode=conn
 elif [ "$mode" = ab ]; then
-    [ $# -ge 5 ] || { echo "usage: $0 ab conn|ka N BIN_A BIN_B [REPS]" >&2; exit 2; }
+    [ $# -ge 5 ] || { echo "usage: $0 ab conn|ka|bulk N BIN_A BIN_B [REPS]" >&2; exit 2; }
     ab=1; mode=$2; n=$3; bins=("$4" "$5"); reps=${6:-5}; clients=16
 fi
-case "$mode" in conn) n=${n:-300} ;; ka) n=${n:-2000} ;; *) echo "usage: $0 [conn|ka] [N]" >&2; exit 2 ;; esac
+case "$mode" in conn) n=${n:-300} ;; ka) n=${n:-2000} ;; bulk) n=${n:-1024} ;; *) echo "usage: $0 [conn|ka|bulk] [N]" >&2; exit 2 ;; esac
 [ "$(id -u)" = 0 ] || { echo "run as root (private /etc/hosts via unshare -m)" >&2; exit 1; }
 for tool in perf strace h2load nginx openssl; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install linux-perf strace nghttp2-client nginx openssl)" >&2; exit 1; }
@@ -47,22 +49,32 @@ trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=api.allowed.test \
     -addext subjectAltName=DNS:api.allowed.test -keyout "$run/origin.key" -out "$run/origin.crt" 2>/dev/null
 printf '127.0.0.1 localhost\n127.0.0.1 api.allowed.test\n' > "$run/hosts"
-mkdir -p "$run/tmp"
+mkdir -p "$run/tmp" "$run/www"
+truncate -s 256M "$run/www/big.bin"
 cat > "$run/origin.conf" <<NGINX
 worker_processes 1; daemon off; master_process off; pid $run/origin.pid; error_log $run/origin.err warn;
 events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $run/tmp; proxy_temp_path $run/tmp; fastcgi_temp_path $run/tmp;
   uwsgi_temp_path $run/tmp; scgi_temp_path $run/tmp; keepalive_requests 100000000;
   server { listen 127.0.0.1:$origin_port ssl; ssl_certificate $run/origin.crt; ssl_certificate_key $run/origin.key;
-    ssl_session_tickets off; ssl_session_cache off; location = / { default_type text/plain; return 200 "ok\n"; } } }
+    ssl_session_tickets off; ssl_session_cache off; location = / { default_type text/plain; return 200 "ok\n"; }
+    location = /big.bin { root $run/www; sendfile on; } } }
 NGINX
 nginx -p "$run" -e "$run/origin.err" -c "$run/origin.conf" & pids+=($!)
 load() {   # load N: the workload against the gateway
-    if [ "$mode" = conn ]; then
+    if [ "$mode" = bulk ]; then
+        local start end
+        start=$(date +%s.%N)
+        for _ in $(seq 1 $(( $1 / 256 ))); do
+            curl -sk -o /dev/null --connect-to "api.allowed.test:$origin_port:127.0.0.1:$gw_port" "https://api.allowed.test:$origin_port/big.bin"
+        done
+        end=$(date +%s.%N)
+        awk -v n="$1" -v a="$start" -v b="$end" 'BEGIN {printf "finished in %.2fs, %.0f MiB/s (curl, %d MiB)\n", b - a, n / (b - a), n}'
+    elif [ "$mode" = conn ]; then
         h2load --h1 -c "$clients" -n "$1" -H 'Connection: close' --connect-to=127.0.0.1:$gw_port https://api.allowed.test:$origin_port/
     else
         h2load --h1 -c "$clients" -n "$1" --connect-to=127.0.0.1:$gw_port https://api.allowed.test:$origin_port/
-    fi | grep -E '^requests:|^finished in' | sed 's/^/  h2load /'
+    fi | grep -E '^requests:|^finished in' | sed 's/^/  load: /'
 }
 bin=${bins[0]}
 start_gateway() {   # start_gateway WRAPPER...: $bin as the peers bench's candidate (same config), with its own /etc/hosts
@@ -80,11 +92,12 @@ start_gateway() {   # start_gateway WRAPPER...: $bin as the peers bench's candid
         for _ in $(seq 1 100); do ss -Hltn "sport = :$((gw_port + 1))" | grep -q . && break; sleep 0.1; done
         curl -sN "http://$admin/flows/stream" > "$run/stream.out" & pids+=($!)
     fi
-    load 200 >/dev/null   # warm up: first connections, resolver cache
+    [ "$mode" = bulk ] || load 200 >/dev/null   # warm up: first connections, resolver cache
+    [ "$mode" != bulk ] || h2load --h1 -c 4 -n 200 --connect-to=127.0.0.1:$gw_port https://api.allowed.test:$origin_port/ >/dev/null
     gwpid=$(pgrep -f "^$bin run --config $run/corridor.yaml" | head -1)
     [ -n "$gwpid" ] || { echo "the gateway ($bin) did not start: $(tail -3 "$run/gateway.out")" >&2; exit 1; }
 }
-unit=$([ "$mode" = conn ] && echo connection || echo request)
+unit=$(case "$mode" in conn) echo connection ;; ka) echo request ;; bulk) echo MiB ;; esac)
 ticks() { awk '{print $14, $15}' "/proc/$gwpid/stat"; }
 hz=$(getconf CLK_TCK)
 
@@ -113,7 +126,7 @@ if [ "$ab" = 1 ]; then
             bin=${bins[$which]}
             start_gateway
             read -r u0 s0 < <(ticks)
-            rate=$(load "$n" | sed -n 's/.*finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p')
+            rate=$(load "$n" | sed -n 's/.*finished in [^,]*, \([0-9.]*\) [reqMiB]*\/s.*/\1/p')
             read -r u1 s1 < <(ticks)
             kill "$gwpid"; wait "$gw" 2>/dev/null || true
             us=$(( (u1 - u0 + s1 - s0) * 1000000 / hz / n ))
@@ -143,6 +156,7 @@ kill "$gw" 2>/dev/null; wait "$gw" 2>/dev/null || true
 start_gateway strace -f -c -o "$run/strace.txt"
 load "$n" >/dev/null
 kill "$gwpid"; wait "$gw" 2>/dev/null || true
-echo "--- syscalls per $unit (strace -c over $n, with the warm-up's 200)"
-awk -v n="$n" 'NR>2 && $NF !~ /^-/ && $NF != "total" { calls=($5 ~ /^[0-9]+$/) ? $4 : $4; printf "  %-16s %6.2f\n", $NF, $4/(n+200) }' "$run/strace.txt" | sort -k2 -nr | head -20
+echo "--- syscalls per $unit (strace -c over $n, with the warm-up's)"
+per=$([ "$mode" = bulk ] && echo "$n" || echo $((n + 200)))   # the bulk warm-up moves next to nothing
+awk -v per="$per" 'NR>2 && $NF !~ /^-/ && $NF != "total" { printf "  %-16s %6.2f\n", $NF, $4/per }' "$run/strace.txt" | sort -k2 -nr | head -20
 echo "run dir: $run"
