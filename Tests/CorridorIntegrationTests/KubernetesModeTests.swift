@@ -49,6 +49,9 @@ struct KubernetesModeTests {
         defer { Task { await h.stop() } }
         #expect(await h.waitReady())
         try h.api.put(K8sObject.pod("payments", "checkout-2", ip: "127.0.0.5", serviceAccount: "checkout", labels: ["app": "checkout"]))
+        // Waits without blocking first: curl blocks a thread of the cooperative pool, which the
+        // in-process gateway's Kubernetes sync needs to take the watch event in.
+        #expect(await eventually(timeout: 30) { h.gatewayIdentity(of: "127.0.0.5") == "payments/checkout-2" })
         var lastCurl: CommandResult?
         #expect(await eventually {
             lastCurl = try? h.connect(from: "127.0.0.5")

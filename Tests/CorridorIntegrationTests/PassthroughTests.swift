@@ -90,6 +90,35 @@ struct PassthroughTests {
         #expect(next["receivedHash"] as? String == next["sentHash"] as? String)
     }
 
+    @Test func aClientThatReadsLateGetsEveryByte() async throws {
+        // The client asks for more than the gateway's socket buffers hold and reads only after a
+        // pause: the gateway's writes to it are cut short, the rest waits in the relay's pipe
+        // while reads from the upstream stop, and all of it must arrive, in order.
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        let size = 12 << 20
+        let result = try runCommand("python3", ["-c", """
+            import hashlib, socket, ssl, sys, time
+            ctx = ssl.create_default_context(cafile=sys.argv[1])
+            raw = socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=60)
+            tls = ctx.wrap_socket(raw, server_hostname="api.allowed.test")
+            tls.sendall(b"GET /size/%d HTTP/1.1\\r\\nHost: api.allowed.test\\r\\n\\r\\n" % int(sys.argv[3]))
+            time.sleep(1.5)
+            data = bytearray()
+            while True:
+                part = tls.recv(65536)
+                if not part:
+                    break
+                data += part
+            head, body = bytes(data).split(b"\\r\\n\\r\\n", 1)
+            print(len(body), hashlib.sha256(body).hexdigest())
+            """, h.pki.caCert, "\(h.tlsPort)", "\(size)"], timeout: 120)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "\(size) \(try patternSHA256(size))")
+        let record = try #require(h.record { $0["decision"] as? String == "allow" && ($0["bytesDown"] as? Int ?? 0) > size })
+        #expect(record["closeCause"] as? String == "completed")
+    }
+
     @Test func tcpUrgentDataNeitherStallsTheRelayNorCutsWhatFollows() async throws {
         let h = try await GatewayHarness()
         defer { Task { await h.stop() } }

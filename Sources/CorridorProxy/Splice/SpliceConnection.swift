@@ -13,11 +13,13 @@ import NIOCore
 /// connection to NIO. Time is the loop's clock (``EpollLoop/now``), deadlines checked four
 /// times a second.
 ///
-/// The relay moves bytes with splice(2): socket to pipe to socket, one splice each way per
-/// wake-up (the loop is level-triggered), a pipe taken from the loop's pool only while bytes are
-/// in flight; a splice that fills its pipe marks a bulk transfer, whose pipe is enlarged (within
-/// the loop's budget) so that each wake-up moves more. Backpressure: a direction whose pipe cannot be emptied stops reading until its
-/// destination is writable. Half-close: a source's end shuts its destination's write side.
+/// The relay moves one read each way per wake-up (the loop is level-triggered). Small messages
+/// are copied through the loop's scratch buffer (recv, send); a read that fills it marks a bulk
+/// transfer, which moves with splice(2), socket to pipe to socket, through a pipe taken from the
+/// loop's pool only while bytes are in flight, and enlarged (within the loop's budget) when a
+/// splice fills it. Backpressure: a direction whose bytes cannot all be written stops reading
+/// until its destination is writable. Half-close: a source's end shuts its destination's write
+/// side.
 ///
 /// Confined to its loop's thread.
 final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
@@ -34,6 +36,9 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         var shut = false
         /// Waiting for the destination to take more.
         var blocked = false
+        /// The last read filled the loop's scratch buffer: the direction carries a bulk transfer
+        /// and splices; otherwise it copies.
+        var bulk = false
 
         var wantsToRead: Bool { !ended && !blocked && inPipe == 0 && prefix == nil }
     }
@@ -363,6 +368,10 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
             return .ok
         }
         guard read else { return .ok }
+        // Small messages (a TLS handshake, requests and answers) cost less copied through the
+        // loop's scratch buffer than spliced through a pipe; a read that fills the buffer marks
+        // a bulk transfer, which splices while its reads keep coming in whole buffers.
+        if !d.bulk { return copy(&d, from: source, to: destination) }
         if d.pipe == nil {
             // No pipe to be had (the process is out of descriptors): copy this chunk instead.
             guard let pipe = loop.takePipe() else { return copy(&d, from: source, to: destination) }
@@ -371,6 +380,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         let n = corridor_splice(source, d.pipe!.write, UInt(d.pipe!.capacity))
         if n > 0 {
             d.inPipe = n
+            if n < loop.scratch.count { d.bulk = false }
             // A splice that filled the pipe found more waiting than it holds: a bulk transfer,
             // which moves in fewer and larger steps through a larger pipe.
             if n == d.pipe!.capacity { loop.enlarge(&d.pipe!) }
@@ -397,7 +407,12 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         let code = errno
         if result > 0 {
             count(result, fromClient: d.fromClient)
-            d.prefix = ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: scratch[..<result]))
+            if result == scratch.count { d.bulk = true }
+            let sent = send(destination, scratch.baseAddress, result, Int32(MSG_NOSIGNAL))
+            if sent == result { return .ok }
+            // What the destination did not take waits as the prefix (or the send failed: the
+            // prefix's own send reports why).
+            d.prefix = ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: scratch[max(sent, 0)..<result]))
             return move(&d, from: source, to: destination, read: false)
         }
         if result == 0 {
