@@ -129,6 +129,7 @@ import Testing
         var afterDrop = false
         var largeAfterDrop = 0
         var bytesKept = false
+        var enlargedTakenFirst = false
     }
 
     @Test func bulkPipesAreEnlargedWithinTheLoopsBudget() async throws {
@@ -158,7 +159,13 @@ import Testing
                 var last = pipes.removeLast()
                 state.afterDrop = loop.enlarge(&last)
                 state.largeAfterDrop = loop.largePipes
-                for pipe in pipes + [last] { loop.dropPipe(pipe) }
+                // An enlarged pipe given back before a small one is still taken first.
+                let small = loop.takePipe()!
+                loop.returnPipe(last)
+                loop.returnPipe(small)
+                let taken = loop.takePipe()!
+                state.enlargedTakenFirst = taken == last
+                for pipe in pipes + [taken, loop.takePipe()!] { loop.dropPipe(pipe) }
                 result.withLock { $0 = state }
             }
             #expect(await within(seconds: 5) { result.withLock { $0 != nil } })
@@ -171,6 +178,7 @@ import Testing
             #expect(state.largeOpen == EpollLoop.maxLargePipes)
             #expect(state.afterDrop, "closing an enlarged pipe lets another grow")
             #expect(state.largeAfterDrop == EpollLoop.maxLargePipes)
+            #expect(state.enlargedTakenFirst, "a pooled enlarged pipe is taken before a small one")
         }
     }
 }

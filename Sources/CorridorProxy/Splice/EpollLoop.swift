@@ -51,6 +51,9 @@ final class EpollLoop: @unchecked Sendable {
     private let inbox = Mutex<(tasks: [@Sendable () -> Void], stopping: Bool, stopped: Bool)>(([], false, false))
     private var lastTick = ContinuousClock.now
     private var pipes: [RelayPipe] = []
+    /// Enlarged pipes given back, taken before ``pipes``: only bulk directions splice, so an
+    /// enlarged pipe left in the pool must not wait under small ones while the budget is spent.
+    private var largePool: [RelayPipe] = []
     /// Enlarged pipes of this loop that are open, pooled or in use.
     private(set) var largePipes = 0
     private var enlargeRefusedAt: ContinuousClock.Instant?
@@ -76,7 +79,7 @@ final class EpollLoop: @unchecked Sendable {
 
     deinit {
         scratch.deallocate()
-        for pipe in pipes { dropPipe(pipe) }
+        for pipe in pipes + largePool { dropPipe(pipe) }
         close(wakeFD)
         close(epfd)
     }
@@ -133,7 +136,7 @@ final class EpollLoop: @unchecked Sendable {
 
     /// A pipe from the pool, or a new one; nil when none can be made (descriptor limit).
     func takePipe() -> RelayPipe? {
-        if let pipe = pipes.popLast() { return pipe }
+        if let pipe = largePool.popLast() ?? pipes.popLast() { return pipe }
         var fds: [Int32] = [0, 0]
         guard corridor_pipe(&fds) == 0 else { return nil }
         // Past the user's soft limit the kernel hands out smaller pipes: ask what this one holds.
@@ -142,7 +145,7 @@ final class EpollLoop: @unchecked Sendable {
     }
 
     /// Pipes kept for reuse now.
-    var pooledPipes: Int { pipes.count }
+    var pooledPipes: Int { pipes.count + largePool.count }
 
     /// Enlarges a pipe to ``largePipeBytes`` (it may hold bytes) while fewer than
     /// ``maxLargePipes`` are open; false when it stays as it was. After the kernel refuses (the
@@ -167,7 +170,13 @@ final class EpollLoop: @unchecked Sendable {
 
     /// Gives back an empty pipe.
     func returnPipe(_ pipe: RelayPipe) {
-        if pipes.count < Self.maxPooledPipes { pipes.append(pipe) } else { dropPipe(pipe) }
+        if pipe.capacity >= Self.largePipeBytes {
+            largePool.append(pipe)   // at most maxLargePipes are open
+        } else if pipes.count < Self.maxPooledPipes {
+            pipes.append(pipe)
+        } else {
+            dropPipe(pipe)
+        }
     }
 
     /// Closes a pipe that is not to be reused (full pool, or bytes still in it).
