@@ -63,6 +63,8 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     private var lastActivity = ContinuousClock.now
     /// The client's socket is in the loop's epoll set.
     private var clientInLoop = false
+    /// The first read was tried right after accept, before the socket was watched.
+    private var readBeforeWatching = false
     private var clientEvents: UInt32 = 0
     private var upstreamEvents: UInt32 = 0
     /// The client (or upstream) hung up and left the epoll set (``hungUp(isClient:)``).
@@ -129,8 +131,10 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
 
     // MARK: before the relay
 
-    /// Reads what the client sent (the CONNECT head, the ClientHello) and hands it to the machine.
-    private func readClient() {
+    /// Reads what the client sent (the CONNECT head, the ClientHello) and hands it to the machine;
+    /// false when nothing was there to read yet.
+    @discardableResult
+    private func readClient() -> Bool {
         var bytes = ByteBuffer()
         var result = 0
         var code: Int32 = 0
@@ -140,13 +144,14 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
             return max(0, result)
         }
         if result < 0 {
-            if code == EAGAIN || code == EINTR { return }
+            if code == EAGAIN || code == EINTR { return false }
             apply(machine.clientFailed(String(cString: strerror(code))))
         } else if result == 0 {
             apply(machine.clientClosed(halfClose: true))
         } else {
             apply(machine.received(bytes, now: loop.now))
         }
+        return true
     }
 
     /// Does what the machine says.
@@ -157,6 +162,13 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         }
         switch action.next {
         case .read:
+            if !clientInLoop && !readBeforeWatching {
+                // Just accepted: a client that speaks first has usually sent its first bytes with
+                // the handshake's last ACK. Reading them now saves a wait for readiness, and the
+                // socket joins the epoll set for what the machine wants next.
+                readBeforeWatching = true
+                if readClient() { return }
+            }
             watchClient(EpollLoop.readable)
         case .wait:
             return
