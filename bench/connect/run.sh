@@ -16,7 +16,9 @@
 # Every proxy writes one access-log line per tunnel. Everything listens on 127.0.0.1; the proxies
 # resolve the names from a hosts file (Squid's hosts_file; Corridor and tinyproxy get a private
 # /etc/hosts through unshare -m). Root: apt-get, unshare, Squid's user switch.
-# CONNECT_BENCH_CONNS (4000), CONNECT_BENCH_REPS (3), CONNECT_BENCH_IDLE (2000), CORRIDOR_BIN.
+# CONNECT_BENCH_CONNS (4000), CONNECT_BENCH_REPS (3), CONNECT_BENCH_IDLE (2000), CORRIDOR_BIN;
+# CORRIDOR_BIN_B adds a second Corridor binary (splice plane), "corridor-b", measured in the same
+# interleaved run: an A/B with the peers as the yardstick.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 here="$root/bench/connect"
@@ -46,8 +48,11 @@ if [ -z "${CORRIDOR_BIN:-}" ]; then (cd "$root" && swift build -c release --stat
 run=$(mktemp -d /tmp/corridor-connect-bench.XXXXXX)
 base=${CONNECT_BENCH_PORT_BASE:-18543}
 origin_port=$base
-declare -A port=([squid]=$((base + 1)) [tinyproxy]=$((base + 2)) [corridor]=$((base + 3)) [corridor-nio]=$((base + 4)))
-names=(corridor corridor-nio squid tinyproxy)
+declare -A port=([squid]=$((base + 1)) [tinyproxy]=$((base + 2)) [corridor]=$((base + 3)) [corridor-nio]=$((base + 4)) [corridor-b]=$((base + 5)))
+declare -A binary=([corridor]="$bin" [corridor-nio]="$bin" [corridor-b]="${CORRIDOR_BIN_B:-}")
+corridors=(corridor corridor-nio)
+if [ -n "${CORRIDOR_BIN_B:-}" ]; then corridors+=(corridor-b); fi
+names=("${corridors[@]}" squid tinyproxy)
 declare -A pid=()
 started=()
 cleanup() { for p in "${started[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -106,12 +111,12 @@ start origin nginx -p "$run" -e "$run/logs/origin.err" -c "$run/origin-nginx.con
 wait_port "$origin_port"
 start squid squid -N -f "$run/squid.conf"
 start tinyproxy "${private_hosts[@]}" tinyproxy -d -c "$run/tinyproxy.conf"
-for name in corridor corridor-nio; do
+for name in "${corridors[@]}"; do
     plane=Splice; [ "$name" = corridor-nio ] && plane=NIO
     mkdir -p "$run/$name"
     start "$name" env BENCH_MODE=connect BENCH_LISTEN="127.0.0.1:${port[$name]}" BENCH_ALLOWED=api.allowed.test,bulk.allowed.test \
         BENCH_UPSTREAM_PORT="$origin_port" BENCH_RUN_DIR="$run/$name" BENCH_MAX_CONNS=$((idle + 1000)) CORRIDOR_DATA_PLANE=$plane \
-        CORRIDOR_BIN="$bin" "${private_hosts[@]}" "$root/bench/corridor-candidate.sh"
+        CORRIDOR_BIN="${binary[$name]}" "${private_hosts[@]}" "$root/bench/corridor-candidate.sh"
 done
 for name in "${names[@]}"; do wait_port "${port[$name]}"; done
 
@@ -128,7 +133,8 @@ rss() { python3 "$util" proc "${pid[$1]}" | cut -d' ' -f2; }
 results="$run/results.tsv"
 : > "$results"
 for rep in $(seq 1 "$reps"); do
-    order=("${names[@]:$(( (rep - 1) % 4 ))}" "${names[@]:0:$(( (rep - 1) % 4 ))}")
+    shift_by=$(( (rep - 1) % ${#names[@]} ))
+    order=("${names[@]:$shift_by}" "${names[@]:0:$shift_by}")
     for name in "${order[@]}"; do
         before=$(cpu "$name")
         out=$(python3 "$here/connect_load.py" --port "${port[$name]}" --target "api.allowed.test:$origin_port" \

@@ -3,7 +3,8 @@
 
   summarize.py RESULTS.tsv CONNS
 
-RESULTS.tsv rows: rep, proxy, test (conn | bulk | idle), count (connections ok, bytes, tunnels
+RESULTS.tsv rows: rep, proxy (corridor, corridor-b when a second binary is measured, corridor-nio,
+squid, tinyproxy), test (conn | bulk | idle), count (connections ok, bytes, tunnels
 held), failed, seconds, value (CPU ns for conn and bulk, RSS KiB growth for idle).
 """
 import statistics
@@ -35,7 +36,7 @@ def main():
     print(f"\n{conns} tunnels per rep; medians over reps\n")
     print("| proxy | new tunnels/s | CPU s / 10k tunnels | CPU s / GiB | KiB / idle tunnel | failed |")
     print("|---|---|---|---|---|---|")
-    for proxy in ("corridor", "corridor-nio", "squid", "tinyproxy"):
+    for proxy in ("corridor", "corridor-b", "corridor-nio", "squid", "tinyproxy"):
         if proxy not in table:
             continue
         t = table[proxy]
@@ -47,6 +48,10 @@ def main():
         c = table["corridor"]
         print(f"\ncorridor (splice) / better peer: CPU per 10k tunnels {c['conn'] / best_conn:.2f}x (target <= 0.5x), "
               f"CPU per GiB {c['gib'] / best_gib:.2f}x (target <= 0.5x), {c['idle']:.2f} KiB per idle tunnel (target <= 1.5)")
+    if "corridor" in table and "corridor-b" in table:
+        a, b = table["corridor"], table["corridor-b"]
+        print(f"corridor-b / corridor (CORRIDOR_BIN_B against CORRIDOR_BIN): CPU per 10k tunnels {b['conn'] / a['conn']:.2f}x, "
+              f"CPU per GiB {b['gib'] / a['gib']:.2f}x, idle tunnel {b['idle']:.2f} against {a['idle']:.2f} KiB")
 
 
 if __name__ == "__main__":
