@@ -240,7 +240,6 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             upstream.channel.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
             if !(exchange?.responseStarted ?? true) {
                 // The upload is over: now the upstream's answer is awaited, not the client's bytes.
-                idleDeadline = nil
                 startResponseDeadline(context: context)
             }
             completeIfDone(context: context)
@@ -382,7 +381,6 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         }
         upstream.channel.flush()
         if exchange?.requestEnded ?? false {
-            idleDeadline = nil
             startResponseDeadline(context: context)
         } else {
             // The body is still coming: the upload may take its time as long as it moves.
@@ -410,8 +408,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
 
     /// The whole request has gone upstream: its response must start within
     /// `limits.upstreamResponseTimeout` (counted from the request's end, so a long upload is not
-    /// cut for the time it took).
+    /// cut for the time it took). Until it starts, the idle limit of the upload no longer applies.
     private func startResponseDeadline(context: ChannelHandlerContext) {
+        idleDeadline = nil
         let timeout = snapshot.gateway.limits.upstreamResponseTimeout
         responseDeadline = (.now() + .nanoseconds(timeout.nanoseconds), timeout)
         armTimer(context: context)

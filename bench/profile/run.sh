@@ -92,8 +92,12 @@ start_gateway() {   # start_gateway WRAPPER...: $bin as the peers bench's candid
         for _ in $(seq 1 100); do ss -Hltn "sport = :$((gw_port + 1))" | grep -q . && break; sleep 0.1; done
         curl -sN "http://$admin/flows/stream" > "$run/stream.out" & pids+=($!)
     fi
-    [ "$mode" = bulk ] || load 200 >/dev/null   # warm up: first connections, resolver cache
-    [ "$mode" != bulk ] || h2load --h1 -c 4 -n 200 --connect-to=127.0.0.1:$gw_port https://api.allowed.test:$origin_port/ >/dev/null
+    # warm up: first connections, resolver cache (the bulk load's own unit is a 256 MiB download)
+    if [ "$mode" = bulk ]; then
+        h2load --h1 -c 4 -n 200 --connect-to=127.0.0.1:$gw_port https://api.allowed.test:$origin_port/ >/dev/null
+    else
+        load 200 >/dev/null
+    fi
     gwpid=$(pgrep -f "^$bin run --config $run/corridor.yaml" | head -1)
     [ -n "$gwpid" ] || { echo "the gateway ($bin) did not start: $(tail -3 "$run/gateway.out")" >&2; exit 1; }
 }
