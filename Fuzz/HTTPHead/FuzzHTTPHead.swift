@@ -42,11 +42,17 @@ private func check(_ head: HTTPRequestHead) {
 
     var headers = head.headers
     HTTPHeaders.removeHopByHop(&headers)
-    var named = Set(HTTPHeaders.hopByHopFields)
+    // RFC 9110 section 7.6.1's hop-by-hop fields, and those the Connection header names.
+    var named: Set<String> = ["connection", "proxy-connection", "keep-alive", "te", "trailer", "upgrade"]
     for value in head.headers[canonicalForm: "connection"] { named.insert(asciiLowercased(value)) }
     let kept = head.headers.filter { !named.contains(asciiLowercased($0.name)) }
     fuzzCheck(!headers.contains { named.contains(asciiLowercased($0.name)) }, "a hop-by-hop field survived")
     fuzzCheck(headers.map { "\($0.name):\($0.value)" } == kept.map { "\($0.name):\($0.value)" }, "end-to-end fields lost or reordered")
+
+    // What goes upstream: the same, without the proxy's credentials and the client's Host, then the judged Host.
+    let forwarded = HTTPHeaders.forwardedRequest(head.headers, host: "judged.example")
+    let expected = kept.filter { !["host", "proxy-authorization"].contains(asciiLowercased($0.name)) } + [("Host", "judged.example")]
+    fuzzCheck(forwarded.map { "\($0.name):\($0.value)" } == expected.map { "\($0.0):\($0.1)" }, "forwarded fields differ from the end-to-end fields and the Host")
 }
 
 /// Field names and connection options are tokens, compared ignoring ASCII case only (RFC 9110

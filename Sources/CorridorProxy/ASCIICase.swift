@@ -8,6 +8,14 @@ enum ASCIICase {
     /// Whether `string` is `lowercase` but for the case of ASCII letters.
     static func equals(_ string: some StringProtocol, lowercase: String) -> Bool {
         guard string.utf8.count == lowercase.utf8.count else { return false }
+        // Native strings compare as byte buffers; others (bridged, say) byte by byte.
+        let compared = string.utf8.withContiguousStorageIfAvailable { bytes in
+            lowercase.utf8.withContiguousStorageIfAvailable { expected in
+                for index in 0..<bytes.count where lowered(bytes[index]) != expected[index] { return false }
+                return true
+            }
+        }
+        if let compared = compared ?? nil { return compared }
         return zip(string.utf8, lowercase.utf8).allSatisfy { lowered($0) == $1 }
     }
 

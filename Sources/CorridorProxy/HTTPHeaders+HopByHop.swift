@@ -5,34 +5,69 @@ extension HTTPHeaders {
     /// hop-by-hop, since dropping them would let a body be re-read as another request.
     static let framingFields: Set<String> = ["content-length", "transfer-encoding", "host"]
 
-    /// Hop-by-hop fields that never cross the gateway (RFC 9110 section 7.6.1).
-    static let hopByHopFields: [String] = ["connection", "proxy-connection", "keep-alive", "te", "trailer", "upgrade"]
-
     /// Removes the hop-by-hop headers, including those the Connection header names: one pass over
-    /// the fields whatever the number of names (a set, not a scan per name, once there are more
-    /// than a few), and no copy of the fields when none is hop-by-hop. Names compare ignoring the
-    /// case of ASCII letters only, as `HTTPRequestHeadCheck` compares them with the framing fields.
+    /// the fields whatever the number of names, and no copy of the fields when none is hop-by-hop.
+    /// Names compare ignoring the case of ASCII letters only, as `HTTPRequestHeadCheck` compares
+    /// them with the framing fields.
     static func removeHopByHop(_ headers: inout HTTPHeaders) {
+        guard headers.contains(where: { FieldRole.of($0.name) == .hopByHop }) else { return }
+        headers = HTTPHeaders(kept(headers, extraCapacity: 0) { _ in true })
+    }
+
+    /// The fields a request goes upstream with: the client's, in their order, without the
+    /// hop-by-hop ones (RFC 9110 section 7.6.1, those the Connection header names included), the
+    /// credentials meant for a proxy (`Proxy-Authorization`) and the client's Host; then `host`
+    /// as the Host. One pass over the fields (two when a Connection header names others).
+    static func forwardedRequest(_ headers: HTTPHeaders, host: String) -> HTTPHeaders {
+        var fields = kept(headers, extraCapacity: 1) { role in role != .host && role != .proxyAuthorization }
+        fields.append(("Host", host))
+        return HTTPHeaders(fields)
+    }
+
+    /// The fields that are not hop-by-hop and whose role `keep` accepts.
+    private static func kept(_ headers: HTTPHeaders, extraCapacity: Int, _ keep: (FieldRole) -> Bool) -> [(String, String)] {
         var named: [String] = []
-        var found = false
-        for (name, value) in headers where isStandardHopByHop(name) {
-            found = true
-            guard ASCIICase.equals(name, lowercase: "connection") else { continue }
+        for (name, value) in headers where ASCIICase.equals(name, lowercase: "connection") {
             HTTPRequestHeadCheck.forEachToken(value) { token in
-                if !isStandardHopByHop(token) { named.append(ASCIICase.lowercased(token)) }
+                if FieldRole.of(token) != .hopByHop { named.append(ASCIICase.lowercased(token)) }
             }
         }
-        guard found else { return }
+        // Past a few names a set answers faster than a scan per field.
         let namedSet = named.count > 8 ? Set(named) : nil
-        func isHopByHop(_ name: String) -> Bool {
-            if isStandardHopByHop(name) { return true }
+        func isNamed(_ name: String) -> Bool {
+            if named.isEmpty { return false }
             if let namedSet { return namedSet.contains(ASCIICase.lowercased(name)) }
             return named.contains { ASCIICase.equals(name, lowercase: $0) }
         }
-        headers = HTTPHeaders(headers.filter { !isHopByHop($0.name) })
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(headers.count + extraCapacity)
+        for (name, value) in headers {
+            let role = FieldRole.of(name)
+            if role != .hopByHop, keep(role), !isNamed(name) { fields.append((name, value)) }
+        }
+        return fields
     }
 
-    private static func isStandardHopByHop(_ name: some StringProtocol) -> Bool {
-        hopByHopFields.contains { ASCIICase.equals(name, lowercase: $0) }
+    /// What a field is to the gateway, told by its name's length first: most names are no
+    /// hop-by-hop field's length and cost no comparison.
+    private enum FieldRole: Equatable {
+        /// Never crosses the gateway (RFC 9110 section 7.6.1): Connection, Proxy-Connection,
+        /// Keep-Alive, TE, Trailer, Upgrade.
+        case hopByHop
+        case host
+        case proxyAuthorization
+        case other
+
+        static func of(_ name: some StringProtocol) -> FieldRole {
+            switch name.utf8.count {
+            case 2 where ASCIICase.equals(name, lowercase: "te"): return .hopByHop
+            case 4 where ASCIICase.equals(name, lowercase: "host"): return .host
+            case 7 where ASCIICase.equals(name, lowercase: "trailer") || ASCIICase.equals(name, lowercase: "upgrade"): return .hopByHop
+            case 10 where ASCIICase.equals(name, lowercase: "connection") || ASCIICase.equals(name, lowercase: "keep-alive"): return .hopByHop
+            case 16 where ASCIICase.equals(name, lowercase: "proxy-connection"): return .hopByHop
+            case 19 where ASCIICase.equals(name, lowercase: "proxy-authorization"): return .proxyAuthorization
+            default: return .other
+            }
+        }
     }
 }

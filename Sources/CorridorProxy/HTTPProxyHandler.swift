@@ -45,7 +45,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     /// How the current request reaches its upstream: the pool key, the dial parameters, and the
     /// head as forwarded.
     private struct Route {
-        var key: String
+        var key: UpstreamPool.Key
         var host: String
         var originate: ExternalService.OriginateTLS?
         var sslContext: NIOSSLContext?
@@ -291,7 +291,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         }
         let originate: ExternalService.OriginateTLS?
         let sslContext: NIOSSLContext?
-        let key: String
+        let key: UpstreamPool.Key
         if let service = decision.externalService, let servicePort = decision.servicePort, servicePort.protocol == .http {
             originate = servicePort.originateTLS
             sslContext = origination.context(service: service, port: servicePort.number)
@@ -300,7 +300,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                        kind: .upstreamFailure, cause: .upstreamError)
                 return
             }
-            key = "\(snapshot.generation)/\(service)/\(servicePort.number)/\(target.host)"
+            key = UpstreamPool.Key(generation: snapshot.generation, service: service, port: servicePort.number, host: target.host)
         } else {
             // Audited, with no registered HTTP port to say how to reach the host: the request goes
             // as it would once registered the usual way, over TLS to port 443, verified against
@@ -312,18 +312,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                        kind: .upstreamFailure, cause: .upstreamError)
                 return
             }
-            key = "\(snapshot.generation)/audit/\(target.host)"
+            key = UpstreamPool.Key(generation: snapshot.generation, service: nil, port: Self.auditUpstreamPort, host: target.host)
         }
         let upstreamPort = originate?.port ?? target.port
-        var forwarded = head
-        forwarded.uri = target.path
         // Always HTTP/1.1 upstream: the body's framing (Content-Length or chunked, as the client's
-        // request was decoded) is re-encoded, never sent as it came.
-        forwarded.version = .http1_1
-        HTTPHeaders.removeHopByHop(&forwarded.headers)
-        forwarded.headers.remove(name: "Proxy-Authorization")
-        // The upstream sees the host that was judged, whatever Host header the client added.
-        forwarded.headers.replaceOrAdd(name: "Host", value: target.hostHeader)
+        // request was decoded) is re-encoded, never sent as it came. The upstream sees the host
+        // that was judged, whatever Host header the client added.
+        let forwarded = HTTPRequestHead(version: .http1_1, method: head.method, uri: target.path,
+                                        headers: HTTPHeaders.forwardedRequest(head.headers, host: target.hostHeader))
         let route = Route(key: key, host: target.host, originate: originate, sslContext: sslContext, port: upstreamPort,
                           serviceAddresses: decision.serviceAddresses, head: forwarded)
         exchange?.route = route

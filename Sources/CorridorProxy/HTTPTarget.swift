@@ -47,12 +47,17 @@ struct HTTPTarget: Equatable {
             guard bytes.first == UInt8(ascii: "/") else { return .failure(Problem(reason: "unsupported request target '\(uri.prefix(100))'")) }
             path = String(Substring(beforeFragment))
         }
-        let hosts = head.headers["Host"]
-        guard hosts.count == 1 else {
-            return .failure(Problem(reason: hosts.isEmpty ? "the request has no Host header" : "the request has \(hosts.count) Host headers"))
+        var host: String?
+        var hosts = 0
+        for (name, value) in head.headers where ASCIICase.equals(name, lowercase: "host") {
+            hosts += 1
+            host = value
+        }
+        guard let host, hosts == 1 else {
+            return .failure(Problem(reason: hosts == 0 ? "the request has no Host header" : "the request has \(hosts) Host headers"))
         }
         // A field value excludes the whitespace around it (RFC 9110 section 5.5).
-        return target(authority: String(Substring(hosts[0]).trimmingOWS()), path: path)
+        return target(authority: String(Substring(host).trimmingOWS()), path: path)
     }
 
     private static func target(authority: String, path: String) -> Result<HTTPTarget, HTTPTarget.Problem> {

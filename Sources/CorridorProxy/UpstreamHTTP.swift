@@ -10,14 +10,14 @@ import NIOTLS
 /// one request at a time; between requests it waits in the event loop's ``UpstreamPool``.
 final class UpstreamHTTPConnection {
     let channel: any Channel
-    let key: String
+    let key: UpstreamPool.Key
     var reusable = true
     fileprivate var idleSince: NIODeadline = .now()
 
     /// The pipeline's last handler, kept here rather than looked up in the pipeline per request.
     private(set) weak var handler: UpstreamHTTPHandler?
 
-    init(channel: any Channel, key: String, handler: UpstreamHTTPHandler) {
+    init(channel: any Channel, key: UpstreamPool.Key, handler: UpstreamHTTPHandler) {
         self.channel = channel
         self.key = key
         self.handler = handler
@@ -140,7 +140,19 @@ final class UpstreamPool {
     static let maxIdle = 1024
     static let idleTimeout: TimeAmount = .seconds(30)
 
-    private var idle: [String: [UpstreamHTTPConnection]] = [:]
+    /// Which idle connections may serve a request: one policy generation's (a reload never hands
+    /// a request a connection dialled under the old policy), one service port's (nil: an audited
+    /// host with no registered HTTP port), one host's.
+    struct Key: Hashable {
+        var generation: Int
+        var service: String?
+        var port: Int
+        var host: String
+    }
+
+    private var idle: [Key: [UpstreamHTTPConnection]] = [:]
+    /// The connections in `idle`, in all.
+    private var idleCount = 0
     private let eventLoop: any EventLoop
     private var sweep: Scheduled<Void>?
 
@@ -149,9 +161,9 @@ final class UpstreamPool {
     }
 
     /// An idle connection for `key`, if one is still open.
-    func take(_ key: String) -> UpstreamHTTPConnection? {
-        while var list = idle[key], let connection = list.popLast() {
-            idle[key] = list
+    func take(_ key: Key) -> UpstreamHTTPConnection? {
+        while let connection = idle[key]?.popLast() {
+            idleCount -= 1
             if connection.channel.isActive { return connection }
         }
         return nil
@@ -159,15 +171,15 @@ final class UpstreamPool {
 
     /// Returns a connection after a complete exchange; closes it if it cannot be reused.
     func put(_ connection: UpstreamHTTPConnection) {
-        let total = idle.values.reduce(0) { $0 + $1.count }
         guard connection.reusable, connection.channel.isActive, (idle[connection.key]?.count ?? 0) < Self.maxIdlePerKey,
-              total < Self.maxIdle else {
+              idleCount < Self.maxIdle else {
             connection.channel.close(promise: nil)
             return
         }
         connection.idleSince = .now()
         connection.handler?.delegate = nil
         idle[connection.key, default: []].append(connection)
+        idleCount += 1
         scheduleSweep()
     }
 
@@ -180,6 +192,7 @@ final class UpstreamPool {
             for (key, list) in self.idle {
                 let (stale, fresh) = (list.filter { $0.idleSince <= cutoff }, list.filter { $0.idleSince > cutoff })
                 stale.forEach { $0.channel.close(promise: nil) }
+                self.idleCount -= stale.count
                 self.idle[key] = fresh.isEmpty ? nil : fresh
             }
             if !self.idle.isEmpty { self.scheduleSweep() }
@@ -188,7 +201,7 @@ final class UpstreamPool {
 
     /// Dials a new upstream connection for `decision` (already allowed): resolve and vet through
     /// the same dialer as passthrough, then TLS with verification (or plain, where allowed).
-    static func connect(key: String, host: String, originate: ExternalService.OriginateTLS?, context sslContext: NIOSSLContext?,
+    static func connect(key: Key, host: String, originate: ExternalService.OriginateTLS?, context sslContext: NIOSSLContext?,
                         port: Int, serviceAddresses: [CIDR], dialer: UpstreamDialer) -> EventLoopFuture<UpstreamHTTPConnection> {
         let eventLoop = dialer.eventLoop
         return dialer.connect(host: host, port: port, serviceAddresses: serviceAddresses).flatMap { connected in

@@ -16,9 +16,34 @@ import Testing
 
     private func close(_ table: FlowTable, _ key: FlowKey, opened: Bool, up: Int, down: Int, why: String, at now: Double) {
         let series = FlowTable.CounterKey.namespaceConnections(namespace: "n", decision: "allow")
-        _ = table.closed(key, wasOpened: opened, up: up, down: down, why: .text(why), at: now, series: (series, series, series, series)) { _ in
+        _ = table.closed(key, wasOpened: opened, up: up, down: down, why: .text(why), at: now,
+                         series: { .init(connections: series, bytesUp: series, bytesDown: series, byNamespace: series) }) { _ in
             Self.registry.makeCounter(name: "test_total")
         }
+    }
+
+    @Test func aFlowLooksUpItsSeriesOnceAndEachSeriesIsMadeOnce() {
+        let table = FlowTable(maxEntries: 1000, threads: 1)
+        var asked = 0
+        var made: [FlowTable.CounterKey] = []
+        func close(_ key: FlowKey, service: String) -> FlowTable.FlowCounters {
+            table.closed(key, wasOpened: false, up: 1, down: 2, why: .text(""), at: 1, series: {
+                asked += 1
+                return .init(connections: .serviceConnections(service: service, decision: "allow"),
+                             bytesUp: .serviceBytes(service: service, direction: "up"), bytesDown: .serviceBytes(service: service, direction: "down"),
+                             byNamespace: .namespaceConnections(namespace: "payments", decision: "allow"))
+            }) { series in
+                made.append(series)
+                return Self.registry.makeCounter(name: "flow_table_test_total", labels: [("series", "\(made.count)")])
+            }
+        }
+        let first = close(key("a.test"), service: "a")
+        let again = close(key("a.test"), service: "a")
+        #expect(asked == 1 && made.count == 4, "a known flow asks for no series")
+        #expect(first.connections === again.connections && first.byNamespace === again.byNamespace)
+        let other = close(key("b.test"), service: "b")
+        #expect(asked == 2 && made.count == 7, "a new flow asks once; the namespace series it shares is not made again")
+        #expect(other.byNamespace === first.byNamespace && other.connections !== first.connections)
     }
 
     @Test func shardsOfSeveralThreadsMergeOnRead() async {

@@ -93,18 +93,21 @@ public final class FlowRecorder: Sendable {
     /// The final record was written as `line`.
     func finished(_ record: ConnectionRecord, cause: CloseCause, line: [UInt8]) {
         let key = key(of: record)
-        let service = key.externalService.isEmpty ? "none" : key.externalService
-        let namespace = key.unknownSource.isEmpty ? key.namespace : "unknown"
-        let (connections, up, down, byNamespace) = table.closed(
+        let counters = table.closed(
             key, wasOpened: record.opened, up: record.bytesUp, down: record.bytesDown, why: record.decision?.why ?? .text(cause.rawValue),
             at: AccessLog.now(),
-            series: (.serviceConnections(service: service, decision: key.decision), .serviceBytes(service: service, direction: "up"),
-                     .serviceBytes(service: service, direction: "down"), .namespaceConnections(namespace: namespace, decision: key.decision)),
+            series: {
+                let service = key.externalService.isEmpty ? "none" : key.externalService
+                let namespace = key.unknownSource.isEmpty ? key.namespace : "unknown"
+                return .init(connections: .serviceConnections(service: service, decision: key.decision),
+                             bytesUp: .serviceBytes(service: service, direction: "up"), bytesDown: .serviceBytes(service: service, direction: "down"),
+                             byNamespace: .namespaceConnections(namespace: namespace, decision: key.decision))
+            },
             make: makeCounter)
-        connections.increment()
-        if record.bytesUp > 0 { up.increment(by: Int64(record.bytesUp)) }
-        if record.bytesDown > 0 { down.increment(by: Int64(record.bytesDown)) }
-        byNamespace.increment()
+        counters.connections.increment()
+        if record.bytesUp > 0 { counters.bytesUp.increment(by: Int64(record.bytesUp)) }
+        if record.bytesDown > 0 { counters.bytesDown.increment(by: Int64(record.bytesDown)) }
+        counters.byNamespace.increment()
         let signals = record.signals
         for signal in signals { signalCounters[signal]?.increment() }
         stream.publish(.close, key: key, signals: signals) { line }

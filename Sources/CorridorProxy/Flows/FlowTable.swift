@@ -11,7 +11,7 @@ import Synchronization
 public final class FlowTable: Sendable {
     final class Shard: Sendable {
         struct State {
-            var flows: [FlowKey: FlowStats] = [:]
+            var flows: [FlowKey: Entry] = [:]
             /// This thread's per-service and per-namespace counters, made on first use (the
             /// registry's lock is taken once per label set and thread, not per connection).
             var counters: [CounterKey: Counter] = [:]
@@ -31,7 +31,7 @@ public final class FlowTable: Sendable {
 
         /// Drops the least recently seen tenth of the idle flows (and of the seen pairs, at random).
         fileprivate func evict(_ state: inout State) {
-            let idle = state.flows.filter { $0.value.active == 0 }.sorted { $0.value.lastSeen < $1.value.lastSeen }
+            let idle = state.flows.filter { $0.value.stats.active == 0 }.sorted { $0.value.stats.lastSeen < $1.value.stats.lastSeen }
             let drop = max(1, state.flows.count / 10)
             for (key, _) in idle.prefix(drop) { state.flows[key] = nil }
             let evicted = min(drop, idle.count)
@@ -66,10 +66,10 @@ public final class FlowTable: Sendable {
         let pair = key.reach
         let mine = shard
         let known = mine.state.withLock { state -> Bool in
-            if state.flows[key] == nil && state.flows.count >= mine.capacity { mine.evict(&state) }
-            modify(&state.flows[key, default: FlowStats(firstSeen: now)]) { stats in
-                stats.active += 1
-                stats.lastSeen = now
+            if state.flows.count >= mine.capacity && state.flows[key] == nil { mine.evict(&state) }
+            modify(&state.flows[key, default: Entry(now)]) { entry in
+                entry.stats.active += 1
+                entry.stats.lastSeen = now
             }
             return state.seen.contains(pair)
         }
@@ -87,28 +87,52 @@ public final class FlowTable: Sendable {
 
     /// A connection ended (`wasOpened`: it had been counted active by ``opened(_:at:)``). Returns
     /// this thread's counters for the series `series` names, made with `make` on first use, all
-    /// under the one lock the flow update takes.
+    /// under the one lock the flow update takes. A flow keeps its counters (its key decides its
+    /// series), so a connection of a known flow looks up no series.
     func closed(_ key: FlowKey, wasOpened: Bool, up: Int, down: Int, why: Decision.Reason, at now: Double,
-                series: (CounterKey, CounterKey, CounterKey, CounterKey), make: (CounterKey) -> Counter) -> (Counter, Counter, Counter, Counter) {
+                series: () -> FlowCounters.Keys, make: (CounterKey) -> Counter) -> FlowCounters {
         let mine = shard
         return mine.state.withLock { state in
+            if state.flows.count >= mine.capacity && state.flows[key] == nil { mine.evict(&state) }
+            let known: FlowCounters? = modify(&state.flows[key, default: Entry(now)]) { entry in
+                entry.stats.connections += 1
+                if wasOpened { entry.stats.active = max(0, entry.stats.active - 1) }
+                entry.stats.bytesUp += up
+                entry.stats.bytesDown += down
+                entry.stats.lastSeen = now
+                entry.stats.lastWhy = why
+                return entry.counters
+            }
+            if let known { return known }
             func counter(_ key: CounterKey) -> Counter {
                 if let counter = state.counters[key] { return counter }
                 let counter = make(key)
                 state.counters[key] = counter
                 return counter
             }
-            if state.flows[key] == nil && state.flows.count >= mine.capacity { mine.evict(&state) }
-            modify(&state.flows[key, default: FlowStats(firstSeen: now)]) { stats in
-                stats.connections += 1
-                if wasOpened { stats.active = max(0, stats.active - 1) }
-                stats.bytesUp += up
-                stats.bytesDown += down
-                stats.lastSeen = now
-                stats.lastWhy = why
-            }
-            return (counter(series.0), counter(series.1), counter(series.2), counter(series.3))
+            let keys = series()
+            let counters = FlowCounters(connections: counter(keys.connections), bytesUp: counter(keys.bytesUp),
+                                        bytesDown: counter(keys.bytesDown), byNamespace: counter(keys.byNamespace))
+            state.flows[key]?.counters = counters
+            return counters
         }
+    }
+
+    /// One flow in a shard: its counters, and the series its connections count in once one has ended.
+    struct Entry {
+        var stats: FlowStats
+        var counters: FlowCounters?
+
+        init(_ now: Double) { stats = FlowStats(firstSeen: now) }
+    }
+
+    /// The series a flow's connections count in when they end.
+    struct FlowCounters {
+        struct Keys {
+            var connections, bytesUp, bytesDown, byNamespace: CounterKey
+        }
+
+        var connections, bytesUp, bytesDown, byNamespace: Counter
     }
 
     /// A per-service or per-namespace series: its labels come from configuration (the policy's
@@ -123,8 +147,8 @@ public final class FlowTable: Sendable {
     public func flows() -> [(key: FlowKey, stats: FlowStats)] {
         var merged: [FlowKey: FlowStats] = [:]
         for shard in shards.withLock({ $0 }) {
-            for (key, stats) in shard.state.withLock({ $0.flows }) {
-                merged[key, default: FlowStats()].add(stats)
+            for (key, entry) in shard.state.withLock({ $0.flows }) {
+                merged[key, default: FlowStats()].add(entry.stats)
             }
         }
         return merged.map { ($0.key, $0.value) }.sorted { $0.stats.lastSeen > $1.stats.lastSeen }
@@ -136,4 +160,4 @@ public final class FlowTable: Sendable {
 
 /// Changes a value in place (one hash for a dictionary's `[key, default:]` entry).
 @inline(__always)
-private func modify<Value>(_ value: inout Value, _ change: (inout Value) -> Void) { change(&value) }
+private func modify<Value, Result>(_ value: inout Value, _ change: (inout Value) -> Result) -> Result { change(&value) }
