@@ -9,17 +9,22 @@
 # on 19443 (stub_status on 19444), Corridor on 19080 and the nginx peer on 19081, checks each path
 # answers "ok", measures them interleaved, stops what it started (by PID) and prints a markdown table.
 # Scratch (configs, logs, raw tool output, results.tsv) goes to a mktemp -d run directory.
+# CORRIDOR_BIN: the Corridor binary (default: build .build/release/corridor). CORRIDOR_BIN_B adds a
+# second one, "corridor-b" on 19082, measured in the same interleaved reps: an A/B with nginx as the
+# yardstick. ORIGINATION_BENCH_REPS overrides the number of reps (an A/B on a noisy machine wants 10+).
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 PY=/usr/bin/python3
 UTIL="$HERE/util.py"
-BIN="$ROOT/.build/release/corridor"
+BIN="${CORRIDOR_BIN:-$ROOT/.build/release/corridor}"
+BIN_B="${CORRIDOR_BIN_B:-}"
 HOST=billing.example.test
 ORIGIN_PORT=19443; STATUS_PORT=19444
-declare -A PORT=([direct]=$ORIGIN_PORT [corridor]=19080 [nginx]=19081) PID=()
+declare -A PORT=([direct]=$ORIGIN_PORT [corridor]=19080 [nginx]=19081 [corridor-b]=19082) PID=()
 PATHS="direct corridor nginx"
+[ -n "$BIN_B" ] && PATHS="$PATHS corridor-b"
 
 REPS=3; KA_N=20000; KA_C=16; REQ_N=600; REQ_RATE=200
 case "${1:-}" in
@@ -27,6 +32,7 @@ case "${1:-}" in
     "") ;;
     *) echo "usage: sudo $0 [--quick]" >&2; exit 2 ;;
 esac
+REPS=${ORIGINATION_BENCH_REPS:-$REPS}
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -49,10 +55,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
     [ $rc -eq 0 ] || die "apt-get install failed"
 fi
-log "building corridor (release)"
-(cd "$ROOT" && swift build -c release --product corridor >&2) || die "swift build failed"
+if [ -z "${CORRIDOR_BIN:-}" ]; then
+    log "building corridor (release)"
+    (cd "$ROOT" && swift build -c release --product corridor >&2) || die "swift build failed"
+fi
+for bin in "$BIN" $BIN_B; do [ -x "$bin" ] || die "no Corridor binary at $bin"; done
 
-for port in $ORIGIN_PORT $STATUS_PORT ${PORT[corridor]} ${PORT[nginx]}; do
+for port in $ORIGIN_PORT $STATUS_PORT ${PORT[corridor]} ${PORT[nginx]} ${PORT[corridor-b]}; do
     ss -Hltn "sport = :$port" | grep -q . && die "port $port is already in use"
 done
 RUN=$(mktemp -d /tmp/corridor-origination.XXXXXX)
@@ -197,6 +206,14 @@ start_proc nginx nginx -p "$RUN" -c "$RUN/nginx.conf" -e "$RUN/logs/nginx.error.
 PID[nginx]=$LAST_PID
 start_proc corridor "$BIN" run --config "$RUN/corridor.yaml" --workers 1 --log-level warning
 PID[corridor]=$LAST_PID
+if [ -n "$BIN_B" ]; then
+    # The same configuration on its own port, with its own access log.
+    sed -e "s|127.0.0.1:${PORT[corridor]}|127.0.0.1:${PORT[corridor-b]}|" -e "s|corridor.access.log|corridor-b.access.log|" \
+        "$RUN/corridor.yaml" > "$RUN/corridor-b.yaml"
+    start_proc corridor-b "$BIN_B" run --config "$RUN/corridor-b.yaml" --workers 1 --log-level warning
+    PID[corridor-b]=$LAST_PID
+    wait_port "${PORT[corridor-b]}" "${PID[corridor-b]}" 30 || die "corridor-b did not start: $(tail -3 "$RUN/logs/corridor-b.out")"
+fi
 wait_port "${PORT[nginx]}" "${PID[nginx]}" 10 || die "nginx peer did not start"
 wait_port "${PORT[corridor]}" "${PID[corridor]}" 30 || die "corridor did not start: $(tail -3 "$RUN/logs/corridor.out")"
 
@@ -271,10 +288,14 @@ cleanup
 log "stopped everything this run started"
 {
     $PY "$UTIL" summarize "$RUN/results.tsv" "$RUN/meta.tsv"
-    echo "Access records: corridor $(grep -c '"status":200' "$RUN/logs/corridor.access.log") with status 200" \
-         "of $(wc -l < "$RUN/logs/corridor.access.log"); nginx $(grep -c '" 200 ' "$RUN/logs/nginx.access.log") of $(wc -l < "$RUN/logs/nginx.access.log")."
+    records=""
+    for p in corridor corridor-b; do
+        [ -e "$RUN/logs/$p.access.log" ] && records+="$p $(grep -c '"status":200' "$RUN/logs/$p.access.log") with status 200 of $(wc -l < "$RUN/logs/$p.access.log"); "
+    done
+    echo "Access records: ${records}nginx $(grep -c '" 200 ' "$RUN/logs/nginx.access.log") of $(wc -l < "$RUN/logs/nginx.access.log")."
     echo
-    echo "    corridor: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null) ($(swift --version 2>/dev/null | head -1))"
+    echo "    corridor: $BIN, tree at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null) ($(swift --version 2>/dev/null | head -1))"
+    [ -n "$BIN_B" ] && echo "    corridor-b: $BIN_B"
     echo "    nginx: $(nginx -v 2>&1 | sed 's/.*: //'), $(h2load --version | head -1), $(curl --version | head -1 | cut -d' ' -f1-2), $(openssl version)"
     echo "    cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 } | tee "$RUN/summary.md"
