@@ -241,27 +241,45 @@ struct JSONLine {
     }
 
     /// An RFC 3339 UTC timestamp with milliseconds, `2026-11-27T07:36:24.179Z`, from Unix seconds.
+    /// The date is computed (``civil(days:)``), not asked of `gmtime_r`, which takes the C
+    /// library's time-zone lock on every call: every data-plane thread writes records.
     mutating func timestamp(_ name: String, _ seconds: Double) {
         key(name)
-        var time = time_t(seconds)
-        var parts = tm()
-        gmtime_r(&time, &parts)
-        let millis = min(999, max(0, Int((seconds - Double(time)) * 1000)))
+        let whole = Int(seconds.rounded(.down))
+        let millis = min(999, max(0, Int((seconds - Double(whole)) * 1000)))
+        let (days, secondOfDay) = whole.quotientAndRemainder(dividingBy: 86_400)
+        let (day, second) = secondOfDay < 0 ? (days - 1, secondOfDay + 86_400) : (days, secondOfDay)
+        let date = Self.civil(days: day)
         bytes.append(UInt8(ascii: "\""))
-        Self.appendDecimal(Int(parts.tm_year) + 1900, width: 4, to: &bytes)
-        func field(_ separator: Unicode.Scalar, _ value: Int32) {
+        Self.appendDecimal(date.year, width: 4, to: &bytes)
+        func field(_ separator: Unicode.Scalar, _ value: Int) {
             bytes.append(UInt8(ascii: separator))
-            Self.appendDecimal(Int(value), width: 2, to: &bytes)
+            Self.appendDecimal(value, width: 2, to: &bytes)
         }
-        field("-", parts.tm_mon + 1)
-        field("-", parts.tm_mday)
-        field("T", parts.tm_hour)
-        field(":", parts.tm_min)
-        field(":", parts.tm_sec)
+        field("-", date.month)
+        field("-", date.day)
+        field("T", second / 3600)
+        field(":", second / 60 % 60)
+        field(":", second % 60)
         bytes.append(UInt8(ascii: "."))
         Self.appendDecimal(millis, width: 3, to: &bytes)
         bytes.append(UInt8(ascii: "Z"))
         bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`:
+    /// whole 400-year eras, then the year of the era counted from March, so that the leap day
+    /// ends a year).
+    static func civil(days: Int) -> (year: Int, month: Int, day: Int) {
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthFromMarch = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthFromMarch + 2) / 5 + 1
+        let month = monthFromMarch < 10 ? monthFromMarch + 3 : monthFromMarch - 9
+        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
     }
 
     mutating func bool(_ name: String, _ value: Bool) {

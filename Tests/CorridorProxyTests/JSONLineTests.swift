@@ -45,6 +45,27 @@ import Testing
         #expect(text { $0.timestamp("t", 0) } == "{\"t\":\"1970-01-01T00:00:00.000Z\"}\n")
         #expect(text { $0.timestamp("t", 1_795_764_984.1795) } == "{\"t\":\"2026-11-27T07:36:24.179Z\"}\n")
         #expect(text { $0.timestamp("t", 951_782_400.999_9) } == "{\"t\":\"2000-02-29T00:00:00.999Z\"}\n")
+        #expect(text { $0.timestamp("t", -0.5) } == "{\"t\":\"1969-12-31T23:59:59.500Z\"}\n")
+    }
+
+    @Test func datesAgreeWithTheCLibraryAcrossCenturies() {
+        // Every day from 1900 to 2200 (leap days, the non-leap 1900 and 2100, the leap 2000), at
+        // a time of day that walks through the seconds of the day.
+        var day = -25_567
+        while day < 84_000 {
+            let seconds = day * 86_400 + (day * 7_919) % 86_400 + (day < 0 ? 86_400 : 0)
+            var time = time_t(seconds)
+            var parts = tm()
+            gmtime_r(&time, &parts)
+            let expected = String(format: "%04d-%02d-%02dT%02d:%02d:%02d.000Z", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
+                                  parts.tm_hour, parts.tm_min, parts.tm_sec)
+            let line = text { $0.timestamp("t", Double(seconds)) }
+            if line != "{\"t\":\"\(expected)\"}\n" {
+                Issue.record("\(seconds): \(line) is not \(expected)")
+                return
+            }
+            day += 1
+        }
     }
 
     @Test func nestedObjectsAndEscapes() throws {
