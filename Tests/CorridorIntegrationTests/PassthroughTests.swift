@@ -151,7 +151,7 @@ struct PassthroughTests {
                     if time.monotonic() - blocked_since > 0.5:
                         break
                     select.select([], [tls], [], 0.05)
-            got = bytearray()
+            got, deadline = bytearray(), time.monotonic() + 60
             while len(got) < sent * 4096 and time.monotonic() < deadline:
                 try:
                     part = tls.recv(65536)
@@ -161,7 +161,8 @@ struct PassthroughTests {
                 except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                     select.select([tls], [], [], 0.05)
             whole = len(got) == sent * 4096 and all(got[i * 4096:(i + 1) * 4096] == record(i) for i in range(sent))
-            print(sent > 0 and blocked_since is not None, whole, sent)
+            # Full means well past the client's 16 KiB receive buffer, not a stall of the gateway.
+            print(sent > 256 and blocked_since is not None, whole, sent)
             """, h.pki.caCert, "\(h.tlsPort)"], timeout: 120)
         #expect(result.status == 0, "\(result.stderr)")
         // The writes stopped because the path was full (not at the cap), and every record came back.

@@ -33,6 +33,7 @@ case "${1:-}" in
     *) echo "usage: sudo $0 [--quick]" >&2; exit 2 ;;
 esac
 REPS=${ORIGINATION_BENCH_REPS:-$REPS}
+[[ $REPS =~ ^[1-9][0-9]*$ ]] || { echo "ORIGINATION_BENCH_REPS must be a positive number, not '$REPS'" >&2; exit 2; }
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -59,7 +60,7 @@ if [ -z "${CORRIDOR_BIN:-}" ]; then
     log "building corridor (release)"
     (cd "$ROOT" && swift build -c release --product corridor >&2) || die "swift build failed"
 fi
-for bin in "$BIN" $BIN_B; do [ -x "$bin" ] || die "no Corridor binary at $bin"; done
+for bin in "$BIN" ${BIN_B:+"$BIN_B"}; do [ -x "$bin" ] || die "no Corridor binary at $bin"; done
 
 for port in $ORIGIN_PORT $STATUS_PORT ${PORT[corridor]} ${PORT[nginx]} ${PORT[corridor-b]}; do
     ss -Hltn "sport = :$port" | grep -q . && die "port $port is already in use"
@@ -210,6 +211,8 @@ if [ -n "$BIN_B" ]; then
     # The same configuration on its own port, with its own access log.
     sed -e "s|127.0.0.1:${PORT[corridor]}|127.0.0.1:${PORT[corridor-b]}|" -e "s|corridor.access.log|corridor-b.access.log|" \
         "$RUN/corridor.yaml" > "$RUN/corridor-b.yaml"
+    "$BIN_B" check --config "$RUN/corridor-b.yaml" > "$RUN/logs/corridor-b-check.out" 2>&1 \
+        || { cat "$RUN/logs/corridor-b-check.out" >&2; die "corridor-b check failed"; }
     start_proc corridor-b "$BIN_B" run --config "$RUN/corridor-b.yaml" --workers 1 --log-level warning
     PID[corridor-b]=$LAST_PID
     wait_port "${PORT[corridor-b]}" "${PID[corridor-b]}" 30 || die "corridor-b did not start: $(tail -3 "$RUN/logs/corridor-b.out")"
@@ -230,7 +233,9 @@ for p in $PATHS; do
     [ "$body" = ok ] || die "path $p did not answer ok (got '${body:0:200}')"
     log "path $p answers ok on 127.0.0.1:${PORT[$p]}"
 done
-grep -q '"decision":"allow"' "$RUN/logs/corridor.access.log" || die "corridor wrote no allow record"
+for p in corridor ${BIN_B:+corridor-b}; do
+    grep -q '"decision":"allow"' "$RUN/logs/$p.access.log" || die "$p wrote no allow record"
+done
 
 # ------------------------------------------------------------------ measurement
 record() { printf '%s\t%s\t%s\t%s\n' "$@" >> "$RUN/results.tsv"; }
@@ -295,7 +300,7 @@ log "stopped everything this run started"
     echo "Access records: ${records}nginx $(grep -c '" 200 ' "$RUN/logs/nginx.access.log") of $(wc -l < "$RUN/logs/nginx.access.log")."
     echo
     echo "    corridor: $BIN, tree at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null) ($(swift --version 2>/dev/null | head -1))"
-    [ -n "$BIN_B" ] && echo "    corridor-b: $BIN_B"
+    if [ -n "$BIN_B" ]; then echo "    corridor-b: $BIN_B"; fi
     echo "    nginx: $(nginx -v 2>&1 | sed 's/.*: //'), $(h2load --version | head -1), $(curl --version | head -1 | cut -d' ' -f1-2), $(openssl version)"
     echo "    cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 } | tee "$RUN/summary.md"

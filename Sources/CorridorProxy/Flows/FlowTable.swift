@@ -87,8 +87,8 @@ public final class FlowTable: Sendable {
 
     /// A connection ended (`wasOpened`: it had been counted active by ``opened(_:at:)``). Returns
     /// this thread's counters for the series `series` names, made with `make` on first use, all
-    /// under the one lock the flow update takes. A flow keeps its counters (its key decides its
-    /// series), so a connection of a known flow looks up no series.
+    /// under the one lock the flow update takes. A flow keeps its counters, so a connection of a
+    /// known flow looks up no series: `series` must be a function of the key's fields alone.
     func closed(_ key: FlowKey, wasOpened: Bool, up: Int, down: Int, why: Decision.Reason, at now: Double,
                 series: () -> FlowCounters.Keys, make: (CounterKey) -> Counter) -> FlowCounters {
         let mine = shard
