@@ -2,9 +2,10 @@
 # CPU profile of Corridor's passthrough path: starts a TLS origin (nginx), runs the release binary
 # as the peers bench runs it (bench/corridor-candidate.sh: same config, one event loop) under `perf record` (cpu-clock samples, DWARF call graphs), drives
 # it with h2load, and prints the gateway's CPU time per connection (or request), the split between
-# kernel and user space, the costliest functions by self time, and the syscalls per connection
-# (strace -c, in a second run: strace slows the gateway down). callgrind would give exact
-# instruction counts, but valgrind 3.19 crashes here on the Swift runtime's first thread.
+# kernel and user space, the costliest functions by self time, the samples by component
+# (attribute.py, which reads any `perf script` output, the http listener's too), and the syscalls
+# per connection (strace -c, in a second run: strace slows the gateway down). callgrind would give
+# exact instruction counts, but valgrind 3.19 crashes here on the Swift runtime's first thread.
 #
 #   sudo bench/profile/run.sh [conn|ka|bulk] [N] conn: N new TLS connections (default 300)
 #                                                ka:   N keep-alive requests on 4 connections (default 2000)
@@ -155,6 +156,9 @@ read -r u1 s1 < <(ticks)
 echo "gateway CPU under perf: user $(( (u1-u0) * 1000000 / hz / n )) us, system $(( (s1-s0) * 1000000 / hz / n )) us per $unit"
 echo "--- self time, top 35 (kernel symbols included)"
 perf report -i "$run/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -35 | swift demangle --simplified | cut -c1-200 || true
+echo "--- by component (bench/profile/attribute.py: each sample to the innermost frame naming one), per $unit under perf"
+perf script -i "$run/perf.data" -F comm,tid,ip,sym --no-inline 2>/dev/null | swift demangle --simplified \
+    | python3 "$root/bench/profile/attribute.py" "$(( (u1-u0+s1-s0) * 1000000 / hz / n ))" || true
 kill "$gw" 2>/dev/null; wait "$gw" 2>/dev/null || true
 
 start_gateway strace -f -c -o "$run/strace.txt"
