@@ -25,9 +25,10 @@ enum HTTPProxyPipeline {
 extension HTTPProxyPipeline {
     /// Makes a NIO channel of `socket`, a connection accepted and read by the splice plane's
     /// connect listener whose first request is absolute-form plain HTTP: `bytes` (what was read)
-    /// reach the HTTP path first, and the connection's admission `slot` is given back when it closes.
-    static func adopt(_ socket: NIOBSDSocket.Handle, bytes: ByteBuffer, slot: AdmissionSlot, listenerName: String, proxy: ProxyContext,
-                      group: any EventLoopGroup) {
+    /// reach the HTTP path first, and the connection's admission `slot` is given back when it
+    /// closes. A connection that cannot be adopted is closed and recorded (`internal_error`).
+    static func adopt(_ socket: NIOBSDSocket.Handle, source: SocketAddress?, bytes: ByteBuffer, slot: AdmissionSlot, listenerName: String,
+                      proxy: ProxyContext, group: any EventLoopGroup) {
         let bootstrap = ClientBootstrap(group: group.next())
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -44,9 +45,22 @@ extension HTTPProxyPipeline {
             case .success(let channel):
                 channel.closeFuture.whenComplete { _ in proxy.release(slot) }
             case .failure(let error):
-                proxy.logger.error("cannot hand a plain-HTTP connection to the HTTP path: \(error)")
+                recordFailedHandOver(source: source, listenerName: listenerName, proxy: proxy, error: error)
                 proxy.release(slot)
             }
         }
+    }
+
+    /// A connection whose record was handed over with it, closed because the HTTP path could not
+    /// take it: it still leaves a record (cause `internal_error`) and an error in the log.
+    static func recordFailedHandOver(source: SocketAddress?, listenerName: String, proxy: ProxyContext, error: any Error) {
+        proxy.logger.error("cannot hand a plain-HTTP connection to the HTTP path: \(error)")
+        let snapshot = proxy.policy.current
+        let record = ConnectionRecord(id: proxy.makeConnectionID(), listener: listenerName, source: source)
+        record.identity = record.sourceAddress.flatMap { snapshot.inventory.identity(of: $0) }
+        record.policyGeneration = snapshot.generation
+        proxy.metrics.connectionOpened()
+        record.finish(.internalError, log: proxy.accessLog, metrics: proxy.metrics,
+                      reason: "the plain-HTTP connection could not be handed to the HTTP path: \(error)")
     }
 }

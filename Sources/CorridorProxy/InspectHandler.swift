@@ -192,6 +192,7 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
             try HTTPProxyPipeline.add(to: context.pipeline.syncOperations, listenerName: listenerName, proxy: proxy,
                                       countsConnection: false, position: .after(context.handler))
         } catch {
+            HTTPProxyPipeline.recordFailedHandOver(source: context.channel.remoteAddress, listenerName: listenerName, proxy: proxy, error: error)
             context.close(promise: nil)
             return
         }

@@ -61,6 +61,9 @@ public enum CloseCause: String, Sendable, CaseIterable {
     case shutdown = "shutdown"
     /// A policy change denies what the connection was opened for (`spec.reload.liveConnections: Recheck`).
     case policyRevoked = "policy_revoked"
+    /// The gateway could not carry on with the connection for a reason of its own (a plain-HTTP
+    /// connection that could not be handed to the HTTP path); its operational log says why.
+    case internalError = "internal_error"
 
     /// What would let a connection that ended this way through, for its record when the policy
     /// engine gave no hint (the ending was not a policy decision).
@@ -83,6 +86,8 @@ public enum CloseCause: String, Sendable, CaseIterable {
             return "free space for the access log (or fix what fails its writes); no policy change allows this"
         case .policyRevoked:
             return nil
+        case .internalError:
+            return "a failure of the gateway, not a policy decision: its operational log says why; retry the request"
         }
     }
 }

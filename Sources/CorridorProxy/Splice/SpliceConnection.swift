@@ -279,7 +279,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         loop.unwatchDeadlines(self)
         if clientInLoop { loop.remove(client) }
         clientInLoop = false
-        HTTPProxyPipeline.adopt(client, bytes: bytes, slot: slot, listenerName: listener.name, proxy: proxy,
+        HTTPProxyPipeline.adopt(client, source: record.source, bytes: bytes, slot: slot, listenerName: listener.name, proxy: proxy,
                                 group: listener.plane.group)
     }
 
