@@ -2,7 +2,7 @@
 # TLS origination: plain HTTP in, verified TLS 1.3 out. Corridor's http listener beside an nginx
 # reverse proxy doing the same job, and "direct" (the client speaking TLS to the origin itself).
 #
-#   sudo bench/origination/run.sh [--quick]
+#   sudo bench/origination/run.sh [--quick | --profile]
 #
 # Builds Corridor (release), makes a throwaway CA and an origin certificate for billing.example.test,
 # starts on 127.0.0.1: the origin (nginx, TLS 1.3 only, no session tickets/cache, GET / -> "ok\n")
@@ -12,6 +12,9 @@
 # CORRIDOR_BIN: the Corridor binary (default: build .build/release/corridor). CORRIDOR_BIN_B adds a
 # second one, "corridor-b" on 19082, measured in the same interleaved reps: an A/B with nginx as the
 # yardstick. ORIGINATION_BENCH_REPS overrides the number of reps (an A/B on a noisy machine wants 10+).
+# --profile measures nothing else: `perf record` (cpu-clock, DWARF) of Corridor's http listener over
+# one keep-alive run, printed as its CPU per request under perf, its costliest functions, and the
+# samples by component (bench/profile/attribute.py); perf.data stays in the run directory.
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,10 +30,12 @@ PATHS="direct corridor nginx"
 [ -n "$BIN_B" ] && PATHS="$PATHS corridor-b"
 
 REPS=3; KA_N=20000; KA_C=16; REQ_N=600; REQ_RATE=200
+PROFILE=0
 case "${1:-}" in
     --quick) REPS=1; KA_N=5000; REQ_N=200 ;;
+    --profile) PROFILE=1 ;;
     "") ;;
-    *) echo "usage: sudo $0 [--quick]" >&2; exit 2 ;;
+    *) echo "usage: sudo $0 [--quick | --profile]" >&2; exit 2 ;;
 esac
 REPS=${ORIGINATION_BENCH_REPS:-$REPS}
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || { echo "ORIGINATION_BENCH_REPS must be a positive number, not '$REPS'" >&2; exit 2; }
@@ -47,6 +52,7 @@ command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x "$PY" ] || missing+=(python3)
 command -v ss >/dev/null || missing+=(iproute2)
+[ "$PROFILE" = 1 ] && ! command -v perf >/dev/null && missing+=(linux-perf)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing: ${missing[*]}"
     made_policy=0   # keep the postinst scripts from starting a system-wide nginx on port 80
@@ -274,6 +280,29 @@ log "warm-up"
 for p in $PATHS; do
     h2load --h1 -c "$KA_C" -n 2000 --connect-to="127.0.0.1:${PORT[$p]}" "$(url "$p")" > "$RUN/raw/warm-$p.txt" 2>&1
 done
+
+if [ "$PROFILE" = 1 ]; then
+    log "profiling corridor over $KA_N keep-alive requests (c=$KA_C)"
+    perf record -F 1999 --call-graph dwarf,32768 -p "${PID[corridor]}" -o "$RUN/perf.data" -- sleep 1000 > "$RUN/logs/perf.out" 2>&1 &
+    perf_pid=$!
+    sleep 0.5
+    c0=$(cpu_ns corridor)
+    h2load --h1 -c "$KA_C" -n "$KA_N" --connect-to="127.0.0.1:${PORT[corridor]}" "$(url corridor)" > "$RUN/raw/profile-ka.txt" 2>&1
+    c1=$(cpu_ns corridor)
+    kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null
+    read -r r ok fail err < <($PY "$UTIL" h2load "$RUN/raw/profile-ka.txt")
+    [ "$ok" -gt 0 ] || die "no request succeeded under perf ($(tail -3 "$RUN/raw/profile-ka.txt"))"
+    us=$(( (c1 - c0) / 1000 / ok ))
+    echo "corridor under perf: $us us of CPU per request ($ok requests, $fail failed)"
+    echo "--- self time, top 30"
+    perf report -i "$RUN/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -30 \
+        | swift demangle --simplified | cut -c1-160
+    echo "--- by component (bench/profile/attribute.py), per request under perf"
+    perf script -i "$RUN/perf.data" -F comm,tid,ip,sym --no-inline 2>/dev/null | swift demangle --simplified \
+        | $PY "$ROOT/bench/profile/attribute.py" "$us"
+    echo "run dir: $RUN   (perf.data, logs/, configs)"
+    exit 0
+fi
 
 read -r -a path_arr <<< "$PATHS"
 np=${#path_arr[@]}
