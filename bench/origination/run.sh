@@ -294,12 +294,7 @@ if [ "$PROFILE" = 1 ]; then
     [ "$ok" -gt 0 ] || die "no request succeeded under perf ($(tail -3 "$RUN/raw/profile-ka.txt"))"
     us=$(( (c1 - c0) / 1000 / ok ))
     echo "corridor under perf: $us us of CPU per request ($ok requests, $fail failed)"
-    echo "--- self time, top 30"
-    perf report -i "$RUN/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -30 \
-        | swift demangle --simplified | cut -c1-160
-    echo "--- by component (bench/profile/attribute.py), per request under perf"
-    perf script -i "$RUN/perf.data" -F comm,tid,ip,sym --no-inline 2>/dev/null | swift demangle --simplified \
-        | $PY "$ROOT/bench/profile/attribute.py" "$us"
+    "$ROOT/bench/profile/summary.sh" "$RUN/perf.data" "$us" request
     echo "run dir: $RUN   (perf.data, logs/, configs)"
     exit 0
 fi

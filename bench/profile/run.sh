@@ -154,11 +154,7 @@ load "$n"
 kill -INT $perf; wait $perf 2>/dev/null || true
 read -r u1 s1 < <(ticks)
 echo "gateway CPU under perf: user $(( (u1-u0) * 1000000 / hz / n )) us, system $(( (s1-s0) * 1000000 / hz / n )) us per $unit"
-echo "--- self time, top 35 (kernel symbols included)"
-perf report -i "$run/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -35 | swift demangle --simplified | cut -c1-200 || true
-echo "--- by component (bench/profile/attribute.py: each sample to the innermost frame naming one), per $unit under perf"
-perf script -i "$run/perf.data" -F comm,tid,ip,sym --no-inline 2>/dev/null | swift demangle --simplified \
-    | python3 "$root/bench/profile/attribute.py" "$(( (u1-u0+s1-s0) * 1000000 / hz / n ))" || true
+"$root/bench/profile/summary.sh" "$run/perf.data" "$(( (u1-u0+s1-s0) * 1000000 / hz / n ))" "$unit"
 kill "$gw" 2>/dev/null; wait "$gw" 2>/dev/null || true
 
 start_gateway strace -f -c -o "$run/strace.txt"
