@@ -118,7 +118,8 @@ public final class FlowTable: Sendable {
         }
     }
 
-    /// One flow in a shard: its counters, and the series its connections count in once one has ended.
+    /// One flow in a shard: its figures, and (once one of its connections has ended) the Prometheus
+    /// series its connections count in.
     struct Entry {
         var stats: FlowStats
         var counters: FlowCounters?
