@@ -67,9 +67,13 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     private var readBeforeWatching = false
     private var clientEvents: UInt32 = 0
     private var upstreamEvents: UInt32 = 0
-    /// The client (or upstream) hung up and left the epoll set (``hungUp(isClient:)``).
+    /// The client (or upstream) hung up (``hungUp(isClient:)``).
     private var clientHungUp = false
     private var upstreamHungUp = false
+    /// A socket that hung up and is still in the epoll set: ``pump`` takes it out unless the
+    /// connection ends first (closing the socket does that).
+    private var clientLeavesSet = false
+    private var upstreamLeavesSet = false
     var tickSlot = -1
 
     private init(client: Int32, listener: SpliceListener, loop: EpollLoop, machine: ConnectionStateMachine) {
@@ -311,18 +315,32 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
             end(.completed)
             return
         }
+        if clientLeavesSet {
+            clientLeavesSet = false
+            loop.remove(client)
+        }
+        if upstreamLeavesSet {
+            upstreamLeavesSet = false
+            loop.remove(upstream)
+        }
         setEvents(client: (up.wantsToRead ? EpollLoop.readable : 0) | (down.blocked ? EpollLoop.writable : 0),
                   upstream: (down.wantsToRead ? EpollLoop.readable : 0) | (up.blocked ? EpollLoop.writable : 0))
     }
 
     /// The client (or the upstream) hung up: it closed both ways (its end after ours), or reset.
-    /// Level-triggered epoll would report that again on every wait, so the socket leaves the set:
-    /// nothing more can be written to it, and what it sent before is read without waiting for
-    /// readiness (``pump``) until its end (or its error).
+    /// Level-triggered epoll would report that again on every wait, so the socket leaves the set
+    /// at the end of this ``pump`` (if the connection has not ended by then): nothing more can be
+    /// written to it, and what it sent before is read without waiting for readiness until its end
+    /// (or its error).
     private func hungUp(isClient: Bool) {
         if isClient ? clientHungUp : upstreamHungUp { return }
-        if isClient { clientHungUp = true } else { upstreamHungUp = true }
-        loop.remove(isClient ? client : upstream)
+        if isClient {
+            clientHungUp = true
+            clientLeavesSet = true
+        } else {
+            upstreamHungUp = true
+            upstreamLeavesSet = true
+        }
         var toGone = isClient ? down : up
         if !toGone.shut {
             toGone.ended = true
@@ -437,13 +455,15 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     }
 
     /// The source ended and everything it sent is written: shut the destination's write side.
+    /// When the other way is shut already, the connection closes at the end of this ``pump``, and
+    /// closing the socket sends the same FIN.
     private func shut(_ d: inout Direction, _ destination: Int32) {
         d.shut = true
         if let pipe = d.pipe {
             loop.returnPipe(pipe)
             d.pipe = nil
         }
-        Glibc.shutdown(destination, Int32(SHUT_WR))
+        if !(d.fromClient ? down.shut : up.shut) { Glibc.shutdown(destination, Int32(SHUT_WR)) }
     }
 
     /// Writes the pipe's bytes on; sets `blocked` when the destination takes no more for now.
