@@ -299,6 +299,88 @@ struct PassthroughTests {
         #expect(record["externalService"] as? String == "silent")
     }
 
+    @Test func bytesSentWhileTheUpstreamIsDialledFollowTheHelloInOrder() async throws {
+        // The upstream's accept queue is full (backlog 0, one connection waiting), so the
+        // gateway's SYN is dropped and its dial waits for the retransmission about a second later.
+        // Meanwhile the client sends more after its ClientHello. Then the queue is emptied: the
+        // dial completes, and the upstream must get the hello and those bytes, in order. (The
+        // splice plane leaves them in the socket until the relay; the NIO plane reads and keeps them.)
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        try withUnsafeMutablePointer(to: &address) { pointer in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                guard bind(listener, $0, length) == 0, listen(listener, 0) == 0, getsockname(listener, $0, &length) == 0 else {
+                    throw TestError.failed("upstream listener")
+                }
+            }
+        }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let filler = try openRawConnection(port: port)
+        defer { close(filler) }
+        let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 8s}", extra: """
+            ---
+            apiVersion: corridor.dev/v1alpha1
+            kind: ExternalService
+            metadata: {name: slow}
+            spec:
+              hosts: [evil.test]
+              ports: [{number: \(port), protocol: TLS}]
+              access: All
+            """)
+        defer { Task { await h.stop() } }
+        let client = try BackgroundProcess("python3", ["-c", """
+            import socket, ssl, sys, time
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = ctx.wrap_bio(incoming, outgoing, server_hostname="evil.test")
+            try:
+                tls.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            hello = outgoing.read()
+            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+            s.sendall(hello)
+            print("HELLO", len(hello), flush=True)
+            time.sleep(0.3)
+            s.sendall(b"after-the-hello")
+            print("MORE", flush=True)
+            print("END", repr(s.recv(100)), flush=True)
+            """, "\(h.tlsPort)"])
+        #expect(await eventually { client.stdoutText.contains("MORE") }, "\(client.stdoutText)\(client.stderrText)")
+        let helloLength = try #require(client.stdoutText.split(separator: "\n").first.flatMap { Int($0.split(separator: " ").last ?? "") })
+        // Let the gateway's socket hold those bytes a moment, then make room: the next SYN gets in.
+        usleep(200_000)
+        let queued = accept(listener, nil, nil)
+        if queued >= 0 { close(queued) }
+        var poll = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+        #expect(Glibc.poll(&poll, 1, 10_000) == 1, "the gateway's dial never arrived")
+        let upstream = accept(listener, nil, nil)
+        try #require(upstream >= 0)
+        defer { close(upstream) }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var socketPoll = pollfd(fd: upstream, events: Int16(POLLIN), revents: 0)
+        while received.count < helloLength + 15, Glibc.poll(&socketPoll, 1, 10_000) == 1 {
+            let n = recv(upstream, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            received += buffer[0..<n]
+        }
+        #expect(received.count == helloLength + 15, "\(received.count) bytes for a \(helloLength)-byte hello and 15 more")
+        #expect(received.first == 0x16, "the ClientHello first")
+        #expect(String(decoding: received.suffix(15), as: UTF8.self) == "after-the-hello")
+        // The upstream closes: the client sees its end, and the connection is recorded once.
+        shutdown(upstream, Int32(SHUT_RDWR))
+        #expect(client.waitForExit(timeout: 10) == 0, "\(client.stderrText)")
+        let record = try #require(h.record { $0["sni"] as? String == "evil.test" })
+        #expect(record["decision"] as? String == "allow")
+        #expect(record["bytesUp"] as? Int == helloLength + 15, "\(record)")
+    }
+
     @Test func manyConnectionsEndingEveryWayLeaveNoDescriptorOrBudgetBehind() async throws {
         let h = try await GatewayHarness()
         defer { Task { await h.stop() } }

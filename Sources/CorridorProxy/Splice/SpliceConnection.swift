@@ -65,6 +65,11 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     private var clientInLoop = false
     /// The first read was tried right after accept, before the socket was watched.
     private var readBeforeWatching = false
+    /// The client is not read while its name is looked up and the upstream dialled (what it sends
+    /// meanwhile waits in the socket). It stays watched for reads until it does send something:
+    /// most clients wait for the upstream's answer, and the relay then needs no change of what the
+    /// socket is watched for.
+    private var readsPaused = false
     private var clientEvents: UInt32 = 0
     private var upstreamEvents: UInt32 = 0
     /// The client (or upstream) hung up (``hungUp(isClient:)``).
@@ -112,9 +117,13 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         } else if fd == upstream {
             connectFinished()
         } else if fd == client {
-            if events & EpollLoop.readable != 0 {
+            if events & EpollLoop.readable != 0 && !readsPaused {
                 readClient()
-            } else if events & EpollLoop.failed != 0 {
+            } else if events & EpollLoop.failed == 0 {
+                // Bytes (or the client's end) while the name is looked up and dialled: they wait
+                // in the socket until the relay, which no longer leaves the socket watched for reads.
+                watchClient(0)
+            } else {
                 // Watched for failures only, while the name is looked up and dialled: a reset is
                 // an error (as NIO reports it), a hang-up a close.
                 var code: Int32 = 0
@@ -166,6 +175,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         }
         switch action.next {
         case .read:
+            readsPaused = false
             if !clientInLoop && !readBeforeWatching {
                 // Just accepted: a client that speaks first has usually sent its first bytes with
                 // the handshake's last ACK. Reading them now saves a wait for readiness, and the
@@ -177,7 +187,8 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         case .wait:
             return
         case .pauseReads:
-            // Only if the client was still watched for reads while dialling (a failed epoll_ctl).
+            // The machine holds enough of what came while dialling (the NIO plane reads on then;
+            // this driver reads nothing until the relay).
             stopWatchingClient()
         case .resolve(let host):
             stopWatchingClient()
@@ -223,9 +234,11 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         setEvents(client: events)
     }
 
+    /// Until the relay starts only a failure of the client matters: see ``readsPaused``.
     private func stopWatchingClient() {
-        // Until the relay starts only a failure of the client matters (what it sends waits in the socket).
-        watchClient(0)
+        readsPaused = true
+        if clientInLoop { return }
+        watchClient(EpollLoop.readable)
     }
 
     /// Dials `target` (giving up any attempt in flight); a failure to start is reported at once.
