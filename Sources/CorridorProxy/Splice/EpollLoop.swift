@@ -19,7 +19,7 @@ protocol EpollTicking: AnyObject {
 /// One thread and one epoll set: the event loop of the splice data plane (``SplicePlane``).
 /// Level-triggered: a descriptor is watched for what its owner wants next (read, write or
 /// nothing), so each wake-up does one read or splice and no probing for `EAGAIN`. Closing a
-/// descriptor removes it from the set (no `2`). Work from other threads (a resolved
+/// descriptor removes it from the set (no `EPOLL_CTL_DEL`). Work from other threads (a resolved
 /// name, a stop) comes in through ``execute(_:)`` and an eventfd.
 ///
 /// Everything but ``execute(_:)`` and ``stop()`` is called on the loop's own thread.
