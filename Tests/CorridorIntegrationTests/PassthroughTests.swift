@@ -259,24 +259,13 @@ struct PassthroughTests {
     }
 
     @Test func anUpstreamThatNeverAnswersTheConnectIsGivenUpAfterTheTimeout() async throws {
-        // A listener with a full accept queue (backlog 0, one connection waiting) drops further
-        // SYNs: a connect to it hangs. evil.test resolves to 127.0.0.1 and is opened to all on that port.
-        let blackhole = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(blackhole) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        try withUnsafeMutablePointer(to: &address) { pointer in
-            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                guard bind(blackhole, $0, length) == 0, listen(blackhole, 0) == 0, getsockname(blackhole, $0, &length) == 0 else {
-                    throw TestError.failed("blackhole listener")
-                }
-            }
+        // A connect to a full accept queue hangs. evil.test resolves to 127.0.0.1 and is opened to
+        // all on that port.
+        let (blackhole, port, filler) = try Self.fullAcceptQueue()
+        defer {
+            close(filler)
+            close(blackhole)
         }
-        let port = Int(UInt16(bigEndian: address.sin_port))
-        let fillers = [try openRawConnection(port: port)]
-        defer { for fd in fillers { close(fd) } }
         let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 1s}", extra: """
             ---
             apiVersion: corridor.dev/v1alpha1
@@ -305,22 +294,11 @@ struct PassthroughTests {
         // Meanwhile the client sends more after its ClientHello. Then the queue is emptied: the
         // dial completes, and the upstream must get the hello and those bytes, in order. (The
         // splice plane leaves them in the socket until the relay; the NIO plane reads and keeps them.)
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(listener) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        try withUnsafeMutablePointer(to: &address) { pointer in
-            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                guard bind(listener, $0, length) == 0, listen(listener, 0) == 0, getsockname(listener, $0, &length) == 0 else {
-                    throw TestError.failed("upstream listener")
-                }
-            }
+        let (listener, port, filler) = try Self.fullAcceptQueue()
+        defer {
+            close(filler)
+            close(listener)
         }
-        let port = Int(UInt16(bigEndian: address.sin_port))
-        let filler = try openRawConnection(port: port)
-        defer { close(filler) }
         let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 8s}", extra: """
             ---
             apiVersion: corridor.dev/v1alpha1
@@ -379,6 +357,33 @@ struct PassthroughTests {
         let record = try #require(h.record { $0["sni"] as? String == "evil.test" })
         #expect(record["decision"] as? String == "allow")
         #expect(record["bytesUp"] as? Int == helloLength + 15, "\(record)")
+    }
+
+    /// A listener on 127.0.0.1 whose accept queue is full (backlog 0, the `filler` connection
+    /// waiting in it): the kernel drops further SYNs, so a connect to `port` hangs until the
+    /// filler is accepted.
+    private static func fullAcceptQueue() throws -> (listener: Int32, port: Int, filler: Int32) {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let listening = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, length) == 0 && listen(listener, 0) == 0 && getsockname(listener, $0, &length) == 0
+            }
+        }
+        guard listening else {
+            close(listener)
+            throw TestError.failed("a listener on 127.0.0.1")
+        }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        do {
+            return (listener, port, try openRawConnection(port: port))
+        } catch {
+            close(listener)
+            throw error
+        }
     }
 
     @Test func manyConnectionsEndingEveryWayLeaveNoDescriptorOrBudgetBehind() async throws {
