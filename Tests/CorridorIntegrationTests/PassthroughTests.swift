@@ -336,7 +336,7 @@ struct PassthroughTests {
         let queued = accept(listener, nil, nil)
         if queued >= 0 { close(queued) }
         var poll = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
-        #expect(Glibc.poll(&poll, 1, 10_000) == 1, "the gateway's dial never arrived")
+        try #require(Glibc.poll(&poll, 1, 10_000) == 1, "the gateway's dial never arrived")
         let upstream = accept(listener, nil, nil)
         try #require(upstream >= 0)
         defer { close(upstream) }
@@ -357,6 +357,7 @@ struct PassthroughTests {
         let record = try #require(h.record { $0["sni"] as? String == "evil.test" })
         #expect(record["decision"] as? String == "allow")
         #expect(record["bytesUp"] as? Int == helloLength + 15, "\(record)")
+        #expect(record["closeCause"] as? String == "completed", "\(record)")
     }
 
     /// A listener on 127.0.0.1 whose accept queue is full (backlog 0, the `filler` connection

@@ -34,6 +34,8 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         /// The source has ended; the destination's write side is shut once the pipe is empty.
         var ended = false
         var shut = false
+        /// The destination hung up: the direction was given up with its source unread.
+        var abandoned = false
         /// Waiting for the destination to take more.
         var blocked = false
         /// The last read filled the loop's scratch buffer: the direction carries a bulk transfer
@@ -119,7 +121,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         } else if fd == client {
             if events & EpollLoop.readable != 0 && !readsPaused {
                 readClient()
-            } else if events & EpollLoop.failed == 0 {
+            } else if readsPaused && events & EpollLoop.failed == 0 {
                 // Bytes (or the client's end) while the name is looked up and dialled: they wait
                 // in the socket until the relay, which no longer leaves the socket watched for reads.
                 watchClient(0)
@@ -358,6 +360,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         if !toGone.shut {
             toGone.ended = true
             toGone.shut = true
+            toGone.abandoned = true
             toGone.prefix = nil
             toGone.blocked = false
             if let pipe = toGone.pipe {
@@ -468,15 +471,17 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     }
 
     /// The source ended and everything it sent is written: shut the destination's write side.
-    /// When the other way is shut already, the connection closes at the end of this ``pump``, and
-    /// closing the socket sends the same FIN.
+    /// When the other way has ended too, read to its end, the connection closes at the end of this
+    /// ``pump``, and closing the socket sends the same FIN. (Not when the other way was given up
+    /// unread: closing a socket with unread bytes sends a reset, which the FIN must precede.)
     private func shut(_ d: inout Direction, _ destination: Int32) {
         d.shut = true
         if let pipe = d.pipe {
             loop.returnPipe(pipe)
             d.pipe = nil
         }
-        if !(d.fromClient ? down.shut : up.shut) { Glibc.shutdown(destination, Int32(SHUT_WR)) }
+        let other = d.fromClient ? down : up
+        if !other.shut || other.abandoned { Glibc.shutdown(destination, Int32(SHUT_WR)) }
     }
 
     /// Writes the pipe's bytes on; sets `blocked` when the destination takes no more for now.

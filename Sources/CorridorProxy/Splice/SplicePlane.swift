@@ -16,8 +16,8 @@ import Synchronization
 /// Why a second plane: each NIO connection is two channels with fixed costs (about 14
 /// `epoll_ctl` and 7 `getsockname`/`getpeername` per connection, about 3.8 KiB of the 5 KiB an
 /// idle connection holds) and no way to splice. Here an idle connection is two descriptors and
-/// one object, and a connection costs 4 `epoll_ctl` (no removal: a closed socket leaves the set
-/// by itself) and no `getsockname`/`getpeername`.
+/// one object, and a connection usually costs 4 `epoll_ctl` (no removal: a closed socket leaves
+/// the set by itself) and no `getsockname`/`getpeername`.
 public final class SplicePlane: Sendable {
     let loops: [EpollLoop]
     private let threads: NIOThreadPool
