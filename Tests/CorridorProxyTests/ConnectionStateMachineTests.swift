@@ -50,9 +50,12 @@ struct ConnectionStateMachineTests {
     @Test func anAllowedHelloIsResolvedDialledInTurnAndRelayedWithItsBytes() throws {
         try withMachineHarness { harness in
             var m = try machine(harness)
+            #expect(!m.isReadingRequest, "not before start")
             _ = m.start(now: t0, originalDestination: nil)
+            #expect(m.isReadingRequest)
             guard case .resolve(let host) = m.received(ByteBuffer(bytes: hello), now: t0).next else { Issue.record("no lookup"); return }
             #expect(host == "api.allowed.test")
+            #expect(!m.isReadingRequest, "the request is read: the connection is decided")
             #expect(m.deadline == nil, "the resolver times its own lookups")
             // Two addresses: the first attempt times out on the machine's deadline, the second connects.
             guard case .connect(let first, let one) = m.resolved(.success(try ips("10.9.0.5", "10.9.0.6")), now: t0 + .milliseconds(10)).next
@@ -66,7 +69,7 @@ struct ConnectionStateMachineTests {
             let relay = m.connected(attempt: two, now: t0 + .milliseconds(1_500))
             guard case .relay(let prefix, let ended) = relay.next else { Issue.record("no relay"); return }
             #expect(bytes(prefix) == hello && !ended)
-            #expect(m.isRelaying && m.deadline == nil)
+            #expect(m.isRelaying && m.deadline == nil && !m.isReadingRequest)
             #expect(m.record.bytesUp == hello.count)
             #expect(m.record.resolved == second)
             #expect(try harness.records().isEmpty, "a relay's record is written when it ends")
@@ -131,6 +134,7 @@ struct ConnectionStateMachineTests {
             let action = m.received(bytes, now: t0)
             #expect(text(action.reply) == ConnectionStateMachine.established)
             guard case .resolve("api.allowed.test") = action.next else { Issue.record("no lookup: \(action.next)"); return }
+            #expect(!m.isReadingRequest)
         }
     }
 

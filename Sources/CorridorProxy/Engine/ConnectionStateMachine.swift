@@ -144,6 +144,14 @@ struct ConnectionStateMachine {
         return false
     }
 
+    /// Waiting for the client's CONNECT head or ClientHello: the connection is not decided yet.
+    var isReadingRequest: Bool {
+        switch phase {
+        case .readingConnectHead, .readingClientHello: return true
+        default: return false
+        }
+    }
+
     /// The record is written (or handed over): the driver has nothing more to report.
     var isFinished: Bool {
         switch phase {

@@ -67,11 +67,6 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     private var clientInLoop = false
     /// The first read was tried right after accept, before the socket was watched.
     private var readBeforeWatching = false
-    /// The client is not read while its name is looked up and the upstream dialled (what it sends
-    /// meanwhile waits in the socket). It stays watched for reads until it does send something:
-    /// most clients wait for the upstream's answer, and the relay then needs no change of what the
-    /// socket is watched for.
-    private var readsPaused = false
     private var clientEvents: UInt32 = 0
     private var upstreamEvents: UInt32 = 0
     /// The client (or upstream) hung up (``hungUp(isClient:)``).
@@ -119,6 +114,8 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         } else if fd == upstream {
             connectFinished()
         } else if fd == client {
+            // Reads pause once the request is read, until the relay (``pauseClientReads()``).
+            let readsPaused = !machine.isReadingRequest
             if events & EpollLoop.readable != 0 && !readsPaused {
                 readClient()
             } else if readsPaused && events & EpollLoop.failed == 0 {
@@ -177,7 +174,6 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         }
         switch action.next {
         case .read:
-            readsPaused = false
             if !clientInLoop && !readBeforeWatching {
                 // Just accepted: a client that speaks first has usually sent its first bytes with
                 // the handshake's last ACK. Reading them now saves a wait for readiness, and the
@@ -191,9 +187,9 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         case .pauseReads:
             // The machine holds enough of what came while dialling (the NIO plane reads on then;
             // this driver reads nothing until the relay).
-            stopWatchingClient()
+            pauseClientReads()
         case .resolve(let host):
-            stopWatchingClient()
+            pauseClientReads()
             if closed { return }
             // A lookup: getaddrinfo on the resolver's thread pool, timed on a NIO event loop (the
             // resolver's API is called there), the answer brought back to this loop.
@@ -207,7 +203,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
                 }
             }
         case .connect(let target, let attempt):
-            stopWatchingClient()
+            pauseClientReads()
             if !closed { dial(target, attempt: attempt) }
         case .relay(let prefix, _):
             // A client that ended its side while dialling is read to its end again by the relay
@@ -236,9 +232,12 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         setEvents(client: events)
     }
 
-    /// Until the relay starts only a failure of the client matters: see ``readsPaused``.
-    private func stopWatchingClient() {
-        readsPaused = true
+    /// The client is not read while its name is looked up and the upstream dialled (what it sends
+    /// meanwhile waits in the socket), and until the relay starts only its failure matters. It
+    /// stays watched for reads until it does send something (``ready(fd:events:)`` then watches it
+    /// for failures only): most clients wait for the upstream's answer, and the relay then needs
+    /// no change of what the socket is watched for.
+    private func pauseClientReads() {
         if clientInLoop { return }
         watchClient(EpollLoop.readable)
     }
