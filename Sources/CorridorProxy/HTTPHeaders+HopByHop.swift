@@ -17,7 +17,8 @@ extension HTTPHeaders {
     /// The fields a request goes upstream with: the client's, in their order, without the
     /// hop-by-hop ones (RFC 9110 section 7.6.1, those the Connection header names included), the
     /// credentials meant for a proxy (`Proxy-Authorization`) and the client's Host; then `host`
-    /// as the Host. One pass over the fields (two when a Connection header names others).
+    /// as the Host. Two passes over the fields: one for the names the Connection fields add, one
+    /// to keep the rest.
     static func forwardedRequest(_ headers: HTTPHeaders, host: String) -> HTTPHeaders {
         var fields = kept(headers, extraCapacity: 1) { role in role != .host && role != .proxyAuthorization }
         fields.append(("Host", host))
