@@ -86,6 +86,11 @@ extension AccessLogReading {
     }
 }
 
+/// The access log of a gateway run as its own process.
+struct AccessLogFile: AccessLogReading {
+    let accessLogPath: String
+}
+
 /// One in-process gateway on ephemeral ports, with a TLS upstream and a test PKI.
 final class GatewayHarness: AccessLogReading, @unchecked Sendable {
     let dir: TempDir

@@ -149,12 +149,11 @@ struct OperationsTests {
     /// plane (the suite runs on both): a tunnel relaying on each listener, a ClientHello and a
     /// CONNECT request left half-sent.
     @Test func connectionsLeftAtTheDrainDeadlineAreRecordedAsShutdown() async throws {
-        struct Log: AccessLogReading { let accessLogPath: String }
         let dir = try TempDir()
         let pki = try TestPKI(in: dir)
         let upstream = try TLSUpstream(pki: pki, dir: dir)
         let config = dir.path("corridor.yaml")
-        let log = Log(accessLogPath: dir.path("access.log"))
+        let log = AccessLogFile(accessLogPath: dir.path("access.log"))
         try testConfig(upstreamPort: upstream.port, accessLog: log.accessLogPath, gatewayExtra: "  limits: {drainTimeout: 1s, handshakeTimeout: 60s}")
             .write(toFile: config, atomically: true, encoding: .utf8)
         let gateway = try BackgroundProcess(Repo.corridorBinary.path, ["run", "--config", config, "--workers", "1"])
