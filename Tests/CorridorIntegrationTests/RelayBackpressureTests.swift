@@ -5,8 +5,8 @@ import Testing
 /// that wait for room. The gateway runs in a network namespace of its own whose TCP buffers are
 /// 4 KiB at most (`net.ipv4.tcp_wmem`, `tcp_rmem`: per namespace), so every chunk it reads is
 /// below its 16 KiB copy buffer and, once an end stops reading, larger than what the socket takes.
-/// The sends are traced with strace, so the test knows the partial sends happened rather than
-/// hoping they did. Needs root (CI runs as root); scripts/test installs iproute2 and strace.
+/// The sends and the waits for readiness are traced with strace, so the test knows the partial
+/// sends happened rather than hoping they did, and that the gateway did not spin meanwhile. Needs root (CI runs as root); scripts/test installs iproute2 and strace.
 @Suite(.serialized, .timeLimit(.minutes(3)))
 struct RelayBackpressureTests {
     static let isRoot = getuid() == 0
@@ -30,7 +30,7 @@ struct RelayBackpressureTests {
         try config.write(toFile: dir.path("config.yaml"), atomically: true, encoding: .utf8)
         let trace = dir.path("strace.txt")
         let gateway = try BackgroundProcess("ip", ["netns", "exec", namespace, "strace", "-f", "-qq", "-s", "0",
-                                                   "-e", "trace=accept4,connect,sendto", "-o", trace,
+                                                   "-e", "trace=accept4,connect,sendto,epoll_wait,epoll_pwait", "-o", trace,
                                                    Repo.corridorBinary.path, "run", "--config", dir.path("config.yaml"), "--workers", "1"])
         // The gateway goes first: strace then exits with its tracee. Killed first itself, strace
         // leaves a zombie that Foundation's Process does not see exit while the gateway lives.
@@ -63,11 +63,18 @@ struct RelayBackpressureTests {
         #expect(record["bytesDown"] as? Int == 262_144, "\(record)")
         #expect(record["closeCause"] as? String == "completed", "\(record)")
 
+        // While both ends hold their reads, nothing is ready that the gateway may act on: a socket
+        // left watched for something it cannot act on would wake the gateway in a loop. Waits are
+        // counted from the trace: about 160 for this exchange on either plane, over 11,000 when the
+        // client's socket stays watched for reads while its direction is full.
+        let lines = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
+        let waits = lines.filter { $0.contains("epoll_wait(") || $0.contains("epoll_pwait(") }.count
+        #expect(waits < 2_000, "the gateway woke \(waits) times for one connection: a readiness it does not act on")
+
         // The splice plane's copies go out with sendto(2): each of its two sockets must have taken
         // part of a send at least once. (The NIO plane writes with write(2) and writev(2), whose
         // partial writes are NIO's; there the bytes and the record above are the test.)
         guard testDataPlane == "Splice" else { return }
-        let lines = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
         let client = try #require(Self.descriptor(in: lines, of: "accept4(", port: nil), "no accept4 in the trace")
         let upstream = try #require(Self.descriptor(in: lines, of: "connect(", port: Self.upstreamPort), "no connect in the trace")
         let partial = Self.partialSends(in: lines)
