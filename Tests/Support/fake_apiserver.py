@@ -21,7 +21,7 @@ Control API (plain HTTP on the control port, JSON in and out, no auth):
   POST   /compact            history up to the current RV is dropped; older RVs get 410
   POST   /expire-next-watch  the next watch request gets an in-band ERROR 410
   POST   /drop-watches       {"midEvent":bool} close every watch abruptly (no last chunk)
-  POST   /bookmark           a BOOKMARK now on every watch that allowed them
+  POST   /bookmark           a BOOKMARK now on every watch that allowed them; answers once written
   POST   /outage             {"on":bool} API port closes every connection at once while on
   POST   /tokens             {"tokens":[...]} replace the accepted bearer tokens
   POST   /split-chunks       {"size":N} watch bodies go out in N-byte chunks (0 = off)
@@ -231,6 +231,7 @@ class Watcher:
         self.cond = threading.Condition(store.lock)
         self.pending = []          # [(type, object)] not yet written
         self.want_bookmark = False  # set by POST /bookmark
+        self.bookmarks_written = 0  # BOOKMARKs this watch has written to its socket
         self.drop = None           # set by /drop-watches or /outage: {"midEvent": bool}
 
     def matches(self, plural, obj):
@@ -800,6 +801,9 @@ class APIHandler(BaseHTTPRequestHandler):
                 lines.append(dumps({"type": "BOOKMARK", "object": w.res.bookmark_object(bookmark)}))
             if lines:
                 self.write_events(lines)
+            if bookmark is not None:
+                with store.lock:
+                    w.bookmarks_written += 1
             if deadline is not None and now >= deadline:  # timeoutSeconds: clean end, no final event
                 self.write_chunk(b"")
                 return
@@ -900,12 +904,6 @@ class ControlHandler(BaseHTTPRequestHandler):
                 if key == ("POST", "/expire-next-watch"):
                     store.expire_next = True
                     return self.reply(200, {})
-                if key == ("POST", "/bookmark"):
-                    ws = [w for w in store.watchers if w.bookmarks]
-                    for w in ws:
-                        w.want_bookmark = True
-                        w.cond.notify()
-                    return self.reply(200, {"watches": len(ws)})
                 if key == ("POST", "/tokens"):
                     store.tokens = list(body.get("tokens") or [])
                     return self.reply(200, {"tokens": len(store.tokens)})
@@ -939,6 +937,8 @@ class ControlHandler(BaseHTTPRequestHandler):
             except (ValueError, TypeError, AttributeError, KeyError) as e:
                 return self.reply(400, {"error": str(e)})
         # Knobs that wait for the watch threads to act (outside the lock).
+        if key == ("POST", "/bookmark"):
+            return self.reply(200, {"watches": self.bookmark_all()})
         if key == ("POST", "/drop-watches"):
             return self.reply(200, {"dropped": self.drop_all({"midEvent": bool(body.get("midEvent"))})})
         if key == ("POST", "/outage"):
@@ -948,6 +948,23 @@ class ControlHandler(BaseHTTPRequestHandler):
         self.reply(404, {"error": f"unknown control endpoint {self.command} {path}"})
 
     do_GET = do_POST = do_DELETE = handle_any
+
+    def bookmark_all(self):
+        """Asks every watch that allows bookmarks for one and waits (up to 5 s) until each has
+        written it or ended: a control request that follows finds the bookmark on the wire."""
+        store = self.server.store
+        with store.lock:
+            ws = {w: w.bookmarks_written for w in store.watchers if w.bookmarks}
+            for w in ws:
+                w.want_bookmark = True
+                w.cond.notify()
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            with store.lock:
+                if all(w.bookmarks_written > n or w not in store.watchers for w, n in ws.items()):
+                    break
+            time.sleep(0.02)
+        return len(ws)
 
     def drop_all(self, how):
         """Asks every watch to close abruptly and waits (up to 5 s) until they have."""
