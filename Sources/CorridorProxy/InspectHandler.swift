@@ -24,6 +24,9 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var context: ChannelHandlerContext?
     private var epoch = (clock: ContinuousClock.now, loop: NIODeadline.uptimeNanoseconds(0))
     private var timer: (at: ContinuousClock.Instant, task: Scheduled<Void>)?
+    /// The upstream channel of the dial in progress: closed when the machine gives it up (its
+    /// deadline passed, or the connection ended), not left to the bootstrap's own timeout.
+    private var dialling: (attempt: Int, channel: any Channel)?
     /// Where this loop's ``LoopConnections`` keeps this handler until the relay starts.
     var tableSlot = -1
 
@@ -110,6 +113,7 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .close:
             upstream?.close(promise: nil)
             leave(context)
+            abandonDial()
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
@@ -138,19 +142,30 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func dial(_ target: SocketAddress, attempt: Int, context: ChannelHandlerContext) {
+        abandonDial()
         // The machine's deadline ends an attempt; the bootstrap's own timeout is only a backstop.
         let timeout = machine!.snapshot.gateway.limits.connectTimeout + .seconds(1)
-        proxy.bootstraps(for: context.eventLoop).bootstrap(connectTimeout: timeout).connect(to: target)
-            .assumeIsolated().whenComplete { result in
-                switch result {
-                case .success(let channel):
-                    guard self.machine != nil else { return channel.close(promise: nil) }
-                    self.apply(self.machine!.connected(attempt: attempt, now: self.now(context)), context: context, upstream: channel)
-                case .failure(let error):
-                    guard self.machine != nil else { return }
-                    self.apply(self.machine!.connectFailed(attempt: attempt, "\(error)", now: self.now(context)), context: context)
-                }
+        let (channel, connected) = proxy.bootstraps(for: context.eventLoop).dial(target, connectTimeout: timeout)
+        dialling = channel.map { (attempt, $0) }
+        connected.assumeIsolated().whenComplete { result in
+            if self.dialling?.attempt == attempt { self.dialling = nil }
+            switch result {
+            case .success(let channel):
+                guard self.machine != nil else { return channel.close(promise: nil) }
+                self.apply(self.machine!.connected(attempt: attempt, now: self.now(context)), context: context, upstream: channel)
+            case .failure(let error):
+                guard self.machine != nil else { return }
+                self.apply(self.machine!.connectFailed(attempt: attempt, "\(error)", now: self.now(context)), context: context)
             }
+        }
+    }
+
+    /// Closes the channel of a dial the machine no longer waits for; its connect fails, and the
+    /// machine ignores an attempt it gave up.
+    private func abandonDial() {
+        guard let dialling else { return }
+        self.dialling = nil
+        dialling.channel.close(promise: nil)
     }
 
     /// The machine is done here: no timer, out of the loop's table.

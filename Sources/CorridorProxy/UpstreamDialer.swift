@@ -83,8 +83,7 @@ struct UpstreamDialer {
         }
         let started = ContinuousClock.now
         let metrics = context.metrics
-        return context.bootstraps(for: eventLoop).bootstrap(connectTimeout: snapshot.gateway.limits.connectTimeout)
-            .connect(to: target)
+        return context.bootstraps(for: eventLoop).dial(target, connectTimeout: snapshot.gateway.limits.connectTimeout).connected
             .map { channel in
                 metrics.upstreamConnected(after: ContinuousClock.now - started)
                 return Connected(channel: channel, address: target)
@@ -105,17 +104,34 @@ struct UpstreamDialer {
 final class UpstreamBootstraps {
     private let eventLoop: any EventLoop
     private var cached: (timeout: Duration, bootstrap: ClientBootstrap)?
+    /// The channel the bootstrap's initializer was last given: on its own event loop, NIO sets a
+    /// new channel up inside `connect(to:)`, before the connect starts.
+    private let initialized: NIOLoopBoundBox<(any Channel)?>
 
     init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
+        initialized = NIOLoopBoundBox(nil, eventLoop: eventLoop)
     }
 
-    func bootstrap(connectTimeout timeout: Duration) -> ClientBootstrap {
+    /// Dials `target`: the channel being connected, which its owner closes when it gives the
+    /// attempt up (nil if NIO did not set it up at once), and the connection's future.
+    func dial(_ target: SocketAddress, connectTimeout timeout: Duration) -> (channel: (any Channel)?, connected: EventLoopFuture<any Channel>) {
+        let bootstrap = bootstrap(connectTimeout: timeout)
+        initialized.value = nil
+        let connected = bootstrap.connect(to: target)
+        defer { initialized.value = nil }
+        return (initialized.value, connected)
+    }
+
+    private func bootstrap(connectTimeout timeout: Duration) -> ClientBootstrap {
         if let cached, cached.timeout == timeout { return cached.bootstrap }
         // TCP_NODELAY is a ClientBootstrap default; the rest is set in the initializer.
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(.nanoseconds(timeout.nanoseconds))
-            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try RelayBuffers.configure(channel, relayed: true) } }
+            .channelInitializer { [initialized] channel in
+                initialized.value = channel
+                return channel.eventLoop.makeCompletedFuture { try RelayBuffers.configure(channel, relayed: true) }
+            }
         cached = (timeout, bootstrap)
         return bootstrap
     }

@@ -360,6 +360,59 @@ struct PassthroughTests {
         #expect(record["closeCause"] as? String == "completed", "\(record)")
     }
 
+    @Test func aDialWhoseClientLeftIsClosedAtOnce() async throws {
+        // The upstream's accept queue is full, so the gateway's dial stays in SYN-SENT; the
+        // connect timeout is a minute. The client resets its connection: its dial must go with it,
+        // not live on until the timeout (that would let clients that come and go hold sockets
+        // beyond the connection limits). A client that only closes its side may still read, so
+        // that dial goes on.
+        let (listener, port, filler) = try Self.fullAcceptQueue()
+        defer {
+            close(filler)
+            close(listener)
+        }
+        let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 60s}", extra: """
+            ---
+            apiVersion: corridor.dev/v1alpha1
+            kind: ExternalService
+            metadata: {name: slow}
+            spec:
+              hosts: [evil.test]
+              ports: [{number: \(port), protocol: TLS}]
+              access: All
+            """)
+        defer { Task { await h.stop() } }
+        func dialsInProgress() -> Int? {
+            guard let result = try? runCommand("ss", ["-Htn", "state", "syn-sent", "( dport = :\(port) )"]), result.status == 0 else { return nil }
+            return result.stdout.split(separator: "\n").count
+        }
+        let client = try BackgroundProcess("python3", ["-c", """
+            import socket, ssl, struct, sys
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = ctx.wrap_bio(incoming, outgoing, server_hostname="evil.test")
+            try:
+                tls.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+            s.sendall(outgoing.read())
+            sys.stdin.read()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+            """, "\(h.tlsPort)"], withStdin: true)
+        #expect(await eventually { dialsInProgress() == 1 }, "the gateway's dial never started: \(client.stderrText)")
+        client.closeStdin()
+        #expect(client.waitForExit(timeout: 10) == 0, "\(client.stderrText)")
+        #expect(await eventually(timeout: 15) { dialsInProgress() == 0 }, "the dial outlived its client")
+        let record = try #require(h.record { $0["sni"] as? String == "evil.test" })
+        // Reset by its client, allowed by the policy: the record says both.
+        #expect(record["decision"] as? String == "allow", "\(record)")
+        #expect(record["closeCause"] as? String == "client_error", "\(record)")
+        #expect((record["reason"] as? String)?.contains("; client connection error: ") == true, "\(record)")
+    }
+
     /// A listener on 127.0.0.1 whose accept queue is full (backlog 0, the `filler` connection
     /// waiting in it): the kernel drops further SYNs, so a connect to `port` hangs until the
     /// filler is accepted.

@@ -238,6 +238,23 @@ struct ConnectionStateMachineTests {
         }
     }
 
+    @Test func aClientFailingWhileDiallingKeepsTheDecisionAndSaysWhatFailed() throws {
+        try withMachineHarness { harness in
+            var m = try machine(harness)
+            _ = m.start(now: t0, originalDestination: nil)
+            _ = m.received(ByteBuffer(bytes: hello), now: t0)
+            guard case .connect(_, let attempt) = m.resolved(.success(try ips("10.9.0.5")), now: t0).next else { Issue.record("no dial"); return }
+            #expect(isClose(m.clientFailed("Connection reset by peer")))
+            #expect(isDiscard(m.connected(attempt: attempt, now: t0)), "the dial that answers late is closed")
+            let record = try harness.onlyRecord()
+            #expect(record.string(LogKey.closeCause) == "client_error")
+            #expect(record.string(LogKey.decision) == "allow")
+            #expect(record.string(LogKey.reason)?.hasSuffix("; client connection error: Connection reset by peer") == true,
+                    "\(record.string(LogKey.reason) ?? "no reason")")
+            #expect(harness.proxy.openConnections == 0)
+        }
+    }
+
     @Test func shutdownEndsEveryPhaseWithCauseShutdown() throws {
         try withMachineHarness { harness in
             var reading = try machine(harness, port: 40_001)

@@ -528,8 +528,13 @@ struct ConnectionStateMachine {
     /// The client's socket failed before the relay.
     mutating func clientFailed(_ error: String) -> Action {
         switch phase {
-        case .readingConnectHead, .readingClientHello, .resolving, .connecting:
+        case .readingConnectHead, .readingClientHello:
             return finish(.clientError, reason: "client connection error: \(error)")
+        case .resolving, .connecting:
+            // Decided already: the record keeps the decision (an allowed connection whose client
+            // failed is no denial), with the cause and what failed.
+            record.decision?.reason += "; client connection error: \(error)"
+            return finish(.clientError, reason: nil)
         case .closed, .handedOver:
             return .wait
         case .new, .relaying:
