@@ -174,7 +174,14 @@ struct OperationsTests {
         defer { close(halfHello); close(halfHead) }
         _ = [UInt8]([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).withUnsafeBytes { send(halfHello, $0.baseAddress, $0.count, 0) }
         _ = Array("CONNECT api.allowed".utf8).withUnsafeBytes { send(halfHead, $0.baseAddress, $0.count, 0) }
-        try await Task.sleep(for: .milliseconds(300))
+        // All four are the gateway's (accepted, reading) before it is told to stop.
+        let admin = try #require(ports["admin"])
+        func open() -> Double? {
+            let metrics = (try? runCommand("curl", ["-sS", "--max-time", "10", "http://127.0.0.1:\(admin)/metrics"]))?.stdout ?? ""
+            return metrics.split(separator: "\n").first { $0.hasPrefix("corridor_active_connections ") }
+                .flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        #expect(await eventually { open() == 4 }, "four connections open: \(open().map { "\($0)" } ?? "no gauge")")
         gateway.signal(SIGTERM)
         #expect(gateway.waitForExit(timeout: 20) == 0)
         let records = log.records()
