@@ -5,9 +5,10 @@ import Testing
 /// log on a full file system or renamed or removed under the gateway, rotation with SIGUSR1.
 @Suite(.serialized, .timeLimit(.minutes(3)))
 struct FaultTests {
-    /// Opens `count` TCP connections from `source` to `port` that send nothing, and keeps them
-    /// open until the returned process's stdin closes. It prints how many the gateway closed at
-    /// once (within a second) after opening them all.
+    /// Opens `count` TCP connections from `source` to `port` that send nothing (printing `OPEN`
+    /// once they are), and keeps them open until the returned process's stdin closes. Told a
+    /// number on stdin, it waits (up to 10 s) until the gateway has closed that many and prints
+    /// how many it has closed: `CLOSED N`.
     static func holdConnections(_ count: Int, from source: String, to port: Int) throws -> BackgroundProcess {
         try BackgroundProcess("python3", ["-c", """
             import socket, sys, select, time
@@ -18,13 +19,17 @@ struct FaultTests {
                 s.connect(("127.0.0.1", int(sys.argv[3])))
                 held.append(s)
                 time.sleep(0.05)
-            time.sleep(1)
-            closed = 0
-            for s in held:
-                r, _, _ = select.select([s], [], [], 0)
-                if r and s.recv(1) == b"":
-                    closed += 1
-            print("CLOSED", closed, flush=True)
+            print("OPEN", flush=True)
+            expected = int(sys.stdin.readline())
+            deadline, closed = time.monotonic() + 10, set()
+            while True:
+                for s in held:
+                    if s not in closed and select.select([s], [], [], 0)[0] and s.recv(1) == b"":
+                        closed.add(s)
+                if len(closed) >= expected or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+            print("CLOSED", len(closed), flush=True)
             sys.stdin.read()
             """, "\(count)", source, "\(port)"], withStdin: true)
     }
@@ -65,11 +70,17 @@ struct FaultTests {
                     except BlockingIOError:
                         pass
                     held.append(s)
-            time.sleep(3)
+            print("OPEN", flush=True)
+            expected = int(sys.stdin.readline())
             poller = select.poll()  # select() stops at descriptor 1024
             for s in held:
                 poller.register(s, select.POLLIN)
-            closed = [fd for fd, _ in poller.poll(0)]
+            deadline = time.monotonic() + 10
+            while True:
+                closed = [fd for fd, _ in poller.poll(0)]
+                if len(closed) >= expected or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
             print("CLOSED", len(closed), flush=True)
             sys.stdin.readline()
             for s in held[:300]:
@@ -77,10 +88,14 @@ struct FaultTests {
             print("RELEASED", flush=True)
             sys.stdin.read()
             """, "\(h.tlsPort)", "\(h.connectPort)"], withStdin: true)
-        #expect(await eventually(timeout: 60) { flood.stdoutText.contains("CLOSED") })
+        #expect(await eventually(timeout: 60) { flood.stdoutText.contains("OPEN") }, "\(flood.stderrText)")
+        // The gateway records a refusal, then closes the connection: the client counts the closes
+        // once the records are there.
+        #expect(await eventually(timeout: 60) { records().filter { $0["closeCause"] as? String == "connection_limit" }.count == 500 })
+        flood.write("500\n")
+        #expect(await eventually(timeout: 30) { flood.stdoutText.contains("CLOSED") })
         let closed = flood.stdoutText.split(separator: "\n").first { $0.hasPrefix("CLOSED") }.flatMap { Int($0.split(separator: " ")[1]) } ?? 0
         #expect(closed == 500, "2,000 clients, 1,500 slots: \(flood.stdoutText)")
-        #expect(await eventually(timeout: 20) { records().filter { $0["closeCause"] as? String == "connection_limit" }.count == 500 })
         let metrics = try runCommand("curl", ["-sS", "--max-time", "10", "http://127.0.0.1:\(h.adminPort)/metrics"]).stdout
         #expect(metrics.contains(#"corridor_connections_closed_total{cause="connection_limit"} 500"#), "\(metrics.prefix(300))")
         // Full: a real client is refused too.
@@ -103,17 +118,24 @@ struct FaultTests {
         defer { Task { await h.stop() } }
         for port in [h.tlsPort, h.connectPort] {
             // Five idle connections from 127.0.0.1: three are held, two are refused at once.
+            let refusedBefore = h.records().filter { ($0["closeCause"] as? String) == "source_connection_limit" }.count
             let greedy = try Self.holdConnections(5, from: "127.0.0.1", to: port)
+            #expect(await eventually(timeout: 15) { greedy.stdoutText.contains("OPEN") })
+            #expect(await eventually(timeout: 15) { h.gateway.proxy.openConnections == 3 }, "three held")
+            greedy.write("2\n")
             #expect(await eventually(timeout: 15) { greedy.stdoutText.contains("CLOSED") })
             #expect(greedy.stdoutText.contains("CLOSED 2"), "\(greedy.stdoutText)")
             let refused = h.records().filter { ($0["closeCause"] as? String) == "source_connection_limit" }
-            #expect(refused.count >= 2)
+            #expect(refused.count == refusedBefore + 2)
             let reason = refused.first?["reason"] as? String ?? ""
             #expect(reason.contains("this source already has 3 open connections (spec.limits.maxConnectionsPerSource)"), "\(reason)")
             #expect((refused.first?["hint"] as? String)?.contains("maxConnectionsPerSource") == true)
 
             // Another source is still served while 127.0.0.1 holds its three.
             let other = try Self.holdConnections(1, from: "127.0.0.3", to: port)
+            #expect(await eventually(timeout: 15) { other.stdoutText.contains("OPEN") })
+            #expect(await eventually(timeout: 15) { h.gateway.proxy.openConnections == 4 }, "the other source's held too")
+            other.write("0\n")
             #expect(await eventually(timeout: 15) { other.stdoutText.contains("CLOSED") })
             #expect(other.stdoutText.contains("CLOSED 0"), "\(other.stdoutText)")
             other.closeStdin()
@@ -274,7 +296,8 @@ struct FaultTests {
                     except BlockingIOError:
                         pass
                     held.append(s)
-            time.sleep(1.5)
+            print("OPEN", flush=True)
+            sys.stdin.readline()
             def cpu():
                 fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
                 return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -283,6 +306,10 @@ struct FaultTests {
             print("CPU", cpu() - before, flush=True)
             sys.stdin.read()
             """, "\(gateway.process.processIdentifier)", "\(tls)", "\(connect)", "\(admin)"], withStdin: true)
+        // The window opens once the gateway has run out of descriptors.
+        #expect(await eventually(timeout: 20) { flood.stdoutText.contains("OPEN") })
+        #expect(await eventually(timeout: 20) { gateway.stderrText.contains("Too many open files") }, "\(gateway.stderrText.suffix(2000))")
+        flood.write("\n")
         #expect(await eventually(timeout: 20) { flood.stdoutText.contains("CPU") })
         let cpu = flood.stdoutText.split(separator: " ").last.flatMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 99
         // A listener spinning on accept burns a whole core (3 s of CPU in 3 s); backing off, a
