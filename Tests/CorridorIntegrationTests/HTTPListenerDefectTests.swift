@@ -91,7 +91,13 @@ struct HTTPListenerDefectTests {
         defer { Task { await h.stop() } }
         let first = try h.curlOriginForm(path: path, host: "billing.example.test")
         #expect(first.status == 200 && first.body == "ok \(path)\n", "\(first)")
-        try await Task.sleep(for: .milliseconds(500))
+        // Sent before the unwanted response arrives, a request on that connection would get it as
+        // its answer: no gateway can tell. The test goes on once the gateway has dropped the
+        // connection (none of its sockets to the upstream is established any more).
+        #expect(await eventually {
+            (try? runCommand("ss", ["-Htn", "state", "established", "( dport = :\(h.upstream.port) )"]))
+                .map { $0.status == 0 && $0.stdout.isEmpty } ?? false
+        }, "the connection that carried an unwanted response is still pooled")
         for n in 1...3 {
             let next = try h.curlOriginForm(path: "/next\(n)", host: "billing.example.test")
             #expect(next.status == 200 && next.body == "ok /next\(n)\n", "\(next)")

@@ -324,11 +324,15 @@ struct PassthroughTests {
             s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
             s.sendall(hello)
             print("HELLO", len(hello), flush=True)
-            time.sleep(0.3)
+            sys.stdin.readline()
             s.sendall(b"after-the-hello")
             print("MORE", flush=True)
             print("END", repr(s.recv(100)), flush=True)
-            """, "\(h.tlsPort)"])
+            """, "\(h.tlsPort)"], withStdin: true)
+        // The rest goes once the gateway is dialling (its SYN waits in SYN-SENT), so it cannot
+        // arrive with the hello.
+        #expect(await eventually { Self.dialsInProgress(to: port) == 1 }, "the gateway never dialled: \(client.stderrText)")
+        client.write("\n")
         #expect(await eventually { client.stdoutText.contains("MORE") }, "\(client.stdoutText)\(client.stderrText)")
         let helloLength = try #require(client.stdoutText.split(separator: "\n").first.flatMap { Int($0.split(separator: " ").last ?? "") })
         // Let the gateway's socket hold those bytes a moment, then make room: the next SYN gets in.
@@ -382,10 +386,6 @@ struct PassthroughTests {
               access: All
             """)
         defer { Task { await h.stop() } }
-        func dialsInProgress() -> Int? {
-            guard let result = try? runCommand("ss", ["-Htn", "state", "syn-sent", "( dport = :\(port) )"]), result.status == 0 else { return nil }
-            return result.stdout.split(separator: "\n").count
-        }
         let client = try BackgroundProcess("python3", ["-c", """
             import socket, ssl, struct, sys
             ctx = ssl.create_default_context()
@@ -402,15 +402,21 @@ struct PassthroughTests {
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             s.close()
             """, "\(h.tlsPort)"], withStdin: true)
-        #expect(await eventually { dialsInProgress() == 1 }, "the gateway's dial never started: \(client.stderrText)")
+        #expect(await eventually { Self.dialsInProgress(to: port) == 1 }, "the gateway's dial never started: \(client.stderrText)")
         client.closeStdin()
         #expect(client.waitForExit(timeout: 10) == 0, "\(client.stderrText)")
-        #expect(await eventually(timeout: 15) { dialsInProgress() == 0 }, "the dial outlived its client")
+        #expect(await eventually(timeout: 15) { Self.dialsInProgress(to: port) == 0 }, "the dial outlived its client")
         let record = try #require(h.record { $0["sni"] as? String == "evil.test" })
         // Reset by its client, allowed by the policy: the record says both.
         #expect(record["decision"] as? String == "allow", "\(record)")
         #expect(record["closeCause"] as? String == "client_error", "\(record)")
         #expect((record["reason"] as? String)?.contains("; client connection error: ") == true, "\(record)")
+    }
+
+    /// How many connections to `port` are in SYN-SENT (`ss`): dials waiting on a full accept queue.
+    private static func dialsInProgress(to port: Int) -> Int? {
+        guard let result = try? runCommand("ss", ["-Htn", "state", "syn-sent", "( dport = :\(port) )"]), result.status == 0 else { return nil }
+        return result.stdout.split(separator: "\n").count
     }
 
     /// A listener on 127.0.0.1 whose accept queue is full (backlog 0, the `filler` connection
