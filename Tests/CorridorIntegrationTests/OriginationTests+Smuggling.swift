@@ -81,7 +81,7 @@ struct OriginationSmugglingTests {
         def lines():
             with open(log, "rb") as f:
                 return f.read().count(b"\\n")
-        def attempt(n):
+        def attempt(n, wait=1.0):
             before = lines()
             s = socket.socket()
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -93,7 +93,7 @@ struct OriginationSmugglingTests {
             s.sendall(request)
             if ending == "halfClose":
                 s.shutdown(socket.SHUT_WR)
-            deadline, seen = time.time() + 1.0, False
+            deadline, seen = time.time() + wait, False
             while time.time() < deadline and not seen:
                 seen = lines() >= before + records
                 time.sleep(0.01)
@@ -110,10 +110,15 @@ struct OriginationSmugglingTests {
                 whole = whole and bytes(buf[head_end + n:]).startswith(b"HTTP/1.1 403")
             if not whole:
                 print("CUT", n, len(buf) - head_end)
-            time.sleep(0.2)  # the records of this attempt are written before the next one counts
+            # This attempt's records are all written before the next one counts lines.
+            deadline = time.time() + 10
+            while lines() < before + records and time.time() < deadline:
+                time.sleep(0.01)
             return seen
         lo, hi = 64 << 10, 32 << 20
-        if not attempt(lo) or attempt(hi):
+        # The lower bracket must be seen: it gets longer to show, on a slow machine. A bisection
+        # step missed only makes the bracket tighter below, which still checks every response.
+        if not attempt(lo, wait=10.0) or attempt(hi):
             print("NO-BRACKET")
         while hi - lo > 8192:
             mid = (lo + hi) // 2
@@ -138,7 +143,10 @@ struct OriginationSmugglingTests {
         defer { Task { await h.stop() } }
         let script = readToEndScript(timeout: 5, send: """
         s.sendall(b"POST /early-partial HTTP/1.1\\r\\nHost: billing.example.test\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n5\\r\\nhello\\r\\n")
-        time.sleep(0.5)
+        while b"12345" not in buf:  # the response is going out (the upstream holds its rest for 1 s)
+            chunk = s.recv(65536)
+            if not chunk: break
+            buf += chunk
         s.sendall(b"zz\\r\\n")
         """)
         let result = try runCommand("python3", ["-c", script, "\(h.httpPort)"], timeout: 30)
@@ -185,8 +193,8 @@ private func readToEndScript(timeout: Int, send: String) -> String {
     """
     import socket, sys, time
     s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=\(timeout))
-    \(send)
     buf = b""
+    \(send)
     try:
         while True:
             chunk = s.recv(65536)
