@@ -61,6 +61,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     private var origination: OriginationContexts
     private let countsConnection: Bool
     private var state = State.idle
+    /// Gives up the dial in progress when the client leaves before it answers.
+    private var dialCancellation: UpstreamDialer.Cancellation?
     private var exchange: Exchange?
     private var context: ChannelHandlerContext?
     /// The client's address, read once; its identity is looked up per request.
@@ -334,10 +336,13 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
 
     /// Dials a new upstream connection for the current request.
     private func dial(context: ChannelHandlerContext, route: Route) {
-        let dialer = UpstreamDialer(context: proxy, snapshot: snapshot, eventLoop: context.eventLoop)
+        let cancellation = UpstreamDialer.Cancellation(eventLoop: context.eventLoop)
+        dialCancellation = cancellation
+        let dialer = UpstreamDialer(context: proxy, snapshot: snapshot, eventLoop: context.eventLoop, cancellation: cancellation)
         UpstreamPool.connect(key: route.key, host: route.host, originate: route.originate, context: route.sslContext, port: route.port,
                              serviceAddresses: route.serviceAddresses, dialer: dialer)
             .hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
+                if self.dialCancellation === cancellation { self.dialCancellation = nil }
                 guard case .connecting = self.state else {
                     if case .success(let connection) = result { connection.channel.close(promise: nil) }
                     return
@@ -794,6 +799,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         if exchange != nil { finishExchange(cause: .clientError) }
         recordIfNoRequest(context: context, .clientClosedEarly, reason: "the client closed before sending a complete request head")
         state = .closed
+        // After the state says closed: the dial's failure, which may come at once, is then ignored.
+        dialCancellation?.cancel()
+        dialCancellation = nil
         context.fireChannelInactive()
     }
 

@@ -19,12 +19,40 @@ struct UpstreamDialer {
         var address: SocketAddress
     }
 
+    /// Lets a dial's owner give it up (its client left): the channel being connected (or its TLS
+    /// handshake) is closed, and no further address is tried. Used on the dial's event loop.
+    final class Cancellation: Sendable {
+        private let state: NIOLoopBoundBox<(cancelled: Bool, channel: (any Channel)?)>
+
+        init(eventLoop: any EventLoop) {
+            state = NIOLoopBoundBox((false, nil), eventLoop: eventLoop)
+        }
+
+        var isCancelled: Bool { state.value.cancelled }
+
+        func cancel() {
+            let channel = state.value.channel
+            state.value = (true, nil)
+            channel?.close(promise: nil)
+        }
+
+        /// The channel of the attempt now in progress; closed at once if the dial was given up.
+        fileprivate func track(_ channel: (any Channel)?) {
+            if state.value.cancelled {
+                channel?.close(promise: nil)
+            } else {
+                state.value.channel = channel
+            }
+        }
+    }
+
     /// At most this many resolved addresses are tried, each with the connect timeout.
     static let maxAttempts = 4
 
     let context: ProxyContext
     let snapshot: PolicySnapshot
     let eventLoop: any EventLoop
+    var cancellation: Cancellation? = nil
 
     func connect(host: String, port: Int, serviceAddresses: [CIDR]) -> EventLoopFuture<Connected> {
         context.resolver.resolve(host, snapshot: snapshot, on: eventLoop)
@@ -74,6 +102,9 @@ struct UpstreamDialer {
     }
 
     private func attempt(_ addresses: [IPAddress], port: Int, lastError: Failure?) -> EventLoopFuture<Connected> {
+        if cancellation?.isCancelled == true {
+            return eventLoop.makeFailedFuture(Failure.connectFailed("the dial was given up", timedOut: false))
+        }
         guard let address = addresses.first else {
             return eventLoop.makeFailedFuture(lastError ?? Failure.connectFailed("no address to try", timedOut: false))
         }
@@ -83,7 +114,9 @@ struct UpstreamDialer {
         }
         let started = ContinuousClock.now
         let metrics = context.metrics
-        return context.bootstraps(for: eventLoop).dial(target, connectTimeout: snapshot.gateway.limits.connectTimeout).connected
+        let (channel, connected) = context.bootstraps(for: eventLoop).dial(target, connectTimeout: snapshot.gateway.limits.connectTimeout)
+        cancellation?.track(channel)
+        return connected
             .map { channel in
                 metrics.upstreamConnected(after: ContinuousClock.now - started)
                 return Connected(channel: channel, address: target)

@@ -105,6 +105,32 @@ struct HTTPListenerDefectTests {
         #expect(h.upstream.requests.map { $0["path"] as? String ?? "" } == [path, "/next1", "/next2", "/next3"])
     }
 
+    /// A client that resets its connection while its upstream is being dialled takes the dial
+    /// with it: the gateway does not keep a socket for it until the connect timeout.
+    @Test func aDialWhoseClientLeftIsClosedAtOnce() async throws {
+        let queue = try FullAcceptQueue()
+        defer { queue.close() }
+        let h = try await OriginationHarness(gatewayExtra: "  limits: {connectTimeout: 60s}", configure: { originate, _ in
+            originate.port = queue.port
+        })
+        defer { Task { await h.stop() } }
+        let client = try BackgroundProcess("python3", ["-c", """
+            import socket, struct, sys
+            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+            s.sendall(b"GET /slow HTTP/1.1\\r\\nHost: billing.example.test\\r\\n\\r\\n")
+            sys.stdin.readline()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+            """, "\(h.httpPort)"], withStdin: true)
+        #expect(await eventually { queue.dialsInProgress == 1 }, "the gateway never dialled: \(client.stderrText)")
+        client.write("\n")
+        #expect(client.waitForExit(timeout: 10) == 0, "\(client.stderrText)")
+        #expect(await eventually(timeout: 15) { queue.dialsInProgress == 0 }, "the dial outlived its client")
+        let record = try #require(h.record { $0["path"] as? String == "/slow" })
+        #expect(record["decision"] as? String == "allow", "\(record)")
+        #expect(record["closeCause"] as? String == "client_error", "\(record)")
+    }
+
     /// A pooled connection the upstream closes as a request arrives: an idempotent request without
     /// a body is sent again on a fresh connection; a POST with a body is not (it may have been served).
     @Test func aRequestThatMeetsADeadPooledConnectionIsRetriedWhenItIsSafe() async throws {

@@ -261,11 +261,8 @@ struct PassthroughTests {
     @Test func anUpstreamThatNeverAnswersTheConnectIsGivenUpAfterTheTimeout() async throws {
         // A connect to a full accept queue hangs. evil.test resolves to 127.0.0.1 and is opened to
         // all on that port.
-        let (blackhole, port, filler) = try Self.fullAcceptQueue()
-        defer {
-            close(filler)
-            close(blackhole)
-        }
+        let queue = try FullAcceptQueue(), port = queue.port
+        defer { queue.close() }
         let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 1s}", extra: """
             ---
             apiVersion: corridor.dev/v1alpha1
@@ -294,11 +291,8 @@ struct PassthroughTests {
         // Meanwhile the client sends more after its ClientHello. Then the queue is emptied: the
         // dial completes, and the upstream must get the hello and those bytes, in order. (The
         // splice plane leaves them in the socket until the relay; the NIO plane reads and keeps them.)
-        let (listener, port, filler) = try Self.fullAcceptQueue()
-        defer {
-            close(filler)
-            close(listener)
-        }
+        let queue = try FullAcceptQueue(), port = queue.port, listener = queue.listener
+        defer { queue.close() }
         let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 8s}", extra: """
             ---
             apiVersion: corridor.dev/v1alpha1
@@ -331,7 +325,7 @@ struct PassthroughTests {
             """, "\(h.tlsPort)"], withStdin: true)
         // The rest goes once the gateway is dialling (its SYN waits in SYN-SENT), so it cannot
         // arrive with the hello.
-        #expect(await eventually { Self.dialsInProgress(to: port) == 1 }, "the gateway never dialled: \(client.stderrText)")
+        #expect(await eventually { queue.dialsInProgress == 1 }, "the gateway never dialled: \(client.stderrText)")
         client.write("\n")
         #expect(await eventually { client.stdoutText.contains("MORE") }, "\(client.stdoutText)\(client.stderrText)")
         let helloLength = try #require(client.stdoutText.split(separator: "\n").first.flatMap { Int($0.split(separator: " ").last ?? "") })
@@ -370,11 +364,8 @@ struct PassthroughTests {
         // not live on until the timeout (that would let clients that come and go hold sockets
         // beyond the connection limits). A client that only closes its side may still read, so
         // that dial goes on.
-        let (listener, port, filler) = try Self.fullAcceptQueue()
-        defer {
-            close(filler)
-            close(listener)
-        }
+        let queue = try FullAcceptQueue(), port = queue.port
+        defer { queue.close() }
         let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 60s}", extra: """
             ---
             apiVersion: corridor.dev/v1alpha1
@@ -402,48 +393,15 @@ struct PassthroughTests {
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             s.close()
             """, "\(h.tlsPort)"], withStdin: true)
-        #expect(await eventually { Self.dialsInProgress(to: port) == 1 }, "the gateway's dial never started: \(client.stderrText)")
+        #expect(await eventually { queue.dialsInProgress == 1 }, "the gateway's dial never started: \(client.stderrText)")
         client.closeStdin()
         #expect(client.waitForExit(timeout: 10) == 0, "\(client.stderrText)")
-        #expect(await eventually(timeout: 15) { Self.dialsInProgress(to: port) == 0 }, "the dial outlived its client")
+        #expect(await eventually(timeout: 15) { queue.dialsInProgress == 0 }, "the dial outlived its client")
         let record = try #require(h.record { $0["sni"] as? String == "evil.test" })
         // Reset by its client, allowed by the policy: the record says both.
         #expect(record["decision"] as? String == "allow", "\(record)")
         #expect(record["closeCause"] as? String == "client_error", "\(record)")
         #expect((record["reason"] as? String)?.contains("; client connection error: ") == true, "\(record)")
-    }
-
-    /// How many connections to `port` are in SYN-SENT (`ss`): dials waiting on a full accept queue.
-    private static func dialsInProgress(to port: Int) -> Int? {
-        guard let result = try? runCommand("ss", ["-Htn", "state", "syn-sent", "( dport = :\(port) )"]), result.status == 0 else { return nil }
-        return result.stdout.split(separator: "\n").count
-    }
-
-    /// A listener on 127.0.0.1 whose accept queue is full (backlog 0, the `filler` connection
-    /// waiting in it): the kernel drops further SYNs, so a connect to `port` hangs until the
-    /// filler is accepted.
-    private static func fullAcceptQueue() throws -> (listener: Int32, port: Int, filler: Int32) {
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let listening = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(listener, $0, length) == 0 && listen(listener, 0) == 0 && getsockname(listener, $0, &length) == 0
-            }
-        }
-        guard listening else {
-            close(listener)
-            throw TestError.failed("a listener on 127.0.0.1")
-        }
-        let port = Int(UInt16(bigEndian: address.sin_port))
-        do {
-            return (listener, port, try openRawConnection(port: port))
-        } catch {
-            close(listener)
-            throw error
-        }
     }
 
     @Test func manyConnectionsEndingEveryWayLeaveNoDescriptorOrBudgetBehind() async throws {
