@@ -341,7 +341,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         let dialer = UpstreamDialer(context: proxy, snapshot: snapshot, eventLoop: context.eventLoop, cancellation: cancellation)
         UpstreamPool.connect(key: route.key, host: route.host, originate: route.originate, context: route.sslContext, port: route.port,
                              serviceAddresses: route.serviceAddresses, dialer: dialer)
-            .hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
+            .assumeIsolated().whenComplete { result in
                 if self.dialCancellation === cancellation { self.dialCancellation = nil }
                 guard case .connecting = self.state else {
                     if case .success(let connection) = result { connection.channel.close(promise: nil) }

@@ -46,7 +46,8 @@ enum OriginalDestination {
         func fetch<Address>(level: Int32, _ empty: Address) -> Address? {
             var address = empty
             var length = socklen_t(MemoryLayout<Address>.size)
-            return getsockopt(fd, level, optionName, &address, &length) == 0 ? address : nil
+            let status = withUnsafeMutableBytes(of: &address) { getsockopt(fd, level, optionName, $0.baseAddress, &length) }
+            return status == 0 ? address : nil
         }
         let found = peer.unmapped.isIPv4
             ? fetch(level: Int32(IPPROTO_IP), sockaddr_in()).map { SocketAddress($0, host: "") }

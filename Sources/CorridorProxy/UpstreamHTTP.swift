@@ -203,9 +203,15 @@ final class UpstreamPool {
     /// the same dialer as passthrough, then TLS with verification (or plain, where allowed).
     static func connect(key: Key, host: String, originate: ExternalService.OriginateTLS?, context sslContext: NIOSSLContext?,
                         port: Int, serviceAddresses: [CIDR], dialer: UpstreamDialer) -> EventLoopFuture<UpstreamHTTPConnection> {
+        // A connection is not Sendable: it is handed over on the dialer's event loop, the caller's.
         let eventLoop = dialer.eventLoop
-        return dialer.connect(host: host, port: port, serviceAddresses: serviceAddresses).flatMap { connected in
-            let channel = connected.channel
+        let promise = eventLoop.makePromise(of: UpstreamHTTPConnection.self)
+        dialer.connect(host: host, port: port, serviceAddresses: serviceAddresses).assumeIsolated().whenComplete { result in
+            let channel: any Channel
+            switch result {
+            case .success(let connected): channel = connected.channel
+            case .failure(let error): return promise.fail(error)
+            }
             let handshake: EventLoopPromise<Void>? = sslContext == nil ? nil : eventLoop.makePromise()
             let handler = UpstreamHTTPHandler(handshake: handshake)
             do {
@@ -218,18 +224,24 @@ final class UpstreamPool {
                 try sync.addHandler(handler)
             } catch {
                 channel.close(promise: nil)
-                return eventLoop.makeFailedFuture(error)
+                return promise.fail(error)
             }
             let connection = UpstreamHTTPConnection(channel: channel, key: key, handler: handler)
-            guard let handshake else { return eventLoop.makeSucceededFuture(connection) }
+            guard let handshake else { return promise.assumeIsolated().succeed(connection) }
             let timeout = dialer.snapshot.gateway.limits.connectTimeout
             let timer = eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
                 handshake.fail(UpstreamHTTPFailure.handshakeTimeout)
                 channel.close(promise: nil)
             }
-            handshake.futureResult.whenComplete { _ in timer.cancel() }
-            return handshake.futureResult.map { _ in connection }
+            handshake.futureResult.assumeIsolated().whenComplete { result in
+                timer.cancel()
+                switch result {
+                case .success: promise.assumeIsolated().succeed(connection)
+                case .failure(let error): promise.fail(error)
+                }
+            }
         }
+        return promise.futureResult
     }
 }
 
