@@ -59,8 +59,8 @@ struct ChromiumECHTests {
         for listener in ["connect", "tls"] {
             let record = h.record { $0["listener"] as? String == listener && $0["ech"] as? Bool == true }
             #expect(record?["decision"] as? String == "deny", "\(listener): \(String(describing: record))")
-            #expect((record?["reason"] as? String ?? "").contains("does not allow ECH: spec.tls.ech"))
-            #expect((record?["hint"] as? String ?? "").hasPrefix("set spec.tls.ech: Allow on ExternalService allowed-api"))
+            #expect((record?["reason"] as? String)?.contains("does not allow ECH: spec.tls.ech") == true)
+            #expect((record?["hint"] as? String)?.hasPrefix("set spec.tls.ech: Allow on ExternalService allowed-api") == true)
         }
         await h.stop()
 

@@ -28,7 +28,7 @@ struct HTTPListenerDefectTests {
         let denied = h.record { $0["path"] as? String == "/two" }
         #expect(denied?["decision"] as? String == "deny", "\(String(describing: denied))")
         #expect(denied?["policyGeneration"] as? Int == 2)
-        #expect((denied?["reason"] as? String ?? "").contains("is not granted to shop/sa:app"), "\(String(describing: denied))")
+        #expect((denied?["reason"] as? String)?.contains("is not granted to shop/sa:app") == true, "\(String(describing: denied))")
     }
 
     /// The identity is looked up per request too: the source's Workload changes between two

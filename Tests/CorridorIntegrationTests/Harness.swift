@@ -194,7 +194,7 @@ final class TLSUpstream: @unchecked Sendable {
 
     init(pki: TestPKI, dir: TempDir) throws {
         logPath = dir.path("upstream.log")
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let process = try BackgroundProcess("python3", [Repo.support.appendingPathComponent("tls_upstream.py").path,
                                                         "--cert", pki.serverCert, "--key", pki.serverKey, "--log", logPath])
         self.process = process

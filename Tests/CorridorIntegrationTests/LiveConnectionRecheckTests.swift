@@ -83,7 +83,7 @@ struct LiveConnectionRecheckTests {
         try h.api.delete("egresspolicies", namespace: "payments", name: "checkout-egress")
         #expect(await ended(first, timeout: 15), "the tunnel is still open")
         let revoked = h.record { $0["closeCause"] as? String == "policy_revoked" }
-        #expect((revoked?["reason"] as? String ?? "").contains("is not granted to payments/sa:checkout"), "\(String(describing: revoked))")
+        #expect((revoked?["reason"] as? String)?.contains("is not granted to payments/sa:checkout") == true, "\(String(describing: revoked))")
 
         try h.api.put(K8sObject.egressPolicy("payments", "checkout-egress", services: ["allowed-api"], matchLabels: ["app": "checkout"]))
         #expect(await eventually(timeout: 15) { (try? h.connect(from: "127.0.0.1").status) == 0 }, "the grant is back")

@@ -112,7 +112,7 @@ final class HTTPSUpstream: @unchecked Sendable {
 
     init(dir: TempDir, cert: String, key: String, clientCA: String? = nil, maxVersion: String? = nil, name: String = "upstream") throws {
         logPath = dir.path("\(name).log")
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         var arguments = [Repo.support.appendingPathComponent("https_upstream.py").path, "--cert", cert, "--key", key, "--log", logPath]
         if let clientCA { arguments += ["--client-ca", clientCA] }
         if let maxVersion { arguments += ["--max-version", maxVersion] }

@@ -18,7 +18,7 @@ import Testing
         let series = FlowTable.CounterKey.namespaceConnections(namespace: "n", decision: "allow")
         _ = table.closed(key, wasOpened: opened, up: up, down: down, why: .text(why), at: now,
                          series: { .init(connections: series, bytesUp: series, bytesDown: series, byNamespace: series) }) { _ in
-            Self.registry.makeCounter(name: "test_total")
+            Self.registry.makeCounter(descriptor: .init(metricName: "test_total", unitName: "", helpText: ""))
         }
     }
 
@@ -34,7 +34,7 @@ import Testing
                              byNamespace: .namespaceConnections(namespace: "payments", decision: "allow"))
             }) { series in
                 made.append(series)
-                return Self.registry.makeCounter(name: "flow_table_test_total", labels: [("series", "\(made.count)")])
+                return Self.registry.makeCounter(descriptor: .init(metricName: "flow_table_test_total", unitName: "", helpText: ""), labels: [("series", "\(made.count)")])
             }
         }
         let first = close(key("a.test"), service: "a")
