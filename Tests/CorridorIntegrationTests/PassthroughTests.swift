@@ -263,16 +263,7 @@ struct PassthroughTests {
         // all on that port.
         let queue = try FullAcceptQueue(), port = queue.port
         defer { queue.close() }
-        let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 1s}", extra: """
-            ---
-            apiVersion: corridor.dev/v1alpha1
-            kind: ExternalService
-            metadata: {name: silent}
-            spec:
-              hosts: [evil.test]
-              ports: [{number: \(port), protocol: TLS}]
-              access: All
-            """)
+        let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 1s}", extra: Self.unanswered("silent", port: port))
         defer { Task { await h.stop() } }
         let started = Date()
         let result = try runCommand("curl", ["-sS", "--max-time", "20", "-k",
@@ -293,28 +284,10 @@ struct PassthroughTests {
         // splice plane leaves them in the socket until the relay; the NIO plane reads and keeps them.)
         let queue = try FullAcceptQueue(), port = queue.port, listener = queue.listener
         defer { queue.close() }
-        let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 8s}", extra: """
-            ---
-            apiVersion: corridor.dev/v1alpha1
-            kind: ExternalService
-            metadata: {name: slow}
-            spec:
-              hosts: [evil.test]
-              ports: [{number: \(port), protocol: TLS}]
-              access: All
-            """)
+        let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 8s}", extra: Self.unanswered("slow", port: port))
         defer { Task { await h.stop() } }
-        let client = try BackgroundProcess("python3", ["-c", """
-            import socket, ssl, sys, time
-            ctx = ssl.create_default_context()
-            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-            tls = ctx.wrap_bio(incoming, outgoing, server_hostname="evil.test")
-            try:
-                tls.do_handshake()
-            except ssl.SSLWantReadError:
-                pass
-            hello = outgoing.read()
+        let client = try BackgroundProcess("python3", ["-c", Self.evilHello + """
+            import sys
             s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
             s.sendall(hello)
             print("HELLO", len(hello), flush=True)
@@ -366,29 +339,12 @@ struct PassthroughTests {
         // that dial goes on.
         let queue = try FullAcceptQueue(), port = queue.port
         defer { queue.close() }
-        let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 60s}", extra: """
-            ---
-            apiVersion: corridor.dev/v1alpha1
-            kind: ExternalService
-            metadata: {name: slow}
-            spec:
-              hosts: [evil.test]
-              ports: [{number: \(port), protocol: TLS}]
-              access: All
-            """)
+        let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 60s}", extra: Self.unanswered("slow", port: port))
         defer { Task { await h.stop() } }
-        let client = try BackgroundProcess("python3", ["-c", """
-            import socket, ssl, struct, sys
-            ctx = ssl.create_default_context()
-            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-            tls = ctx.wrap_bio(incoming, outgoing, server_hostname="evil.test")
-            try:
-                tls.do_handshake()
-            except ssl.SSLWantReadError:
-                pass
+        let client = try BackgroundProcess("python3", ["-c", Self.evilHello + """
+            import struct, sys
             s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
-            s.sendall(outgoing.read())
+            s.sendall(hello)
             sys.stdin.read()
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             s.close()
@@ -403,6 +359,35 @@ struct PassthroughTests {
         #expect(record["closeCause"] as? String == "client_error", "\(record)")
         #expect((record["reason"] as? String)?.contains("; client connection error: ") == true, "\(record)")
     }
+
+    /// An ExternalService `name` for evil.test on `port` (a ``FullAcceptQueue``'s), open to all.
+    private static func unanswered(_ name: String, port: Int) -> String {
+        """
+        ---
+        apiVersion: corridor.dev/v1alpha1
+        kind: ExternalService
+        metadata: {name: \(name)}
+        spec:
+          hosts: [evil.test]
+          ports: [{number: \(port), protocol: TLS}]
+          access: All
+        """
+    }
+
+    /// Python that leaves a real ClientHello for evil.test in `hello` (and imports `socket`).
+    private static let evilHello = """
+        import socket, ssl
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(incoming, outgoing, server_hostname="evil.test")
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        hello = outgoing.read()
+
+        """
 
     @Test func manyConnectionsEndingEveryWayLeaveNoDescriptorOrBudgetBehind() async throws {
         let h = try await GatewayHarness()
