@@ -607,6 +607,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         return true
     }
 
+    /// Gives up the dial of a request that no longer waits for it. Called once the state has left
+    /// `.connecting`: the dial's failure, which may come at once, is then ignored.
+    private func abandonDial() {
+        guard let dialling = dialCancellation else { return }
+        dialCancellation = nil
+        dialling.cancel()
+    }
+
     /// Closes the connection once what was written to the client has gone out (a plain close drops
     /// writes the socket has not taken yet: a slow reader would lose the tail of its response).
     /// The writes get `limits.idleTimeout` to go; a client that reads nothing is closed then.
@@ -678,6 +686,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         dropUpstream()
         let requestEnded = exchange?.requestEnded ?? true
         state = requestEnded ? .closed : .refusing
+        abandonDial()
         if !requestEnded { armHeadDeadline(context: context) }
         if let record = exchange?.record {
             record.httpStatus = Int(status.code)
@@ -799,9 +808,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         if exchange != nil { finishExchange(cause: .clientError) }
         recordIfNoRequest(context: context, .clientClosedEarly, reason: "the client closed before sending a complete request head")
         state = .closed
-        // After the state says closed: the dial's failure, which may come at once, is then ignored.
-        dialCancellation?.cancel()
-        dialCancellation = nil
+        abandonDial()
         context.fireChannelInactive()
     }
 

@@ -20,7 +20,8 @@ struct UpstreamDialer {
     }
 
     /// Lets a dial's owner give it up (its client left): the channel being connected (or its TLS
-    /// handshake) is closed, and no further address is tried. Used on the dial's event loop.
+    /// handshake) is closed, and no further address is tried. Once the connection is handed over
+    /// it is the owner's, and cancelling does nothing. Used on the dial's event loop.
     final class Cancellation: Sendable {
         private let state: NIOLoopBoundBox<(cancelled: Bool, channel: (any Channel)?)>
 
@@ -34,6 +35,11 @@ struct UpstreamDialer {
             let channel = state.value.channel
             state.value = (true, nil)
             channel?.close(promise: nil)
+        }
+
+        /// The dial succeeded and its connection goes to the owner: no longer the dial's to close.
+        func handedOver() {
+            state.value.channel = nil
         }
 
         /// The channel of the attempt now in progress; closed at once if the dial was given up.
@@ -147,7 +153,8 @@ final class UpstreamBootstraps {
     }
 
     /// Dials `target`: the channel being connected, which its owner closes when it gives the
-    /// attempt up (nil if NIO did not set it up at once), and the connection's future.
+    /// attempt up, and the connection's future. Called on the event loop (elsewhere the loop-bound
+    /// box traps); the channel is nil only if NIO could not make one (the future has failed then).
     func dial(_ target: SocketAddress, connectTimeout timeout: Duration) -> (channel: (any Channel)?, connected: EventLoopFuture<any Channel>) {
         let bootstrap = bootstrap(connectTimeout: timeout)
         initialized.value = nil

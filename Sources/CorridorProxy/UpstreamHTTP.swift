@@ -227,7 +227,10 @@ final class UpstreamPool {
                 return promise.fail(error)
             }
             let connection = UpstreamHTTPConnection(channel: channel, key: key, handler: handler)
-            guard let handshake else { return promise.assumeIsolated().succeed(connection) }
+            guard let handshake else {
+                dialer.cancellation?.handedOver()
+                return promise.assumeIsolated().succeed(connection)
+            }
             let timeout = dialer.snapshot.gateway.limits.connectTimeout
             let timer = eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
                 handshake.fail(UpstreamHTTPFailure.handshakeTimeout)
@@ -236,7 +239,9 @@ final class UpstreamPool {
             handshake.futureResult.assumeIsolated().whenComplete { result in
                 timer.cancel()
                 switch result {
-                case .success: promise.assumeIsolated().succeed(connection)
+                case .success:
+                    dialer.cancellation?.handedOver()
+                    promise.assumeIsolated().succeed(connection)
                 case .failure(let error): promise.fail(error)
                 }
             }

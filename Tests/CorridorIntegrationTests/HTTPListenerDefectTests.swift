@@ -131,6 +131,30 @@ struct HTTPListenerDefectTests {
         #expect(record["closeCause"] as? String == "client_error", "\(record)")
     }
 
+    /// A request refused while its upstream is being dialled (its body, read with the head, is
+    /// malformed) gives the dial up at once, though the connection lives on until the rest of the
+    /// request or the head deadline (a minute here).
+    @Test func aRequestRefusedWhileDiallingGivesUpTheDial() async throws {
+        let queue = try FullAcceptQueue()
+        defer { queue.close() }
+        let h = try await OriginationHarness(gatewayExtra: "  limits: {connectTimeout: 60s, handshakeTimeout: 60s}", configure: { originate, _ in
+            originate.port = queue.port
+        })
+        defer { Task { await h.stop() } }
+        let client = try BackgroundProcess("python3", ["-c", """
+            import socket, sys
+            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+            s.sendall(b"POST /upload HTTP/1.1\\r\\nHost: billing.example.test\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\nzz\\r\\n")
+            print(s.recv(65536).split(b"\\r\\n")[0].decode(), flush=True)
+            sys.stdin.read()
+            """, "\(h.httpPort)"], withStdin: true)
+        #expect(await eventually { client.stdoutText.contains("HTTP/1.1 400") }, "\(client.stdoutText)\(client.stderrText)")
+        #expect(await eventually(timeout: 15) { queue.dialsInProgress == 0 }, "the refused request's dial went on")
+        client.closeStdin()
+        let record = try #require(h.record { $0["path"] as? String == "/upload" })
+        #expect(record["status"] as? Int == 400, "\(record)")
+    }
+
     /// A pooled connection the upstream closes as a request arrives: an idempotent request without
     /// a body is sent again on a fresh connection; a POST with a body is not (it may have been served).
     @Test func aRequestThatMeetsADeadPooledConnectionIsRetriedWhenItIsSafe() async throws {

@@ -336,7 +336,7 @@ struct PassthroughTests {
         // connect timeout is a minute. The client resets its connection: its dial must go with it,
         // not live on until the timeout (that would let clients that come and go hold sockets
         // beyond the connection limits). A client that only closes its side may still read, so
-        // that dial goes on.
+        // that dial goes on (ConnectionStateMachineTests: aHalfCloseWhileDiallingIsPassedOn...).
         let queue = try FullAcceptQueue(), port = queue.port
         defer { queue.close() }
         let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 60s}", extra: Self.unanswered("slow", port: port))
