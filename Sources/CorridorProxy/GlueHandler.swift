@@ -6,7 +6,8 @@ import NIOCore
 /// Backpressure: a read is only asked for while the partner's channel is writable; when it stops
 /// being writable the read waits and is issued when it becomes writable again. Half-close: when
 /// this side's input ends (the peer shut its write side), the partner's output is shut, and the
-/// other direction goes on until it ends too. Both halves live on the same event loop.
+/// other direction goes on until it ends too. Either way the partner is closed only once what was
+/// written to it has gone out. Both halves live on the same event loop.
 final class GlueHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -58,8 +59,25 @@ final class GlueHandler: ChannelDuplexHandler {
 
     private func partnerWrite(_ data: NIOAny) { context?.write(data, promise: nil) }
     private func partnerFlush() { context?.flush() }
-    private func partnerWriteEOF() { context?.close(mode: .output, promise: nil) }
-    private func partnerCloseFull() { context?.close(promise: nil) }
+    private func partnerWriteEOF() { closeAfterWrites(.output) }
+    private func partnerCloseFull() { closeAfterWrites(.all) }
+
+    /// Closes this channel (`mode`) once what was written to it has gone out: a full close drops
+    /// queued writes, and so does an output shutdown once the input has ended (NIO makes it a full
+    /// close), which would cut the tail of what the other side sent before it ended. A peer that
+    /// takes nothing gets the idle limit, then is closed anyway.
+    private func closeAfterWrites(_ mode: CloseMode) {
+        guard let context else { return }
+        let cutOff = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(session.idleLimit.nanoseconds)) {
+            context.close(promise: nil)
+        }
+        // Written after everything before it, an empty buffer completes once they are out.
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { result in
+            cutOff.cancel()
+            if case .failure = result { return context.close(promise: nil) }
+            context.close(mode: mode, promise: nil)
+        }
+    }
     private var partnerWritable: Bool { context?.channel.isWritable ?? false }
 
     private func partnerBecameWritable() {

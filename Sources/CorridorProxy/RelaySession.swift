@@ -26,6 +26,9 @@ final class RelaySession {
 
     var record: ConnectionRecord { machine.record }
 
+    /// How long a relay may go without moving a byte (`limits.idleTimeout`).
+    var idleLimit: Duration { machine.idleLimit }
+
     func count(bytes: Int, fromClient: Bool, at now: NIODeadline) {
         if fromClient { machine.record.bytesUp += bytes } else { machine.record.bytesDown += bytes }
         lastActivity = now

@@ -263,7 +263,7 @@ struct PassthroughTests {
         // all on that port.
         let queue = try FullAcceptQueue(), port = queue.port
         defer { queue.close() }
-        let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 1s}", extra: Self.unanswered("silent", port: port))
+        let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 1s}", extra: Self.evilService("silent", port: port))
         defer { Task { await h.stop() } }
         let started = Date()
         let result = try runCommand("curl", ["-sS", "--max-time", "20", "-k",
@@ -284,7 +284,7 @@ struct PassthroughTests {
         // splice plane leaves them in the socket until the relay; the NIO plane reads and keeps them.)
         let queue = try FullAcceptQueue(), port = queue.port, listener = queue.listener
         defer { queue.close() }
-        let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 8s}", extra: Self.unanswered("slow", port: port))
+        let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 8s}", extra: Self.evilService("slow", port: port))
         defer { Task { await h.stop() } }
         let client = try BackgroundProcess("python3", ["-c", Self.evilHello + """
             import sys
@@ -339,7 +339,7 @@ struct PassthroughTests {
         // that dial goes on (ConnectionStateMachineTests: aHalfCloseWhileDiallingIsPassedOn...).
         let queue = try FullAcceptQueue(), port = queue.port
         defer { queue.close() }
-        let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 60s}", extra: Self.unanswered("slow", port: port))
+        let h = try await GatewayHarness(gatewayExtra: "  limits: {connectTimeout: 60s}", extra: Self.evilService("slow", port: port))
         defer { Task { await h.stop() } }
         let client = try BackgroundProcess("python3", ["-c", Self.evilHello + """
             import struct, sys
@@ -360,8 +360,8 @@ struct PassthroughTests {
         #expect((record["reason"] as? String)?.contains("; client connection error: ") == true, "\(record)")
     }
 
-    /// An ExternalService `name` for evil.test on `port` (a ``FullAcceptQueue``'s), open to all.
-    private static func unanswered(_ name: String, port: Int) -> String {
+    /// An ExternalService `name` for evil.test (127.0.0.1 in the harness) on `port`, open to all.
+    private static func evilService(_ name: String, port: Int) -> String {
         """
         ---
         apiVersion: corridor.dev/v1alpha1

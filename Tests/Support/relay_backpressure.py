@@ -5,7 +5,10 @@ Plays the upstream (listens on --upstream-port) and the client (connects to --ga
 ClientHello for --sni). After the hello, the client sends --bytes of numbered data and the upstream
 sends --bytes of its own, each in chunks of varying size; neither reads anything for --hold
 seconds, so the gateway's sends to both of them fill their buffers and stop part-way. Then both
-read to the end and check every byte arrived once, in order. Prints one JSON object:
+read to the end and check every byte arrived once, in order. With --client-bytes 0 and
+--upstream-close, the client only shuts its side after the hello, and the upstream, once that
+half-close has reached it, sends its bytes and closes at once, while most of them still wait in
+the gateway for the client to read. Prints one JSON object:
 {"hello": N, "helloRelayed": bool, "up": {...}, "down": {...}} with, per direction, the bytes received and whether they
 matched.
 """
@@ -26,7 +29,7 @@ def pattern(tag, length):
     return data[:length]
 
 
-def send_in_chunks(sock, data):
+def send_in_chunks(sock, data, close=False):
     # Chunk sizes cycle through 1.5 to 12 KiB: each below the gateway's 16 KiB scratch buffer.
     sizes = [1536, 12288, 4096, 9000, 2500, 7000]
     offset, i = 0, 0
@@ -35,7 +38,10 @@ def send_in_chunks(sock, data):
         sock.sendall(chunk)
         offset += len(chunk)
         i += 1
-    sock.shutdown(socket.SHUT_WR)
+    if close:
+        sock.close()
+    else:
+        sock.shutdown(socket.SHUT_WR)
 
 
 def read_to_end(sock, expected_length):
@@ -58,9 +64,13 @@ def main():
     parser.add_argument("--bytes", type=int, default=262144)
     parser.add_argument("--hold", type=float, default=2.0)
     parser.add_argument("--rcvbuf", type=int, default=2048)
+    parser.add_argument("--client-bytes", type=int, help="what the client sends (default: --bytes)")
+    parser.add_argument("--upstream-close", action="store_true",
+                        help="the upstream reads to the end first, then sends and closes")
     args = parser.parse_args()
 
-    up_data, down_data = pattern(0x5550, args.bytes), pattern(0x444F, args.bytes)
+    up_data = pattern(0x5550, args.bytes if args.client_bytes is None else args.client_bytes)
+    down_data = pattern(0x444F, args.bytes)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.rcvbuf)
@@ -94,18 +104,24 @@ def main():
         got_hello += chunk
 
     results = {"hello": len(hello), "helloRelayed": got_hello == hello}
-    senders = [threading.Thread(target=send_in_chunks, args=(client, up_data)),
-               threading.Thread(target=send_in_chunks, args=(upstream, down_data))]
-    for t in senders:
-        t.start()
-    time.sleep(args.hold)
     received = {}
 
     def reader(name, sock, expected):
         received[name] = read_to_end(sock, len(expected))
 
-    readers = [threading.Thread(target=reader, args=("up", upstream, up_data)),
-               threading.Thread(target=reader, args=("down", client, down_data))]
+    def upstream_side():
+        if args.upstream_close:
+            reader("up", upstream, up_data)
+        send_in_chunks(upstream, down_data, close=args.upstream_close)
+
+    senders = [threading.Thread(target=send_in_chunks, args=(client, up_data)),
+               threading.Thread(target=upstream_side)]
+    for t in senders:
+        t.start()
+    time.sleep(args.hold)
+    readers = [threading.Thread(target=reader, args=("down", client, down_data))]
+    if not args.upstream_close:
+        readers.append(threading.Thread(target=reader, args=("up", upstream, up_data)))
     for t in readers:
         t.start()
     for t in senders + readers:
@@ -115,7 +131,8 @@ def main():
         first_difference = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), None)
         results[name] = {"received": len(got), "matches": got == expected, "firstDifference": first_difference}
     client.close()
-    upstream.close()
+    if not args.upstream_close:
+        upstream.close()
     print(json.dumps(results), flush=True)
 
 
