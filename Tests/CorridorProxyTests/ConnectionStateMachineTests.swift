@@ -155,6 +155,31 @@ struct ConnectionStateMachineTests {
         }
     }
 
+    @Test func anAllowedTunnelLeftBeforeItsHelloKeepsTheConnectDecision() throws {
+        try withMachineHarness { harness in
+            let endings: [(String, (inout ConnectionStateMachine) -> ConnectionStateMachine.Action)] = [
+                ("client_closed_before_hello", { $0.clientClosed(halfClose: false) }),
+                ("client_error", { $0.clientFailed("Connection reset by peer") }),
+                ("shutdown", { $0.shutdown() }),
+            ]
+            for (index, (cause, end)) in endings.enumerated() {
+                var m = try machine(harness, .connect, port: 40_010 + index)
+                _ = m.start(now: t0, originalDestination: nil)
+                #expect(text(m.received(ByteBuffer(string: "CONNECT api.allowed.test:443 HTTP/1.1\r\n\r\n"), now: t0).reply)
+                    == ConnectionStateMachine.established)
+                _ = m.received(ByteBuffer(bytes: hello.prefix(10)), now: t0)
+                #expect(isClose(end(&m)), "\(cause)")
+            }
+            let records = try harness.records()
+            #expect(records.map { $0.string(LogKey.closeCause) } == endings.map(\.0))
+            #expect(records.allSatisfy { $0.string(LogKey.decision) == "allow" }, "the CONNECT was allowed: \(records)")
+            #expect(records.allSatisfy { $0.string(LogKey.hint) == nil }, "no hint on how to allow what was allowed")
+            #expect(records[0].string(LogKey.reason)?.hasSuffix("; the client closed before sending a complete ClientHello") == true)
+            #expect(records[1].string(LogKey.reason)?.hasSuffix("; client connection error: Connection reset by peer") == true)
+            #expect(records[2].string(LogKey.reason)?.hasSuffix("; the gateway stopped before the ClientHello was complete") == true)
+        }
+    }
+
     @Test func aConnectHeadDeadlineAnswers408() throws {
         try withMachineHarness { harness in
             var m = try machine(harness, .connect)

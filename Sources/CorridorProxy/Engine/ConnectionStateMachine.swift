@@ -511,7 +511,7 @@ struct ConnectionStateMachine {
                 reason = buffered.readableBytes > 0 ? "the client closed before sending a complete ClientHello"
                     : "the client closed without sending a ClientHello"
             }
-            return finish(.clientClosedEarly, reason: reason)
+            return endBeforeTheHello(.clientClosedEarly, reason)
         case .resolving, .connecting:
             if halfClose {
                 clientInputEnded = true
@@ -528,8 +528,10 @@ struct ConnectionStateMachine {
     /// The client's socket failed before the relay.
     mutating func clientFailed(_ error: String) -> Action {
         switch phase {
-        case .readingConnectHead, .readingClientHello:
+        case .readingConnectHead:
             return finish(.clientError, reason: "client connection error: \(error)")
+        case .readingClientHello:
+            return endBeforeTheHello(.clientError, "client connection error: \(error)")
         case .resolving, .connecting:
             // Decided already: the record keeps the decision (an allowed connection whose client
             // failed is no denial), with the cause and what failed.
@@ -550,11 +552,20 @@ struct ConnectionStateMachine {
         case .readingConnectHead:
             return finish(.shutdown, reason: "the gateway stopped before the CONNECT request was complete")
         case .readingClientHello:
-            return finish(.shutdown, reason: "the gateway stopped before the ClientHello was complete")
+            return endBeforeTheHello(.shutdown, "the gateway stopped before the ClientHello was complete")
         case .resolving, .connecting, .relaying:
             // Decided already: the record keeps the decision, with the cause.
             return finish(.shutdown, reason: nil)
         }
+    }
+
+    /// Ends a connection whose ClientHello never came complete, for a reason not the policy's (the
+    /// client left, the gateway stopped). A CONNECT tunnel already allowed (its 200 sent) keeps
+    /// that decision, with `why` after its reason; any other connection is recorded as refused.
+    private mutating func endBeforeTheHello(_ cause: CloseCause, _ why: String) -> Action {
+        guard record.decision?.lets == true else { return finish(cause, reason: why) }
+        record.decision?.reason += "; \(why)"
+        return finish(cause, reason: nil)
     }
 
     /// Writes the record (as a denial when `reason` is given, else with the decision made), gives
