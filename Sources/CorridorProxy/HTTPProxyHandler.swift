@@ -677,6 +677,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         case denial
         /// Policy allowed it, the upstream failed it: the verdict stays, the reason grows.
         case upstreamFailure
+        /// Policy allowed it, the client spoiled it (a body gone malformed): the verdict stays, the
+        /// reason grows.
+        case clientFailure
     }
 
     /// Answers the current request with an error of ours and closes the connection afterwards.
@@ -698,7 +701,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 denial.verdict = .deny
                 denial.reason = reason
                 record.decision = denial
-            case .upstreamFailure:
+            case .upstreamFailure, .clientFailure:
                 record.decision?.reason += "; \(reason)"
             }
         }
@@ -836,8 +839,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             cutMidResponse(context: context, cause: .clientError, afterWrites: true, reason: "malformed HTTP request: \(error)")
             return
         }
-        if error is HTTPParserError, exchange != nil {
-            refuse(context: context, status: .badRequest, code: .badRequest, reason: "malformed HTTP request: \(error)", kind: .denial)
+        if error is HTTPParserError, let exchange {
+            // A head that was decided, then a body gone bad: an allowed request stays allowed in
+            // the record (the client failed it, as when it goes bad mid-response).
+            let allowed = exchange.record.decision?.lets == true
+            refuse(context: context, status: .badRequest, code: .badRequest, reason: "malformed HTTP request: \(error)",
+                   kind: allowed ? .clientFailure : .denial, cause: allowed ? .clientError : .denied)
             return
         }
         context.close(promise: nil)

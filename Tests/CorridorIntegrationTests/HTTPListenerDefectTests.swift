@@ -153,6 +153,11 @@ struct HTTPListenerDefectTests {
         client.closeStdin()
         let record = try #require(h.record { $0["path"] as? String == "/upload" })
         #expect(record["status"] as? Int == 400, "\(record)")
+        // Allowed, then spoiled by its client: no denial (learn and report would count one).
+        #expect(record["decision"] as? String == "allow", "\(record)")
+        #expect(record["closeCause"] as? String == "client_error", "\(record)")
+        #expect((record["reason"] as? String)?.contains("; malformed HTTP request: ") == true, "\(record)")
+        #expect(record["hint"] == nil, "\(record)")
     }
 
     /// A pooled connection the upstream closes as a request arrives: an idempotent request without
