@@ -23,6 +23,11 @@ final class GlueHandler: ChannelDuplexHandler {
     private var trimmed = false
     private let session: RelaySession
     private let isClientSide: Bool
+    /// The relay shut this side's output or began closing it.
+    private var endedByRelay = false
+    /// This side's peer ended what it sends (a FIN): a write to it that fails after that (a
+    /// server that closed without waiting for the client's close_notify) ends the relay normally.
+    private var inputEnded = false
 
     private init(session: RelaySession, isClientSide: Bool) {
         self.session = session
@@ -68,6 +73,7 @@ final class GlueHandler: ChannelDuplexHandler {
     /// takes nothing gets the idle limit, then is closed anyway.
     private func closeAfterWrites(_ mode: CloseMode) {
         guard let context else { return }
+        endedByRelay = true
         let cutOff = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(session.idleLimit.nanoseconds)) {
             context.close(promise: nil)
         }
@@ -108,13 +114,21 @@ final class GlueHandler: ChannelDuplexHandler {
         partner?.partnerFlush()
     }
 
+    /// The client's input ended before the relay started: the upstream's output is shut after
+    /// what was written to it (the relay's prefix).
+    func shutOutput() { closeAfterWrites(.output) }
+
     func channelInactive(context: ChannelHandlerContext) {
+        // Going inactive with neither of those is its peer's failure (a reset, a write that
+        // failed), which NIO does not always report through `errorCaught`.
+        if !endedByRelay && !inputEnded { session.error(fromClient: isClientSide) }
         session.sideClosed(isClientSide: isClientSide)
         partner?.partnerCloseFull()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
+            inputEnded = true
             partner?.partnerWriteEOF()
         } else {
             context.fireUserInboundEventTriggered(event)

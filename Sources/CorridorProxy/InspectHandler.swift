@@ -195,7 +195,7 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
         session.clientChannel = context.channel
         proxy.connections(for: context.eventLoop).add(session)
         if let prefix { upstream.writeAndFlush(prefix, promise: nil) }
-        if clientInputEnded { upstream.close(mode: .output, promise: nil) }
+        if clientInputEnded { upstreamGlue.shutOutput() }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         if readsPaused { try? context.channel.syncOptions?.setOption(.autoRead, value: true) }
     }

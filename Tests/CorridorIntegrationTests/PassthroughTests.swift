@@ -360,6 +360,55 @@ struct PassthroughTests {
         #expect((record["reason"] as? String)?.contains("; client connection error: ") == true, "\(record)")
     }
 
+    @Test(arguments: ["reset", "close"])
+    func aClientThatLeavesMidDownloadIsRecordedAsItsError(_ leaving: String) async throws {
+        // The upstream sends 32 MiB; the client takes 64 KiB and leaves (a reset, or a close
+        // with bytes unread, which the kernel answers with a reset too): the relay did not
+        // complete, and the record says the client ended it, on both planes.
+        let script = Self.evilHello + """
+            import struct, sys, threading
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            print("PORT", listener.getsockname()[1], flush=True)
+            gateway = int(sys.stdin.readline())
+            client = socket.create_connection(("127.0.0.1", gateway), timeout=30)
+            client.sendall(hello)
+            upstream, _ = listener.accept()
+            def send():
+                try:
+                    upstream.sendall(b"y" * (32 << 20))
+                except OSError:
+                    pass
+                upstream.close()
+            sender = threading.Thread(target=send)
+            sender.start()
+            got = 0
+            while got < 65536:
+                chunk = client.recv(65536 - got)
+                if not chunk:
+                    break
+                got += len(chunk)
+            if sys.argv[1] == "reset":
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+            sender.join(30)
+            print("LEFT", got, flush=True)
+            """
+        let peer = try BackgroundProcess("python3", ["-c", script, leaving], withStdin: true)
+        #expect(await eventually { peer.stdoutText.contains("PORT") }, "\(peer.stderrText)")
+        let port = try #require(peer.stdoutText.split(separator: "\n").first.flatMap { Int($0.split(separator: " ").last ?? "") })
+        let h = try await GatewayHarness(extra: Self.evilService("bulk", port: port))
+        defer { Task { await h.stop() } }
+        peer.write("\(h.tlsPort)\n")
+        #expect(peer.waitForExit(timeout: 60) == 0, "\(peer.stderrText)")
+        #expect(peer.stdoutText.contains("LEFT 65536"), "\(peer.stdoutText)")
+        #expect(await eventually { h.record { $0["sni"] as? String == "evil.test" } != nil })
+        let record = try #require(h.record { $0["sni"] as? String == "evil.test" })
+        #expect(record["decision"] as? String == "allow", "\(record)")
+        #expect(record["closeCause"] as? String == "client_error", "\(record)")
+    }
+
     /// An ExternalService `name` for evil.test (127.0.0.1 in the harness) on `port`, open to all.
     private static func evilService(_ name: String, port: Int) -> String {
         """

@@ -166,7 +166,26 @@ struct GlueHandlerTests {
         }
     }
 
-    @Test func closingOneSideClosesTheOtherAndWritesOneRecord() throws {
+    @Test func bothWaysEndingInTurnIsACompletedRelay() throws {
+        try withPair { pair throws in
+            try pair.client.writeInbound(ByteBuffer(string: "12345"))
+            try pair.upstream.writeInbound(ByteBuffer(string: "1234567"))
+            pair.client.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            pair.upstream.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            #expect(pair.upstreamCloses.modes == [.output] && pair.clientCloses.modes == [.output])
+            // Input and output ended: NIO closes such a socket, and the glue the other.
+            try pair.client.close().wait()
+            #expect(!pair.upstream.isActive)
+            let record = try pair.harness.onlyRecord()
+            #expect(record.string(LogKey.closeCause) == "completed")
+            #expect(record[LogKey.bytesUp] as? Int == 5)
+            #expect(record[LogKey.bytesDown] as? Int == 7)
+        }
+    }
+
+    /// A channel goes inactive on its own only when its socket failed (a reset, a write that
+    /// failed; a clean end arrives as `inputClosed`), which NIO does not always report as an error.
+    @Test func aSideThatGoesAwayClosesTheOtherAndIsRecordedAsItsFailure() throws {
         try withPair { pair throws in
             try pair.client.writeInbound(ByteBuffer(string: "12345"))
             try pair.upstream.writeInbound(ByteBuffer(string: "1234567"))
@@ -174,7 +193,7 @@ struct GlueHandlerTests {
             #expect(!pair.upstream.isActive, "the partner is closed fully")
             #expect(pair.upstreamCloses.modes == [.all])
             let record = try pair.harness.onlyRecord()
-            #expect(record.string(LogKey.closeCause) == "completed")
+            #expect(record.string(LogKey.closeCause) == "client_error")
             #expect(record.string(LogKey.decision) == "allow")
             #expect(record.string(LogKey.reason) == "EgressPolicy payments/checkout-egress grants ExternalService allowed-api")
             #expect(record[LogKey.bytesUp] as? Int == 5)
