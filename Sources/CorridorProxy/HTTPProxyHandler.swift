@@ -132,10 +132,15 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     }
 
     private var isSetUp = false
+    /// Where this loop's ``LoopConnections`` keeps this handler.
+    var tableSlot = -1
+    /// The gateway stopped and closed the connection (the drain deadline passed).
+    private var stopped = false
 
     private func setUp(context: ChannelHandlerContext) {
         guard !isSetUp else { return }
         isSetUp = true
+        proxy.connections(for: context.eventLoop).add(self)
         armHeadDeadline(context: context)
         source = context.channel.remoteAddress
         sourceAddress = source.flatMap(IPAddress.init)
@@ -804,12 +809,25 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         }
     }
 
+    /// The gateway is stopping (the drain deadline passed): called by the loop's ``LoopConnections``.
+    /// What is in flight ends now, recorded with cause `shutdown`.
+    func shutdown() {
+        guard let context, !stopped else { return }
+        stopped = true
+        context.close(promise: nil)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        proxy.connections(for: context.eventLoop).remove(self)
         cancelTimer()
         waiting.removeAll()
         dropUpstream()
-        if exchange != nil { finishExchange(cause: .clientError) }
-        recordIfNoRequest(context: context, .clientClosedEarly, reason: "the client closed before sending a complete request head")
+        if exchange != nil { finishExchange(cause: stopped ? .shutdown : .clientError) }
+        if stopped {
+            recordIfNoRequest(context: context, .shutdown, reason: "the gateway stopped before a complete request head")
+        } else {
+            recordIfNoRequest(context: context, .clientClosedEarly, reason: "the client closed before sending a complete request head")
+        }
         state = .closed
         abandonDial()
         context.fireChannelInactive()

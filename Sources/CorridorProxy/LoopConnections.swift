@@ -1,8 +1,9 @@
 import CorridorPolicy
 import NIOCore
 
-/// The tls and connect connections of one NIO event loop: those still being read, decided or
-/// dialled (their ``InspectHandler``), and the relays (their ``RelaySession``). Sweeps the relays
+/// The connections of one NIO event loop: tls and connect connections still being read, decided
+/// or dialled (their ``InspectHandler``), the relays (their ``RelaySession``), and the http
+/// listener's (their ``HTTPProxyHandler``, only to end them at shutdown). Sweeps the relays
 /// once a second, only while it has some (instead of a timer and a pipeline handler per
 /// connection): idle ones close, interim records are written. Decides the relays again after a
 /// policy change when live connections are rechecked, and ends every connection at shutdown.
@@ -11,6 +12,7 @@ final class LoopConnections {
     private let eventLoop: any EventLoop
     private var opening = SlotList<InspectHandler>(slot: { $0.tableSlot }, setSlot: { $0.tableSlot = $1 })
     private var sessions = SlotList<RelaySession>(slot: { $0.tableSlot }, setSlot: { $0.tableSlot = $1 })
+    private var plainHTTP = SlotList<HTTPProxyHandler>(slot: { $0.tableSlot }, setSlot: { $0.tableSlot = $1 })
     private var scheduled: Scheduled<Void>?
 
     init(eventLoop: any EventLoop) {
@@ -26,6 +28,14 @@ final class LoopConnections {
 
     func remove(_ handler: InspectHandler) {
         opening.remove(handler)
+    }
+
+    func add(_ handler: HTTPProxyHandler) {
+        plainHTTP.insert(handler)
+    }
+
+    func remove(_ handler: HTTPProxyHandler) {
+        plainHTTP.remove(handler)
     }
 
     func add(_ session: RelaySession) {
@@ -59,6 +69,7 @@ final class LoopConnections {
     func shutdown() {
         for handler in opening.items { handler.shutdown() }
         for session in sessions.items { session.shutdown() }
+        for handler in plainHTTP.items { handler.shutdown() }
     }
 
     func sweep() {

@@ -160,6 +160,27 @@ struct HTTPListenerDefectTests {
         #expect(record["hint"] == nil, "\(record)")
     }
 
+    /// The drain deadline ends what the http listener still has, as it does on the other
+    /// listeners: a request waiting for its answer keeps its decision with cause `shutdown`, a
+    /// connection that never sent a request is recorded as stopped before its head.
+    @Test func connectionsLeftAtTheDrainDeadlineAreRecordedAsShutdown() async throws {
+        let h = try await OriginationHarness(gatewayExtra: "  limits: {handshakeTimeout: 60s, upstreamResponseTimeout: 60s}")
+        let idle = try openRawConnection(port: h.httpPort)
+        let waiting = try openRawConnection(port: h.httpPort)
+        defer { close(idle); close(waiting) }
+        let request = Array("GET /stall/30 HTTP/1.1\r\nHost: billing.example.test\r\n\r\n".utf8)
+        _ = request.withUnsafeBytes { send(waiting, $0.baseAddress, $0.count, 0) }
+        #expect(await eventually { h.upstream.requests.contains { $0["path"] as? String == "/stall/30" } }, "the request never reached the upstream")
+        await h.stop()  // a drain of 2 s
+        let records = h.records()
+        let stopped = try #require(records.first { $0["path"] as? String == "/stall/30" }, "\(records)")
+        #expect(stopped["decision"] as? String == "allow" && stopped["closeCause"] as? String == "shutdown", "\(stopped)")
+        let headless = try #require(records.first { $0["path"] == nil }, "\(records)")
+        #expect(headless["closeCause"] as? String == "shutdown", "\(headless)")
+        #expect(headless["reason"] as? String == "the gateway stopped before a complete request head", "\(headless)")
+        #expect(records.count == 2, "\(records)")
+    }
+
     /// A pooled connection the upstream closes as a request arrives: an idempotent request without
     /// a body is sent again on a fresh connection; a POST with a body is not (it may have been served).
     @Test func aRequestThatMeetsADeadPooledConnectionIsRetriedWhenItIsSafe() async throws {
