@@ -81,6 +81,7 @@ public struct PolicyLearner {
     private var guarded = 0
     private var unknownSources: [String: Int] = [:]
     private var unusable = 0
+    private var interim = 0
 
     public init(options: Options) throws(AccessLogReader.Failure) {
         self.options = options
@@ -94,6 +95,11 @@ public struct PolicyLearner {
     /// Takes one access-log line.
     public mutating func add(line: Substring) {
         guard !line.allSatisfy(\.isWhitespace) else { return }
+        // A connection still open at the time: its close record is the one learned from.
+        if line.contains("\"event\":\"interim\"") {
+            interim += 1
+            return
+        }
         records += 1
         guard case .success(let entry) = AccessLogEntry.parse(line) else {
             unusable += 1
@@ -152,6 +158,7 @@ public struct PolicyLearner {
                 + top.map { "\($0.key) (\($0.value))" }.joined(separator: ", ") + (unknownSources.count > 20 ? ", ..." : ""))
         }
         if unusable > 0 { lines.append("skipped: \(unusable) lines that are not access records or name no destination") }
+        if interim > 0 { lines.append("skipped: \(interim) interim records (each connection is learned from its close record)") }
         return lines
     }
 

@@ -152,9 +152,11 @@ struct LearnTests {
         let since = try runCommand(Repo.corridorBinary.path, ["learn", "--since", "yesterday", "-"])
         #expect(since.status == 2 && since.stderr.contains("--since: 'yesterday' is not a date"), "\(since.stderr)")
         let garbage = dir.path("garbage.log")
-        try "not json\n{\"also\": \"not a record\"}\n".write(toFile: garbage, atomically: true, encoding: .utf8)
+        let interim = #"{"time":"2026-12-07T10:00:00.000Z","id":9,"listener":"tls","src":"127.0.0.1:40000","sni":"api.allowed.test","decision":"allow","bytesUp":10,"bytesDown":20,"durationMs":300000,"event":"interim"}"#
+        try "not json\n{\"also\": \"not a record\"}\n\(interim)\n".write(toFile: garbage, atomically: true, encoding: .utf8)
         let skipped = try runCommand(Repo.corridorBinary.path, ["learn", garbage])
         #expect(skipped.status == 0 && skipped.stderr.contains("skipped: 2 lines"), "\(skipped.stderr)")
+        #expect(skipped.stderr.contains("skipped: 1 interim records"), "an interim record is no unusable line: \(skipped.stderr)")
         #expect(skipped.stdout.hasPrefix("# corridor learn: nothing to propose"))
     }
 }
