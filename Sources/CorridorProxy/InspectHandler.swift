@@ -185,7 +185,7 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
             try upstream.pipeline.syncOperations.addHandler(upstreamGlue)
             try context.pipeline.syncOperations.addHandler(clientGlue, position: .after(context.handler))
         } catch {
-            // The record says upstream_error; the sockets close.
+            // The record says internal_error (the operational log says why); the sockets close.
             proxy.logger.error("cannot set up a relay: \(error)")
             session.setUpFailed()
             upstream.close(promise: nil)

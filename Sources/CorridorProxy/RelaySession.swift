@@ -51,7 +51,7 @@ final class RelaySession {
 
     /// The relay could not be set up (its handlers could not be added): it ends at once.
     func setUpFailed() {
-        apply(machine.relayEnded(.upstreamError))
+        apply(machine.relayEnded(.internalError))
     }
 
     func error(fromClient: Bool) {
