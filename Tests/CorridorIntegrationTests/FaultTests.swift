@@ -29,7 +29,7 @@ struct FaultTests {
                 if len(closed) >= expected or time.monotonic() > deadline:
                     break
                 time.sleep(0.02)
-            print("CLOSED", len(closed), flush=True)
+            print(f"CLOSED {len(closed)}", flush=True)  # one write: the test may read while it prints
             sys.stdin.read()
             """, "\(count)", source, "\(port)"], withStdin: true)
     }
@@ -81,7 +81,7 @@ struct FaultTests {
                 if len(closed) >= expected or time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
-            print("CLOSED", len(closed), flush=True)
+            print(f"CLOSED {len(closed)}", flush=True)  # one write: the test may read while it prints
             sys.stdin.readline()
             for s in held[:300]:
                 s.close()
@@ -94,7 +94,7 @@ struct FaultTests {
         #expect(await eventually(timeout: 60) { records().filter { $0["closeCause"] as? String == "connection_limit" }.count == 500 })
         flood.write("500\n")
         #expect(await eventually(timeout: 30) { flood.stdoutText.contains("CLOSED") })
-        let closed = flood.stdoutText.split(separator: "\n").first { $0.hasPrefix("CLOSED") }.flatMap { Int($0.split(separator: " ")[1]) } ?? 0
+        let closed = flood.stdoutText.split(separator: "\n").first { $0.hasPrefix("CLOSED") }.flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { Int($0) } ?? -1
         #expect(closed == 500, "2,000 clients, 1,500 slots: \(flood.stdoutText)")
         let metrics = try runCommand("curl", ["-sS", "--max-time", "10", "http://127.0.0.1:\(h.adminPort)/metrics"]).stdout
         #expect(metrics.contains(#"corridor_connections_closed_total{cause="connection_limit"} 500"#), "\(metrics.prefix(300))")
@@ -303,7 +303,7 @@ struct FaultTests {
                 return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             before = cpu()
             time.sleep(3)
-            print("CPU", cpu() - before, flush=True)
+            print(f"CPU {cpu() - before}", flush=True)
             sys.stdin.read()
             """, "\(gateway.process.processIdentifier)", "\(tls)", "\(connect)", "\(admin)"], withStdin: true)
         // The window opens once the gateway has run out of descriptors.

@@ -370,7 +370,7 @@ struct PassthroughTests {
             listener = socket.socket()
             listener.bind(("127.0.0.1", 0))
             listener.listen(1)
-            print("PORT", listener.getsockname()[1], flush=True)
+            print(f"PORT {listener.getsockname()[1]}", flush=True)  # one write: the test reads it as it comes
             gateway = int(sys.stdin.readline())
             client = socket.create_connection(("127.0.0.1", gateway), timeout=30)
             client.sendall(hello)
@@ -393,7 +393,7 @@ struct PassthroughTests {
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             client.close()
             sender.join(30)
-            print("LEFT", got, flush=True)
+            print(f"LEFT {got}", flush=True)
             """
         let peer = try BackgroundProcess("python3", ["-c", script, leaving], withStdin: true)
         #expect(await eventually { peer.stdoutText.contains("PORT") }, "\(peer.stderrText)")
