@@ -67,22 +67,12 @@ final class GlueHandler: ChannelDuplexHandler {
     private func partnerWriteEOF() { closeAfterWrites(.output) }
     private func partnerCloseFull() { closeAfterWrites(.all) }
 
-    /// Closes this channel (`mode`) once what was written to it has gone out: a full close drops
-    /// queued writes, and so does an output shutdown once the input has ended (NIO makes it a full
-    /// close), which would cut the tail of what the other side sent before it ended. A peer that
-    /// takes nothing gets the idle limit, then is closed anyway.
+    /// Closes this channel (`mode`) once what was written to it has gone out, so the tail of what
+    /// the other side sent before it ended is not cut; within the relay's idle limit.
     private func closeAfterWrites(_ mode: CloseMode) {
         guard let context else { return }
         endedByRelay = true
-        let cutOff = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(session.idleLimit.nanoseconds)) {
-            context.close(promise: nil)
-        }
-        // Written after everything before it, an empty buffer completes once they are out.
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { result in
-            cutOff.cancel()
-            if case .failure = result { return context.close(promise: nil) }
-            context.close(mode: mode, promise: nil)
-        }
+        context.closeAfterWrites(mode, within: session.idleLimit)
     }
     private var partnerWritable: Bool { context?.channel.isWritable ?? false }
 

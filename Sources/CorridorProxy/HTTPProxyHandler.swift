@@ -628,15 +628,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             context.close(promise: nil)
             return
         }
-        let limit = snapshot.gateway.limits.idleTimeout
-        let cutOff = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(limit.nanoseconds)) {
-            context.close(promise: nil)
-        }
-        // Written below the encoder, an empty buffer completes after every write before it.
-        encoder.writeAndFlush(NIOAny(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
-            cutOff.cancel()
-            context.close(promise: nil)
-        }
+        // Through the encoder's context: below it the writes are bytes, and so is the empty
+        // buffer that marks their end.
+        encoder.closeAfterWrites(within: snapshot.gateway.limits.idleTimeout)
     }
 
     /// Gives up the exchange's upstream connection: mid-exchange, it never goes back to the pool.
