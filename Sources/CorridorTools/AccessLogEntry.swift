@@ -28,6 +28,8 @@ public struct AccessLogEntry: Sendable {
         guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
             return .failure(.notJSON)
         }
+        // A connection still open when it was written; its close record follows.
+        if object["event"] as? String == "interim" { return .failure(.interim) }
         guard let time = object["time"] as? String, let listener = object["listener"] as? String,
               let decisionText = object["decision"] as? String, let decision = Decision.Verdict(rawValue: decisionText),
               let closeCause = object["closeCause"] as? String else {
@@ -50,6 +52,8 @@ public struct AccessLogEntry: Sendable {
     public enum Problem: Error, Sendable {
         case notJSON
         case notARecord
+        /// An interim record (`"event":"interim"`): not the connection's record, which is its close.
+        case interim
     }
 
     /// The source's address without its port (`10.0.0.5` of `10.0.0.5:41234`, `::1` of `[::1]:80`).

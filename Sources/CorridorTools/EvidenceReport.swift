@@ -62,7 +62,7 @@ public struct EvidenceReport {
     /// Takes one access-log line (interim records and lines that are not records are skipped).
     public mutating func add(line: Substring) {
         guard !line.allSatisfy(\.isWhitespace) else { return }
-        guard case .success(let entry) = AccessLogEntry.parse(line), !line.contains("\"event\":\"interim\"") else {
+        guard case .success(let entry) = AccessLogEntry.parse(line) else {
             skipped += 1
             return
         }

@@ -95,13 +95,13 @@ public struct PolicyLearner {
     /// Takes one access-log line.
     public mutating func add(line: Substring) {
         guard !line.allSatisfy(\.isWhitespace) else { return }
-        // A connection still open at the time: its close record is the one learned from.
-        if line.contains("\"event\":\"interim\"") {
+        let parsed = AccessLogEntry.parse(line)
+        if case .failure(.interim) = parsed {
             interim += 1
             return
         }
         records += 1
-        guard case .success(let entry) = AccessLogEntry.parse(line) else {
+        guard case .success(let entry) = parsed else {
             unusable += 1
             return
         }
