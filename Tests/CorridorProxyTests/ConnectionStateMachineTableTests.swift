@@ -18,7 +18,7 @@ struct ConnectionStateMachineTableTests {
     /// What a driver reports. Stale: for a dial attempt the machine has given up (attempt 99).
     enum Event: String, CaseIterable, Codable, Sendable {
         case bytes, resolved, connected, staleConnected, connectFailed, staleConnectFailed, relayEnded, recheck,
-             deadlinesPassed, halfClose, close, clientFailed, shutdown
+             deadlinesPassed, halfClose, close, clientFailed, internalFailure, shutdown
     }
 
     /// What the machine answers, as the kind of its next step.
@@ -48,45 +48,45 @@ struct ConnectionStateMachineTableTests {
         .readingClientHello: [
             .bytes: .close, .resolved: .stops, .connected: .stops, .staleConnected: .stops, .connectFailed: .stops,
             .staleConnectFailed: .stops, .relayEnded: .stops, .recheck: .wait, .deadlinesPassed: .close, .halfClose: .close,
-            .close: .close, .clientFailed: .close, .shutdown: .close,
+            .close: .close, .clientFailed: .close, .internalFailure: .close, .shutdown: .close,
         ],
         // "x" can still begin a method: more is read.
         .readingConnectHead: [
             .bytes: .read, .resolved: .stops, .connected: .stops, .staleConnected: .stops, .connectFailed: .stops,
             .staleConnectFailed: .stops, .relayEnded: .stops, .recheck: .wait, .deadlinesPassed: .close, .halfClose: .close,
-            .close: .close, .clientFailed: .close, .shutdown: .close,
+            .close: .close, .clientFailed: .close, .internalFailure: .close, .shutdown: .close,
         ],
         // The resolver has deadlines of its own; bytes are kept for the upstream; a half-close is
         // passed on once relaying.
         .resolving: [
             .bytes: .wait, .resolved: .connect, .connected: .stops, .staleConnected: .stops, .connectFailed: .stops,
             .staleConnectFailed: .stops, .relayEnded: .stops, .recheck: .wait, .deadlinesPassed: .wait, .halfClose: .wait,
-            .close: .close, .clientFailed: .close, .shutdown: .close,
+            .close: .close, .clientFailed: .close, .internalFailure: .close, .shutdown: .close,
         ],
         // One address: its failure or its deadline ends the connection.
         .connecting: [
             .bytes: .wait, .resolved: .stops, .connected: .relay, .staleConnected: .discard, .connectFailed: .close,
             .staleConnectFailed: .wait, .relayEnded: .stops, .recheck: .wait, .deadlinesPassed: .close, .halfClose: .wait,
-            .close: .close, .clientFailed: .close, .shutdown: .close,
+            .close: .close, .clientFailed: .close, .internalFailure: .close, .shutdown: .close,
         ],
         // The relay reports its own ending; the client's bytes and closes are the relay's.
         .relaying: [
             .bytes: .stops, .resolved: .stops, .connected: .stops, .staleConnected: .stops, .connectFailed: .stops,
             .staleConnectFailed: .stops, .relayEnded: .close, .recheck: .wait, .deadlinesPassed: .close, .halfClose: .stops,
-            .close: .stops, .clientFailed: .stops, .shutdown: .close,
+            .close: .stops, .clientFailed: .stops, .internalFailure: .stops, .shutdown: .close,
         ],
         // The HTTP path owns the connection; what was read with the hand-over is ignored.
         .handedOver: [
             .bytes: .wait, .resolved: .stops, .connected: .stops, .staleConnected: .stops, .connectFailed: .stops,
             .staleConnectFailed: .stops, .relayEnded: .stops, .recheck: .wait, .deadlinesPassed: .wait, .halfClose: .wait,
-            .close: .wait, .clientFailed: .wait, .shutdown: .wait,
+            .close: .wait, .clientFailed: .wait, .internalFailure: .wait, .shutdown: .wait,
         ],
         // Ended: what was in flight when it ended arrives late and changes nothing, except that a
         // dial that completes anyway is closed.
         .closed: [
             .bytes: .wait, .resolved: .wait, .connected: .discard, .staleConnected: .discard, .connectFailed: .wait,
             .staleConnectFailed: .wait, .relayEnded: .wait, .recheck: .wait, .deadlinesPassed: .wait, .halfClose: .wait,
-            .close: .wait, .clientFailed: .wait, .shutdown: .wait,
+            .close: .wait, .clientFailed: .wait, .internalFailure: .wait, .shutdown: .wait,
         ],
     ]
 
@@ -179,6 +179,7 @@ struct ConnectionStateMachineTableTests {
         case .halfClose: return machine.clientClosed(halfClose: true)
         case .close: return machine.clientClosed(halfClose: false)
         case .clientFailed: return machine.clientFailed("reset")
+        case .internalFailure: return machine.internalFailure("cannot watch the connection")
         case .shutdown: return machine.shutdown()
         }
     }

@@ -161,6 +161,7 @@ struct ConnectionStateMachineTests {
                 ("client_closed_before_hello", { $0.clientClosed(halfClose: false) }),
                 ("client_error", { $0.clientFailed("Connection reset by peer") }),
                 ("shutdown", { $0.shutdown() }),
+                ("internal_error", { $0.internalFailure("cannot watch the connection: No space left on device") }),
             ]
             for (index, (cause, end)) in endings.enumerated() {
                 var m = try machine(harness, .connect, port: 40_010 + index)
@@ -177,6 +178,7 @@ struct ConnectionStateMachineTests {
             #expect(records[0].string(LogKey.reason)?.hasSuffix("; the client closed before sending a complete ClientHello") == true)
             #expect(records[1].string(LogKey.reason)?.hasSuffix("; client connection error: Connection reset by peer") == true)
             #expect(records[2].string(LogKey.reason)?.hasSuffix("; the gateway stopped before the ClientHello was complete") == true)
+            #expect(records[3].string(LogKey.reason)?.hasSuffix("; gateway error: cannot watch the connection: No space left on device") == true)
         }
     }
 
@@ -276,6 +278,27 @@ struct ConnectionStateMachineTests {
             #expect(record.string(LogKey.decision) == "allow")
             #expect(record.string(LogKey.reason)?.hasSuffix("; client connection error: Connection reset by peer") == true,
                     "\(record.string(LogKey.reason) ?? "no reason")")
+            #expect(harness.proxy.openConnections == 0)
+        }
+    }
+
+    @Test func aGatewayFailureIsRecordedAsTheGatewaysNotTheClients() throws {
+        try withMachineHarness { harness in
+            var reading = try machine(harness, port: 40_001)
+            _ = reading.start(now: t0, originalDestination: nil)
+            #expect(isClose(reading.internalFailure("cannot watch the connection: No space left on device")))
+            var dialling = try machine(harness, port: 40_002)
+            _ = dialling.start(now: t0, originalDestination: nil)
+            _ = dialling.received(ByteBuffer(bytes: hello), now: t0)
+            #expect(isClose(dialling.internalFailure("cannot watch the connection: No space left on device")))
+            let records = try harness.records()
+            #expect(records.map { $0.string(LogKey.closeCause) } == ["internal_error", "internal_error"])
+            // Before the ClientHello nothing was decided: refused, with what failed.
+            #expect(records[0].string(LogKey.decision) == "deny")
+            #expect(records[0].string(LogKey.reason) == "gateway error: cannot watch the connection: No space left on device")
+            // Decided: the decision stays.
+            #expect(records[1].string(LogKey.decision) == "allow")
+            #expect(records[1].string(LogKey.reason)?.hasSuffix("; gateway error: cannot watch the connection: No space left on device") == true)
             #expect(harness.proxy.openConnections == 0)
         }
     }

@@ -527,20 +527,30 @@ struct ConnectionStateMachine {
 
     /// The client's socket failed before the relay.
     mutating func clientFailed(_ error: String) -> Action {
+        failedBeforeRelay(.clientError, "client connection error: \(error)", event: "clientFailed")
+    }
+
+    /// The driver cannot go on with the connection before the relay for a reason of the gateway's
+    /// own (it cannot watch the socket, say): cause `internal_error`, the decision kept if made.
+    mutating func internalFailure(_ error: String) -> Action {
+        failedBeforeRelay(.internalError, "gateway error: \(error)", event: "internalFailure")
+    }
+
+    private mutating func failedBeforeRelay(_ cause: CloseCause, _ what: String, event: StaticString) -> Action {
         switch phase {
         case .readingConnectHead:
-            return finish(.clientError, reason: "client connection error: \(error)")
+            return finish(cause, reason: what)
         case .readingClientHello:
-            return endBeforeTheHello(.clientError, "client connection error: \(error)")
+            return endBeforeTheHello(cause, what)
         case .resolving, .connecting:
-            // Decided already: the record keeps the decision (an allowed connection whose client
-            // failed is no denial), with the cause and what failed.
-            record.decision?.reason += "; client connection error: \(error)"
-            return finish(.clientError, reason: nil)
+            // Decided already: the record keeps the decision (an allowed connection that failed
+            // is no denial), with the cause and what failed.
+            record.decision?.reason += "; \(what)"
+            return finish(cause, reason: nil)
         case .closed, .handedOver:
             return .wait
         case .new, .relaying:
-            preconditionFailure("clientFailed: reported by the relay, or before start")
+            preconditionFailure("\(event): reported by the relay, or before start")
         }
     }
 

@@ -222,7 +222,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
     private func watchClient(_ events: UInt32) {
         guard clientInLoop else {
             guard loop.add(client, events, self) else {
-                apply(machine.clientFailed("cannot watch the connection: \(String(cString: strerror(errno)))"))
+                apply(machine.internalFailure("cannot watch the connection: \(String(cString: strerror(errno)))"))
                 return
             }
             clientInLoop = true
