@@ -25,6 +25,25 @@ extension HTTPHeaders {
         return HTTPHeaders(fields)
     }
 
+    /// The trailer fields a request goes upstream with: the client's, less the hop-by-hop ones and
+    /// every field that routes, frames, authenticates or conditions a request (RFC 9110 section
+    /// 6.5.1: those cannot be sent as trailers, and a recipient that merged them into the header
+    /// section would act on what the gateway never judged, a Host above all).
+    static func forwardedTrailers(_ trailers: HTTPHeaders) -> HTTPHeaders {
+        HTTPHeaders(kept(trailers, extraCapacity: 0) { role in role == .other }.filter { name, _ in
+            !notInTrailers.contains(ASCIICase.lowercased(name))
+        })
+    }
+
+    /// Fields a forwarded trailer section never carries (Host and Proxy-Authorization go by their
+    /// role, the hop-by-hop ones always).
+    static let notInTrailers: Set<String> = [
+        "authorization", "cookie", "content-length", "transfer-encoding", "content-type", "content-encoding",
+        "content-range", "expect", "max-forwards", "range", "if-match", "if-none-match", "if-modified-since",
+        "if-unmodified-since", "if-range", "cache-control", "pragma", "forwarded", "via", "x-forwarded-for",
+        "x-forwarded-host", "x-forwarded-proto",
+    ]
+
     /// The fields that are not hop-by-hop and whose role `keep` accepts.
     private static func kept(_ headers: HTTPHeaders, extraCapacity: Int, _ keep: (FieldRole) -> Bool) -> [(String, String)] {
         var named: [String] = []

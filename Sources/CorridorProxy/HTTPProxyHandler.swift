@@ -32,6 +32,16 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         var requestEnded = false
         var responseStarted = false
         var responseEnded = false
+        /// The upstream's response ended before the client's request did: the upstream may not have
+        /// read the body as a body (an answer sent before reading, a 100-continue refused), so what
+        /// it reads next on that connection is unknowable, and the connection never goes back to
+        /// the pool.
+        var respondedBeforeTheRequestEnded = false
+        /// The request's method and version: how the response to it is framed (no body for HEAD;
+        /// never chunked, and no interim responses, for an HTTP/1.0 client).
+        var method: HTTPMethod
+        var version: HTTPVersion
+        var speaksHTTP11: Bool { version.major > 1 || (version.major == 1 && version.minor >= 1) }
         /// Where the request goes, once decided.
         var route: Route?
         /// The upstream connection came from the pool (it may have died while idle).
@@ -230,21 +240,25 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             begin(context: context, head: head)
         case (.idle, _):
             break  // the rest of a request already answered
+        case (.connecting(var pending), .end(let trailers)):
+            // Trailers reach the upstream without the fields that route, frame or authenticate.
+            let forwarded = trailers.map(HTTPHeaders.forwardedTrailers)
+            pending.append(.end(forwarded))
+            state = .connecting(pending: pending)
+            exchange?.requestEnded = true
+            exchange?.trailers = forwarded
         case (.connecting(var pending), _):
             pending.append(part)
             state = .connecting(pending: pending)
-            if case .end(let trailers) = part {
-                exchange?.requestEnded = true
-                exchange?.trailers = trailers
-            }
         case (.forwarding(let upstream), .body(let buffer)):
             exchange?.record.bytesUp += buffer.readableBytes
             lastActivity = .now()
             upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
         case (.forwarding(let upstream), .end(let trailers)):
+            let forwarded = trailers.map(HTTPHeaders.forwardedTrailers)
             exchange?.requestEnded = true
-            exchange?.trailers = trailers
-            upstream.channel.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
+            exchange?.trailers = forwarded
+            upstream.channel.writeAndFlush(HTTPClientRequestPart.end(forwarded), promise: nil)
             if !(exchange?.responseStarted ?? true) {
                 // The upload is over: now the upstream's answer is awaited, not the client's bytes.
                 startResponseDeadline(context: context)
@@ -275,7 +289,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         let record = newRecord(context: context)
         proxy.metrics.connectionOpened()
         record.httpMethod = head.method.rawValue
-        exchange = Exchange(record: record, keepAlive: head.isKeepAlive)
+        exchange = Exchange(record: record, keepAlive: head.isKeepAlive, method: head.method, version: head.version)
         if let problem = HTTPRequestHeadCheck.problem(head) {
             refuse(context: context, status: problem.status, code: problem.code, reason: problem.reason, kind: .denial)
             return
@@ -493,36 +507,75 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     // MARK: responses from the upstream
 
     func upstreamResponse(_ part: HTTPClientResponsePart) {
-        guard let context, case .forwarding = state else { return }
+        guard let context, case .forwarding = state, let exchange else { return }
         switch part {
-        case .head(var head) where head.status.code / 100 == 1 && head.status != .switchingProtocols:
+        case .head(let head) where head.status == .switchingProtocols:
+            // Upgrade never crosses the gateway (it is hop-by-hop), so no request asked for this;
+            // whatever follows on the connection is no HTTP response.
+            if exchange.responseStarted {
+                cutMidResponse(context: context, cause: .upstreamError, afterWrites: true,
+                               reason: "the upstream switched protocols, which no request asked for")
+            } else {
+                refuse(context: context, status: .badGateway, code: .upstreamClosed,
+                       reason: "the upstream switched protocols, which no request asked for", kind: .upstreamFailure, cause: .upstreamError)
+            }
+        case .head(var head) where head.status.code / 100 == 1:
             // An interim response (`100 Continue` to `Expect: 100-continue`, `103 Early Hints`):
             // passed on at once; the final response follows. The upstream is alive, so the
             // response-start deadline starts again (or, while the body still uploads, the idle
             // limit goes on).
             responseDeadline = nil
-            if exchange?.requestEnded ?? false {
+            if exchange.requestEnded {
                 startResponseDeadline(context: context)
             } else {
                 startIdleDeadline(context: context)
             }
+            // An HTTP/1.0 client is sent no 1xx (RFC 9110 section 15.2).
+            guard exchange.speaksHTTP11 else { return }
             HTTPHeaders.removeHopByHop(&head.headers)
+            Self.frameWithoutBody(&head.headers)
             context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status, headers: head.headers))), promise: nil)
         case .head(var head):
             if !head.isKeepAlive, case .forwarding(let upstream) = state { upstream.reusable = false }
-            exchange?.responseStarted = true
+            self.exchange?.responseStarted = true
             responseDeadline = nil
-            exchange?.record.httpStatus = Int(head.status.code)
+            exchange.record.httpStatus = Int(head.status.code)
             startIdleDeadline(context: context)
             HTTPHeaders.removeHopByHop(&head.headers)
-            if !(exchange?.keepAlive ?? false) { head.headers.replaceOrAdd(name: "Connection", value: "close") }
+            var keepAlive = exchange.keepAlive
+            if exchange.method == .HEAD || !head.status.mayHaveResponseBody {
+                // No body follows (RFC 9112 section 6.3): a HEAD response keeps the Content-Length
+                // the upstream gave (what a GET would have), and nothing is chunked.
+                if exchange.method == .HEAD {
+                    head.headers.remove(name: "Transfer-Encoding")
+                } else {
+                    Self.frameWithoutBody(&head.headers)
+                }
+            } else if head.headers.contains(name: "Content-Length") {
+                // The response decoder checked the body's length against it.
+                head.headers.remove(name: "Transfer-Encoding")
+            } else if exchange.speaksHTTP11 {
+                head.headers.replaceOrAdd(name: "Transfer-Encoding", value: "chunked")
+            } else {
+                // An HTTP/1.0 client knows no chunked coding: the body ends with the connection.
+                head.headers.remove(name: "Transfer-Encoding")
+                keepAlive = false
+            }
+            if !keepAlive {
+                self.exchange?.keepAlive = false
+                head.headers.replaceOrAdd(name: "Connection", value: "close")
+            } else if !exchange.speaksHTTP11 {
+                // An HTTP/1.0 client keeps the connection only when told so.
+                head.headers.replaceOrAdd(name: "Connection", value: "keep-alive")
+            }
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status, headers: head.headers))), promise: nil)
         case .body(let buffer):
-            exchange?.record.bytesDown += buffer.readableBytes
+            exchange.record.bytesDown += buffer.readableBytes
             lastActivity = .now()
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
-            exchange?.responseEnded = true
+            self.exchange?.responseEnded = true
+            if !exchange.requestEnded { self.exchange?.respondedBeforeTheRequestEnded = true }
             // Settle this exchange, write the response's end, then take up a pipelined next
             // request: its answer (a refusal, say) must follow this one on the wire.
             let closeAfter = completeIfDone(context: context, closeNow: false)
@@ -533,6 +586,13 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             }
             takeUpWaiting(context: context)
         }
+    }
+
+    /// The framing fields of a response that carries no body (a 1xx, 204 or 304): none, as the
+    /// client's encoder frames what it is given (`automaticallySetFramingHeaders` is off).
+    private static func frameWithoutBody(_ headers: inout HTTPHeaders) {
+        headers.remove(name: "Content-Length")
+        headers.remove(name: "Transfer-Encoding")
     }
 
     func upstreamReadComplete() { context?.flush() }
@@ -599,6 +659,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         guard let exchange, exchange.requestEnded, exchange.responseEnded, case .forwarding(let upstream) = state else { return false }
         responseDeadline = nil
         upstream.handler?.delegate = nil
+        if exchange.respondedBeforeTheRequestEnded { upstream.reusable = false }
         pool.put(upstream)
         finishExchange(cause: .completed)
         if exchange.keepAlive && !clientInputClosed {
@@ -687,6 +748,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         responseDeadline = nil
         dropUpstream()
         let requestEnded = exchange?.requestEnded ?? true
+        let answersHEAD = exchange?.method == .HEAD
         state = requestEnded ? .closed : .refusing
         abandonDial()
         if !requestEnded { armHeadDeadline(context: context) }
@@ -719,7 +781,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         headers.add(name: "Corridor-Reason", value: code.rawValue)
         headers.add(name: "Connection", value: "close")
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        // A response to HEAD carries no body; its Content-Length is what a GET would have got.
+        if !answersHEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        }
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             if requestEnded { context.close(promise: nil) }
         }
@@ -841,7 +906,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             requestsSeen += 1
             let record = newRecord(context: context)
             proxy.metrics.connectionOpened()
-            exchange = Exchange(record: record, keepAlive: false, requestEnded: true)
+            exchange = Exchange(record: record, keepAlive: false, requestEnded: true, method: .GET, version: .http1_1)
             refuse(context: context, status: .badRequest, code: .badRequest, reason: "malformed HTTP request: \(error)", kind: .denial)
             return
         }

@@ -13,8 +13,12 @@ enum HTTPProxyPipeline {
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderFieldSize = maxHeaderBytes
         limits.maxHeaderListSize = maxHeaderBytes
+        // The handler frames each response itself: it knows the request's method (no body after a
+        // HEAD) and version (nothing chunked for HTTP/1.0), which this encoder is not told.
+        var encoding = HTTPResponseEncoder.Configuration()
+        encoding.automaticallySetFramingHeaders = false
         let handlers: [any ChannelHandler] = [
-            HTTPResponseEncoder(),
+            HTTPResponseEncoder(configuration: encoding),
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)),
             HTTPProxyHandler(listenerName: listenerName, proxy: proxy, countsConnection: countsConnection),
         ]

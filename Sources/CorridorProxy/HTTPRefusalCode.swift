@@ -7,6 +7,8 @@ enum HTTPRefusalCode: String, Sendable, CaseIterable {
     case badRequest = "bad_request"
     /// The head has more header fields than ``HTTPRequestHeadCheck/maxHeaderFields``.
     case tooManyHeaderFields = "too_many_header_fields"
+    /// A CONNECT request: tunnels are the connect listener's (RFC 9110 section 15.5.6).
+    case methodNotAllowed = "method_not_allowed"
     /// A transfer coding other than chunked.
     case unsupportedTransferCoding = "unsupported_transfer_coding"
     case policyDenied = "policy_denied"

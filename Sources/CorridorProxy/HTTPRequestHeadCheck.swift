@@ -16,6 +16,10 @@ enum HTTPRequestHeadCheck {
 
     static func problem(_ head: HTTPRequestHead) -> Problem? {
         let headers = head.headers
+        if head.method == .CONNECT {
+            return Problem(status: .methodNotAllowed, code: .methodNotAllowed,
+                           reason: "CONNECT opens a tunnel, which only the connect listener serves; plain HTTP requests are served here")
+        }
         if headers.count > maxHeaderFields {
             return Problem(status: .requestHeaderFieldsTooLarge, code: .tooManyHeaderFields,
                            reason: "the request head has \(headers.count) header fields; at most \(maxHeaderFields) are accepted")

@@ -189,7 +189,7 @@ struct OriginationSmugglingTests {
 /// A Python client for the raw exchanges of these tests: connects to the port in argv[1], runs `send` (with
 /// `s` the socket), then reads until the gateway closes, and prints CLOSED (or OPEN, when the
 /// connection was still open after `timeout` seconds of silence) and then everything it read.
-private func readToEndScript(timeout: Int, send: String) -> String {
+func readToEndScript(timeout: Int, send: String) -> String {
     """
     import socket, sys, time
     s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=\(timeout))

@@ -6,7 +6,7 @@ http/1.1. With --client-ca, a client certificate signed by that CA is required.
 
 For every request it appends one JSON line to --log:
   {"sni", "tlsVersion", "clientCert" (subject CN or null), "method", "path", "host",
-   "bodyBytes", "bodySha256"}
+   "bodyBytes", "bodySha256", "trailers" (the trailer lines of a chunked body, as sent)}
 Routes:
   GET /size/N        N deterministic bytes (pattern(), the same as tls_upstream.py), streamed
   POST|PUT /sink     reads the body (Content-Length or chunked), answers "<bytes> <sha256>\\n"
@@ -19,6 +19,13 @@ Routes:
   /deaf              reads nothing (not even the body) and answers nothing for 20 s
   /early-partial     answers before reading the request body: the head and 5 of 10 body bytes at
                      once, the other 5 a second later, then closes
+  /ignore-body       answers "ok /ignore-body" without reading the request body, and keeps the
+                     connection: the body is read as the next request (a back end that ignores
+                     bodies on some routes)
+  /chunked           answers "hello\nworld\n" in two chunks, no Content-Length; to HEAD, the head
+                     alone, Transfer-Encoding: chunked and no Content-Length
+  /switch            answers 101 Switching Protocols (no request asks for it), then bytes that are
+                     no HTTP
   anything else      reads any body, answers "ok <path>\\n"
 """
 import argparse, hashlib, json, os, socket, ssl, sys, threading, time
@@ -51,6 +58,7 @@ class Handler(BaseHTTPRequestHandler):
     def read_body(self):
         """Reads the request body; returns (bytes read, sha256 hex)."""
         h, total = hashlib.sha256(), 0
+        self.trailers = []
         te = (self.headers.get("Transfer-Encoding") or "").lower()
         if "chunked" in te:
             while True:
@@ -63,6 +71,7 @@ class Handler(BaseHTTPRequestHandler):
                         t = self.rfile.readline(65537)
                         if not t or t in (b"\r\n", b"\n"):
                             break
+                        self.trailers.append(t.decode("latin-1").rstrip("\r\n"))
                     break
                 left = size
                 while left:
@@ -104,6 +113,7 @@ class Handler(BaseHTTPRequestHandler):
             "host": self.headers.get("Host"),
             "bodyBytes": body_bytes,
             "bodySha256": body_sha,
+            "trailers": getattr(self, "trailers", []),
         }
         with self.server.log_lock, open(self.server.log_path, "a") as f:
             f.write(json.dumps(line) + "\n")
@@ -137,6 +147,17 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(1)
             self.wfile.write(b"67890")
             return
+        if self.path == "/ignore-body":
+            self.record(None, None)
+            self.answer("ok /ignore-body\n")
+            return
+        if self.path == "/switch":
+            self.record(None, None)
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\nConnection: Upgrade\r\n\r\nNOT HTTP\r\n\r\n")
+            self.wfile.flush()
+            time.sleep(1)
+            return
         try:
             body_bytes, body_sha = self.read_body()
         except (ConnectionError, ValueError):
@@ -166,6 +187,13 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.2)
                 self.wfile.write(extra)
+        elif path == "/chunked":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(b"6\r\nhello\n\r\n6\r\nworld\n\r\n0\r\n\r\n")
         elif path == "/then-drop":
             self.drop_next = True
             self.answer(f"ok {path}\n")
