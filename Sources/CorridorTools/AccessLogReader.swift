@@ -27,11 +27,18 @@ public struct AccessLogReader {
         while true {
             let n = chunk.withUnsafeMutableBytes { gzread(file, $0.baseAddress, UInt32($0.count)) }
             if n < 0 {
-                var code: Int32 = 0
-                let message = gzerror(file, &code).map { String(cString: $0) } ?? "read error"
-                throw Failure(description: "\(path): \(message) (after line \(number))")
+                throw Failure(description: "\(path): \(zlibError(file).message) (after line \(number))")
             }
-            if n == 0 { break }
+            if n == 0 {
+                // The end of the input, or of a compressed stream cut short (a log copied while
+                // being compressed, a download cut off): zlib says which, and records lost to a
+                // truncation must not pass as a complete log.
+                let (code, message) = zlibError(file)
+                if code != Z_OK && code != Z_STREAM_END {
+                    throw Failure(description: "\(path): \(message) after line \(number): the file is incomplete")
+                }
+                break
+            }
             var start = 0
             for index in 0..<Int(n) where chunk[index] == UInt8(ascii: "\n") {
                 pending += chunk[start..<index]
@@ -49,5 +56,14 @@ public struct AccessLogReader {
             number += 1
             try body(Substring(decoding: pending, as: UTF8.self), number)
         }
+    }
+
+    /// zlib's error code and message for `file`, without the `<fd:N>: ` it puts before the message
+    /// of a file opened by descriptor.
+    private static func zlibError(_ file: gzFile) -> (code: Int32, message: String) {
+        var code: Int32 = 0
+        var message = gzerror(file, &code).map { String(cString: $0) } ?? ""
+        if message.hasPrefix("<fd:"), let end = message.range(of: ">: ") { message = String(message[end.upperBound...]) }
+        return (code, message.isEmpty ? "read error" : message)
     }
 }

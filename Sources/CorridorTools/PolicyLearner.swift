@@ -10,7 +10,8 @@ import CorridorPolicy
 /// policy so far refuses it, the ``PolicyHint`` that would allow it is applied, and the engine
 /// must then allow it. So the proposal allows every connection learned from, by construction,
 /// and with `--merge` it only adds what the existing policy lacks. Never learned: denials, what a
-/// destination guard refused, and unknown sources (reported as things to fix).
+/// destination guard refused, names that did not resolve, and unknown sources (reported as things
+/// to fix).
 public struct PolicyLearner {
     public struct Options: Sendable {
         public var since: String?
@@ -79,6 +80,9 @@ public struct PolicyLearner {
     private var period = Evidence()
     private var denied = 0
     private var guarded = 0
+    /// Connections whose name did not resolve, per name: a grant would allow nothing that works,
+    /// and the names are often typos or generated ones.
+    private var unresolved: [String: Int] = [:]
     private var unknownSources: [String: Int] = [:]
     private var unusable = 0
     private var interim = 0
@@ -91,6 +95,8 @@ public struct PolicyLearner {
 
     /// Guard refusals: not policy, never learned.
     static let guardCauses: Set<String> = ["destination_blocked", "invalid_client_hello", "invalid_connect_request"]
+    /// The close cause of a connection whose name did not resolve.
+    static let resolveFailed = "resolve_failed"
 
     /// Takes one access-log line.
     public mutating func add(line: Substring) {
@@ -114,6 +120,10 @@ public struct PolicyLearner {
         }
         if Self.guardCauses.contains(entry.closeCause) {
             guarded += 1
+            return
+        }
+        if entry.closeCause == Self.resolveFailed {
+            unresolved[entry.connectHost ?? entry.sni ?? entry.host ?? "?", default: 0] += 1
             return
         }
         guard let identity = entry.identity else {
@@ -151,6 +161,12 @@ public struct PolicyLearner {
         var lines = ["corridor learn: \(records) records read, \(learned) learned from, \(observed.values.reduce(0) { $0 + $1.count }) distinct (workload, destination) pairs"]
         if denied > 0 { lines.append("not learned: \(denied) denied connections (run the gateway with spec.mode: Audit to learn what the policy refuses)") }
         if guarded > 0 { lines.append("not learned: \(guarded) connections a destination guard refused (blocked ranges, malformed hellos): no policy allows those") }
+        if !unresolved.isEmpty {
+            let top = unresolved.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }.prefix(20)
+            lines.append("not learned: \(unresolved.values.reduce(0, +)) connections to \(unresolved.count) name(s) that did not resolve (typos, retired "
+                + "or generated names; a grant would allow nothing that works): " + top.map { "\($0.key) (\($0.value))" }.joined(separator: ", ")
+                + (unresolved.count > 20 ? ", ..." : ""))
+        }
         if !unknownSources.isEmpty {
             let top = unknownSources.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }.prefix(20)
             lines.append("not learned: \(unknownSources.values.reduce(0, +)) connections from \(unknownSources.count) unknown source(s); add a Workload for each "
@@ -303,7 +319,7 @@ public struct PolicyLearner {
         case .tcp(let address, let port):
             let ip = IPAddress(parsing: address)!
             return DecisionEngine.decideTCP(source: identity, sourceAddress: "learned", destination: ip, port: port, snapshot: snapshot)
-                ?? .deny("port \(port) is a TLS port: judged by SNI", port: port)
+                ?? .deny("no ExternalService serves TCP \(address) port \(port): read as TLS, judged by SNI", port: port)
         }
     }
 

@@ -90,6 +90,12 @@ struct LearnTests {
         #expect(learned.stderr.contains("127.0.0.5 (1)"), "the unknown source is reported: \(learned.stderr)")
         #expect(!learned.stdout.contains("*."), "no wildcard unless asked: \(learned.stdout)")
         #expect(learned.stdout.contains("corridor.dev/learned"))
+        // The same log cut short (copied while being compressed): an error, never a partial answer.
+        let whole = try Data(contentsOf: URL(fileURLWithPath: auditLog + ".gz"))
+        try whole.prefix(whole.count - 12).write(to: URL(fileURLWithPath: dir.path("cut.log.gz")))
+        let cut = try runCommand(Repo.corridorBinary.path, ["learn", dir.path("cut.log.gz")])
+        #expect(cut.status != 0 && cut.stdout.isEmpty, "\(cut.stdout)")
+        #expect(cut.stderr.contains("cut.log.gz: unexpected end of file") && cut.stderr.contains("the file is incomplete"), "\(cut.stderr)")
 
         let enforceLog = dir.path("enforce.log")
         let enforceConfig = dir.path("enforce.yaml")
@@ -143,6 +149,26 @@ struct LearnTests {
         let explain = try runCommand(Repo.corridorBinary.path, ["explain", "--config", combined, "--source-ip", "127.0.0.1",
                                                                 "--to", "b.learn.test:\(upstream.port)", "--via", "connect"])
         #expect(explain.status == 0, "\(explain.stdout)\(explain.stderr)")
+    }
+
+    /// A name that never resolved is no grant: it would allow nothing that works, and such names
+    /// are typos or generated ones.
+    @Test func namesThatDidNotResolveAreNotLearned() throws {
+        let dir = try TempDir()
+        let log = dir.path("audit.log")
+        func record(_ host: String, _ cause: String) -> String {
+            #"{"time":"2026-12-07T10:00:00.000Z","id":1,"listener":"connect","src":"127.0.0.1:40000","#
+                + #""identity":{"namespace":"payments","workload":"checkout","serviceAccount":"checkout","labels":{"app":"checkout"}},"#
+                + #""connectHost":"\#(host)","sni":"\#(host)","port":443,"decision":"audit","bytesUp":0,"bytesDown":0,"durationMs":3,"closeCause":"\#(cause)","event":"close"}"#
+        }
+        try [record("api.learn.test", "completed"), record("api.leran.test", "resolve_failed"), record("api.leran.test", "resolve_failed")]
+            .joined(separator: "\n").write(toFile: log, atomically: true, encoding: .utf8)
+        let learned = try runCommand(Repo.corridorBinary.path, ["learn", log])
+        #expect(learned.status == 0, "\(learned.stderr)")
+        #expect(learned.stdout.contains("\"api.learn.test\""), "\(learned.stdout)")
+        #expect(!learned.stdout.contains("leran"), "\(learned.stdout)")
+        #expect(learned.stderr.contains("not learned: 2 connections to 1 name(s) that did not resolve"), "\(learned.stderr)")
+        #expect(learned.stderr.contains("api.leran.test (2)"), "\(learned.stderr)")
     }
 
     @Test func badInputIsRefusedWithAReason() throws {
