@@ -37,6 +37,9 @@ public enum CheckSummary {
         if gateway.mode == .audit {
             lines.append("warning: \(GatewayModeText.auditWarning)")
         }
+        for risk in AddressGuard.sensitiveExceptions(allowPrivate: gateway.allowPrivate, services: source.externalServices) {
+            lines.append("warning: \(risk)")
+        }
         for service in source.externalServices where service.ech == .allow {
             lines.append("warning: ExternalService \(service.name) lets Encrypted Client Hello through (spec.tls.ech: Allow): safe only if it is not on a shared ECH front")
         }

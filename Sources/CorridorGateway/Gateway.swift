@@ -255,7 +255,7 @@ public final class Gateway: Sendable {
         }
         let next = generations.next()
         do {
-            let (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: next, cache: configCache)
+            let (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: next, cache: configCache, reloading: true)
             proxy.install(snapshot, origination: origination)
             proxy.metrics.policyReload(succeeded: true, snapshot: snapshot)
             warnIfRestartNeeded(old: old.gateway, new: snapshot.gateway)

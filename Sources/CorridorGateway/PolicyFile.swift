@@ -21,7 +21,14 @@ public enum PolicyFile {
         while true {
             let n = fread(&chunk, 1, chunk.count, file)
             if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
-            if n < chunk.count { break }
+            if n < chunk.count {
+                // A short read is the end of the file or a failure (a directory: EISDIR), which
+                // must not pass for an empty policy.
+                if ferror(file) != 0 {
+                    throw ConfigErrors(errors: [ConfigError(file: path, reason: "cannot read: \(String(cString: strerror(errno)))")])
+                }
+                break
+            }
             if bytes.count > 64 << 20 {
                 throw ConfigErrors(errors: [ConfigError(file: path, reason: "larger than 64 MiB")])
             }
@@ -32,6 +39,14 @@ public enum PolicyFile {
         return text
     }
 
+    /// Whether `text` is nothing but blank lines, comments and document markers.
+    static func holdsNoObjects(_ text: String) -> Bool {
+        text.split(whereSeparator: \.isNewline).allSatisfy { line in
+            let trimmed = line.trimmingPrefix { $0 == " " || $0 == "\t" }
+            return trimmed.isEmpty || trimmed.hasPrefix("#") || trimmed.hasPrefix("---") || trimmed.hasPrefix("...")
+        }
+    }
+
     public static func load(_ path: String, generation: Int) throws(ConfigErrors) -> PolicySnapshot {
         try loadCompiled(path, generation: generation).snapshot
     }
@@ -39,8 +54,15 @@ public enum PolicyFile {
     /// The snapshot and the TLS origination contexts compiled from it: a CA bundle or key that
     /// cannot be loaded makes the file invalid, like any other error in it.
     /// With a `cache`, documents unchanged since the last load through it are not parsed again.
-    public static func loadCompiled(_ path: String, generation: Int, cache: ConfigCache? = nil) throws(ConfigErrors) -> (snapshot: PolicySnapshot, origination: OriginationContexts) {
+    /// `reloading`: a file that holds no object at all is refused (a truncated or half-written
+    /// file, most likely), where at start it is an empty policy.
+    public static func loadCompiled(_ path: String, generation: Int, cache: ConfigCache? = nil,
+                                    reloading: Bool = false) throws(ConfigErrors) -> (snapshot: PolicySnapshot, origination: OriginationContexts) {
         let text = try read(path)
+        if reloading && holdsNoObjects(text) {
+            throw ConfigErrors(errors: [ConfigError(file: path, reason: "holds no objects, which would drop every rule and setting at once; "
+                + "an empty file is taken for one being rewritten, and the policy in force stays")])
+        }
         let source = try ConfigLoader.load(yaml: text, file: path, cache: cache)
         let snapshot = PolicySnapshot(source: source, generation: generation)
         do {

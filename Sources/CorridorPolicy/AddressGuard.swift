@@ -37,6 +37,40 @@ public struct AddressGuard: Sendable {
         self.alwaysBlocked = extraBlocked.map { BlockedRange(cidr: $0, name: "blocked by GatewayConfig spec.destinations.block") }
     }
 
+    /// The addresses an exception to the guard must not take in without the operator knowing:
+    /// the cloud metadata services and the gateway's own host.
+    static let sensitive: [(address: IPAddress, name: String)] = [
+        ("169.254.169.254", "the cloud metadata service (169.254.169.254)"), ("fd00:ec2::254", "the cloud metadata service (fd00:ec2::254)"),
+        ("127.0.0.1", "loopback (the gateway's own host)"), ("::1", "loopback (the gateway's own host)"),
+    ].map { (IPAddress(parsing: $0.0)!, $0.1) }
+
+    /// What of ``sensitive`` an exception (`allowPrivate`, or an ExternalService's `addresses`)
+    /// opens to the names it applies to; empty for a range that takes in none of it.
+    public static func sensitiveReach(of range: CIDR) -> [String] {
+        var names: [String] = []
+        for entry in sensitive where range.contains(entry.address) && !names.contains(entry.name) { names.append(entry.name) }
+        return names
+    }
+
+    /// Each exception that opens a ``sensitive`` address, said as a risk: `allowPrivate` for
+    /// every name, a service's `addresses` for that service's names.
+    public static func sensitiveExceptions(allowPrivate: [CIDR], services: [ExternalService]) -> [String] {
+        var risks: [String] = []
+        for range in allowPrivate {
+            let reach = sensitiveReach(of: range)
+            if !reach.isEmpty { risks.append("allowPrivate \(range) lets any allowed name resolve to \(reach.joined(separator: " and "))") }
+        }
+        for service in services {
+            for range in service.addresses {
+                let reach = sensitiveReach(of: range)
+                if !reach.isEmpty {
+                    risks.append("ExternalService \(service.name) addresses \(range) let its names resolve to \(reach.joined(separator: " and "))")
+                }
+            }
+        }
+        return risks
+    }
+
     public enum Verdict: Equatable, Sendable {
         case allowed
         case blocked(range: String, name: String)

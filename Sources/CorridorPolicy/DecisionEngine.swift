@@ -61,9 +61,10 @@ public enum DecisionEngine {
     }
 
     /// A redirected connection judged by where it was going: the ExternalServices with a TCP port
-    /// `port` whose `addresses` contain `destination`. Returns nil when no TCP service covers that
-    /// address and port and the port is also a TLS port of some service (the connection is then
-    /// judged as TLS, by its SNI); a TCP-only port at an address no service lists is denied at once.
+    /// `port` whose `addresses` contain `destination`. Returns nil when no TCP service uses the
+    /// port, or none covers that address and the port is also a TLS port of some service (the
+    /// connection is then read as TLS and judged by its SNI); a TCP-only port at an address no
+    /// service lists is denied at once.
     public static func decideTCP(source: SourceIdentity?, sourceAddress: @autoclosure () -> String, destination: IPAddress, port: Int,
                                  snapshot: PolicySnapshot) -> Decision? {
         if snapshot.source.awaitingSync { return .deny(awaitingSyncReason, port: port) }

@@ -169,7 +169,7 @@ public struct PolicyExplanation: Sendable {
             destination = .tcp(address: ip, port: port)
             destinationText = "TCP \(ip) port \(port) (a redirected connection)"
             decision = DecisionEngine.decideTCP(source: identity, sourceAddress: sourceAddress, destination: ip, port: port, snapshot: snapshot)
-                ?? .deny("no ExternalService serves TCP \(ip) port \(port), and port \(port) is a TLS port: such a connection is judged by its SNI (--via tls)",
+                ?? .deny("no ExternalService serves TCP \(ip) port \(port): a connection redirected there is read as TLS and judged by its SNI (--via tls)",
                          port: port)
         case .tls, .connect, .http:
             let facts: DestinationFacts

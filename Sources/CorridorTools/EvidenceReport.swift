@@ -210,6 +210,7 @@ public struct EvidenceReport {
         if gateway.mode == .audit { risks.append("the gateway is in Audit mode (spec.mode: Audit): policy refusals are let through") }
         if gateway.unknownSources == .allow { risks.append("unknownSources: Allow: sources no Workload claims may use access: All services") }
         if gateway.tls.allowECH { risks.append("tls.allowECH: Encrypted Client Hello is let through for every service without its own setting") }
+        risks += AddressGuard.sensitiveExceptions(allowPrivate: gateway.allowPrivate, services: snapshot.source.externalServices)
         for service in snapshot.source.externalServices {
             for port in service.ports where port.allowPlaintext { risks.append("ExternalService \(service.name) port \(port.number) sends plain-text HTTP (allowPlaintext)") }
             if service.access == .all { risks.append("ExternalService \(service.name) is open to every workload (access: All)") }

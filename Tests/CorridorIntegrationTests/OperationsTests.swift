@@ -115,6 +115,13 @@ struct OperationsTests {
         #expect(try fetch("second.allowed.test").stdout == "ok\n")
         #expect(try fetch("api.allowed.test").stdout == "ok\n")
 
+        // A file emptied (truncated before a rewrite, a template that rendered nothing) is no
+        // policy that drops every rule and setting: the last good one stays.
+        try "# being rewritten\n---\n".write(toFile: config, atomically: true, encoding: .utf8)
+        gateway.signal(SIGHUP)
+        #expect(await eventually(timeout: 15) { gateway.stderrText.contains("holds no objects") }, "\(gateway.stderrText)")
+        #expect(try fetch("second.allowed.test").stdout == "ok\n")
+
         live.write("after\n")
         #expect(await eventually { live.stdoutText.contains("after") })
         live.closeStdin()

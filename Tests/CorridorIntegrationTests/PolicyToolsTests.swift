@@ -18,6 +18,33 @@ struct PolicyToolsTests {
         #expect(lines.last == "7 passed, 0 failed")
     }
 
+    /// `--config` naming a directory (the ConfigMap's mount, not the file in it) is an error, not
+    /// an empty policy.
+    @Test func aConfigPathThatIsNoFileIsAnError() throws {
+        let dir = try TempDir()
+        let result = try corridor(["check", "--config", dir.url.path])
+        #expect(result.status != 0, "\(result.stdout)")
+        #expect((result.stdout + result.stderr).contains("\(dir.url.path): cannot read: Is a directory"), "\(result.stdout)\(result.stderr)")
+    }
+
+    /// The quickstart lets names resolve to loopback (its upstream runs on the laptop): check says so.
+    @Test func checkWarnsOfAnExceptionThatReachesLoopbackOrTheMetadataService() throws {
+        let result = try corridor(["check", "--config", Self.quickstart])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("warning: allowPrivate 127.0.0.0/8 lets any allowed name resolve to loopback (the gateway's own host)"),
+                "\(result.stdout)")
+    }
+
+    /// A redirected connection to a port no TCP service uses is read as TLS: explain says so,
+    /// whether or not the port is any service's TLS port.
+    @Test func explainViaTCPSaysAPortWithoutATCPServiceIsReadAsTLS() throws {
+        let result = try corridor(["explain", "--config", Self.quickstart, "--namespace", "payments", "--to", "10.0.0.1:5432", "--via", "tcp"])
+        #expect(result.status == 1, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("no ExternalService serves TCP 10.0.0.1 port 5432: a connection redirected there is read as TLS"),
+                "\(result.stdout)")
+        #expect(!result.stdout.contains("is a TLS port"), "\(result.stdout)")
+    }
+
     @Test func aFailingCaseSaysWhatItGotAndExits1() throws {
         let dir = try TempDir()
         let cases = dir.path("cases.yaml")

@@ -70,6 +70,19 @@ struct AddressGuardTests {
         #expect(Self.plain.check(ip("10.20.1.1")) != .allowed)
     }
 
+    @Test("an exception that takes in the metadata service or loopback is named as a risk")
+    func sensitiveExceptions() {
+        let everything = ExternalService(metadata: ObjectMeta(name: "anything"), hosts: [], addresses: [cidr("0.0.0.0/0")], ports: [])
+        let onPrem = ExternalService(metadata: ObjectMeta(name: "on-prem"), hosts: [], addresses: [cidr("10.20.0.0/16")], ports: [])
+        let risks = AddressGuard.sensitiveExceptions(allowPrivate: [cidr("10.0.0.0/8"), cidr("169.254.0.0/16"), cidr("::/0")],
+                                                     services: [everything, onPrem])
+        #expect(risks == [
+            "allowPrivate 169.254.0.0/16 lets any allowed name resolve to the cloud metadata service (169.254.169.254)",
+            "allowPrivate ::/0 lets any allowed name resolve to the cloud metadata service (fd00:ec2::254) and loopback (the gateway's own host)",
+            "ExternalService anything addresses 0.0.0.0/0 let its names resolve to the cloud metadata service (169.254.169.254) and loopback (the gateway's own host)",
+        ], "\(risks)")
+    }
+
     @Test("extra blocked ranges from the GatewayConfig are blocked")
     func extraBlocked() {
         let strict = AddressGuard(allowPrivate: [], extraBlocked: [cidr("93.184.216.0/24")])
