@@ -163,7 +163,7 @@ extension ConnectionRecord {
 
     /// Whether `snapshot` (a policy installed while this connection was open) no longer lets it
     /// through: it is decided again on the facts it was decided on (SNI, CONNECT host, port, ECH,
-    /// or the TCP service's address) with its source's identity under `snapshot`, and the address
+    /// a plain-HTTP request's host and port, or the TCP service's address) with its source's identity under `snapshot`, and the address
     /// it relays to is vetted again. When it is revoked, the record's reason says so and why; the
     /// verdict stays the one the connection was opened with. Connections policy never let through
     /// are not re-decided.
@@ -171,7 +171,10 @@ extension ConnectionRecord {
         guard let decision, decision.lets else { return false }
         let identity = sourceAddress.flatMap { snapshot.inventory.identity(of: $0) }
         var now: Decision
-        if sni == nil, connectHost == nil, let original = originalDestination, let ip = IPAddress(original)?.unmapped,
+        if let httpHost {
+            now = DecisionEngine.decide(source: identity, sourceAddress: sourceIP,
+                                        facts: DestinationFacts(connectHost: httpHost, port: port, kind: .http), snapshot: snapshot)
+        } else if sni == nil, connectHost == nil, let original = originalDestination, let ip = IPAddress(original)?.unmapped,
            let servicePort = original.port {
             now = DecisionEngine.decideTCP(source: identity, sourceAddress: sourceIP, destination: ip, port: servicePort, snapshot: snapshot)
                 ?? .deny("no ExternalService serves TCP \(ip) port \(servicePort)", port: servicePort)

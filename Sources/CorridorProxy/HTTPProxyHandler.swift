@@ -703,12 +703,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     }
 
     /// Ends an exchange whose response has started, so that no answer of ours can follow it: both
-    /// sides are cut, the reason grows by `reason`, and the client sees the connection end (after
+    /// sides are cut, the reason grows by `reason` (if given), and the client sees the connection end (after
     /// what was written to it, with `afterWrites`).
-    private func cutMidResponse(context: ChannelHandlerContext, cause: CloseCause, afterWrites: Bool, reason: String) {
+    private func cutMidResponse(context: ChannelHandlerContext, cause: CloseCause, afterWrites: Bool, reason: String?) {
         dropUpstream()
         responseDeadline = nil
-        exchange?.record.decision?.reason += "; \(reason)"
+        if let reason { exchange?.record.decision?.reason += "; \(reason)" }
         finishExchange(cause: cause)
         state = .closed
         if afterWrites { closeAfterWrites(context: context) } else { context.close(promise: nil) }
@@ -870,6 +870,27 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
 
     /// The gateway is stopping (the drain deadline passed): called by the loop's ``LoopConnections``.
     /// What is in flight ends now, recorded with cause `shutdown`.
+    /// `spec.reload.liveConnections: Recheck`: the exchange under way (dialling, uploading or
+    /// downloading) is decided again against `newer`; one it no longer allows ends, its record
+    /// keeping the verdict it was opened with and cause `policy_revoked`. Before the response has
+    /// started the client gets a 403 that says why; after, the connection closes. The next request
+    /// on the connection is decided against `newer` in any case.
+    func recheck(against newer: PolicySnapshot) {
+        guard let context, let exchange else { return }
+        switch state {
+        case .connecting, .forwarding: break
+        case .idle, .refusing, .closed: return
+        }
+        guard exchange.record.revoked(by: newer) else { return }
+        if exchange.responseStarted {
+            cutMidResponse(context: context, cause: .policyRevoked, afterWrites: true, reason: nil)
+        } else {
+            let reason = exchange.record.decision?.reason ?? ""
+            let revocation = reason.range(of: "revoked by policy generation").map { String(reason[$0.lowerBound...]) } ?? "revoked by a policy change"
+            refuse(context: context, status: .forbidden, code: .policyDenied, reason: revocation, kind: .policy, cause: .policyRevoked)
+        }
+    }
+
     func shutdown() {
         guard let context, !stopped else { return }
         stopped = true

@@ -3,7 +3,8 @@ import NIOCore
 
 /// The connections of one NIO event loop: tls and connect connections still being read, decided
 /// or dialled (their ``InspectHandler``), the relays (their ``RelaySession``), and the http
-/// listener's (their ``HTTPProxyHandler``, only to end them at shutdown). Sweeps the relays
+/// listener's (their ``HTTPProxyHandler``, to recheck the exchange under way and to end them at
+/// shutdown). Sweeps the relays
 /// once a second, only while it has some (instead of a timer and a pipeline handler per
 /// connection): idle ones close, interim records are written. Decides the relays again after a
 /// policy change when live connections are rechecked, and ends every connection at shutdown.
@@ -63,6 +64,7 @@ final class LoopConnections {
 
     func recheck(against snapshot: PolicySnapshot) {
         for session in sessions.items { session.recheck(against: snapshot) }
+        for handler in plainHTTP.items { handler.recheck(against: snapshot) }
     }
 
     /// Ends every connection of this loop now (cause `shutdown`).

@@ -100,4 +100,58 @@ struct LiveConnectionRecheckTests {
             }
         }, "\(h.records())")
     }
+
+    /// Plain HTTP: the exchange under way is decided again. One still waiting for its response gets
+    /// a 403 that says why; one whose response is streaming is cut. Both records keep the verdict
+    /// they were opened with.
+    @Test func aRevokedGrantEndsThePlainHTTPExchangeUnderWay() async throws {
+        let h = try await OriginationHarness(gatewayExtra: Self.recheck)
+        defer { Task { await h.stop() } }
+        let waiting = try BackgroundProcess("python3", ["-c", #"""
+            import socket, sys
+            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+            s.sendall(b"GET /stall/20 HTTP/1.1\r\nHost: billing.example.test\r\n\r\n")
+            buf = b""
+            while True:
+                d = s.recv(65536)
+                if not d: break
+                buf += d
+            sys.stdout.write(buf.decode("latin-1") + "\nEOF\n")
+            """#, "\(h.httpPort)"])
+        let streaming = try BackgroundProcess("python3", ["-c", #"""
+            import socket, sys, time
+            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+            s.sendall(b"GET /size/400000000 HTTP/1.1\r\nHost: billing.example.test\r\n\r\n")
+            total = len(s.recv(65536))
+            print("STARTED")
+            while True:
+                d = s.recv(65536)
+                if not d: break
+                total += len(d)
+                time.sleep(0.01)
+            print(f"EOF {total}")
+            """#, "\(h.httpPort)"])
+        #expect(await eventually(timeout: 15) { streaming.stdoutText.contains("STARTED") }, "\(streaming.stderrText)")
+        #expect(await eventually(timeout: 15) { h.upstream.requests.contains { $0["path"] as? String == "/stall/20" } })
+
+        let config = try String(contentsOfFile: h.configPath, encoding: .utf8)
+        try config.replacingOccurrences(of: "access: All", with: "access: Restricted").write(toFile: h.configPath, atomically: true, encoding: .utf8)
+        #expect(h.gateway.reload(reason: "test"))
+
+        #expect(await eventually(timeout: 10) { waiting.stdoutText.contains("EOF") }, "the waiting request is still open")
+        #expect(waiting.stdoutText.hasPrefix("HTTP/1.1 403"), "\(waiting.stdoutText)")
+        #expect(waiting.stdoutText.lowercased().contains("corridor-reason: policy_denied"), "\(waiting.stdoutText)")
+        #expect(waiting.stdoutText.contains("revoked by policy generation 2: "), "\(waiting.stdoutText)")
+        #expect(await eventually(timeout: 10) { streaming.stdoutText.contains("EOF") }, "the download goes on")
+        let received = Int(streaming.stdoutText.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? -1
+        #expect(received > 0 && received < 400_000_000, "\(streaming.stdoutText)")
+        for path in ["/stall/20", "/size/400000000"] {
+            func find() -> [String: Any]? { h.record { $0["path"] as? String == path && $0["event"] as? String != "interim" } }
+            #expect(await eventually(timeout: 10) { find() != nil })
+            let record = try #require(find())
+            #expect(record["closeCause"] as? String == "policy_revoked", "\(path): \(record)")
+            #expect(record["decision"] as? String == "allow", "\(path): \(record)")
+            #expect((record["reason"] as? String ?? "").contains("; revoked by policy generation 2: "), "\(path): \(record)")
+        }
+    }
 }
