@@ -289,7 +289,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         let record = newRecord(context: context)
         proxy.metrics.connectionOpened()
         record.httpMethod = head.method.rawValue
-        exchange = Exchange(record: record, keepAlive: head.isKeepAlive, method: head.method, version: head.version)
+        // A request asking for an upgrade is the last the request decoder reads on the connection
+        // (llhttp hands the rest to the new protocol); no upgrade crosses the gateway, so the
+        // request is answered as HTTP/1.1 and the connection then closes, which tells the client
+        // to send what follows on a new one.
+        exchange = Exchange(record: record, keepAlive: head.isKeepAlive && !Self.asksForUpgrade(head), method: head.method, version: head.version)
         if let problem = HTTPRequestHeadCheck.problem(head) {
             refuse(context: context, status: problem.status, code: problem.code, reason: problem.reason, kind: .denial)
             return
@@ -586,6 +590,19 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             }
             takeUpWaiting(context: context)
         }
+    }
+
+    /// Whether `head` has an Upgrade field and names `upgrade` in its Connection field, as llhttp
+    /// takes a request to switch protocols.
+    static func asksForUpgrade(_ head: HTTPRequestHead) -> Bool {
+        guard head.headers.contains(name: "Upgrade") else { return false }
+        var named = false
+        for (name, value) in head.headers where ASCIICase.equals(name, lowercase: "connection") {
+            HTTPRequestHeadCheck.forEachToken(value) { token in
+                if ASCIICase.equals(token, lowercase: "upgrade") { named = true }
+            }
+        }
+        return named
     }
 
     /// The framing fields of a response that carries no body (a 1xx, 204 or 304): none, as the

@@ -119,3 +119,24 @@ struct OriginationFramingTests {
         #expect(h.upstream.requests.isEmpty, "\(h.upstream.requests)")
     }
 }
+
+extension OriginationFramingTests {
+    /// `Upgrade` never crosses the gateway, and the request decoder reads nothing after a request
+    /// that asks for one: it is answered as HTTP/1.1 with `Connection: close`, so the client sends
+    /// what follows on a new connection instead of waiting on this one. curl --http2 asks for h2c
+    /// on plain-HTTP URLs.
+    @Test func aRequestAskingForAnUpgradeIsAnsweredAndTheConnectionClosed() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let result = try runCommand("curl", ["-sS", "--http2", "--max-time", "5", "--connect-to", "billing.example.test:80:127.0.0.1:\(h.httpPort)",
+                                             "http://billing.example.test/one", "http://billing.example.test/two"], timeout: 30)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == "ok /one\nok /two\n", "\(result.stdout) \(result.stderr)")
+        let script = readToEndScript(timeout: 10, send: "s.sendall(sys.argv[2].encode())")
+        let raw = try runCommand("python3", ["-c", script, "\(h.httpPort)",
+                                             "GET /one HTTP/1.1\r\nHost: billing.example.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                                                + "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"], timeout: 30)
+        #expect(raw.stdout.hasPrefix("CLOSED") && raw.stdout.hasPrefix("CLOSED\nHTTP/1.1 200"), "\(raw.stdout)")
+        #expect(raw.stdout.lowercased().contains("connection: close") && raw.stdout.hasSuffix("ok /one\n"), "\(raw.stdout)")
+    }
+}
