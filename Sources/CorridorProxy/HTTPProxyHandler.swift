@@ -87,6 +87,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     private var identity: SourceIdentity?
     /// Where the client dialled, when iptables redirected the connection to the gateway.
     private var originalDestination: SocketAddress?
+    /// Its address: checked against the name's addresses (`spec.transparent.addressMismatch`).
+    private var originalAddress: IPAddress? { originalDestination.flatMap(IPAddress.init)?.unmapped }
     /// Requests begun (or refused) on this connection; a connection that ends with none still
     /// leaves one record (see ``recordIfNoRequest(_:reason:)``).
     private var requestsSeen = 0
@@ -325,7 +327,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                        kind: .upstreamFailure, cause: .upstreamError)
                 return
             }
-            key = UpstreamPool.Key(generation: snapshot.generation, service: service, port: servicePort.number, host: target.host)
+            key = UpstreamPool.Key(generation: snapshot.generation, service: service, port: servicePort.number, host: target.host,
+                                   originalDestination: originalAddress)
         } else {
             // Audited, with no registered HTTP port to say how to reach the host: the request goes
             // as it would once registered the usual way, over TLS to port 443, verified against
@@ -337,7 +340,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                        kind: .upstreamFailure, cause: .upstreamError)
                 return
             }
-            key = UpstreamPool.Key(generation: snapshot.generation, service: nil, port: Self.auditUpstreamPort, host: target.host)
+            key = UpstreamPool.Key(generation: snapshot.generation, service: nil, port: Self.auditUpstreamPort, host: target.host,
+                                   originalDestination: originalAddress)
         }
         let upstreamPort = originate?.port ?? target.port
         // Always HTTP/1.1 upstream: the body's framing (Content-Length or chunked, as the client's
@@ -374,6 +378,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 case .success(let connection):
                     self.startForwarding(context: context, upstream: connection)
                 case .failure(let error):
+                    if case UpstreamDialer.Failure.addressMismatch = error {
+                        self.exchange?.record.addressMismatch = true
+                        self.exchange?.record.hint = "the client must dial an address its Host resolves to; with "
+                            + "spec.transparent.addressMismatch: Log it is connected to the resolved address instead"
+                    }
                     let (status, code, reason) = Self.classify(error, host: route.host, port: route.port)
                     let blocked = code == .destinationBlocked
                     self.refuse(context: context, status: status, code: code, reason: reason, kind: blocked ? .denial : .upstreamFailure,
@@ -389,6 +398,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         }
         handler.delegate = self
         exchange?.record.resolved = upstream.channel.remoteAddress
+        exchange?.record.addressMismatch = upstream.addressMismatch
         state = .forwarding(upstream)
         if let record = exchange?.record { proxy.accessLog.flows?.opened(record) }
         upstream.channel.write(HTTPClientRequestPart.head(head), promise: nil)
@@ -783,7 +793,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 record.decision?.reason += "; \(reason)"
             }
         }
-        if cause == .destinationBlocked { exchange?.record.signals.append(.guardRefused) }
+        if cause == .destinationBlocked, exchange?.record.addressMismatch != true { exchange?.record.signals.append(.guardRefused) }
         let hint = exchange?.record.hint
         if kind == .denial, hint == nil {
             exchange?.record.hint = code == .destinationBlocked
@@ -810,7 +820,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
 
     static func classify(_ error: any Error, host: String, port: Int) -> (HTTPResponseStatus, HTTPRefusalCode, String) {
         switch error {
-        case UpstreamDialer.Failure.blocked(let why):
+        case UpstreamDialer.Failure.blocked(let why), UpstreamDialer.Failure.addressMismatch(let why):
             return (.forbidden, .destinationBlocked, why)
         case UpstreamDialer.Failure.resolveFailed(let why):
             return (.badGateway, .upstreamUnreachable, why)

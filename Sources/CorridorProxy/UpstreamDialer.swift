@@ -17,6 +17,8 @@ struct UpstreamDialer {
     struct Connected {
         var channel: any Channel
         var address: SocketAddress
+        /// The client's original destination was not among the name's addresses.
+        var addressMismatch = false
     }
 
     /// Lets a dial's owner give it up (its client left): the channel being connected (or its TLS
@@ -60,15 +62,21 @@ struct UpstreamDialer {
     let eventLoop: any EventLoop
     var cancellation: Cancellation? = nil
 
-    func connect(host: String, port: Int, serviceAddresses: [CIDR]) -> EventLoopFuture<Connected> {
+    /// `originalDestination`: where a redirected client dialled, checked against the name's
+    /// addresses (`spec.transparent.addressMismatch`).
+    func connect(host: String, port: Int, serviceAddresses: [CIDR], originalDestination: IPAddress? = nil) -> EventLoopFuture<Connected> {
         context.resolver.resolve(host, snapshot: snapshot, on: eventLoop)
             .flatMapErrorThrowing { error in throw Failure.resolveFailed("cannot resolve \(host): \(error)") }
             .flatMap { addresses in
-                switch Self.vet(addresses, host: host, serviceAddresses: serviceAddresses, originalDestination: nil, snapshot: snapshot) {
+                switch Self.vet(addresses, host: host, serviceAddresses: serviceAddresses, originalDestination: originalDestination, snapshot: snapshot) {
                 case .failure(let failure):
                     return eventLoop.makeFailedFuture(failure)
-                case .success(let (vetted, _)):
-                    return attempt(vetted, port: port, lastError: nil)
+                case .success(let (vetted, mismatch)):
+                    return attempt(vetted, port: port, lastError: nil).map { connected in
+                        var connected = connected
+                        connected.addressMismatch = mismatch
+                        return connected
+                    }
                 }
             }
     }

@@ -11,15 +11,19 @@ import NIOTLS
 final class UpstreamHTTPConnection {
     let channel: any Channel
     let key: UpstreamPool.Key
+    /// The client's original destination (the key's) was not among the name's addresses when
+    /// this connection was dialled.
+    let addressMismatch: Bool
     var reusable = true
     fileprivate var idleSince: NIODeadline = .now()
 
     /// The pipeline's last handler, kept here rather than looked up in the pipeline per request.
     private(set) weak var handler: UpstreamHTTPHandler?
 
-    init(channel: any Channel, key: UpstreamPool.Key, handler: UpstreamHTTPHandler) {
+    init(channel: any Channel, key: UpstreamPool.Key, addressMismatch: Bool = false, handler: UpstreamHTTPHandler) {
         self.channel = channel
         self.key = key
+        self.addressMismatch = addressMismatch
         self.handler = handler
     }
 }
@@ -142,12 +146,14 @@ final class UpstreamPool {
 
     /// Which idle connections may serve a request: one policy generation's (a reload never hands
     /// a request a connection dialled under the old policy), one service port's (nil: an audited
-    /// host with no registered HTTP port), one host's.
+    /// host with no registered HTTP port), one host's, and for a redirected client one original
+    /// destination's (the connection was vetted against it).
     struct Key: Hashable {
         var generation: Int
         var service: String?
         var port: Int
         var host: String
+        var originalDestination: IPAddress? = nil
     }
 
     private var idle: [Key: [UpstreamHTTPConnection]] = [:]
@@ -206,10 +212,12 @@ final class UpstreamPool {
         // A connection is not Sendable: it is handed over on the dialer's event loop, the caller's.
         let eventLoop = dialer.eventLoop
         let promise = eventLoop.makePromise(of: UpstreamHTTPConnection.self)
-        dialer.connect(host: host, port: port, serviceAddresses: serviceAddresses).assumeIsolated().whenComplete { result in
+        dialer.connect(host: host, port: port, serviceAddresses: serviceAddresses, originalDestination: key.originalDestination)
+            .assumeIsolated().whenComplete { result in
             let channel: any Channel
+            let addressMismatch: Bool
             switch result {
-            case .success(let connected): channel = connected.channel
+            case .success(let connected): (channel, addressMismatch) = (connected.channel, connected.addressMismatch)
             case .failure(let error): return promise.fail(error)
             }
             let handshake: EventLoopPromise<Void>? = sslContext == nil ? nil : eventLoop.makePromise()
@@ -226,7 +234,7 @@ final class UpstreamPool {
                 channel.close(promise: nil)
                 return promise.fail(error)
             }
-            let connection = UpstreamHTTPConnection(channel: channel, key: key, handler: handler)
+            let connection = UpstreamHTTPConnection(channel: channel, key: key, addressMismatch: addressMismatch, handler: handler)
             guard let handshake else {
                 dialer.cancellation?.handedOver()
                 return promise.assumeIsolated().succeed(connection)

@@ -240,6 +240,9 @@ check "... one record per request, with method, host and status" log_has '"liste
 check "... and where the redirected client dialled" log_has '"listener":"http"' '"originalDst":"10.88.9.2:80"'
 check "plain HTTP from pod B is refused with 403" \
     test "$(in_ns "$NS_B" curl -s -o /dev/null -w '%{http_code}' --max-time 10 http://api.outside.test/plain)" = "403"
+check "plain HTTP with an allowed Host sent to a forbidden address is served by the resolved address" \
+    test "$(curl_a --resolve api.outside.test:80:10.88.9.3 http://api.outside.test/spoofed)" = "ok"
+check "... the mismatch is recorded" log_has '"originalDst":"10.88.9.3:80"' '"addressMismatch":true'
 
 # --- a TCP service declared by address -------------------------------------------------------
 db_talk() {  # db_talk NS ADDRESS: prints what a banner-then-echo exchange got back
@@ -278,6 +281,9 @@ check "with addressMismatch: Deny, the spoofed address is refused" \
     test -z "$(curl_a --resolve api.outside.test:443:10.88.9.3 https://api.outside.test/ 2>/dev/null)"
 check "... and logged as a denial naming the dialled address" log_has '"addressMismatch":true' 'the client dialled 10.88.9.3'
 check "... while the honest client still gets through" test "$(curl_a https://api.outside.test/)" = "ok"
+check "with addressMismatch: Deny, plain HTTP to the spoofed address gets 403" \
+    test "$(curl_a -s -o /dev/null -w '%{http_code}' --resolve api.outside.test:80:10.88.9.3 http://api.outside.test/spoofed)" = "403"
+check "... logged as a denial naming the dialled address" log_has '"listener":"http"' 'the client dialled 10.88.9.3'
 check "the decoy never got a connection" test "$(lines "$WORK/decoy.log")" = 0
 
 # --- gateway-wide Audit: what policy refuses goes through and is recorded; guards still refuse -----
