@@ -89,8 +89,7 @@ public struct PolicyLearner {
 
     public init(options: Options) throws(AccessLogReader.Failure) {
         self.options = options
-        since = try AccessLogEntry.timeBound(options.since, option: "--since")
-        until = try AccessLogEntry.timeBound(options.until, option: "--until")
+        (since, until) = try AccessLogEntry.period(since: options.since, until: options.until)
     }
 
     /// Guard refusals: not policy, never learned.

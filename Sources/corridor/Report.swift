@@ -44,8 +44,7 @@ struct Report: AsyncParsableCommand {
         guard !logs.isEmpty else { fail("give at least one access-log file (or - for standard input)") }
         let sinceBound: String?, untilBound: String?
         do {
-            sinceBound = try AccessLogEntry.timeBound(since, option: "--since")
-            untilBound = try AccessLogEntry.timeBound(until, option: "--until")
+            (sinceBound, untilBound) = try AccessLogEntry.period(since: since, until: until)
         } catch {
             fail(error.description)
         }

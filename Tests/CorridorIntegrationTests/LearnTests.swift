@@ -177,6 +177,8 @@ struct LearnTests {
         #expect(missing.status == 2 && missing.stderr.contains("nope.log: cannot open"), "\(missing.stderr)")
         let since = try runCommand(Repo.corridorBinary.path, ["learn", "--since", "yesterday", "-"])
         #expect(since.status == 2 && since.stderr.contains("--since: 'yesterday' is not a date"), "\(since.stderr)")
+        let empty = try runCommand(Repo.corridorBinary.path, ["learn", "--since", "2026-12-07", "--until", "2026-12-01", "-"])
+        #expect(empty.status == 2 && empty.stderr.contains("--since 2026-12-07 is not before --until 2026-12-01"), "\(empty.stderr)")
         let garbage = dir.path("garbage.log")
         let interim = #"{"time":"2026-12-07T10:00:00.000Z","id":9,"listener":"tls","src":"127.0.0.1:40000","sni":"api.allowed.test","decision":"allow","bytesUp":10,"bytesDown":20,"durationMs":300000,"event":"interim"}"#
         try "not json\n{\"also\": \"not a record\"}\n\(interim)\n".write(toFile: garbage, atomically: true, encoding: .utf8)
