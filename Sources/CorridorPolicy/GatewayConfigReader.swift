@@ -11,6 +11,9 @@ enum GatewayConfigReader {
         return plane
     }
 
+    /// An address that binds every interface of its family (and on Linux, `::`, of both).
+    static func isWildcard(_ host: String) -> Bool { host == "0.0.0.0" || host == "::" }
+
     static func read(_ spec: YAMLReader.Fields, name: String) throws(ConfigError) -> GatewayConfig {
         let reader = spec.reader
         var config = GatewayConfig()
@@ -30,6 +33,16 @@ enum GatewayConfigReader {
             try listeners.finish()
             if config.listeners.tls == nil && config.listeners.connect == nil && config.listeners.http == nil {
                 throw reader.error("spec.listeners", listeners.node, "at least one of tls, connect and http is required")
+            }
+            // Two listeners on one port of one address (or of every address) cannot both bind.
+            let named = [("tls", config.listeners.tls), ("connect", config.listeners.connect), ("http", config.listeners.http),
+                         ("admin", config.listeners.admin)].compactMap { name, address in address.map { (name, $0) } }
+            for (index, (name, address)) in named.enumerated() where address.port != 0 {
+                if let (other, _) = named[..<index].first(where: { $0.1.port == address.port && ($0.1.host == address.host
+                    || Self.isWildcard($0.1.host) || Self.isWildcard(address.host)) }) {
+                    throw reader.error(listeners.child(name), listeners.node(name),
+                                       "\(address) takes the port of the \(other) listener (\(named.first { $0.0 == other }!.1)); each listener needs its own")
+                }
             }
         }
 
