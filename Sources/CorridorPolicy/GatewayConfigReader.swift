@@ -67,6 +67,7 @@ enum GatewayConfigReader {
 
         if let resolver = try spec.fields("resolver") {
             if let staticHosts = try resolver.fields("static") {
+                var spelled: [HostPattern: String] = [:]
                 for (key, value) in staticHosts.values {
                     staticHosts.used.insert(key)
                     let path = staticHosts.child(key)
@@ -74,6 +75,12 @@ enum GatewayConfigReader {
                     do { pattern = try HostPattern(parsing: key) } catch {
                         throw reader.error(path, value, "'\(key)' is not a host name or *.suffix pattern")
                     }
+                    // Names are case-insensitive: two spellings of one would leave which list wins to
+                    // the map's order.
+                    if let earlier = spelled[pattern] {
+                        throw reader.error(path, value, "'\(key)' is the same name as '\(earlier)', listed already (names ignore case)")
+                    }
+                    spelled[pattern] = key
                     guard let list = value.sequence, !list.isEmpty else {
                         throw reader.error(path, value, "must be a non-empty list of IP addresses")
                     }
