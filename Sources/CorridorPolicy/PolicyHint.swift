@@ -131,8 +131,11 @@ public struct PolicyHint: Sendable, Equatable {
                     + "register \(host) port \(wantedPort) in a service of its own")
                 return nil
             }
+            // A service that already originates TLS for another HTTP port reaches its upstream the
+            // same way for this one (its port, trust and SNI).
+            let originate = service.ports.lazy.compactMap(\.originateTLS).first ?? ExternalService.OriginateTLS(port: 443)
             let port = facts.kind == .http
-                ? ExternalService.Port(number: wantedPort, protocol: .http, originateTLS: ExternalService.OriginateTLS(port: 443))
+                ? ExternalService.Port(number: wantedPort, protocol: .http, originateTLS: originate)
                 : ExternalService.Port(number: wantedPort, protocol: .tls)
             service.ports.append(port)
             var what = "add port \(Self.describe(port)) to ExternalService \(service.name)"

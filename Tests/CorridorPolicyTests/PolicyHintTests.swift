@@ -169,6 +169,14 @@ struct PolicyHintTests {
         #expect(hint("api.stripe.com").hasPrefix("grant it: add EgressPolicy payments/checkout-egress"))
         #expect(hint("api.stripe.com", port: 8443).hasPrefix("add port 8443/TLS to ExternalService stripe; then grant it"))
         #expect(hint("api.stripe.com", ech: true).hasPrefix("set spec.tls.ech: Allow on ExternalService stripe"))
+        // A plain-HTTP port more, for a service that originates TLS to port 8443 already: the same way.
+        let billing = ExternalService(metadata: ObjectMeta(name: "billing"), hosts: [.exact("billing.test")],
+                                      ports: [.init(number: 80, protocol: .http, originateTLS: .init(port: 8443))])
+        let withBilling = snapshot(services: [stripe, billing], policies: [web])
+        let http = DestinationFacts(connectHost: "billing.test", port: 8080, kind: .http)
+        let refused = DecisionEngine.decide(source: checkoutPod, sourceAddress: "10.0.0.1", facts: http, snapshot: withBilling)
+        let text = PolicyHint.make(for: refused, to: .name(http), identity: checkoutPod, address: nil, snapshot: withBilling)?.text ?? ""
+        #expect(text.hasPrefix("add port 8080/HTTP (TLS origination to port 8443) to ExternalService billing"), "\(text)")
         let mismatch = DecisionEngine.decide(source: checkoutPod, sourceAddress: "10.0.0.1",
                                              facts: DestinationFacts(serverName: "a.test", connectHost: "b.test"), snapshot: snap)
         #expect(PolicyHint.make(for: mismatch, to: .name(DestinationFacts(serverName: "a.test", connectHost: "b.test")), identity: checkoutPod,
