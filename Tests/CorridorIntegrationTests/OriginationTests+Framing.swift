@@ -72,6 +72,14 @@ struct OriginationFramingTests {
         let responses = result.stdout.dropFirst("CLOSED\n".count).components(separatedBy: "\r\n\r\n")
         #expect(responses.count >= 2 && responses[1].hasPrefix("HTTP/1.1 200"), "a body followed the HEAD response: \(result.stdout)")
         #expect(result.stdout.hasSuffix("ok /after\n"), "\(result.stdout)")
+        // A HEAD answered with a Content-Length keeps it (what a GET would get), with no body.
+        let sized = try runCommand("python3", ["-c", script, "\(h.httpPort)",
+                                               "HEAD /sized HTTP/1.1\r\n\(host)\r\nGET /after HTTP/1.1\r\n\(host)Connection: close\r\n\r\n"],
+                                   timeout: 30)
+        let sizedResponses = sized.stdout.dropFirst("CLOSED\n".count).components(separatedBy: "\r\n\r\n")
+        #expect(sizedResponses.first?.lowercased().contains("content-length: 10") == true, "\(sized.stdout)")
+        #expect(sizedResponses.count >= 2 && sizedResponses[1].hasPrefix("HTTP/1.1 200"), "a body followed the HEAD response: \(sized.stdout)")
+        #expect(sized.stdout.hasSuffix("ok /after\n"), "\(sized.stdout)")
         // A refusal of a HEAD has no body either.
         let refused = try runCommand("python3", ["-c", script, "\(h.httpPort)",
                                                  "HEAD / HTTP/1.1\r\nHost: evil.example.test\r\n\r\n"], timeout: 30)
