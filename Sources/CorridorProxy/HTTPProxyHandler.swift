@@ -316,6 +316,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             refuse(context: context, status: .forbidden, code: .policyDenied, reason: decision.reason, kind: .policy)
             return
         }
+        // Where the client dialled matters for an origin-form request, which a redirected app sends
+        // to the origin's address. An absolute-form request is sent to a proxy: through the
+        // gateway's Service its original destination is the Service's address, no origin's.
+        let dialled = head.uri.utf8.first == UInt8(ascii: "/") || head.uri == "*" ? originalAddress : nil
         let originate: ExternalService.OriginateTLS?
         let sslContext: NIOSSLContext?
         let key: UpstreamPool.Key
@@ -328,7 +332,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 return
             }
             key = UpstreamPool.Key(generation: snapshot.generation, service: service, port: servicePort.number, host: target.host,
-                                   originalDestination: originalAddress)
+                                   originalDestination: dialled)
         } else {
             // Audited, with no registered HTTP port to say how to reach the host: the request goes
             // as it would once registered the usual way, over TLS to port 443, verified against
@@ -341,7 +345,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 return
             }
             key = UpstreamPool.Key(generation: snapshot.generation, service: nil, port: Self.auditUpstreamPort, host: target.host,
-                                   originalDestination: originalAddress)
+                                   originalDestination: dialled)
         }
         let upstreamPort = originate?.port ?? target.port
         // Always HTTP/1.1 upstream: the body's framing (Content-Length or chunked, as the client's

@@ -284,6 +284,8 @@ check "... while the honest client still gets through" test "$(curl_a https://ap
 check "with addressMismatch: Deny, plain HTTP to the spoofed address gets 403" \
     test "$(curl_a -s -o /dev/null -w '%{http_code}' --resolve api.outside.test:80:10.88.9.3 http://api.outside.test/spoofed)" = "403"
 check "... logged as a denial naming the dialled address" log_has '"listener":"http"' 'the client dialled 10.88.9.3'
+check "an explicit proxy request (absolute form) reaching the gateway through another address is no mismatch" \
+    test "$(curl_a -x http://10.88.9.3:80 http://api.outside.test/via-proxy)" = "ok"
 check "the decoy never got a connection" test "$(lines "$WORK/decoy.log")" = 0
 
 # --- gateway-wide Audit: what policy refuses goes through and is recorded; guards still refuse -----
