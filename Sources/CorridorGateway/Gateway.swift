@@ -242,7 +242,7 @@ public final class Gateway: Sendable {
         let old = proxy.policy.current
         if let cluster {
             do {
-                let base = try PolicyFile.loadKubernetesBase(options.configPath)
+                let base = try PolicyFile.loadKubernetesBase(options.configPath, reloading: true)
                 cluster.updateBase(base)
                 warnIfRestartNeeded(old: old.gateway, new: base.gateway)
                 logger.info("gateway config reloaded; rebuilding the policy", metadata: ["trigger": "\(reason)"])

@@ -39,11 +39,24 @@ public enum PolicyFile {
         return text
     }
 
-    /// Whether `text` is nothing but blank lines, comments and document markers.
+    /// A reloaded file that holds no object at all is refused: most likely it is being rewritten.
+    static func refuseIfEmpty(_ text: String, _ path: String) throws(ConfigErrors) {
+        guard holdsNoObjects(text) else { return }
+        throw ConfigErrors(errors: [ConfigError(file: path, reason: "holds no objects, which would drop every rule and setting at once; "
+            + "an empty file is taken for one being rewritten, and the policy in force stays")])
+    }
+
+    /// Whether `text` is nothing but blank lines, comments and bare document markers (`---` or
+    /// `...` alone, or before a comment: `--- {kind: ...}` starts a document with content).
     static func holdsNoObjects(_ text: String) -> Bool {
         text.split(whereSeparator: \.isNewline).allSatisfy { line in
-            let trimmed = line.trimmingPrefix { $0 == " " || $0 == "\t" }
-            return trimmed.isEmpty || trimmed.hasPrefix("#") || trimmed.hasPrefix("---") || trimmed.hasPrefix("...")
+            var rest = line.trimmingPrefix { $0 == " " || $0 == "\t" }
+            if rest.hasPrefix("---") || rest.hasPrefix("...") {
+                rest = rest.dropFirst(3)
+                guard rest.isEmpty || rest.first == " " || rest.first == "\t" else { return false }
+                rest = rest.trimmingPrefix { $0 == " " || $0 == "\t" }
+            }
+            return rest.isEmpty || rest.hasPrefix("#")
         }
     }
 
@@ -59,10 +72,7 @@ public enum PolicyFile {
     public static func loadCompiled(_ path: String, generation: Int, cache: ConfigCache? = nil,
                                     reloading: Bool = false) throws(ConfigErrors) -> (snapshot: PolicySnapshot, origination: OriginationContexts) {
         let text = try read(path)
-        if reloading && holdsNoObjects(text) {
-            throw ConfigErrors(errors: [ConfigError(file: path, reason: "holds no objects, which would drop every rule and setting at once; "
-                + "an empty file is taken for one being rewritten, and the policy in force stays")])
-        }
+        if reloading { try refuseIfEmpty(text, path) }
         let source = try ConfigLoader.load(yaml: text, file: path, cache: cache)
         let snapshot = PolicySnapshot(source: source, generation: generation)
         do {
@@ -75,8 +85,10 @@ public enum PolicyFile {
     /// Kubernetes mode's file: the GatewayConfig and any static Workloads (VMs, nodes). The
     /// ExternalServices and EgressPolicies come from the API; in this file they are an error,
     /// not silently ignored or merged.
-    public static func loadKubernetesBase(_ path: String) throws(ConfigErrors) -> PolicySource {
-        let source = try ConfigLoader.load(yaml: try read(path), file: path)
+    public static func loadKubernetesBase(_ path: String, reloading: Bool = false) throws(ConfigErrors) -> PolicySource {
+        let text = try read(path)
+        if reloading { try refuseIfEmpty(text, path) }
+        let source = try ConfigLoader.load(yaml: text, file: path)
         var errors: [ConfigError] = []
         for service in source.externalServices {
             errors.append(ConfigError(file: path, object: "ExternalService/\(service.name)",
