@@ -11,8 +11,15 @@ enum GatewayConfigReader {
         return plane
     }
 
-    /// An address that binds every interface of its family (and on Linux, `::`, of both).
-    static func isWildcard(_ host: String) -> Bool { host == "0.0.0.0" || host == "::" }
+    /// Whether two listeners on one port of these hosts cannot both bind (Linux): the same address
+    /// in any spelling, `::` (dual-stack) with any address, `0.0.0.0` with any IPv4 address.
+    static func bindTogetherFails(_ a: String, _ b: String) -> Bool {
+        guard let x = IPAddress(parsing: a)?.unmapped, let y = IPAddress(parsing: b)?.unmapped else { return a == b }
+        if x == y { return true }
+        let anyV6 = IPAddress(parsing: "::")!, anyV4 = IPAddress(parsing: "0.0.0.0")!
+        if x == anyV6 || y == anyV6 { return true }
+        return (x == anyV4 && y.isIPv4) || (y == anyV4 && x.isIPv4)
+    }
 
     static func read(_ spec: YAMLReader.Fields, name: String) throws(ConfigError) -> GatewayConfig {
         let reader = spec.reader
@@ -38,8 +45,7 @@ enum GatewayConfigReader {
             let named = [("tls", config.listeners.tls), ("connect", config.listeners.connect), ("http", config.listeners.http),
                          ("admin", config.listeners.admin)].compactMap { name, address in address.map { (name, $0) } }
             for (index, (name, address)) in named.enumerated() where address.port != 0 {
-                if let (other, _) = named[..<index].first(where: { $0.1.port == address.port && ($0.1.host == address.host
-                    || Self.isWildcard($0.1.host) || Self.isWildcard(address.host)) }) {
+                if let (other, _) = named[..<index].first(where: { $0.1.port == address.port && Self.bindTogetherFails($0.1.host, address.host) }) {
                     throw reader.error(listeners.child(name), listeners.node(name),
                                        "\(address) takes the port of the \(other) listener (\(named.first { $0.0 == other }!.1)); each listener needs its own")
                 }

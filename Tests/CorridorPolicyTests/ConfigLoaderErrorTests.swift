@@ -235,3 +235,13 @@ struct ConfigLoaderErrorTests {
         #expect(ConfigError(file: "c.yaml", reason: "not valid YAML").description == "c.yaml: not valid YAML")
     }
 }
+
+@Test("listeners that bind together on Linux are no collision; those that cannot are", arguments: [
+    ("0.0.0.0", "::1", false), ("0.0.0.0", "127.0.0.1", true), ("::", "127.0.0.1", true), ("::", "0.0.0.0", true),
+    ("::1", "0:0:0:0:0:0:0:1", true), ("127.0.0.1", "::ffff:127.0.0.1", true), ("127.0.0.1", "127.0.0.2", false),
+    ("::1", "::2", false),
+])
+func listenerCollisions(_ a: String, _ b: String, _ collide: Bool) {
+    #expect(GatewayConfigReader.bindTogetherFails(a, b) == collide, "\(a) \(b)")
+    #expect(GatewayConfigReader.bindTogetherFails(b, a) == collide, "\(b) \(a)")
+}
