@@ -21,6 +21,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         /// Waiting for an upstream; request parts that arrived meanwhile are kept (reads are held).
         case connecting(pending: [HTTPServerRequestPart])
         case forwarding(UpstreamHTTPConnection)
+        /// The upstream answered in full before the request's body ended: its connection is gone
+        /// (it may not have read the body as a body, so what it reads next is unknowable) and the
+        /// rest of the body is read and dropped; then the exchange is complete.
+        case discardingBody
         /// A refusal was sent; the rest of the request is dropped, then the connection closes.
         case refusing
         case closed
@@ -32,11 +36,6 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         var requestEnded = false
         var responseStarted = false
         var responseEnded = false
-        /// The upstream's response ended before the client's request did: the upstream may not have
-        /// read the body as a body (an answer sent before reading, a 100-continue refused), so what
-        /// it reads next on that connection is unknowable, and the connection never goes back to
-        /// the pool.
-        var respondedBeforeTheRequestEnded = false
         /// The request's method and version: how the response to it is framed (no body for HEAD;
         /// never chunked, and no interim responses, for an HTTP/1.0 client).
         var method: HTTPMethod
@@ -93,6 +92,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     /// leaves one record (see ``recordIfNoRequest(_:reason:)``).
     private var requestsSeen = 0
     private var pendingRead = false
+    /// A request asking for an upgrade began: once it has been read, the request decoder parses
+    /// nothing more (see ``asksForUpgrade(_:)``), so the client is not read again: what it sent
+    /// would only pile up in the decoder.
+    private var upgradeAsked = false
+    private var clientReadsEnded = false
     /// The client shut its side: answer what it asked, then close.
     private var clientInputClosed = false
     /// When a complete request head must have arrived (see ``armHeadDeadline(context:)``), and the
@@ -199,6 +203,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
+        if upgradeAsked, case .end = part { clientReadsEnded = true }
         if mustWait {
             waiting.append(.part(part))
             return
@@ -214,7 +219,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     private var awaitingResponse: Bool {
         switch state {
         case .connecting, .forwarding: return exchange?.requestEnded ?? false
-        case .idle, .refusing, .closed: return false
+        case .idle, .refusing, .closed, .discardingBody: return false
         }
     }
 
@@ -266,7 +271,13 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 startResponseDeadline(context: context)
             }
             completeIfDone(context: context)
-        case (.forwarding, .head):
+        case (.discardingBody, .body(let buffer)):
+            exchange?.record.bytesUp += buffer.readableBytes
+            lastActivity = .now()
+        case (.discardingBody, .end):
+            exchange?.requestEnded = true
+            completeIfDone(context: context)
+        case (.forwarding, .head), (.discardingBody, .head):
             // The next request waits in `waiting` until this exchange is over; a head now would
             // mean bytes of one request could reach another's upstream. Never reuse it.
             refuse(context: context, status: .badRequest, code: .badRequest,
@@ -295,7 +306,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         // (llhttp hands the rest to the new protocol); no upgrade crosses the gateway, so the
         // request is answered as HTTP/1.1 and the connection then closes, which tells the client
         // to send what follows on a new one.
-        exchange = Exchange(record: record, keepAlive: head.isKeepAlive && !Self.asksForUpgrade(head), method: head.method, version: head.version)
+        if Self.asksForUpgrade(head) { upgradeAsked = true }
+        exchange = Exchange(record: record, keepAlive: head.isKeepAlive && !upgradeAsked, method: head.method, version: head.version)
         if let problem = HTTPRequestHeadCheck.problem(head) {
             refuse(context: context, status: problem.status, code: problem.code, reason: problem.reason, kind: .denial)
             return
@@ -502,6 +514,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 // holds nothing longer than a relay would.
                 cutMidResponse(context: context, cause: .idleTimeout, afterWrites: false,
                                reason: "no byte either way for \(DurationSyntax.format(idle.limit)) (spec.limits.idleTimeout)")
+            } else if case .discardingBody = state, exchange != nil {
+                // Answered already; the rest of the body stopped coming.
+                cutMidResponse(context: context, cause: .idleTimeout, afterWrites: true,
+                               reason: "the rest of the request body stood still for \(DurationSyntax.format(idle.limit)) after the response (spec.limits.idleTimeout)")
             } else {
                 idleDeadline = nil
             }
@@ -593,7 +609,16 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
             self.exchange?.responseEnded = true
-            if !exchange.requestEnded { self.exchange?.respondedBeforeTheRequestEnded = true }
+            if !exchange.requestEnded {
+                // Answered before the body ended (an early 401, a refused 100-continue, a back end
+                // that ignores the body): the upstream connection goes, the rest of the body is
+                // dropped as it comes, and the client gets the whole response now.
+                dropUpstream()
+                state = .discardingBody
+                context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+                resumeClientReads(context: context)
+                return
+            }
             // Settle this exchange, write the response's end, then take up a pipelined next
             // request: its answer (a refusal, say) must follow this one on the wire.
             let closeAfter = completeIfDone(context: context, closeNow: false)
@@ -687,11 +712,17 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     /// closes. Returns whether the connection is to close (done here unless `closeNow` is false).
     @discardableResult
     private func completeIfDone(context: ChannelHandlerContext, closeNow: Bool = true) -> Bool {
-        guard let exchange, exchange.requestEnded, exchange.responseEnded, case .forwarding(let upstream) = state else { return false }
+        guard let exchange, exchange.requestEnded, exchange.responseEnded else { return false }
+        switch state {
+        case .forwarding(let upstream):
+            upstream.handler?.delegate = nil
+            pool.put(upstream)
+        case .discardingBody:
+            break
+        case .idle, .connecting, .refusing, .closed:
+            return false
+        }
         responseDeadline = nil
-        upstream.handler?.delegate = nil
-        if exchange.respondedBeforeTheRequestEnded { upstream.reusable = false }
-        pool.put(upstream)
         finishExchange(cause: .completed)
         if exchange.keepAlive && !clientInputClosed {
             state = .idle
@@ -855,6 +886,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     /// Reads from the client only while the request can go somewhere (upload backpressure) and
     /// nothing the client sent earlier still waits.
     func read(context: ChannelHandlerContext) {
+        if clientReadsEnded { return }
         if !waiting.isEmpty {
             pendingRead = true
             return
@@ -899,8 +931,6 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         }
     }
 
-    /// The gateway is stopping (the drain deadline passed): called by the loop's ``LoopConnections``.
-    /// What is in flight ends now, recorded with cause `shutdown`.
     /// `spec.reload.liveConnections: Recheck`: the exchange under way (dialling, uploading or
     /// downloading) is decided again against `newer`; one it no longer allows ends, its record
     /// keeping the verdict it was opened with and cause `policy_revoked`. Before the response has
@@ -910,7 +940,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         guard let context, let exchange else { return }
         switch state {
         case .connecting, .forwarding: break
-        case .idle, .refusing, .closed: return
+        case .idle, .refusing, .closed, .discardingBody: return
         }
         guard exchange.record.revoked(by: newer) else { return }
         if exchange.responseStarted {
@@ -922,6 +952,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         }
     }
 
+    /// The gateway is stopping (the drain deadline passed): called by the loop's ``LoopConnections``.
+    /// What is in flight ends now, recorded with cause `shutdown`.
     func shutdown() {
         guard let context, !stopped else { return }
         stopped = true

@@ -63,8 +63,6 @@ public struct AccessLogEntry: Sendable {
         return source
     }
 
-    /// The bound `option` (`--since`, `--until`) gives, normalised; nil when not given; a
-    /// sentence naming the option when it is not a time.
     /// The `--since` and `--until` bounds, normalised; an empty period (since at or after until)
     /// is an error rather than a report or proposal over no records.
     public static func period(since: String?, until: String?) throws(AccessLogReader.Failure) -> (since: String?, until: String?) {
@@ -75,6 +73,8 @@ public struct AccessLogEntry: Sendable {
         return (start, end)
     }
 
+    /// The bound `option` (`--since`, `--until`) gives, normalised; nil when not given; a
+    /// sentence naming the option when it is not a time.
     public static func timeBound(_ text: String?, option: String) throws(AccessLogReader.Failure) -> String? {
         guard let text else { return nil }
         guard let bound = timeBound(text) else { throw AccessLogReader.Failure(description: "\(option): '\(text)' is not a date or RFC 3339 time") }

@@ -44,6 +44,45 @@ struct OriginationFramingTests {
         #expect(lines == ["A1 ok /ignore-body", "A2 ok /after", "C ok /client-c"], "\(result.stdout) \(result.stderr)")
     }
 
+    /// An upstream that answered before the body and reads no more must not hold the client's
+    /// upload: the rest of the body is dropped as it comes, and the connection serves on.
+    @Test func theRestOfABodyAnsweredEarlyIsDroppedNotHeldUp() async throws {
+        let h = try await OriginationHarness(workers: 1)
+        defer { Task { await h.stop() } }
+        let script = #"""
+        import socket, sys
+        port = int(sys.argv[1]); H = "Host: billing.example.test\r\n"; n = 32 << 20
+        def response(s):
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                d = s.recv(65536)
+                if not d: return "EOF " + buf.decode("latin-1")
+                buf += d
+            head, _, body = buf.partition(b"\r\n\r\n")
+            length = next((int(l.split(b":", 1)[1]) for l in head.split(b"\r\n")[1:] if l.lower().startswith(b"content-length:")), 0)
+            while len(body) < length:
+                d = s.recv(65536)
+                if not d: break
+                body += d
+            return body.decode("latin-1").strip()
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(f"POST /answer-then-stall HTTP/1.1\r\n{H}Content-Length: {n}\r\n\r\n".encode())
+        first = response(s)
+        try:
+            s.sendall(b"x" * n)
+            sent = "sent"
+        except socket.timeout:
+            sent = "stalled"
+        s.sendall(f"GET /after HTTP/1.1\r\n{H}\r\n".encode())
+        print(f"{first}\n{sent}\n{response(s)}")
+        """#
+        let result = try runCommand("python3", ["-c", script, "\(h.httpPort)"], timeout: 60)
+        #expect(result.stdout.split(separator: "\n").map(String.init) == ["ok /answer-then-stall", "sent", "ok /after"],
+                "\(result.stdout) \(result.stderr)")
+        let record = try #require(h.record { $0["path"] as? String == "/answer-then-stall" })
+        #expect(record["closeCause"] as? String == "completed" && record["bytesUp"] as? Int == 32 << 20, "\(record)")
+    }
+
     /// Trailers are judged by nobody: the fields that route, frame or authenticate stay behind.
     @Test func requestTrailersLoseTheFieldsThatRouteFrameOrAuthenticate() async throws {
         let h = try await OriginationHarness()
@@ -146,5 +185,28 @@ extension OriginationFramingTests {
                                                 + "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"], timeout: 30)
         #expect(raw.stdout.hasPrefix("CLOSED") && raw.stdout.hasPrefix("CLOSED\nHTTP/1.1 200"), "\(raw.stdout)")
         #expect(raw.stdout.lowercased().contains("connection: close") && raw.stdout.hasSuffix("ok /one\n"), "\(raw.stdout)")
+    }
+
+    /// The decoder reads nothing after a request asking for an upgrade, so neither does the
+    /// gateway: what the client pushes meanwhile stays in its socket, not in the gateway's memory.
+    @Test func nothingIsReadAfterARequestAskingForAnUpgrade() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let script = #"""
+        import socket, sys, time
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+        s.sendall(b"GET /stall/3 HTTP/1.1\r\nHost: billing.example.test\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+        s.setblocking(False)
+        block, sent, start = b"x" * 65536, 0, time.time()
+        while time.time() - start < 2 and sent < 256 << 20:
+            try:
+                sent += s.send(block)
+            except BlockingIOError:
+                time.sleep(0.01)
+        print(sent)
+        """#
+        let result = try runCommand("python3", ["-c", script, "\(h.httpPort)"], timeout: 30)
+        let sent = Int(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        #expect(sent >= 0 && sent < 64 << 20, "the gateway took \(sent) bytes after the request: \(result.stdout) \(result.stderr)")
     }
 }

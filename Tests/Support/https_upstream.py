@@ -22,6 +22,8 @@ Routes:
   /ignore-body       answers "ok /ignore-body" without reading the request body, and keeps the
                      connection: the body is read as the next request (a back end that ignores
                      bodies on some routes)
+  /answer-then-stall answers "ok /answer-then-stall" without reading the request body, then
+                     reads nothing more for 20 s (a back end that answered early and moved on)
   /chunked           answers "hello\nworld\n" in two chunks, no Content-Length; to HEAD, the head
                      alone, Transfer-Encoding: chunked and no Content-Length
   /switch            answers 101 Switching Protocols (no request asks for it), then bytes that are
@@ -150,6 +152,13 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/ignore-body":
             self.record(None, None)
             self.answer("ok /ignore-body\n")
+            return
+        if self.path == "/answer-then-stall":
+            self.record(None, None)
+            self.close_connection = True
+            self.answer("ok /answer-then-stall\n")
+            self.wfile.flush()
+            time.sleep(20)
             return
         if self.path == "/switch":
             self.record(None, None)
