@@ -119,7 +119,8 @@ final class AdminHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: ": corridor flows\n\n")))), promise: nil)
         let channel = context.channel
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        subscription = flows.stream.subscribe(filter: filter, eventLoop: context.eventLoop) { bytes in
+        let state: @Sendable () -> FlowStream.ClientState = { !channel.isActive ? .gone : channel.isWritable ? .ready : .behind }
+        subscription = flows.stream.subscribe(filter: filter, eventLoop: context.eventLoop, state: state) { bytes in
             guard channel.isActive else { return }
             let context = loopBound.value
             context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(channel.allocator.buffer(bytes: bytes)))), promise: nil)

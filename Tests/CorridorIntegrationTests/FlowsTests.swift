@@ -66,6 +66,41 @@ struct FlowsTests {
         #expect(events[0]["closeCause"] == nil && events[1]["closeCause"] as? String == "completed")
     }
 
+    /// A stream client that stops reading holds at most the stream's bound in the gateway: what
+    /// waits beyond it is dropped, and the client is told so when it reads again.
+    @Test func aStalledStreamClientLosesEventsInsteadOfGrowingTheGateway() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let script = #"""
+        import socket, sys, time
+        admin, http = int(sys.argv[1]), int(sys.argv[2])
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", admin))
+        s.sendall(b"GET /flows/stream HTTP/1.1\r\nHost: admin\r\n\r\n")
+        time.sleep(0.5)
+        path = "/" + "p" * 60000
+        for i in range(200):
+            c = socket.create_connection(("127.0.0.1", http), timeout=10)
+            c.sendall(f"GET {path}{i} HTTP/1.1\r\nHost: evil.example.test\r\nConnection: close\r\n\r\n".encode())
+            while c.recv(65536): pass
+            c.close()
+        time.sleep(0.5)
+        s.settimeout(2)
+        buf = b""
+        try:
+            while True:
+                d = s.recv(1 << 20)
+                if not d: break
+                buf += d
+        except socket.timeout:
+            pass
+        print(("dropped" if b"events dropped" in buf else "none") + f" {len(buf)}")
+        """#
+        let result = try runCommand("python3", ["-c", script, "\(h.adminPort)", "\(h.httpPort)"], timeout: 120)
+        #expect(result.stdout.hasPrefix("dropped"), "\(result.stdout) \(result.stderr)")
+    }
+
     @Test func aLongLivedConnectionGetsInterimRecords() async throws {
         let h = try await GatewayHarness(accessLogExtra: ", interimInterval: 1s")
         defer { Task { await h.stop() } }

@@ -4,8 +4,9 @@ import Synchronization
 /// Records as they happen, for the admin API's `/flows/stream` (Server-Sent Events): `open` when a
 /// connection starts relaying, `interim` for long-lived ones, `close` with the final record. With
 /// nobody subscribed, publishing costs one atomic load. Records are queued per subscriber and sent
-/// together every `flushDelay` (one wake-up of the admin loop and one write for many records); a
-/// subscriber with more than `maxPendingBytes` waiting loses events, and is told how many.
+/// together every `flushDelay` (one wake-up of the admin loop and one write for many records). A
+/// client that stops taking what it is sent gets nothing more written until it does: its frames
+/// wait, and past `maxPendingBytes` it loses events, and is told how many.
 public final class FlowStream: Sendable {
     public enum Event: String, Sendable, Hashable {
         case open, interim, close
@@ -37,18 +38,29 @@ public final class FlowStream: Sendable {
         }
     }
 
+    /// Whether a subscriber's client takes more.
+    enum ClientState {
+        case ready
+        /// What was written has not gone out yet (the connection is not writable).
+        case behind
+        case gone
+    }
+
     final class Subscriber: Sendable {
         let filter: Filter
         let eventLoop: any EventLoop
         /// Writes SSE frames and flushes; called on `eventLoop`.
         let write: @Sendable ([UInt8]) -> Void
+        /// Asked on `eventLoop` before each write.
+        let state: @Sendable () -> ClientState
         /// Frames not written yet, and how many were dropped because the client fell behind.
         let pending = Mutex<(bytes: [UInt8], dropped: Int)>(([], 0))
         let scheduled = Atomic<Bool>(false)
 
-        init(filter: Filter, eventLoop: any EventLoop, write: @escaping @Sendable ([UInt8]) -> Void) {
+        init(filter: Filter, eventLoop: any EventLoop, state: @escaping @Sendable () -> ClientState, write: @escaping @Sendable ([UInt8]) -> Void) {
             self.filter = filter
             self.eventLoop = eventLoop
+            self.state = state
             self.write = write
         }
 
@@ -69,6 +81,17 @@ public final class FlowStream: Sendable {
         }
 
         private func flush() {
+            switch state() {
+            case .gone:
+                return
+            case .behind:
+                // Nothing more is written while the last writes wait: the frames stay queued
+                // (events past the bound are dropped and counted), and this is tried again.
+                eventLoop.scheduleTask(in: FlowStream.flushDelay) { self.flush() }
+                return
+            case .ready:
+                break
+            }
             scheduled.store(false, ordering: .releasing)
             let (bytes, dropped) = pending.withLock { pending in
                 defer { pending = ([], 0) }
@@ -92,8 +115,9 @@ public final class FlowStream: Sendable {
     var hasSubscribers: Bool { count.load(ordering: .relaxed) > 0 }
 
     /// Adds a subscriber; the returned token removes it.
-    func subscribe(filter: Filter, eventLoop: any EventLoop, write: @escaping @Sendable ([UInt8]) -> Void) -> ObjectIdentifier {
-        let subscriber = Subscriber(filter: filter, eventLoop: eventLoop, write: write)
+    func subscribe(filter: Filter, eventLoop: any EventLoop, state: @escaping @Sendable () -> ClientState,
+                   write: @escaping @Sendable ([UInt8]) -> Void) -> ObjectIdentifier {
+        let subscriber = Subscriber(filter: filter, eventLoop: eventLoop, state: state, write: write)
         subscribers.withLock { $0.append(subscriber) }
         count.wrappingAdd(1, ordering: .relaxed)
         return ObjectIdentifier(subscriber)
