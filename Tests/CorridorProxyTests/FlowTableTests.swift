@@ -97,6 +97,9 @@ import Testing
         ("mzxw6ytboi2dqnrtgeztsmjwgm4dkmbvhaztamrz.tunnel.example", true),
         ("api.stripe.com", false), ("analyticsmetricsservice.example.com", false), ("storage-api-2.eu-west-1.amazonaws.com", false),
         ("www.googleapis.com", false), ("s3.us-east-2.amazonaws.com", false),
+        // Hyphens neither hide a generated label nor make a word look generated.
+        ("kqzvxwjpf----------------------------------------hmtlrbgny.wild.test", true), ("q-------------------------------wxzjvkbpmfhgtlr.evil.test", true),
+        ("analytics-metrics-service-------.example.com", false),
     ])
     func generatedNames(name: String, generated: Bool) {
         #expect(GeneratedNameCheck.looksGenerated(name, minLength: 16, minEntropy: 3.5) == generated)
@@ -109,6 +112,15 @@ import Testing
         #expect(detector.denied("a", at: 20))
         #expect(!detector.denied("b", at: 20), "per workload")
         #expect(!detector.denied("a", at: 200), "the window slid past the old ones")
+    }
+
+    @Test func denialsFromManySourcesDoNotWipeAWorkloadsBurst() {
+        let detector = DenyBurstDetector(threshold: 3, window: .seconds(60))
+        #expect(!detector.denied("workload", at: 0))
+        #expect(!detector.denied("workload", at: 1))
+        for i in 0..<(DenyBurstDetector.maxWorkloads + 50) { _ = detector.denied("source-\(i)", at: 2) }
+        #expect(detector.denied("workload", at: 3), "its window survived the flood")
+        #expect(detector.denied("workload", at: 100) == false, "and still slides")
     }
 }
 

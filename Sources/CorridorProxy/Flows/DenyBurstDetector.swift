@@ -2,7 +2,9 @@ import Synchronization
 
 /// `deny_burst`: a workload with `threshold` or more denials within `window`. Touched only by
 /// denials (its lock is never taken for an allowed connection). Bounded: at most `maxWorkloads`
-/// workloads are tracked; past that the oldest windows are forgotten.
+/// workloads are tracked; when that many have denials within the window, a workload not tracked
+/// yet is not tracked until some window ends (many sources denied once each must not wipe the
+/// windows of workloads in the middle of a burst).
 final class DenyBurstDetector: Sendable {
     static let maxWorkloads = 10_000
 
@@ -22,7 +24,7 @@ final class DenyBurstDetector: Sendable {
             if recent[who] == nil && recent.count >= Self.maxWorkloads {
                 let stale = recent.filter { ($0.value.last ?? 0) < now - window }.map(\.key)
                 for key in stale { recent[key] = nil }
-                if recent.count >= Self.maxWorkloads { recent.removeAll() }
+                if recent.count >= Self.maxWorkloads { return false }
             }
             var times = recent[who, default: []].filter { $0 > now - window }
             times.append(now)

@@ -13,7 +13,7 @@ import Darwin
 /// `storage-api-2`) stay below. Byte by byte; no allocation.
 enum GeneratedNameCheck {
     static func looksGenerated(_ name: String, minLength: Int, minEntropy: Double) -> Bool {
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: 37) { buffer in
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 36) { buffer in
             buffer.initialize(repeating: 0)
             return looksGenerated(name, minLength: minLength, minEntropy: minEntropy, counts: buffer)
         }
@@ -54,7 +54,10 @@ enum GeneratedNameCheck {
                 if lastWasDigit == false { switches += 1 }
                 lastWasDigit = true
             default:
-                counts[36] += 1  // '-': part of the label, not of a run
+                // '-' (or anything else) is neither counted nor a character of the label's run:
+                // counted without adding to the length, it made p exceed 1 and padding a label
+                // with hyphens lowered its entropy below any threshold.
+                break
             }
         }
         return judge()
