@@ -324,8 +324,32 @@ public struct EvidenceReport {
         return String(decoding: data, as: UTF8.self) + "\n"
     }
 
+    /// `text` (names and reasons a workload chose: hosts, paths) as inert Markdown table-cell text:
+    /// no cell or line break, no HTML, link or code span, and control and format characters
+    /// (a right-to-left override, say) shown as `[U+XXXX]` rather than acted on.
+    static func markdownCell(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "|", "`", "[", "]", "\\": out += "\\" + String(scalar)
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "&": out += "&amp;"
+            default:
+                switch scalar.properties.generalCategory {
+                case .control, .format, .lineSeparator, .paragraphSeparator:
+                    out += "[U+" + String(scalar.value, radix: 16, uppercase: true) + "]"
+                default:
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out
+    }
+
     func markdown(snapshot: PolicySnapshot, policySource: String, inputs: [String], generated: Date) -> String {
-        func cell(_ text: String) -> String { text.replacingOccurrences(of: "|", with: "\\|") }
+        func cell(_ text: String) -> String { Self.markdownCell(text) }
         var lines = ["# Corridor egress evidence", "",
                      "Generated \(ISO8601DateFormatter().string(from: generated)) from policy `\(policySource)` (generation \(snapshot.generation)) and \(inputs.count) log file(s).", "",
                      "## Findings and PCI DSS requirements", "", "| finding | status | requirements |", "|---|---|---|"]

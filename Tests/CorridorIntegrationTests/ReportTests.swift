@@ -116,4 +116,22 @@ struct ReportTests {
         let format = try corridor(["report", "--config", Repo.root.appendingPathComponent("examples/quickstart.yaml").path, "--format", "pdf", "-"])
         #expect(format.status == 2 && format.stderr.contains("--format must be html, md or json"))
     }
+
+    /// A workload chooses the names and paths a denial's reason quotes: in Markdown they stay text.
+    @Test func markdownShowsAWorkloadsTextAsText() throws {
+        let dir = try TempDir()
+        let log = dir.path("access.log")
+        let reason = "'a|b</td><img src=x onerror=alert(1)>\u{202E}[x](javascript:1)' is not an allowed host name"
+        var json = #"{"time":"2026-12-07T10:00:00.000Z","id":1,"listener":"http","src":"127.0.0.1:40000","#
+        json += #""identity":{"namespace":"payments","workload":"checkout","serviceAccount":"checkout","labels":{"app":"checkout"}},"#
+        json += #""host":"evil.test","port":80,"decision":"deny","reason":"# + "\"" + reason + "\""
+        json += #","bytesUp":0,"bytesDown":0,"durationMs":1,"closeCause":"denied","event":"close"}"#
+        try (json + "\n").write(toFile: log, atomically: true, encoding: .utf8)
+        let config = Repo.root.appendingPathComponent("examples/quickstart.yaml").path
+        let result = try runCommand(Repo.corridorBinary.path, ["report", "--config", config, "--format", "md", log], timeout: 60)
+        #expect(result.status == 0, "\(result.stderr)")
+        let row = result.stdout.split(separator: "\n").first { $0.contains("is not an allowed host name") }.map(String.init) ?? ""
+        #expect(row.contains(#"a\|b&lt;/td&gt;&lt;img src=x onerror=alert(1)&gt;[U+202E]\[x\](javascript:1)"#), "\(row)")
+        #expect(!row.contains("<img") && !row.unicodeScalars.contains("\u{202E}"), "\(row)")
+    }
 }
