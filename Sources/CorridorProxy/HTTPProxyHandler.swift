@@ -841,6 +841,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         headers.add(name: "Content-Length", value: String(body.utf8.count))
         headers.add(name: "Corridor-Decision", value: status == .forbidden ? "deny" : "error")
         headers.add(name: "Corridor-Reason", value: code.rawValue)
+        if status == .methodNotAllowed { headers.add(name: "Allow", value: "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE") }
         headers.add(name: "Connection", value: "close")
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         // A response to HEAD carries no body; its Content-Length is what a GET would have got.

@@ -18,7 +18,7 @@ enum HTTPRequestHeadCheck {
         let headers = head.headers
         if head.method == .CONNECT {
             return Problem(status: .methodNotAllowed, code: .methodNotAllowed,
-                           reason: "CONNECT opens a tunnel, which only the connect listener serves; plain HTTP requests are served here")
+                           reason: "CONNECT opens a tunnel, which a connection carrying plain HTTP does not; send it on a connection of its own to the connect listener")
         }
         if headers.count > maxHeaderFields {
             return Problem(status: .requestHeaderFieldsTooLarge, code: .tooManyHeaderFields,

@@ -163,6 +163,7 @@ struct OriginationFramingTests {
         defer { Task { await h.stop() } }
         let result = try rawHTTPExchange(port: h.httpPort, bytes: Array("CONNECT billing.example.test:443 HTTP/1.1\r\nHost: billing.example.test:443\r\n\r\n".utf8))
         #expect(result.status == 405 && result.reason == "method_not_allowed", "\(result.status) \(result.headers) \(result.body)")
+        #expect(result.headers["allow"]?.contains("GET") == true && result.headers["allow"]?.contains("CONNECT") == false, "\(result.headers)")
         #expect(h.upstream.requests.isEmpty, "\(h.upstream.requests)")
     }
 }
