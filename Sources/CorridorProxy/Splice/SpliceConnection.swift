@@ -248,7 +248,8 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         self.attempt = attempt
         let fd = corridor_stream_socket(target.protocol == .inet ? AF_INET : AF_INET6)
         guard fd >= 0 else {
-            apply(machine.connectFailed(attempt: attempt, "cannot open a socket: \(String(cString: strerror(errno)))", now: loop.now))
+            // The gateway's own shortage (descriptors, memory), not the upstream's failure.
+            apply(machine.internalFailure("cannot open a socket: \(String(cString: strerror(errno)))"))
             return
         }
         var one: Int32 = 1
@@ -261,9 +262,9 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
             return
         }
         guard loop.add(fd, EpollLoop.writable, self) else {
+            let error = String(cString: strerror(errno))
             Glibc.close(fd)
-            apply(machine.connectFailed(attempt: attempt, "cannot watch the upstream connection: \(String(cString: strerror(errno)))",
-                                        now: loop.now))
+            apply(machine.internalFailure("cannot watch the upstream connection: \(error)"))
             return
         }
         upstream = fd
