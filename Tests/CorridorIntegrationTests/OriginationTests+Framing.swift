@@ -17,19 +17,7 @@ struct OriginationFramingTests {
         import socket, sys
         port = int(sys.argv[1]); H = "Host: billing.example.test\r\n"
         smuggled = f"GET /smuggled HTTP/1.1\r\n{H}\r\n"
-        def response(s):
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = s.recv(65536)
-                if not d: return "EOF " + buf.decode("latin-1")
-                buf += d
-            head, _, body = buf.partition(b"\r\n\r\n")
-            n = next((int(l.split(b":", 1)[1]) for l in head.split(b"\r\n")[1:] if l.lower().startswith(b"content-length:")), 0)
-            while len(body) < n:
-                d = s.recv(65536)
-                if not d: break
-                body += d
-            return body.decode("latin-1").strip()
+        \#(readOneResponse)
         a = socket.create_connection(("127.0.0.1", port), timeout=10)
         a.sendall(f"POST /ignore-body HTTP/1.1\r\n{H}Content-Length: {len(smuggled)}\r\n\r\n".encode())
         first = response(a)   # answered before the body was sent
@@ -52,19 +40,7 @@ struct OriginationFramingTests {
         let script = #"""
         import socket, sys
         port = int(sys.argv[1]); H = "Host: billing.example.test\r\n"; n = 32 << 20
-        def response(s):
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = s.recv(65536)
-                if not d: return "EOF " + buf.decode("latin-1")
-                buf += d
-            head, _, body = buf.partition(b"\r\n\r\n")
-            length = next((int(l.split(b":", 1)[1]) for l in head.split(b"\r\n")[1:] if l.lower().startswith(b"content-length:")), 0)
-            while len(body) < length:
-                d = s.recv(65536)
-                if not d: break
-                body += d
-            return body.decode("latin-1").strip()
+        \#(readOneResponse)
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         s.sendall(f"POST /answer-then-stall HTTP/1.1\r\n{H}Content-Length: {n}\r\n\r\n".encode())
         first = response(s)
@@ -211,3 +187,22 @@ extension OriginationFramingTests {
         #expect(sent >= 0 && sent < 64 << 20, "the gateway took \(sent) bytes after the request: \(result.stdout) \(result.stderr)")
     }
 }
+
+/// A Python function for these tests' scripts: `response(s)` reads one response with a
+/// Content-Length from socket `s` and returns its body, stripped ("EOF ..." if the connection ends
+/// before the head does).
+private let readOneResponse = #"""
+def response(s):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(65536)
+        if not d: return "EOF " + buf.decode("latin-1")
+        buf += d
+    head, _, body = buf.partition(b"\r\n\r\n")
+    n = next((int(l.split(b":", 1)[1]) for l in head.split(b"\r\n")[1:] if l.lower().startswith(b"content-length:")), 0)
+    while len(body) < n:
+        d = s.recv(65536)
+        if not d: break
+        body += d
+    return body.decode("latin-1").strip()
+"""#
