@@ -162,6 +162,7 @@ struct ConnectionStateMachineTests {
                 ("client_error", { $0.clientFailed("Connection reset by peer") }),
                 ("shutdown", { $0.shutdown() }),
                 ("internal_error", { $0.internalFailure("cannot watch the connection: No space left on device") }),
+                ("handshake_timeout", { $0.tick(now: t0 + .seconds(3600)) }),
             ]
             for (index, (cause, end)) in endings.enumerated() {
                 var m = try machine(harness, .connect, port: 40_010 + index)
@@ -179,6 +180,7 @@ struct ConnectionStateMachineTests {
             #expect(records[1].string(LogKey.reason)?.hasSuffix("; client connection error: Connection reset by peer") == true)
             #expect(records[2].string(LogKey.reason)?.hasSuffix("; the gateway stopped before the ClientHello was complete") == true)
             #expect(records[3].string(LogKey.reason)?.hasSuffix("; gateway error: cannot watch the connection: No space left on device") == true)
+            #expect(records[4].string(LogKey.reason)?.contains("; no complete ClientHello within") == true)
         }
     }
 

@@ -473,7 +473,8 @@ struct ConnectionStateMachine {
             return finish(.handshakeTimeout, reason: message,
                           reply: Self.httpRefusal(status: 408, phrase: "Request Timeout", code: "handshake_timeout", message: message))
         case .readingClientHello where deadline.map({ now >= $0 }) ?? false:
-            return finish(.handshakeTimeout, reason: "no complete ClientHello within \(DurationSyntax.format(snapshot.gateway.limits.handshakeTimeout))")
+            // A CONNECT tunnel already allowed keeps its decision (see endBeforeTheHello).
+            return endBeforeTheHello(.handshakeTimeout, "no complete ClientHello within \(DurationSyntax.format(snapshot.gateway.limits.handshakeTimeout))")
         case .connecting(var state) where deadline.map({ now >= $0 }) ?? false:
             let timeout = DurationSyntax.format(snapshot.gateway.limits.connectTimeout)
             state.lastFailure = .connectFailed("connect to \(state.target.map(AccessLog.format) ?? "?") failed: timed out after \(timeout)",
