@@ -52,7 +52,8 @@ final class ClusterSync: Sendable {
     /// sees its own node's pods, and the API server is spared N copies of every pod).
     init(client: KubeAPIClient, base: PolicySource, registry: PrometheusCollectorRegistry, logger: Logger,
          nextGeneration: @escaping @Sendable () -> Int, install: @escaping @Sendable (PolicySnapshot, OriginationContexts) -> Void,
-         nodeName: String? = nil, pageSize: Int = 500, initialBackoff: Duration = .milliseconds(800)) {
+         nodeName: String? = nil, pageSize: Int = 500, initialBackoff: Duration = .milliseconds(800),
+         watchIdleLimit: Duration = Reflector<Pod>.defaultWatchIdleLimit) {
         self.client = client
         self.logger = logger
         self.base = Mutex(base)
@@ -75,9 +76,11 @@ final class ClusterSync: Sendable {
             rewatched: { resource, why in metrics.rewatch(resource: resource, why: why) }
         )
         pods = Reflector(resource: .pods, client: client, observer: observer, logger: logger, pageSize: pageSize, initialBackoff: initialBackoff,
-                         fieldSelector: nodeName.map { "spec.nodeName=\($0)" })
-        services = Reflector(resource: .externalServices, client: client, observer: observer, logger: logger, pageSize: pageSize, initialBackoff: initialBackoff)
-        policies = Reflector(resource: .egressPolicies, client: client, observer: observer, logger: logger, pageSize: pageSize, initialBackoff: initialBackoff)
+                         watchIdleLimit: watchIdleLimit, fieldSelector: nodeName.map { "spec.nodeName=\($0)" })
+        services = Reflector(resource: .externalServices, client: client, observer: observer, logger: logger, pageSize: pageSize,
+                             initialBackoff: initialBackoff, watchIdleLimit: watchIdleLimit)
+        policies = Reflector(resource: .egressPolicies, client: client, observer: observer, logger: logger, pageSize: pageSize,
+                             initialBackoff: initialBackoff, watchIdleLimit: watchIdleLimit)
     }
 
     /// True once a snapshot built from a full sync of every resource is in force.

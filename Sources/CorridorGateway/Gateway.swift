@@ -29,6 +29,9 @@ public final class Gateway: Sendable {
         public var nodeName: String?
         /// Kubernetes mode: items per list page.
         public var listPageSize = 500
+        /// Kubernetes mode: a watch that brings no byte (no event, no bookmark) for this long is
+        /// ended and started again (see ``Reflector``).
+        public var watchIdleLimit: Duration = Reflector<Pod>.defaultWatchIdleLimit
 
         /// One event loop per core.
         public static var defaultWorkers: Int { System.coreCount }
@@ -131,7 +134,7 @@ public final class Gateway: Sendable {
                     proxy.install(snapshot, origination: origination)
                     proxy.metrics.policyReload(succeeded: true, snapshot: snapshot)
                 },
-                nodeName: options.nodeName, pageSize: options.listPageSize)
+                nodeName: options.nodeName, pageSize: options.listPageSize, watchIdleLimit: options.watchIdleLimit)
         } else {
             cluster = nil
         }

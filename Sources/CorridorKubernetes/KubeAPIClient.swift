@@ -78,8 +78,9 @@ public final class KubeAPIClient: Sendable {
     }
 
     /// GET and return the whole body; a non-2xx answer throws `.status`.
-    public func get(_ path: String, query: [(String, String)] = [], timeout: Duration = .seconds(60)) async throws -> [UInt8] {
-        try await exchange(.GET, path, query: query, body: nil, contentType: nil, timeout: timeout) { head, iterator in
+    /// `idle`: as for ``stream(_:query:timeout:idle:onData:)``.
+    public func get(_ path: String, query: [(String, String)] = [], timeout: Duration = .seconds(60), idle: Duration? = nil) async throws -> [UInt8] {
+        try await exchange(.GET, path, query: query, body: nil, contentType: nil, timeout: timeout, idle: idle) { head, iterator in
             try await self.checkedBody(head, &iterator)
         }
     }
@@ -95,9 +96,11 @@ public final class KubeAPIClient: Sendable {
     /// the stream ended; throws if the server refused it (non-200) or `onData` throws. `timeout`
     /// is a client-side bound on the whole stream, above the server's `timeoutSeconds`, so a
     /// half-dead connection cannot hold the watch forever.
-    public func stream(_ path: String, query: [(String, String)], timeout: Duration,
+    /// `idle`: the connection is closed when no byte arrives for that long (the stream then ends
+    /// `.dropped`, or the request fails if the response head never came).
+    public func stream(_ path: String, query: [(String, String)], timeout: Duration, idle: Duration? = nil,
                        onData: @Sendable (ByteBuffer) async throws -> Void) async throws -> StreamEnd {
-        try await exchange(.GET, path, query: query, body: nil, contentType: nil, timeout: timeout) { head, iterator in
+        try await exchange(.GET, path, query: query, body: nil, contentType: nil, timeout: timeout, idle: idle) { head, iterator in
             guard head.status == .ok else {
                 _ = try await self.checkedBody(head, &iterator)
                 return .completed
@@ -117,7 +120,7 @@ public final class KubeAPIClient: Sendable {
 
     private func exchange<R: Sendable>(
         _ method: HTTPMethod, _ path: String, query: [(String, String)], body: [UInt8]?, contentType: String?, timeout: Duration,
-        _ handle: @Sendable (HTTPResponseHead, inout NIOAsyncChannelInboundStream<HTTPClientResponsePart>.AsyncIterator) async throws -> R
+        idle: Duration? = nil, _ handle: @Sendable (HTTPResponseHead, inout NIOAsyncChannelInboundStream<HTTPClientResponsePart>.AsyncIterator) async throws -> R
     ) async throws -> R {
         let token: String?
         do { token = try tokens.token() } catch { throw KubeAPIError.credentials(error) }
@@ -139,6 +142,11 @@ public final class KubeAPIClient: Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         if let tls {
                             try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: sni))
+                        }
+                        if let idle {
+                            try channel.pipeline.syncOperations.addHandlers([
+                                IdleStateHandler(readTimeout: TimeAmount(idle)), CloseOnReadIdleHandler(),
+                            ])
                         }
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
                         return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)

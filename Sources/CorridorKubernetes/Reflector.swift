@@ -151,12 +151,20 @@ public final class Reflector<Object: KubeObject>: Sendable {
     private let pageSize: Int
     private let watchSeconds: ClosedRange<Int>
     private let initialBackoff: Duration
+    /// A watch (or the wait for its response head) that brings no byte for this long is ended,
+    /// and the watch starts again from the last resourceVersion; a list that stalls as long fails
+    /// and is tried again. The API server sends a bookmark
+    /// about once a minute on a quiet watch; a server that stops sending (a stalled proxy, an
+    /// overloaded apiserver) must not leave identities stale until the watch's own timeout.
+    private let watchIdleLimit: Duration
+    /// The default ``watchIdleLimit``.
+    public static var defaultWatchIdleLimit: Duration { .seconds(90) }
     /// A `fieldSelector` for every list and watch (e.g. `spec.nodeName=node-1`), or nil.
     private let fieldSelector: String?
 
     public init(resource: APIResource, client: KubeAPIClient, cache: ResourceCache<Object> = ResourceCache(), observer: ReflectorObserver,
                 logger: Logger, pageSize: Int = 500, watchSeconds: ClosedRange<Int> = 300...600, initialBackoff: Duration = .milliseconds(800),
-                fieldSelector: String? = nil) {
+                watchIdleLimit: Duration = Reflector.defaultWatchIdleLimit, fieldSelector: String? = nil) {
         self.resource = resource
         self.client = client
         self.cache = cache
@@ -165,6 +173,7 @@ public final class Reflector<Object: KubeObject>: Sendable {
         self.pageSize = max(1, pageSize)
         self.watchSeconds = watchSeconds
         self.initialBackoff = initialBackoff
+        self.watchIdleLimit = watchIdleLimit
         self.fieldSelector = fieldSelector
     }
 
@@ -251,7 +260,7 @@ public final class Reflector<Object: KubeObject>: Sendable {
             if let token { query.append(("continue", token)) }
             let body: [UInt8]
             do {
-                body = try await client.get(resource.listPath, query: query)
+                body = try await client.get(resource.listPath, query: query, idle: watchIdleLimit)
             } catch let error as KubeAPIError where error.isExpired && token != nil {
                 // The continue token expired between pages: one full, unpaged list instead.
                 logger.notice("list continue token expired; listing in one page", metadata: ["resource": "\(resource.plural)"])
@@ -299,7 +308,7 @@ public final class Reflector<Object: KubeObject>: Sendable {
         let cache = self.cache, observer = self.observer, limit = client.maxBodyBytes, kind = resource.kind
         let end: StreamEnd
         do {
-            end = try await client.stream(resource.listPath, query: query, timeout: .seconds(seconds + 30)) { buffer in
+            end = try await client.stream(resource.listPath, query: query, timeout: .seconds(seconds + 30), idle: watchIdleLimit) { buffer in
                 let changed = try progress.state.withLock { state throws -> Bool in
                     state.carry.append(contentsOf: buffer.readableBytesView)
                     var changed = false

@@ -77,6 +77,23 @@ struct KubernetesAPIFaultTests {
         #expect(try h.connect(from: "127.0.0.1").status == 0)
     }
 
+    /// A watch whose server stops sending (here: its response head never comes) is ended after the
+    /// idle limit and started again, so a change made meanwhile is seen in seconds, not when the
+    /// stalled watch's own timeout (5 to 10 minutes) ends it.
+    @Test func aStalledWatchIsEndedAfterTheIdleLimit() async throws {
+        let h = try await KubernetesHarness(watchIdleLimit: .seconds(2))
+        defer { Task { await h.stop() } }
+        #expect(await h.waitReady())
+        func delayed() -> Int { ((try? h.api.control("GET", "/delayed")) as? [String: Any])?["count"] as? Int ?? 0 }
+        try h.api.control("POST", "/delay-headers", ["seconds": 900])
+        try h.api.control("POST", "/drop-watches")
+        // The watches started again (one per resource) are the ones that stall.
+        #expect(await eventually(timeout: 15) { delayed() >= 3 })
+        try h.api.control("POST", "/delay-headers", ["seconds": 0])
+        try h.api.put(K8sObject.pod("payments", "checkout-23", ip: "127.0.0.23", serviceAccount: "checkout", labels: ["app": "checkout"]))
+        #expect(await eventually(timeout: 20) { h.gatewayIdentity(of: "127.0.0.23") == "payments/checkout-23" })
+    }
+
     /// Ten thousand pods: listed in pages, and the gateway answers for the last of them.
     @Test func aListFarLargerThanUsualIsPagedThrough() async throws {
         let h = try await KubernetesHarness(objects: { port in

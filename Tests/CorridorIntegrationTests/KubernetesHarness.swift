@@ -124,11 +124,14 @@ final class KubernetesHarness: AccessLogReading, @unchecked Sendable {
     /// client certificate instead of the token file.
     let nodeName: String?
     let pageSize: Int
+    let watchIdleLimit: Duration
 
     init(objects: (Int) -> [[String: Any]] = standardObjects, clientCertificate: Bool = false, apiExtra: [String] = [],
-         nodeName: String? = nil, pageSize: Int = 500, gatewayExtra: String = "", start: Bool = true) async throws {
+         nodeName: String? = nil, pageSize: Int = 500, watchIdleLimit: Duration = .seconds(90), gatewayExtra: String = "",
+         start: Bool = true) async throws {
         self.nodeName = nodeName
         self.pageSize = pageSize
+        self.watchIdleLimit = watchIdleLimit
         dir = try TempDir()
         pki = try TestPKI(in: dir)
         upstream = try TLSUpstream(pki: pki, dir: dir)
@@ -171,6 +174,7 @@ final class KubernetesHarness: AccessLogReading, @unchecked Sendable {
         var options = Gateway.Options(configPath: configPath, workers: 2, kubernetes: endpoint)
         options.nodeName = nodeName
         options.listPageSize = pageSize
+        options.watchIdleLimit = watchIdleLimit
         gateway = try Gateway(options: options, logger: logger)
         try await gateway.start()
         connectPort = gateway.boundAddresses["connect"]?.port ?? 0

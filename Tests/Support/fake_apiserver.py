@@ -26,6 +26,7 @@ Control API (plain HTTP on the control port, JSON in and out, no auth):
   POST   /tokens             {"tokens":[...]} replace the accepted bearer tokens
   POST   /split-chunks       {"size":N} watch bodies go out in N-byte chunks (0 = off)
   POST   /delay-headers      {"seconds":x} API responses wait x s before their headers (0 = off)
+  GET    /delayed            {"count": n} requests that have begun such a wait (since the start)
   POST   /throttle           {"count":N,"retryAfter":s} next N resource requests get 429
   POST   /fail               {"count":N,"code":500} next N resource requests get that error Status
   POST   /truncate-lists     {"count":N} next N LIST responses stop halfway through the body (the
@@ -260,6 +261,7 @@ class Store:
         self.outage = False
         self.split_size = 0
         self.delay_headers = 0.0
+        self.delayed = 0
         self.throttle, self.retry_after = 0, 1
         self.fail_count, self.fail_code = 0, 500
         self.truncate_lists = 0
@@ -644,6 +646,8 @@ class APIHandler(BaseHTTPRequestHandler):
                                               {"retryAfterSeconds": store.retry_after}),
                                   [("Retry-After", str(store.retry_after))])
         if delay:
+            with store.lock:
+                store.delayed += 1
             time.sleep(delay)
         res, ns, name, sub = target
         if self.command == "GET" and sub is None:
@@ -929,6 +933,8 @@ class ControlHandler(BaseHTTPRequestHandler):
                     return self.reply(200, {})
                 if key == ("GET", "/status-writes"):
                     return self.reply(200, store.status_writes)
+                if key == ("GET", "/delayed"):
+                    return self.reply(200, {"count": store.delayed})
                 if key == ("GET", "/watches"):
                     return self.reply(200, store.watch_counts())
                 if key == ("GET", "/info"):
