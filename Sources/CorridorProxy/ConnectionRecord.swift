@@ -71,13 +71,15 @@ final class ConnectionRecord {
     var bytesDown = 0
     private(set) var written = false
 
-    init(id: UInt64, listener: String, source: SocketAddress?) {
+    /// `started`: when the connection began, if before now (the monotonic and the wall clock's
+    /// reading, as ``AccessLog/now()`` gives it).
+    init(id: UInt64, listener: String, source: SocketAddress?, started: (ContinuousClock.Instant, Double)? = nil) {
         self.id = id
         self.listener = listener
         self.source = source
         self.sourceAddress = source.flatMap(IPAddress.init)
-        self.started = .now
-        self.wallStart = AccessLog.now()
+        self.started = started?.0 ?? .now
+        self.wallStart = started?.1 ?? AccessLog.now()
     }
 
     /// The source address as text, for a reason that names it.

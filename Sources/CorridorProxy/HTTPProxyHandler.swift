@@ -92,6 +92,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     /// leaves one record (see ``recordIfNoRequest(_:reason:)``).
     private var requestsSeen = 0
     private var pendingRead = false
+    /// When the connection was set up (for its first record).
+    private var connectionStarted: (ContinuousClock.Instant, Double)?
     /// A request asking for an upgrade began: once it has been read, the request decoder parses
     /// nothing more (see ``asksForUpgrade(_:)``), so the client is not read again: what it sent
     /// would only pile up in the decoder.
@@ -156,6 +158,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     private func setUp(context: ChannelHandlerContext) {
         guard !isSetUp else { return }
         isSetUp = true
+        connectionStarted = (.now, AccessLog.now())
         proxy.connections(for: context.eventLoop).add(self)
         armHeadDeadline(context: context)
         source = context.channel.remoteAddress
@@ -180,8 +183,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         identity = sourceAddress.flatMap { snapshot.inventory.identity(of: $0) }
     }
 
+    /// A record for the request just begun (``requestsSeen`` counts it already); the connection's
+    /// first starts when the connection did, so its duration covers the wait for its head.
     private func newRecord(context: ChannelHandlerContext) -> ConnectionRecord {
-        let record = ConnectionRecord(id: proxy.makeConnectionID(), listener: listenerName, source: source)
+        let record = ConnectionRecord(id: proxy.makeConnectionID(), listener: listenerName, source: source,
+                                      started: requestsSeen == 1 ? connectionStarted : nil)
         record.identity = identity
         record.policyGeneration = snapshot.generation
         record.originalDestination = originalDestination
@@ -987,6 +993,18 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     }
 
     private func parseFailed(context: ChannelHandlerContext, error: any Error) {
+        if error as? HTTPParserError == .invalidEOFState, case .idle = state, exchange == nil {
+            // The client closed in the middle of a request head: no answer can reach it, and it
+            // was no malformed request.
+            requestsSeen += 1
+            let record = newRecord(context: context)
+            proxy.metrics.connectionOpened()
+            record.finish(.clientClosedEarly, log: proxy.accessLog, metrics: proxy.metrics,
+                          reason: "the client closed before sending a complete request head")
+            state = .closed
+            context.close(promise: nil)
+            return
+        }
         if error is HTTPParserError, case .idle = state {
             requestsSeen += 1
             let record = newRecord(context: context)

@@ -80,6 +80,32 @@ struct HTTPListenerDefectTests {
         #expect(h.records().count == 2, "\(h.records())")
     }
 
+    /// A client that closes in the middle of a request head, on the http listener or after the
+    /// connect listener handed its plain HTTP over: recorded as the client's leaving (no 400 was
+    /// ever delivered), over the connection's whole life.
+    @Test func aClientLeavingMidHeadIsRecordedAsLeavingFromTheStart() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let script = """
+        import socket, sys, time
+        for port, start in ((int(sys.argv[1]), b"GET / HTTP/1.1\\r\\nHost: bill"), (int(sys.argv[2]), b"GET http://billing.example.test/ HTTP/1.1\\r\\nHo")):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(start)
+            time.sleep(1)
+            s.close()
+        print("done")
+        """
+        let result = try runCommand("python3", ["-c", script, "\(h.httpPort)", "\(h.connectPort)"], timeout: 30)
+        #expect(result.stdout.hasPrefix("done"), "\(result.stdout) \(result.stderr)")
+        #expect(await eventually { h.records().count == 2 }, "\(h.records())")
+        for record in h.records() {
+            #expect(record["closeCause"] as? String == "client_closed_before_hello", "\(record)")
+            #expect(record["reason"] as? String == "the client closed before sending a complete request head", "\(record)")
+            #expect(record["status"] == nil, "no answer went out: \(record)")
+            #expect((record["durationMs"] as? Double ?? 0) >= 900, "\(record)")
+        }
+    }
+
     // MARK: the pool
 
     /// An upstream that writes a second response nobody asked for, in the same write or 200 ms
