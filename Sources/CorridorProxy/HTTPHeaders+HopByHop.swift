@@ -25,10 +25,11 @@ extension HTTPHeaders {
         return HTTPHeaders(fields)
     }
 
-    /// The trailer fields a request goes upstream with: the client's, less the hop-by-hop ones and
-    /// every field that routes, frames, authenticates or conditions a request (RFC 9110 section
-    /// 6.5.1: those cannot be sent as trailers, and a recipient that merged them into the header
-    /// section would act on what the gateway never judged, a Host above all).
+    /// The trailer fields a request goes upstream with (and a response goes back with): the
+    /// sender's, less the hop-by-hop ones and every field that routes, frames, authenticates or
+    /// conditions a message (RFC 9110 section 6.5.1: those cannot be sent as trailers, and a
+    /// recipient that merged them into the header section would act on what the gateway never
+    /// judged, a Host above all).
     static func forwardedTrailers(_ trailers: HTTPHeaders) -> HTTPHeaders {
         HTTPHeaders(kept(trailers, extraCapacity: 0) { role in role == .other }.filter { name, _ in
             !notInTrailers.contains(ASCIICase.lowercased(name))

@@ -613,7 +613,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             exchange.record.bytesDown += buffer.readableBytes
             lastActivity = .now()
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        case .end(let trailers):
+        case .end(let upstreamTrailers):
+            // The upstream's trailers reach the client without hop-by-hop and framing fields.
+            let trailers = upstreamTrailers.map(HTTPHeaders.forwardedTrailers)
             self.exchange?.responseEnded = true
             if !exchange.requestEnded {
                 // Answered before the body ended (an early 401, a refused 100-continue, a back end
@@ -690,10 +692,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                    reason: "the upstream closed before answering" + (error.map { ": \($0)" } ?? ""), kind: .upstreamFailure,
                    cause: .upstreamError)
         } else {
-            // Part of a response went out: the client must see the connection end.
+            // Part of a response went out: the client gets what was written of it, then sees the
+            // connection end (a plain close would drop the writes not yet flushed, the head too).
             finishExchange(cause: .upstreamError)
             state = .closed
-            context.close(promise: nil)
+            closeAfterWrites(context: context)
         }
     }
 

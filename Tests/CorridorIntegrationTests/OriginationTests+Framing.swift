@@ -73,6 +73,33 @@ struct OriginationFramingTests {
         #expect(seen["bodyBytes"] as? Int == 5)
     }
 
+    /// An upstream response that breaks mid-body: the client gets what came before the break,
+    /// then the connection ends (it was cut with nothing delivered, the head neither).
+    @Test func aResponseBrokenMidBodyDeliversWhatCameBefore() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let script = readToEndScript(timeout: 10, send: "s.sendall(sys.argv[2].encode())")
+        let result = try runCommand("python3", ["-c", script, "\(h.httpPort)",
+                                                "GET /broken-chunks HTTP/1.1\r\nHost: billing.example.test\r\n\r\n"], timeout: 30)
+        #expect(result.stdout.hasPrefix("CLOSED\nHTTP/1.1 200"), "\(result.stdout)")
+        #expect(result.stdout.contains("hello\n"), "\(result.stdout)")
+        #expect(!result.stdout.hasSuffix("0\r\n\r\n"), "no end of body was made up: \(result.stdout)")
+        let record = try #require(h.record { $0["path"] as? String == "/broken-chunks" })
+        #expect(record["closeCause"] as? String == "upstream_error", "\(record)")
+    }
+
+    /// Response trailers go back without hop-by-hop and framing fields.
+    @Test func responseTrailersLoseHopByHopAndFramingFields() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let script = readToEndScript(timeout: 10, send: "s.sendall(sys.argv[2].encode())")
+        let result = try runCommand("python3", ["-c", script, "\(h.httpPort)",
+                                                "GET /chunked-trailers HTTP/1.1\r\nHost: billing.example.test\r\nConnection: close\r\n\r\n"], timeout: 30)
+        let tail = result.stdout.components(separatedBy: "\r\n0\r\n").last ?? ""
+        #expect(tail.lowercased().contains("x-checksum: abc"), "\(result.stdout)")
+        #expect(!tail.lowercased().contains("cookie") && !tail.lowercased().contains("keep-alive"), "\(result.stdout)")
+    }
+
     /// A HEAD response has no body, whatever framing the upstream announced: the next response on
     /// the connection follows its head directly.
     @Test func aHeadResponseAnnouncingChunkedCarriesNoBody() async throws {
