@@ -45,9 +45,9 @@ enum GatewayConfigReader {
             let named = [("tls", config.listeners.tls), ("connect", config.listeners.connect), ("http", config.listeners.http),
                          ("admin", config.listeners.admin)].compactMap { name, address in address.map { (name, $0) } }
             for (index, (name, address)) in named.enumerated() where address.port != 0 {
-                if let (other, _) = named[..<index].first(where: { $0.1.port == address.port && Self.bindTogetherFails($0.1.host, address.host) }) {
+                if let (other, otherAddress) = named[..<index].first(where: { $0.1.port == address.port && Self.bindTogetherFails($0.1.host, address.host) }) {
                     throw reader.error(listeners.child(name), listeners.node(name),
-                                       "\(address) takes the port of the \(other) listener (\(named.first { $0.0 == other }!.1)); each listener needs its own")
+                                       "\(address) takes the port of the \(other) listener (\(otherAddress)); each listener needs its own")
                 }
             }
         }

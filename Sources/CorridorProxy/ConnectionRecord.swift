@@ -166,11 +166,11 @@ extension ConnectionRecord {
     /// Whether `snapshot` (a policy installed while this connection was open) no longer lets it
     /// through: it is decided again on the facts it was decided on (SNI, CONNECT host, port, ECH,
     /// a plain-HTTP request's host and port, or the TCP service's address) with its source's identity under `snapshot`, and the address
-    /// it relays to is vetted again. When it is revoked, the record's reason says so and why; the
-    /// verdict stays the one the connection was opened with. Connections policy never let through
-    /// are not re-decided.
-    func revoked(by snapshot: PolicySnapshot) -> Bool {
-        guard let decision, decision.lets else { return false }
+    /// it relays to is vetted again. When it is revoked, the record's reason says so and why, and
+    /// that sentence is returned (nil: still allowed); the verdict stays the one the connection was
+    /// opened with. Connections policy never let through are not re-decided.
+    func revoked(by snapshot: PolicySnapshot) -> String? {
+        guard let decision, decision.lets else { return nil }
         let identity = sourceAddress.flatMap { snapshot.inventory.identity(of: $0) }
         var now: Decision
         if let httpHost {
@@ -188,9 +188,18 @@ extension ConnectionRecord {
            case .blocked(let why)? = UpstreamDialer.vet(address: address, serviceAddresses: now.serviceAddresses, snapshot: snapshot) {
             now = .deny(why)
         }
-        guard !now.lets else { return false }
-        self.decision?.reason += "; revoked by policy generation \(snapshot.generation): \(now.reason)"
-        return true
+        guard !now.lets else { return nil }
+        let revocation = "revoked by policy generation \(snapshot.generation): \(now.reason)"
+        self.decision?.reason += "; \(revocation)"
+        return revocation
+    }
+
+    /// Marks a connection refused because the client dialled an address its `name` (the SNI, a
+    /// plain-HTTP request's Host) does not resolve to, with the hint for it.
+    func noteAddressMismatchRefused(naming name: String) {
+        addressMismatch = true
+        hint = "the client must dial an address its \(name) resolves to; with spec.transparent.addressMismatch: Log it is connected "
+            + "to the resolved address instead"
     }
 
     /// The hint of a connection whose name resolved into a blocked range.
@@ -209,9 +218,7 @@ extension ConnectionRecord {
             signals.append(.guardRefused)
             return (.destinationBlocked, .accessDenied, why)
         case .addressMismatch(let why):
-            addressMismatch = true
-            hint = "the client must dial an address its SNI resolves to; with spec.transparent.addressMismatch: Log it is connected "
-                + "to the resolved address instead"
+            noteAddressMismatchRefused(naming: "SNI")
             return (.destinationBlocked, .accessDenied, why)
         case .resolveFailed(let why):
             decision?.reason += "; \(why)"

@@ -199,11 +199,18 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     /// client) is recorded too: every connection leaves at least one record.
     private func recordIfNoRequest(context: ChannelHandlerContext, _ cause: CloseCause, reason: String) {
         guard requestsSeen == 0 else { return }
+        recordUnansweredHead(context: context, cause, reason: reason)
+    }
+
+    /// Records a request head that never came whole (or, at the start, no request at all).
+    private func recordUnansweredHead(context: ChannelHandlerContext, _ cause: CloseCause, reason: String) {
         requestsSeen += 1
         let record = newRecord(context: context)
         proxy.metrics.connectionOpened()
         record.finish(cause, log: proxy.accessLog, metrics: proxy.metrics, reason: reason)
     }
+
+    static let closedMidHead = "the client closed before sending a complete request head"
 
     // MARK: requests
 
@@ -400,10 +407,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 case .success(let connection):
                     self.startForwarding(context: context, upstream: connection)
                 case .failure(let error):
-                    if case UpstreamDialer.Failure.addressMismatch = error {
-                        self.exchange?.record.addressMismatch = true
-                        self.exchange?.record.hint = "the client must dial an address its Host resolves to; with "
-                            + "spec.transparent.addressMismatch: Log it is connected to the resolved address instead"
+                    // As the connection engine records them (ConnectionRecord.dialFailed).
+                    switch error {
+                    case UpstreamDialer.Failure.addressMismatch: self.exchange?.record.noteAddressMismatchRefused(naming: "Host")
+                    case UpstreamDialer.Failure.blocked: self.exchange?.record.signals.append(.guardRefused)
+                    default: break
                     }
                     let (status, code, reason) = Self.classify(error, host: route.host, port: route.port)
                     let blocked = code == .destinationBlocked
@@ -583,14 +591,13 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             startIdleDeadline(context: context)
             HTTPHeaders.removeHopByHop(&head.headers)
             var keepAlive = exchange.keepAlive
-            if exchange.method == .HEAD || !head.status.mayHaveResponseBody {
-                // No body follows (RFC 9112 section 6.3): a HEAD response keeps the Content-Length
-                // the upstream gave (what a GET would have), and nothing is chunked.
-                if exchange.method == .HEAD {
-                    head.headers.remove(name: "Transfer-Encoding")
-                } else {
-                    Self.frameWithoutBody(&head.headers)
-                }
+            // No body follows a HEAD or a 1xx, 204 or 304 (RFC 9112 section 6.3): a HEAD response
+            // keeps the Content-Length the upstream gave (what a GET would have), and nothing is
+            // chunked.
+            if exchange.method == .HEAD {
+                head.headers.remove(name: "Transfer-Encoding")
+            } else if !head.status.mayHaveResponseBody {
+                Self.frameWithoutBody(&head.headers)
             } else if head.headers.contains(name: "Content-Length") {
                 // The response decoder checked the body's length against it.
                 head.headers.remove(name: "Transfer-Encoding")
@@ -837,7 +844,6 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 record.decision?.reason += "; \(reason)"
             }
         }
-        if cause == .destinationBlocked, exchange?.record.addressMismatch != true { exchange?.record.signals.append(.guardRefused) }
         let hint = exchange?.record.hint
         if kind == .denial, hint == nil {
             exchange?.record.hint = code == .destinationBlocked
@@ -952,12 +958,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         case .connecting, .forwarding: break
         case .idle, .refusing, .closed, .discardingBody: return
         }
-        guard exchange.record.revoked(by: newer) else { return }
+        guard let revocation = exchange.record.revoked(by: newer) else { return }
         if exchange.responseStarted {
             cutMidResponse(context: context, cause: .policyRevoked, afterWrites: true, reason: nil)
         } else {
-            let reason = exchange.record.decision?.reason ?? ""
-            let revocation = reason.range(of: "revoked by policy generation").map { String(reason[$0.lowerBound...]) } ?? "revoked by a policy change"
             refuse(context: context, status: .forbidden, code: .policyDenied, reason: revocation, kind: .policy, cause: .policyRevoked)
         }
     }
@@ -979,7 +983,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         if stopped {
             recordIfNoRequest(context: context, .shutdown, reason: "the gateway stopped before a complete request head")
         } else {
-            recordIfNoRequest(context: context, .clientClosedEarly, reason: "the client closed before sending a complete request head")
+            recordIfNoRequest(context: context, .clientClosedEarly, reason: Self.closedMidHead)
         }
         state = .closed
         abandonDial()
@@ -999,11 +1003,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         if error as? HTTPParserError == .invalidEOFState, case .idle = state, exchange == nil {
             // The client closed in the middle of a request head: no answer can reach it, and it
             // was no malformed request.
-            requestsSeen += 1
-            let record = newRecord(context: context)
-            proxy.metrics.connectionOpened()
-            record.finish(.clientClosedEarly, log: proxy.accessLog, metrics: proxy.metrics,
-                          reason: "the client closed before sending a complete request head")
+            recordUnansweredHead(context: context, .clientClosedEarly, reason: Self.closedMidHead)
             state = .closed
             context.close(promise: nil)
             return

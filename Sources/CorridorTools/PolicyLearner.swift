@@ -155,22 +155,24 @@ public struct PolicyLearner {
         return nil
     }
 
+    /// The 20 keys seen most (ties by name) with their counts, `", ..."` after them if there are more.
+    static func mostSeen(_ counts: [String: Int]) -> String {
+        let top = counts.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }.prefix(20)
+        return top.map { "\($0.key) (\($0.value))" }.joined(separator: ", ") + (counts.count > 20 ? ", ..." : "")
+    }
+
     /// What could not be learned, as lines for standard error.
     public var notes: [String] {
         var lines = ["corridor learn: \(records) records read, \(learned) learned from, \(observed.values.reduce(0) { $0 + $1.count }) distinct (workload, destination) pairs"]
         if denied > 0 { lines.append("not learned: \(denied) denied connections (run the gateway with spec.mode: Audit to learn what the policy refuses)") }
         if guarded > 0 { lines.append("not learned: \(guarded) connections a destination guard refused (blocked ranges, malformed hellos): no policy allows those") }
         if !unresolved.isEmpty {
-            let top = unresolved.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }.prefix(20)
             lines.append("not learned: \(unresolved.values.reduce(0, +)) connections to \(unresolved.count) name(s) that did not resolve (typos, retired "
-                + "or generated names; a grant would allow nothing that works): " + top.map { "\($0.key) (\($0.value))" }.joined(separator: ", ")
-                + (unresolved.count > 20 ? ", ..." : ""))
+                + "or generated names; a grant would allow nothing that works): " + Self.mostSeen(unresolved))
         }
         if !unknownSources.isEmpty {
-            let top = unknownSources.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }.prefix(20)
             lines.append("not learned: \(unknownSources.values.reduce(0, +)) connections from \(unknownSources.count) unknown source(s); add a Workload for each "
-                + "(file mode) or check the pod inventory (Running pods with IPs of their own): "
-                + top.map { "\($0.key) (\($0.value))" }.joined(separator: ", ") + (unknownSources.count > 20 ? ", ..." : ""))
+                + "(file mode) or check the pod inventory (Running pods with IPs of their own): " + Self.mostSeen(unknownSources))
         }
         if unusable > 0 { lines.append("skipped: \(unusable) lines that are not access records or name no destination") }
         if interim > 0 { lines.append("skipped: \(interim) interim records (each connection is learned from its close record)") }

@@ -428,7 +428,7 @@ struct ConnectionStateMachine {
     private mutating func startRelay(to state: Dial) -> Action {
         record.resolved = state.target
         record.addressMismatch = state.mismatch
-        if let newer = proxy.newerPolicyToRecheck(than: snapshot), record.revoked(by: newer) {
+        if let newer = proxy.newerPolicyToRecheck(than: snapshot), record.revoked(by: newer) != nil {
             // A policy installed while this connection was being decided or dialled refuses it.
             return finish(.policyRevoked, reason: nil, reply: plainTCP ? nil : TLSAlert.accessDenied.record(allocator: Self.allocator))
         }
@@ -458,7 +458,7 @@ struct ConnectionStateMachine {
     /// Recheck`) no longer allows it. A connection not relaying yet answers to the newest policy
     /// when it starts to.
     mutating func recheck(against newer: PolicySnapshot) -> Action {
-        guard case .relaying = phase, record.revoked(by: newer) else { return .wait }
+        guard case .relaying = phase, record.revoked(by: newer) != nil else { return .wait }
         return finish(.policyRevoked, reason: nil)
     }
 
