@@ -1,7 +1,8 @@
 import CorridorPolicy
 import NIOCore
 
-/// One half of a relay: what this channel reads is written to the partner's channel.
+/// One half of a relay: what this channel reads is written to the partner's channel (shown to the
+/// ``RelaySession`` first while it inspects the relay).
 ///
 /// Backpressure: a read is only asked for while the partner's channel is writable; when it stops
 /// being writable the read waits and is issued when it becomes writable again. Half-close: when
@@ -86,8 +87,11 @@ final class GlueHandler: ChannelDuplexHandler {
     // MARK: inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let count = unwrapInboundIn(data).readableBytes
+        let bytes = unwrapInboundIn(data)
+        let count = bytes.readableBytes
         session.count(bytes: count, fromClient: isClientSide, at: context.eventLoop.now)
+        // At the start of a TLS handshake the session sees each read first, and may refuse it.
+        if session.inspectsRelay, !session.passes(bytes, fromClient: isClientSide) { return }
         if !bulk && count >= RelayBuffers.bulkReadBytes {
             // A bulk transfer: read up to four buffers per wake-up from now on. Connections start
             // with one (NIO keeps that many receive buffers per channel, and idle ones pay for them).

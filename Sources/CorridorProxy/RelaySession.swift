@@ -34,6 +34,17 @@ final class RelaySession {
         lastActivity = now
     }
 
+    /// Whether reads must go through ``passes(_:fromClient:)`` before they are sent on.
+    var inspectsRelay: Bool { machine.inspectsRelay }
+
+    /// Shows the machine bytes just read; false when they must not be sent on (the machine
+    /// refused them and ended the connection).
+    func passes(_ bytes: ByteBuffer, fromClient: Bool) -> Bool {
+        guard let refusal = bytes.withUnsafeReadableBytes({ machine.inspect($0, fromClient: fromClient) }) else { return true }
+        apply(refusal)
+        return false
+    }
+
     /// The table's sweep: the idle limit, and interim records.
     func tick(now: NIODeadline, clock: ContinuousClock.Instant) {
         guard closedSides == 0 else { return }
@@ -73,6 +84,7 @@ final class RelaySession {
             return
         case .close:
             table?.remove(self)
+            if let reply = action.reply { clientChannel?.writeAndFlush(reply, promise: nil) }
             clientChannel?.close(promise: nil)
         case .read, .pauseReads, .resolve, .connect, .relay, .handOverToHTTP, .discardUpstream:
             preconditionFailure("a relay was asked to \(action.next)")

@@ -48,6 +48,9 @@ public enum ClientHelloRejection: String, Sendable, Error, Equatable, CaseIterab
     case unsupportedNameType = "unsupported_name_type"
     case invalidServerName = "invalid_server_name"
     case trailingBytesInHello = "trailing_bytes_in_hello"
+    case handshakeAfterHello = "handshake_after_hello"
+    case handshakeBeforeServerHello = "handshake_before_server_hello"
+    case retryHelloChanged = "retry_hello_changed"
 
     /// One human sentence describing the problem.
     public var explanation: String {
@@ -66,6 +69,9 @@ public enum ClientHelloRejection: String, Sendable, Error, Equatable, CaseIterab
         case .unsupportedNameType: return "the ClientHello's server_name entry is not of type host_name"
         case .invalidServerName: return "the ClientHello's server_name is not a valid host name"
         case .trailingBytesInHello: return "the ClientHello has bytes after its extensions block"
+        case .handshakeAfterHello: return "the ClientHello's records carry another handshake message after it"
+        case .handshakeBeforeServerHello: return "the client sent another handshake message before the server answered its ClientHello"
+        case .retryHelloChanged: return "the ClientHello sent after a HelloRetryRequest differs from the first in what the decision rests on"
         }
     }
 }
@@ -125,7 +131,7 @@ public struct ClientHelloParser: Sendable {
 
     /// `buffer` holds ALL bytes received from the client so far (readerIndex at the first byte).
     /// Call again each time more bytes arrive, with the grown buffer. `buffer` is not modified.
-    /// Bytes after the ClientHello are ignored. Once the outcome is not `.needMoreData`, every
+    /// Bytes after the ClientHello's records are ignored. Once the outcome is not `.needMoreData`, every
     /// later call returns the same outcome.
     public mutating func parse(_ buffer: ByteBuffer) -> Outcome {
         if let finished { return finished }
@@ -265,10 +271,15 @@ public struct ClientHelloParser: Sendable {
 
     /// Once the complete records hold the whole ClientHello, gathers its bytes from their payloads
     /// (walking the record headers again, once) and parses the body from a slice of exactly its
-    /// declared length. Handshake bytes after it (a coalesced next message) are ignored.
+    /// declared length. Handshake bytes after it (a coalesced next message) are refused: no
+    /// message may follow a ClientHello before the server answers it, and a server could read
+    /// one as a second ClientHello (see ``HelloRetryGuard``).
     private func parseHandshake(_ buffer: ByteBuffer) throws(ClientHelloFailure) -> ClientHelloInfo? {
         guard let length = try self.checkHandshakeHeader(peeking: []), self.handshakeBytes >= 4 + length else {
             return nil
+        }
+        if self.handshakeBytes > 4 + length {
+            throw ClientHelloFailure(.handshakeAfterHello, "\(self.handshakeBytes - 4 - length) handshake bytes after the ClientHello")
         }
         var handshake = ByteBuffer()
         var offset = buffer.readerIndex

@@ -6,6 +6,7 @@ import NIOCore
 ///     struct { AlertLevel level; AlertDescription description; } Alert;   // in a record of type 21
 public enum TLSAlert: UInt8, Sendable {
     case handshakeFailure = 40
+    case illegalParameter = 47
     case accessDenied = 49
     case decodeError = 50
     case protocolVersion = 70

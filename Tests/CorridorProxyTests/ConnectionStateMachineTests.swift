@@ -360,6 +360,72 @@ struct ConnectionStateMachineTests {
         }
     }
 
+    // MARK: HelloRetryRequest
+
+    /// A HelloRetryRequest record: a ServerHello whose random is SHA-256("HelloRetryRequest").
+    private static let retryRequest: [UInt8] = {
+        let random: [UInt8] = [
+            0xCF, 0x21, 0xAD, 0x74, 0xE5, 0x9A, 0x61, 0x11, 0xBE, 0x1D, 0x8C, 0x02, 0x1E, 0x65, 0xB8, 0x91,
+            0xC2, 0xA2, 0x11, 0x16, 0x7A, 0xBB, 0x8C, 0x5E, 0x07, 0x9E, 0x09, 0xE2, 0xC8, 0xA8, 0x33, 0x9C,
+        ]
+        let body: [UInt8] = [3, 3] + random + [0, 0x13, 0x01, 0, 0, 0]
+        return [22, 3, 3, 0, UInt8(4 + body.count), 2, 0, 0, UInt8(body.count)] + body
+    }()
+    private static let illegalParameterAlert: [UInt8] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 47]
+
+    private func inspect(_ m: inout ConnectionStateMachine, _ bytes: [UInt8], fromClient: Bool) -> ConnectionStateMachine.Action? {
+        bytes.withUnsafeBytes { m.inspect($0, fromClient: fromClient) }
+    }
+
+    @Test func theRelayIsInspectedUntilTheServerAnswersAndAnotherNameAfterARetryIsRefused() throws {
+        try withMachineHarness { harness in
+            var m = try relayingMachine(harness, now: t0)
+            #expect(m.inspectsRelay, "the server has not answered the ClientHello yet")
+            #expect(inspect(&m, Self.retryRequest, fromClient: false) == nil, "the retry request goes to the client")
+            #expect(inspect(&m, [20, 3, 3, 0, 1, 1], fromClient: true) == nil, "change_cipher_spec goes on")
+            let second = ClientHelloBuilder(serverName: "evil.test").record
+            let end = try #require(inspect(&m, second, fromClient: true), "the second hello must not go on")
+            #expect(isClose(end) && bytes(end.reply) == Self.illegalParameterAlert)
+            #expect(m.isFinished)
+            // What was read with it is dropped too, whichever way it came.
+            #expect(inspect(&m, [23, 3, 3, 0, 1, 0], fromClient: true).map(isWait) == true)
+            #expect(inspect(&m, [23, 3, 3, 0, 1, 0], fromClient: false).map(isWait) == true)
+            #expect(isWait(m.relayEnded(.completed)))
+            let record = try harness.onlyRecord()
+            #expect(record.string(LogKey.decision) == "deny")
+            #expect(record.string(LogKey.closeCause) == "invalid_client_hello")
+            #expect(record.string(LogKey.sni) == "api.allowed.test")
+            #expect(record.string(LogKey.reason)?.hasSuffix("(server_name api.allowed.test, then evil.test)") == true)
+        }
+    }
+
+    @Test func aServerHelloEndsTheInspection() throws {
+        try withMachineHarness { harness in
+            var m = try relayingMachine(harness, now: t0)
+            var serverHello = Self.retryRequest
+            serverHello[11] ^= 0xff  // another random: an ordinary ServerHello
+            #expect(inspect(&m, serverHello, fromClient: false) == nil)
+            #expect(!m.inspectsRelay, "the relay may splice from here on")
+            #expect(isClose(m.tick(now: t0 + .seconds(31), idleFor: .seconds(30))))
+            #expect(try harness.onlyRecord().string(LogKey.decision) == "allow")
+        }
+    }
+
+    @Test func aSecondHelloSentWhileDiallingIsRefusedBeforeTheRelay() throws {
+        try withMachineHarness { harness in
+            var m = try machine(harness)
+            _ = m.start(now: t0, originalDestination: nil)
+            _ = m.received(ByteBuffer(bytes: hello), now: t0)
+            guard case .connect(_, let attempt) = m.resolved(.success(try ips("10.9.0.5")), now: t0).next else { Issue.record("no dial"); return }
+            #expect(isWait(m.received(ByteBuffer(bytes: ClientHelloBuilder(serverName: "evil.test").record), now: t0)))
+            let end = m.connected(attempt: attempt, now: t0)
+            #expect(isClose(end) && bytes(end.reply) == Self.illegalParameterAlert, "nothing is relayed")
+            let record = try harness.onlyRecord()
+            #expect(record.string(LogKey.decision) == "deny")
+            #expect(record.string(LogKey.reason) == "invalid ClientHello: \(ClientHelloRejection.handshakeBeforeServerHello.explanation)")
+        }
+    }
+
     // MARK: impossible events
 
     @Test func bytesAfterTheRelayStartedStopTheProcess() async {

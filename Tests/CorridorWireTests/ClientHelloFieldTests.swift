@@ -73,13 +73,6 @@ struct ClientHelloFieldTests {
         #expect(try #require(parseHello(HelloBuilder(serverName: name253).records()).info).serverName == name253)
     }
 
-    @Test func anotherHandshakeMessageInTheSameRecordIsIgnored() throws {
-        let handshake = HelloBuilder().handshake
-        let records = frame(handshake + [20, 0, 0, 1, 0xff], recordSize: 16384)
-        let info = try #require(parseHello(records).info)
-        #expect(info.helloBytes == records.count)
-    }
-
     @Test func sessionIDMayBeEmptyAndTLS12RecordVersionIsFine() throws {
         let hello = HelloBuilder {
             $0.sessionID = [0]

@@ -51,6 +51,9 @@ extension RejectedHello {
         RejectedHello(
             "second record version major byte 4", .malformed,
             Array(frame(goodHandshake, recordSize: 40).prefix(45)) + [22, 4, 1, 0, 40] + [UInt8](repeating: 0, count: 40)),
+        RejectedHello("a second ClientHello in the hello's record", .handshakeAfterHello, frame(goodHandshake + goodHandshake, recordSize: 16384)),
+        RejectedHello("a Finished message in the hello's last record", .handshakeAfterHello,
+                      detail: "4 handshake bytes after the ClientHello", frame(goodHandshake + [20, 0, 0, 0], recordSize: goodHandshake.count + 4)),
         RejectedHello("handshake type 2 (server_hello)", .notClientHello) { $0.handshakeType = 2 },
         RejectedHello("handshake type 0 (hello_request)", .notClientHello) { $0.handshakeType = 0 },
         RejectedHello("record length 0", .malformed, [22, 3, 1, 0, 0] + good),

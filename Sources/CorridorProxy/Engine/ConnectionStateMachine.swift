@@ -125,6 +125,11 @@ struct ConnectionStateMachine {
     private var clientInputEnded = false
     /// A plain TCP service's connection: no TLS alert is ever written to it.
     private var plainTCP = false
+    /// The ClientHello the connection was decided on.
+    private var judgedHello: ClientHelloInfo?
+    /// Holds the relay to ``judgedHello`` across a HelloRetryRequest, until the handshake is past
+    /// it; kept after a refusal, so that what was read with the refused bytes is dropped too.
+    private var retryGuard: HelloRetryGuard?
     private static let allocator = ByteBufferAllocator()
     /// When the driver must call ``tick(now:idleFor:)`` next (nil: no deadline; while relaying
     /// the idle limit is measured from the driver's last activity instead).
@@ -142,6 +147,16 @@ struct ConnectionStateMachine {
     var isRelaying: Bool {
         if case .relaying = phase { return true }
         return false
+    }
+
+    /// The driver must show the relay's bytes to ``inspect(_:fromClient:)`` before it sends them
+    /// on (the TLS handshake has not passed the point where a HelloRetryRequest could bring a
+    /// second ClientHello). Drivers copy, rather than splice, while it is true.
+    var inspectsRelay: Bool {
+        switch retryGuard?.verdict {
+        case .inspecting, .refused: return true
+        case .passed, nil: return false
+        }
     }
 
     /// Waiting for the client's CONNECT head or ClientHello: the connection is not decided yet.
@@ -307,12 +322,10 @@ struct ConnectionStateMachine {
         case .needMoreData:
             return .read
         case .rejected(let rejection, let detail):
-            proxy.metrics.clientHelloRejected(rejection)
-            let reason = "invalid ClientHello: \(rejection.explanation)" + (detail.map { " (\($0))" } ?? "")
             // A client that does not speak TLS gets no TLS alert.
-            let alert = rejection == .notTLS || rejection == .sslv2 ? nil : TLSAlert.decodeError.record(allocator: Self.allocator)
-            return finish(.invalidClientHello, reason: reason, reply: alert)
+            return refuseHello(rejection, detail: detail, alert: rejection == .notTLS || rejection == .sslv2 ? nil : .decodeError)
         case .complete(let hello):
+            judgedHello = hello
             let decision = record.decide(hello: hello, snapshot: snapshot)
             guard decision.lets, let host = decision.host, let port = decision.port else {
                 return finish(.denied, reason: nil, reply: TLSAlert.accessDenied.record(allocator: Self.allocator))
@@ -432,6 +445,14 @@ struct ConnectionStateMachine {
             // A policy installed while this connection was being decided or dialled refuses it.
             return finish(.policyRevoked, reason: nil, reply: plainTCP ? nil : TLSAlert.accessDenied.record(allocator: Self.allocator))
         }
+        if let hello = judgedHello, !plainTCP {
+            var retryGuard = HelloRetryGuard(first: hello, maxHelloBytes: snapshot.gateway.tls.maxClientHelloBytes)
+            // What the client sent after the ClientHello's records, while it was decided and dialled.
+            let after = buffered.readableBytesView.dropFirst(hello.helloBytes)
+            let verdict = after.withUnsafeBytes { retryGuard.client($0) }
+            if case .refused(let rejection, let detail) = verdict { return refuseHello(rejection, detail: detail, alert: .illegalParameter) }
+            self.retryGuard = retryGuard
+        }
         phase = .relaying
         deadline = nil
         proxy.accessLog.flows?.opened(record)
@@ -439,6 +460,35 @@ struct ConnectionStateMachine {
         buffered = ByteBuffer()
         record.bytesUp += prefix?.readableBytes ?? 0
         return Action(reply: nil, next: .relay(prefix: prefix, clientInputEnded: clientInputEnded))
+    }
+
+    /// Bytes the relay read from the client (`fromClient`) or the upstream, shown before they are
+    /// sent on while ``inspectsRelay``. Nil: send them on. Otherwise do not send them, but what
+    /// the action says (the connection has ended).
+    mutating func inspect(_ bytes: UnsafeRawBufferPointer, fromClient: Bool) -> Action? {
+        guard var retryGuard else { preconditionFailure("inspect: nothing to inspect the relay for") }
+        switch phase {
+        case .relaying:
+            self.retryGuard = nil  // one owner while it changes: a second hello's records are not copied
+            let verdict = fromClient ? retryGuard.client(bytes) : retryGuard.server(bytes)
+            self.retryGuard = retryGuard
+            guard case .refused(let rejection, let detail) = verdict else { return nil }
+            return refuseHello(rejection, detail: detail, alert: .illegalParameter)
+        case .closed:
+            // Read in the same batch as the refused bytes: dropped with them.
+            if case .refused = retryGuard.verdict { return .wait }
+            return nil
+        default:
+            preconditionFailure("inspect: the connection was not relaying")
+        }
+    }
+
+    /// A ClientHello refused (the first one, or what followed it against ``HelloRetryGuard``'s
+    /// rule): a denial with the reason, and `alert` for the client; nothing more goes upstream.
+    private mutating func refuseHello(_ rejection: ClientHelloRejection, detail: String?, alert: TLSAlert?) -> Action {
+        proxy.metrics.clientHelloRejected(rejection)
+        let reason = "invalid ClientHello: \(rejection.explanation)" + (detail.map { " (\($0))" } ?? "")
+        return finish(.invalidClientHello, reason: reason, reply: alert?.record(allocator: Self.allocator))
     }
 
     /// The relay ended (both sides done, an error, or the driver's own close): the record is written.

@@ -17,7 +17,9 @@ import NIOCore
 /// are copied through the loop's scratch buffer (recv, send); a read that fills it marks a bulk
 /// transfer, which moves with splice(2), socket to pipe to socket, through a pipe taken from the
 /// loop's pool only while bytes are in flight, and enlarged (within the loop's budget) when a
-/// splice fills it. Backpressure: a direction whose bytes cannot all be written stops reading
+/// splice fills it. While the machine inspects the relay (``ConnectionStateMachine/inspectsRelay``,
+/// the start of a TLS handshake) every read is copied and shown to it before it is sent on.
+/// Backpressure: a direction whose bytes cannot all be written stops reading
 /// until its destination is writable. Half-close: a source's end shuts its destination's write
 /// side.
 ///
@@ -318,14 +320,10 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         // `move` works on a direction in place and reports an ending instead of ending the
         // connection itself: ending touches both directions. A hung-up source is not watched:
         // it is read until its end, or until its destination is full.
-        if case .failed(let cause) = moveAll(&up, from: client, to: upstream, read: readClient, hungUp: clientHungUp) {
-            end(cause)
-            return
-        }
-        if case .failed(let cause) = moveAll(&down, from: upstream, to: client, read: readUpstream, hungUp: upstreamHungUp) {
-            end(cause)
-            return
-        }
+        let upStep = moveAll(&up, from: client, to: upstream, read: readClient, hungUp: clientHungUp)
+        guard case .ok = upStep else { return stop(upStep) }
+        let downStep = moveAll(&down, from: upstream, to: client, read: readUpstream, hungUp: upstreamHungUp)
+        guard case .ok = downStep else { return stop(downStep) }
         if up.shut && down.shut {
             end(.completed)
             return
@@ -340,6 +338,15 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         }
         setEvents(client: (up.wantsToRead ? EpollLoop.readable : 0) | (down.blocked ? EpollLoop.writable : 0),
                   upstream: (down.wantsToRead ? EpollLoop.readable : 0) | (up.blocked ? EpollLoop.writable : 0))
+    }
+
+    /// A direction's step ended the relay.
+    private func stop(_ step: Step) {
+        switch step {
+        case .failed(let cause): end(cause)
+        case .refused(let action): apply(action)
+        case .ok: preconditionFailure("stop: the step did not end the relay")
+        }
     }
 
     /// The client (or the upstream) hung up: it closed both ways (its end after ours), or reset.
@@ -376,6 +383,9 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         case ok
         /// The relay ends with this cause (a read or write failed).
         case failed(CloseCause)
+        /// The machine refused what was read (``ConnectionStateMachine/inspect(_:fromClient:)``)
+        /// and ended the connection: do what it says.
+        case refused(ConnectionStateMachine.Action)
     }
 
     /// One ``move(_:from:to:read:)``, or, from a source that hung up (and is not watched), moves
@@ -417,7 +427,7 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         // Small messages (a TLS handshake, requests and answers) cost less copied through the
         // loop's scratch buffer than spliced through a pipe; a read that fills the buffer marks
         // a bulk transfer, which splices while its reads keep coming in whole buffers.
-        if !d.bulk { return copy(&d, from: source, to: destination) }
+        if !d.bulk || machine.inspectsRelay { return copy(&d, from: source, to: destination) }
         if d.pipe == nil {
             // No pipe to be had (the process is out of descriptors): copy this chunk instead.
             guard let pipe = loop.takePipe() else { return copy(&d, from: source, to: destination) }
@@ -453,6 +463,9 @@ final class SpliceConnection: EpollHandler, EpollTicking, @unchecked Sendable {
         let code = errno
         if result > 0 {
             count(result, fromClient: d.fromClient)
+            if machine.inspectsRelay, let refusal = machine.inspect(UnsafeRawBufferPointer(rebasing: scratch[0..<result]), fromClient: d.fromClient) {
+                return .refused(refusal)
+            }
             if result == scratch.count { d.bulk = true }
             let sent = send(destination, scratch.baseAddress, result, Int32(MSG_NOSIGNAL))
             if sent == result { return .ok }
