@@ -116,6 +116,8 @@ let package = Package(
         .target(name: "CorridorFuzzSupport", path: "Fuzz/Support"),
         .executableTarget(name: "fuzz-client-hello", dependencies: ["CorridorFuzzSupport", "CorridorWire", "CorridorPolicy",
                                                                    .product(name: "NIOCore", package: "swift-nio")], path: "Fuzz/ClientHello"),
+        .executableTarget(name: "fuzz-hello-retry", dependencies: ["CorridorFuzzSupport", "CorridorWire",
+                                                                  .product(name: "NIOCore", package: "swift-nio")], path: "Fuzz/HelloRetry"),
         .executableTarget(name: "fuzz-connect-head", dependencies: ["CorridorFuzzSupport", "CorridorWire", "CorridorPolicy",
                                                                    .product(name: "NIOCore", package: "swift-nio")], path: "Fuzz/ConnectHead"),
         .executableTarget(name: "fuzz-http-head", dependencies: [

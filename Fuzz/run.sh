@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing with libFuzzer (Swift's -sanitize=fuzzer, with AddressSanitizer):
 #   Fuzz/run.sh TARGET [SECONDS]     one target, for SECONDS (default 60)
 #   Fuzz/run.sh all [SECONDS]        every target in turn (what .ci/run does)
-# TARGET: client-hello connect-head connection-engine http-head config kube-objects kubeconfig.
+# TARGET: client-hello hello-retry connect-head connection-engine http-head config kube-objects kubeconfig.
 # Builds into .build-fuzz, starts from Fuzz/corpus/TARGET (and examples/ for config), uses
 # Fuzz/dictionaries/TARGET.dict where there is one. New inputs libFuzzer finds go to a scratch
 # folder (add the interesting ones to Fuzz/corpus/TARGET by hand); a crash or a broken invariant
@@ -10,7 +10,7 @@
 # Fuzz/corpus/TARGET as a regression input once fixed (the test suite replays every corpus).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-targets=(client-hello connect-head connection-engine http-head config kube-objects kubeconfig)
+targets=(client-hello hello-retry connect-head connection-engine http-head config kube-objects kubeconfig)
 if [ $# -lt 1 ]; then sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2; fi
 target=$1
 seconds=${2:-60}

@@ -6,7 +6,7 @@ import Testing
 /// regression half of Fuzz/run.sh. The config target also reads examples/.
 @Suite(.timeLimit(.minutes(3)))
 struct FuzzCorpusTests {
-    @Test(arguments: ["client-hello", "connect-head", "connection-engine", "http-head", "config", "kube-objects", "kubeconfig"])
+    @Test(arguments: ["client-hello", "hello-retry", "connect-head", "connection-engine", "http-head", "config", "kube-objects", "kubeconfig"])
     func theCorpusStillHolds(target: String) throws {
         let binary = Repo.root.appendingPathComponent(".build/debug/fuzz-\(target)").path
         var inputs = [Repo.root.appendingPathComponent("Fuzz/corpus/\(target)").path]
