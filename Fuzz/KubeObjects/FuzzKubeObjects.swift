@@ -7,11 +7,12 @@ import Foundation
 /// read as a Pod event and as an ExternalService or EgressPolicy event. Invariants: nothing
 /// crashes, and every object the compiler accepts (and every workload it makes of a pod) is one
 /// the config loader accepts too, rendered as `corridor check` would read it: decoding never lets
-/// in what the typed model cannot represent.
+/// in what the typed model cannot represent; an object that could not be read is never enforced.
 func fuzzKubeObjects(_ input: [UInt8]) {
     guard input.count <= 16384 else { return }
     let line = Data(input)
     var objects = ClusterObjects()
+    var unreadable: String?
     if let event = try? WatchEvent<Pod>.decode(line), case .added(let pod) = event {
         objects.pods.append(pod)
     }
@@ -19,13 +20,21 @@ func fuzzKubeObjects(_ input: [UInt8]) {
         switch event {
         case .added(let resource), .modified(let resource):
             if resource.kind == "EgressPolicy" { objects.egressPolicies.append(resource) } else { objects.externalServices.append(resource) }
-        case .deleted, .bookmark, .error:
+        case .unreadable(let object, deleted: false):
+            if let metadata = object.metadata, let standIn = CustomResource.unreadable(metadata: metadata, why: object.why) {
+                objects.externalServices.append(standIn)
+                unreadable = metadata.name
+            }
+        case .deleted, .bookmark, .error, .unreadable:
             break
         }
     }
     guard !objects.pods.isEmpty || !objects.externalServices.isEmpty || !objects.egressPolicies.isEmpty else { return }
     let policy = ClusterPolicyCompiler(now: { "2026-01-01T00:00:00Z" }).build(base: PolicySource(), objects: objects)
     let source = policy.source
+    if let unreadable {
+        fuzzCheck(source.externalServices.isEmpty && policy.rejected == ["ExternalService/\(unreadable)"], "an unreadable object was enforced")
+    }
     let documents = source.externalServices.map { ResourceYAML.render($0) } + source.egressPolicies.map { ResourceYAML.render($0) }
         + source.workloads.map { ResourceYAML.render($0) }
     guard !documents.isEmpty else { return }

@@ -73,7 +73,8 @@ final class ClusterSync: Sendable {
                     if up { since[resource] = nil } else if since[resource] == nil { since[resource] = .now }
                 }
             },
-            rewatched: { resource, why in metrics.rewatch(resource: resource, why: why) }
+            rewatched: { resource, why in metrics.rewatch(resource: resource, why: why) },
+            unreadable: { resource in metrics.unreadable(resource: resource) }
         )
         pods = Reflector(resource: .pods, client: client, observer: observer, logger: logger, pageSize: pageSize, initialBackoff: initialBackoff,
                          watchIdleLimit: watchIdleLimit, fieldSelector: nodeName.map { "spec.nodeName=\($0)" })
@@ -295,6 +296,12 @@ struct ClusterMetrics: Sendable {
     func setUp(resource: String, _ up: Bool) {
         registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_watch_up", unitName: "", helpText: "1 while the list/watch of a resource is healthy, 0 during an API outage"),
                            labels: [("resource", resource)]).set(to: up ? 1 : 0)
+    }
+
+    func unreadable(resource: String) {
+        registry.makeCounter(descriptor: .init(metricName: "corridor_kubernetes_unreadable_objects_total", unitName: "",
+                                               helpText: "Objects in lists and watch events that could not be read (the others were applied)"),
+                             labels: [("resource", resource)]).increment()
     }
 
     func apiError(resource: String, reason: String) {

@@ -54,6 +54,43 @@ public struct KubeObjectMeta: Decodable, Sendable, Equatable {
 /// An object the reflector can cache.
 public protocol KubeObject: Decodable, Sendable {
     var metadata: KubeObjectMeta { get }
+
+    /// What stands in the cache for an object whose metadata could be read but not the rest
+    /// (`why` says what went wrong); nil: nothing, the cache keeps the object's last readable
+    /// version, if any.
+    static func unreadable(metadata: KubeObjectMeta, why: String) -> Self?
+}
+
+extension KubeObject {
+    public static func unreadable(metadata: KubeObjectMeta, why: String) -> Self? { nil }
+}
+
+/// An object of a list or watch event that the decoder could not read: its metadata when that
+/// much could be read, and why.
+public struct UnreadableObject: Sendable, Equatable {
+    public var metadata: KubeObjectMeta?
+    public var why: String
+
+    /// Reads what it can of the object JSON text `range` of `bytes` holds after `error` refused it.
+    init(_ bytes: [UInt8], _ range: Range<Int>, error: any Error, decoder: JSONDecoder) {
+        let depth = ShallowJSON.depth(of: bytes, in: range)
+        why = depth > Self.decodableDepth
+            ? "a value is nested \(depth) levels deep; the decoder reads at most \(Self.decodableDepth)" : Self.describe(error)
+        metadata = (try? ShallowJSON.member("metadata", of: bytes, in: range))
+            .flatMap { $0 }
+            .flatMap { try? decoder.decode(KubeObjectMeta.self, from: Data(bytes[$0])) }
+    }
+
+    /// How deep Foundation's JSON decoder follows nested values (the whole text is refused beyond).
+    static let decodableDepth = 512
+
+    /// One line for a decoding error: Foundation's own says only that the data was not valid JSON.
+    static func describe(_ error: any Error) -> String {
+        guard case DecodingError.dataCorrupted(let context) = error else { return "\(error)" }
+        let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+        let underlying = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
+        return [path.isEmpty ? nil : path, context.debugDescription, underlying].compactMap { $0 }.joined(separator: ": ")
+    }
 }
 
 /// A pod: who it is (namespace, name, service account, labels) and the addresses it owns.
@@ -129,12 +166,24 @@ public struct CustomResource: KubeObject, Equatable {
     public var metadata: KubeObjectMeta
     public var spec: JSONValue?
     public var status: Status?
+    /// Set (never decoded) when the object's metadata could be read but not the rest: why. The
+    /// policy build treats such an object as invalid.
+    public var unreadable: String?
+
+    private enum CodingKeys: String, CodingKey { case kind, metadata, spec, status }
 
     public init(kind: String, metadata: KubeObjectMeta, spec: JSONValue?, conditions: [KubeCondition]? = nil) {
         self.kind = kind
         self.metadata = metadata
         self.spec = spec
         self.status = conditions.map { Status(conditions: $0) }
+    }
+
+    public static func unreadable(metadata: KubeObjectMeta, why: String) -> CustomResource? {
+        var object = CustomResource(kind: "", metadata: metadata, spec: nil)
+        object.kind = nil
+        object.unreadable = why
+        return object
     }
 
     public func condition(_ type: String) -> KubeCondition? { status?.conditions?.first { $0.type == type } }
@@ -149,6 +198,29 @@ struct ListPage<Object: KubeObject>: Decodable {
 
     var metadata: Meta
     var items: [Object]?
+    /// Items the decoder could not read (see ``decode(_:decoder:)``).
+    var unreadable: [UnreadableObject] = []
+
+    private enum CodingKeys: String, CodingKey { case metadata, items }
+
+    /// Decodes a page whole; when the decoder refuses it, decodes its metadata and each item on
+    /// its own (see ``ShallowJSON``), so that one unreadable item leaves the others readable.
+    /// Throws only when the page itself cannot be read.
+    static func decode(_ body: [UInt8], decoder: JSONDecoder) throws -> ListPage {
+        let whole: any Error
+        do { return try decoder.decode(ListPage.self, from: Data(body)) } catch { whole = error }
+        guard let members = try? ShallowJSON.members(of: body), let meta = members.first(where: { $0.key == "metadata" }) else { throw whole }
+        var page = ListPage(metadata: try decoder.decode(Meta.self, from: Data(body[meta.value])), items: [])
+        guard let items = members.first(where: { $0.key == "items" }), body[items.value].first != UInt8(ascii: "n") else { return page }
+        for range in try ShallowJSON.elements(of: body, in: items.value) {
+            do {
+                page.items?.append(try decoder.decode(Object.self, from: Data(body[range])))
+            } catch {
+                page.unreadable.append(UnreadableObject(body, range, error: error, decoder: decoder))
+            }
+        }
+        return page
+    }
 }
 
 /// One line of a watch stream.
@@ -159,6 +231,8 @@ public enum WatchEvent<Object: KubeObject>: Sendable {
     /// Only a resource version: the stream is at least this far.
     case bookmark(resourceVersion: String)
     case error(KubeStatus)
+    /// An ADDED, MODIFIED (`deleted` false) or DELETED event whose object the decoder could not read.
+    case unreadable(UnreadableObject, deleted: Bool)
 
     private struct Head: Decodable { var type: String }
     private struct Body<T: Decodable>: Decodable { var object: T }
@@ -169,12 +243,24 @@ public enum WatchEvent<Object: KubeObject>: Sendable {
 
     /// Decodes one `{"type":..., "object":...}` line. A BOOKMARK's object is read as metadata
     /// only (servers send `"containers":null` and other empty shells in it).
+    /// An event whose object the decoder refuses (a value nested too deep, a field of the wrong
+    /// type) is read as far as its type and the object's metadata: ``unreadable(_:deleted:)``.
     public static func decode(_ line: Data, decoder: JSONDecoder = JSONDecoder()) throws -> WatchEvent {
-        let head = try decoder.decode(Head.self, from: line)
+        let head: Head
+        do { head = try decoder.decode(Head.self, from: line) } catch {
+            return try unreadableEvent(Array(line), error: error, decoder: decoder)
+        }
         switch head.type {
-        case "ADDED": return .added(try decoder.decode(Body<Object>.self, from: line).object)
-        case "MODIFIED": return .modified(try decoder.decode(Body<Object>.self, from: line).object)
-        case "DELETED": return .deleted(try decoder.decode(Body<Object>.self, from: line).object)
+        case "ADDED", "MODIFIED", "DELETED":
+            let object: Object
+            do { object = try decoder.decode(Body<Object>.self, from: line).object } catch {
+                return try unreadableEvent(Array(line), error: error, decoder: decoder)
+            }
+            switch head.type {
+            case "ADDED": return .added(object)
+            case "MODIFIED": return .modified(object)
+            default: return .deleted(object)
+            }
         case "BOOKMARK":
             guard let rv = try decoder.decode(Body<RVOnly>.self, from: line).object.metadata?.resourceVersion else {
                 throw KubeAPIError.decoding("a BOOKMARK without metadata.resourceVersion")
@@ -183,5 +269,25 @@ public enum WatchEvent<Object: KubeObject>: Sendable {
         case "ERROR": return .error(try decoder.decode(Body<KubeStatus>.self, from: line).object)
         default: throw KubeAPIError.decoding("unknown watch event type '\(head.type)'")
         }
+    }
+
+    /// The event `line` holds, when the decoder refused it whole (`error`): its type and what can
+    /// be read of its object. Throws `error` again when not even that can be read.
+    private static func unreadableEvent(_ line: [UInt8], error whole: any Error, decoder: JSONDecoder) throws -> WatchEvent {
+        guard let members = try? ShallowJSON.members(of: line),
+              let type = members.first(where: { $0.key == "type" }).flatMap({ try? decoder.decode(String.self, from: Data(line[$0.value])) }),
+              ["ADDED", "MODIFIED", "DELETED"].contains(type),
+              let object = members.first(where: { $0.key == "object" })?.value
+        else { throw whole }
+        let why: any Error
+        do {
+            _ = try decoder.decode(Object.self, from: Data(line[object]))
+            why = whole
+        } catch {
+            why = error
+        }
+        let unreadable = UnreadableObject(line, object, error: why, decoder: decoder)
+        guard unreadable.metadata?.name != nil else { throw whole }
+        return .unreadable(unreadable, deleted: type == "DELETED")
     }
 }

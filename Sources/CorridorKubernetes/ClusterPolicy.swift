@@ -186,6 +186,10 @@ public final class ClusterPolicyCompiler {
     /// Validates one object's spec (cached per uid and generation).
     private func parse<Value>(_ object: CustomResource, kind: String, cache: inout [String: Parsed<Value>],
                               extract: (PolicySource) -> Value?) -> Result<Value, ConfigErrors> {
+        if let why = object.unreadable {
+            // Not cached: the same generation may be read whole next time.
+            return .failure(ConfigErrors(errors: [ConfigError(file: "\(kind)/\(object.metadata.key)", reason: "the API server's copy cannot be read: \(why)")]))
+        }
         let version = Version(object.metadata)
         if let cached = cache[object.metadata.key], cached.version == version { return cached.result }
         let result: Result<Value, ConfigErrors>

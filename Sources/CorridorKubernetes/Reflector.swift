@@ -65,6 +65,9 @@ public final class ResourceCache<Object: KubeObject>: Sendable {
     /// The objects, in key order (bytewise).
     public var objects: [Object] { state.withLock { state in state.keys.map { state.objects[$0]! } } }
 
+    /// The object stored under `key` (`namespace/name` or `name`).
+    public func object(forKey key: String) -> Object? { state.withLock { $0.objects[key] } }
+
     public func replace(with objects: [Object]) {
         var map: [String: Object] = [:]
         for object in objects where object.metadata.name != nil { map[object.metadata.key] = object }
@@ -84,8 +87,10 @@ public final class ResourceCache<Object: KubeObject>: Sendable {
         }
     }
 
-    public func remove(_ object: Object) {
-        let key = object.metadata.key
+    public func remove(_ object: Object) { remove(key: object.metadata.key) }
+
+    /// Removes the object stored under `namespace/name` (or `name`), if any.
+    public func remove(key: String) {
         state.withLock {
             if $0.objects.removeValue(forKey: key) != nil { $0.removeKey(key) }
         }
@@ -102,13 +107,17 @@ public struct ReflectorObserver: Sendable {
     public var healthy: @Sendable (_ resource: String, _ up: Bool) -> Void
     /// A watch restarted: `(resource, why)`: `timeout`, `dropped`, `expired`.
     public var rewatched: @Sendable (_ resource: String, _ why: String) -> Void
+    /// An object of a list or watch event could not be read (the others were).
+    public var unreadable: @Sendable (_ resource: String) -> Void
 
     public init(changed: @escaping @Sendable () -> Void = {}, failed: @escaping @Sendable (String, String) -> Void = { _, _ in },
-                healthy: @escaping @Sendable (String, Bool) -> Void = { _, _ in }, rewatched: @escaping @Sendable (String, String) -> Void = { _, _ in }) {
+                healthy: @escaping @Sendable (String, Bool) -> Void = { _, _ in }, rewatched: @escaping @Sendable (String, String) -> Void = { _, _ in },
+                unreadable: @escaping @Sendable (String) -> Void = { _ in }) {
         self.changed = changed
         self.failed = failed
         self.healthy = healthy
         self.rewatched = rewatched
+        self.unreadable = unreadable
     }
 }
 
@@ -252,6 +261,7 @@ public final class Reflector<Object: KubeObject>: Sendable {
     func list() async throws -> String {
         let decoder = JSONDecoder()
         var items: [Object] = []
+        var unreadable: [UnreadableObject] = []
         var resourceVersion: String?
         var token: String?
         repeat {
@@ -264,25 +274,42 @@ public final class Reflector<Object: KubeObject>: Sendable {
             } catch let error as KubeAPIError where error.isExpired && token != nil {
                 // The continue token expired between pages: one full, unpaged list instead.
                 logger.notice("list continue token expired; listing in one page", metadata: ["resource": "\(resource.plural)"])
-                let page = try decode(ListPage<Object>.self, try await client.get(resource.listPath, query: fieldSelector.map { [("fieldSelector", $0)] } ?? []), decoder)
+                let page = try decode(try await client.get(resource.listPath, query: fieldSelector.map { [("fieldSelector", $0)] } ?? []), decoder)
                 items = page.items ?? []
+                unreadable = page.unreadable
                 resourceVersion = page.metadata.resourceVersion
                 break
             }
-            let page = try decode(ListPage<Object>.self, body, decoder)
+            let page = try decode(body, decoder)
             items += page.items ?? []
+            unreadable += page.unreadable
             resourceVersion = page.metadata.resourceVersion
             token = page.metadata.continue.flatMap { $0.isEmpty ? nil : $0 }
         } while token != nil
         guard let resourceVersion, !resourceVersion.isEmpty else { throw KubeAPIError.decoding("a \(resource.kind)List without metadata.resourceVersion") }
+        for object in unreadable {
+            report(object)
+            guard let metadata = object.metadata, metadata.name != nil else { continue }
+            if let standIn = Object.unreadable(metadata: metadata, why: object.why) ?? cache.object(forKey: metadata.key) { items.append(standIn) }
+        }
         cache.replace(with: items)
         logger.info("listed", metadata: ["resource": "\(resource.plural)", "objects": "\(items.count)", "resourceVersion": "\(resourceVersion)"])
         observer.changed()
         return resourceVersion
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ body: [UInt8], _ decoder: JSONDecoder) throws -> T {
-        do { return try decoder.decode(type, from: Data(body)) } catch { throw KubeAPIError.decoding("\(resource.kind) list: \(error)") }
+    private func decode(_ body: [UInt8], _ decoder: JSONDecoder) throws -> ListPage<Object> {
+        do { return try ListPage<Object>.decode(body, decoder: decoder) } catch { throw KubeAPIError.decoding("\(resource.kind) list: \(error)") }
+    }
+
+    /// An object the decoder could not read: the others are read and applied. A custom object
+    /// stands in the cache as unreadable (the policy build rejects it visibly); any other keeps
+    /// its last readable version.
+    private func report(_ object: UnreadableObject) {
+        logger.warning("an object could not be read; the others are applied", metadata: [
+            "resource": "\(resource.plural)", "object": "\(object.metadata?.key ?? "(no name)")", "error": "\(object.why)",
+        ])
+        observer.unreadable(resource.plural)
     }
 
     private final class Progress: Sendable {
@@ -309,9 +336,10 @@ public final class Reflector<Object: KubeObject>: Sendable {
         let end: StreamEnd
         do {
             end = try await client.stream(resource.listPath, query: query, timeout: .seconds(seconds + 30), idle: watchIdleLimit) { buffer in
-                let changed = try progress.state.withLock { state throws -> Bool in
+                let (changed, unreadable) = try progress.state.withLock { state throws -> (Bool, [UnreadableObject]) in
                     state.carry.append(contentsOf: buffer.readableBytesView)
                     var changed = false
+                    var unreadable: [UnreadableObject] = []
                     var start = 0
                     var from = state.scanned
                     while let newline = state.carry[from...].firstIndex(of: UInt8(ascii: "\n")) {
@@ -338,13 +366,24 @@ public final class Reflector<Object: KubeObject>: Sendable {
                         case .error(let status):
                             if status.isExpired { throw Expired(status: status) }
                             throw KubeAPIError.status(code: status.code ?? 500, status)
+                        case .unreadable(let object, let deleted):
+                            guard let metadata = object.metadata else { preconditionFailure("an unreadable event's object without metadata") }
+                            unreadable.append(object)
+                            if deleted {
+                                cache.remove(key: metadata.key)
+                            } else if let standIn = Object.unreadable(metadata: metadata, why: object.why) {
+                                cache.upsert(standIn)
+                            }
+                            changed = true
+                            if let rv = metadata.resourceVersion { state.resourceVersion = rv }
                         }
                     }
                     state.carry.removeFirst(start)
                     state.scanned = state.carry.count
                     if state.carry.count > limit { throw KubeAPIError.tooLarge(limit: limit) }
-                    return changed
+                    return (changed, unreadable)
                 }
+                unreadable.forEach(report)
                 if changed { observer.changed() }
             }
         } catch let error as KubeAPIError where error.isExpired {

@@ -253,6 +253,44 @@ struct KubernetesModeTests {
         #expect(try h.connect(from: "127.0.0.1").status == 0)
     }
 
+    /// A value nested deeper than the decoder reads (600 arrays, under a field the CRD lets keep
+    /// unknown fields) in one object: the lists and watches go on for every other object.
+    @Test func anUnreadableObjectIsRejectedWithoutFreezingTheOthers() async throws {
+        var deep: Any = [Any]()
+        for _ in 0..<600 { deep = [deep] }
+        let nested = deep
+        let h = try await KubernetesHarness(objects: { port in
+            KubernetesHarness.standardObjects(upstreamPort: port) + [
+                K8sObject.externalService("deep-api", hosts: ["second.allowed.test"], port: port, extraSpec: ["x": nested]),
+            ]
+        })
+        defer { Task { await h.stop() } }
+        #expect(await h.waitReady(), "the list with the unreadable object must still sync")
+        #expect(try h.connect(from: "127.0.0.1").status == 0)
+        #expect(await eventually { h.api.accepted("externalservices", name: "deep-api")?["status"] as? String == "False" })
+        let rejected = try #require(h.api.accepted("externalservices", name: "deep-api"))
+        #expect((rejected["message"] as? String ?? "").contains("the API server's copy cannot be read: a value is nested 603 levels deep"), "\(rejected)")
+
+        // An unreadable update arrives by watch: the last good generation stays in force...
+        try h.api.put(K8sObject.egressPolicy("payments", "checkout-egress", services: ["allowed-api"], matchLabels: ["app": "checkout"],
+                                             extraSpec: ["x": nested]))
+        #expect(await eventually { h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress")?["status"] as? String == "False" })
+        let kept = try #require(h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress"))
+        #expect((kept["message"] as? String ?? "").contains("cannot be read"), "\(kept)")
+        #expect((kept["message"] as? String ?? "").contains("still enforcing generation 1"), "\(kept)")
+        #expect(try h.connect(from: "127.0.0.1").status == 0)
+        // ...and the watch goes on: a readable revocation that follows takes effect.
+        var revoked = K8sObject.egressPolicy("payments", "checkout-egress", services: ["allowed-api"], matchLabels: ["app": "other"])
+        revoked["metadata"] = ["name": "checkout-egress", "namespace": "payments", "generation": 3]  // the fake server keeps a generation it is given
+        try h.api.put(revoked)
+        #expect(await eventually { h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress")?["status"] as? String == "True" })
+        #expect(await eventually { (try? h.connect(from: "127.0.0.1").status) != 0 }, "the revocation never applied")
+        let metrics = try h.metrics()
+        // Counted per list item or event read (a status write brings the object back once more).
+        #expect(metrics.contains(#"corridor_kubernetes_unreadable_objects_total{resource="externalservices"} "#), "\(metrics)")
+        #expect(metrics.contains(#"corridor_kubernetes_unreadable_objects_total{resource="egresspolicies"} "#), "\(metrics)")
+    }
+
     @Test func notReadyAndDenyingUntilTheFirstSync() async throws {
         let h = try await KubernetesHarness(start: false)
         try h.api.control("POST", "/outage", ["on": true])

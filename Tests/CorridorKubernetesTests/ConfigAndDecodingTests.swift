@@ -189,6 +189,7 @@ enum Fixtures {
             case .deleted(let pod): kinds.append("DELETED \(pod.metadata.resourceVersion ?? "")")
             case .bookmark(let rv): kinds.append("BOOKMARK \(rv)")
             case .error: kinds.append("ERROR")
+            case .unreadable: kinds.append("UNREADABLE")
             }
         }
         #expect(kinds == ["MODIFIED", "ADDED", "MODIFIED", "BOOKMARK 10301", "MODIFIED", "MODIFIED", "DELETED 10340"])
