@@ -200,9 +200,12 @@ final class ClusterSync: Sendable {
         return first
     }
 
-    /// Writes `Accepted` conditions with a merge patch on the status subresource. A write that
-    /// fails is retried with a later build (the object's status still differs then); what to write
-    /// and when is the ledger's call (see ``StatusWriteLedger``).
+    /// Writes `Accepted` conditions with a merge patch on the status subresource: the object's
+    /// whole condition list as observed (a merge patch replaces a list whole), with Accepted in
+    /// it, made over the resourceVersion it was observed at, so that a condition another writer
+    /// added meanwhile is not lost (the API answers 409, and the next build writes over the new
+    /// version). A write that fails is retried with a later build (the object's status still
+    /// differs then); what to write and when is the ledger's call (see ``StatusWriteLedger``).
     private func statusLoop() async {
         var ledger = StatusWriteLedger()
         let encoder = JSONEncoder()
@@ -228,11 +231,14 @@ final class ClusterSync: Sendable {
                     break
                 }
                 struct Patch: Encodable {
+                    struct Metadata: Encodable { var resourceVersion: String? }
                     struct Status: Encodable { var conditions: [KubeCondition] }
+                    var metadata: Metadata
                     var status: Status
                 }
                 do {
-                    let body = try encoder.encode(Patch(status: .init(conditions: [update.condition])))
+                    let body = try encoder.encode(Patch(metadata: .init(resourceVersion: update.observedResourceVersion),
+                                                        status: .init(conditions: update.conditions)))
                     _ = try await client.mergePatch(update.path, body: Array(body))
                     ledger.written(update, at: .now)
                     metrics.statusWrite(succeeded: true)
@@ -245,6 +251,13 @@ final class ClusterSync: Sendable {
                     }
                 } catch KubeAPIError.status(code: 404, _) {
                     ledger.forget(update)  // deleted meanwhile
+                } catch KubeAPIError.status(code: 409, _) {
+                    // Changed since it was observed: the watch brings the new version, and a
+                    // build computes the write again over it.
+                    ledger.forget(update)
+                    logger.debug("the object changed while its status was written; writing it again over the new version",
+                                 metadata: ["object": "\(object)"])
+                    rebuild(after: .milliseconds(200))
                 } catch {
                     ledger.forget(update)
                     metrics.statusWrite(succeeded: false)

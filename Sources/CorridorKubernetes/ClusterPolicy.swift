@@ -24,15 +24,24 @@ public struct StatusUpdate: Sendable, Equatable {
     public var condition: KubeCondition
     /// The object's resourceVersion when this update was computed: a write is made over that version.
     public var observedResourceVersion: String?
+    /// The whole `status.conditions` list to write: the object's as observed, with `condition`
+    /// in place of its Accepted one (a merge patch replaces a list whole: other controllers'
+    /// conditions must be written back as they were).
+    public var conditions: [KubeCondition]
 
+    /// `observed` is the object's `status.conditions` as this update was computed.
     public init(resource: APIResource, namespace: String?, name: String, uid: String?, condition: KubeCondition,
-                observedResourceVersion: String? = nil) {
+                observedResourceVersion: String? = nil, observed: [KubeCondition] = []) {
         self.resource = resource
         self.namespace = namespace
         self.name = name
         self.uid = uid
         self.condition = condition
         self.observedResourceVersion = observedResourceVersion
+        let place = observed.firstIndex { $0.type == condition.type }
+        var conditions = observed.filter { $0.type != condition.type }
+        conditions.insert(condition, at: place ?? conditions.count)
+        self.conditions = conditions
     }
 
     /// Identifies the object's status: a deleted and re-created object (another uid) is another.
@@ -252,7 +261,8 @@ public final class ClusterPolicyCompiler {
         var written = condition
         written.lastTransitionTime = observed?.status == condition.status ? (observed?.lastTransitionTime ?? now()) : now()
         return StatusUpdate(resource: resource, namespace: object.metadata.namespace, name: object.metadata.name ?? "",
-                            uid: object.metadata.uid, condition: written, observedResourceVersion: object.metadata.resourceVersion)
+                            uid: object.metadata.uid, condition: written, observedResourceVersion: object.metadata.resourceVersion,
+                            observed: object.status?.conditions ?? [])
     }
 }
 

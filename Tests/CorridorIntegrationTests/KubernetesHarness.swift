@@ -57,6 +57,10 @@ final class FakeAPIServer: @unchecked Sendable {
 
     func put(_ object: [String: Any]) throws { try control("POST", "/objects", object) }
     func delete(_ plural: String, namespace: String?, name: String) throws { try control("DELETE", "/objects/\(plural)/\(namespace ?? "_")/\(name)") }
+    /// The object as the server stores it.
+    func object(_ plural: String, namespace: String?, name: String) throws -> [String: Any]? {
+        try control("GET", "/objects/\(plural)/\(namespace ?? "_")/\(name)") as? [String: Any]
+    }
 
     var requests: [[String: Any]] { ((try? control("GET", "/requests")) as? [[String: Any]]) ?? [] }
     var statusWrites: [[String: Any]] { ((try? control("GET", "/status-writes")) as? [[String: Any]]) ?? [] }

@@ -34,6 +34,34 @@ struct KubernetesStatusConflictTests {
         #expect(try h.connect(from: "127.0.0.1").status == 0)
     }
 
+    /// Another controller's condition on the same object: the gateway's writes keep it, both
+    /// when it was there first and when it arrives between the gateway's reading and writing.
+    @Test func anotherControllersConditionIsKept() async throws {
+        let h = try await KubernetesHarness(objects: { port in
+            var objects = KubernetesHarness.standardObjects(upstreamPort: port)
+            objects[1]["status"] = ["conditions": [["type": "Synced", "status": "True", "reason": "Mirrored", "message": "by another controller",
+                                                    "lastTransitionTime": "2026-12-01T00:00:00Z"]]]
+            return objects
+        })
+        defer { Task { await h.stop() } }
+        #expect(await h.waitReady())
+        func conditions() throws -> [String: String] {
+            let object = try h.api.object("egresspolicies", namespace: "payments", name: "checkout-egress")
+            let list = (object?["status"] as? [String: Any])?["conditions"] as? [[String: Any]] ?? []
+            return Dictionary(list.map { ($0["type"] as? String ?? "", $0["status"] as? String ?? "") }) { first, _ in first }
+        }
+        #expect(await eventually { (try? conditions()) == ["Synced": "True", "Accepted": "True"] }, "\(String(describing: try? conditions()))")
+        // A bad edit: the gateway writes Accepted False over the object as it then is.
+        var edited = K8sObject.egressPolicy("payments", "checkout-egress", services: ["allowed-api"], matchLabels: ["app": "checkout"],
+                                            extraSpec: ["mode": "Sometimes"])
+        edited["status"] = ["conditions": [["type": "Synced", "status": "False", "reason": "Lagging", "message": "by another controller",
+                                            "lastTransitionTime": "2026-12-02T00:00:00Z"]]]
+        try h.api.put(edited)
+        #expect(await eventually { (try? conditions()) == ["Synced": "False", "Accepted": "False"] }, "\(String(describing: try? conditions()))")
+        let writes = h.api.statusWrites.filter { $0["name"] as? String == "checkout-egress" }
+        #expect(writes.allSatisfy { ($0["code"] as? Int) == 200 || ($0["code"] as? Int) == 409 }, "\(writes)")
+    }
+
     @Test func aWriterThatKeepsOverwritingMeetsABackoffNotALoop() async throws {
         let h = try await KubernetesHarness()
         defer { Task { await h.stop() } }

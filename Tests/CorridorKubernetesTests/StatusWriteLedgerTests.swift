@@ -13,6 +13,18 @@ import Testing
                      observedResourceVersion: rv)
     }
 
+    @Test func theWrittenListKeepsOtherConditionsInPlace() {
+        func condition(_ type: String, _ status: String = "True") -> KubeCondition {
+            KubeCondition(type: type, status: status, reason: "R", message: "m", observedGeneration: 1)
+        }
+        let accepted = condition("Accepted", "False")
+        let replaced = StatusUpdate(resource: .egressPolicies, namespace: "a", name: "p", uid: "u1", condition: accepted,
+                                    observed: [condition("Synced"), condition("Accepted"), condition("Ready"), condition("Accepted")])
+        #expect(replaced.conditions == [condition("Synced"), accepted, condition("Ready")])
+        let added = StatusUpdate(resource: .egressPolicies, namespace: "a", name: "p", uid: "u1", condition: accepted, observed: [condition("Synced")])
+        #expect(added.conditions == [condition("Synced"), accepted])
+    }
+
     @Test func aWriteIsNotRepeatedBeforeTheWatchEchoesIt() {
         var ledger = StatusWriteLedger()
         #expect(ledger.consider(update("True", rv: "10"), now: start) == (.write, false))

@@ -18,6 +18,7 @@ CLI:  fake_apiserver.py [--bind 127.0.0.1] [--port 0] [--control-port 0] [--stat
 Control API (plain HTTP on the control port, JSON in and out, no auth):
   POST   /objects            one object or {"items":[...]}: create (ADDED) or replace (MODIFIED)
   DELETE /objects/{plural}/{namespace|_}/{name}   -> DELETED
+  GET    /objects/{plural}/{namespace|_}/{name}   the object as stored
   POST   /compact            history up to the current RV is dropped; older RVs get 410
   POST   /expire-next-watch  the next watch request gets an in-band ERROR 410
   POST   /drop-watches       {"midEvent":bool} close every watch abruptly (no last chunk)
@@ -894,11 +895,15 @@ class ControlHandler(BaseHTTPRequestHandler):
                     out = [store.put(dict(o, kind=o.get("kind") or lk, apiVersion=o.get("apiVersion") or lav))
                            for o in items]
                     return self.reply(200, {"resourceVersion": str(store.rv), "items": out})
-                if self.command == "DELETE" and path.startswith("/objects/"):
+                if self.command in ("DELETE", "GET") and path.startswith("/objects/"):
                     parts = path.split("/")[2:]
                     if len(parts) != 3 or parts[0] not in RESOURCES:
                         return self.reply(400, {"error": "use /objects/{plural}/{namespace|_}/{name}"})
-                    obj = store.delete(parts[0], "" if parts[1] == "_" else parts[1], parts[2])
+                    ns = "" if parts[1] == "_" else parts[1]
+                    if self.command == "GET":
+                        obj = store.objects.get((parts[0], ns, parts[2]))
+                        return self.reply(200, obj) if obj is not None else self.reply(404, {"error": "no such object"})
+                    obj = store.delete(parts[0], ns, parts[2])
                     if obj is None:
                         return self.reply(404, {"error": "no such object"})
                     return self.reply(200, {"resourceVersion": str(store.rv), "object": obj})
