@@ -43,10 +43,10 @@ final class ClusterSync: Sendable {
 
     private let shared = Shared()
     /// Each ExternalService and EgressPolicy of the last build, with whether it is accepted (for the console).
-    private let objectStatus = Mutex<[(object: String, accepted: Bool)]>([])
+    private let objectStatus = Mutex<[ClusterObjectState]>([])
 
     /// `Kind/[namespace/]name` and Accepted of every custom object, as of the last build.
-    var objects: [(object: String, accepted: Bool)] { objectStatus.withLock { $0 } }
+    var objects: [ClusterObjectState] { objectStatus.withLock { $0 } }
 
     /// `nodeName` limits the pods watched to one node's (the node topology: a gateway only ever
     /// sees its own node's pods, and the API server is spared N copies of every pod).
@@ -184,8 +184,8 @@ final class ClusterSync: Sendable {
         }
         lastOrigination.withLock { $0 = (policy.source.externalServices, origination) }
         let rejected = Set(policy.rejected)
-        let status = objects.externalServices.map { "ExternalService/\($0.metadata.key)" }.map { ($0, !rejected.contains($0)) }
-            + objects.egressPolicies.map { "EgressPolicy/\($0.metadata.key)" }.map { ($0, !rejected.contains($0)) }
+        let names = objects.externalServices.map { "ExternalService/\($0.metadata.key)" } + objects.egressPolicies.map { "EgressPolicy/\($0.metadata.key)" }
+        let status = names.map { ClusterObjectState(object: $0, accepted: !rejected.contains($0), enforcing: policy.enforcedInstead[$0]) }
         objectStatus.withLock { $0 = status }
         install(snapshot, origination)
         let first = !synced.exchange(true, ordering: .acquiringAndReleasing)
@@ -253,8 +253,8 @@ final class ClusterSync: Sendable {
                     ledger.forget(update)  // deleted meanwhile
                 } catch KubeAPIError.status(code: 409, _) {
                     // Changed since it was observed: the watch brings the new version, and a
-                    // build computes the write again over it.
-                    ledger.forget(update)
+                    // build computes the write again over it (the ledger keeps the last write
+                    // made, so a writer that keeps changing the object still meets the backoff).
                     logger.debug("the object changed while its status was written; writing it again over the new version",
                                  metadata: ["object": "\(object)"])
                     rebuild(after: .milliseconds(200))

@@ -57,6 +57,10 @@ public struct ClusterPolicy: Sendable {
     public var statusUpdates: [StatusUpdate]
     /// Objects whose current spec is invalid (enforced at their last good generation, or not at all).
     public var rejected: [String]
+    /// Rejected objects this build still enforces at an earlier version: `Kind/[namespace/]name`
+    /// to `generation N` (or `the last accepted version`, for a server that sets no generation).
+    /// Kept in memory: another gateway, or this one after a restart, may hold none.
+    public var enforcedInstead: [String: String] = [:]
     /// Pods that own at least one address in the inventory.
     public var podIdentities: Int
 }
@@ -64,8 +68,10 @@ public struct ClusterPolicy: Sendable {
 /// Builds a policy source from the watched objects: each ExternalService and EgressPolicy is
 /// validated on its own by the same loader as the config file (unknown fields, bad hosts, bad
 /// selectors are errors); an invalid object is never half-applied: it is enforced as it was at
-/// its last accepted generation, or not at all, and its `Accepted` condition says why. Pods
-/// become the source inventory (see ``PodInventory``).
+/// its last accepted generation, or not at all, and its `Accepted` condition says why. Which
+/// earlier version is kept is this gateway's memory, so the condition does not name it (every
+/// replica writes the same condition; ``ClusterPolicy/enforcedInstead`` and `/policy` say).
+/// Pods become the source inventory (see ``PodInventory``).
 ///
 /// Stateful only to remember each object's last good version and to skip re-validating specs
 /// that did not change (10,000 ExternalServices rebuild without re-parsing).
@@ -111,6 +117,7 @@ public final class ClusterPolicyCompiler {
         var source = base
         var updates: [StatusUpdate] = []
         var rejected: [String] = []
+        var enforcedInstead: [String: String] = [:]
 
         // ExternalServices.
         // Name -> port numbers of every ExternalService in force (for the policies' references).
@@ -137,14 +144,11 @@ public final class ClusterPolicyCompiler {
                 }
             case .failure(let errors):
                 rejected.append("ExternalService/\(name)")
-                let kept: ExternalService?
-                (kept, condition) = lastGood(goodServices, object, errors)
-                if let kept {
-                    if let reason = unusable[name] {
-                        condition = accepted(false, "InvalidTLSMaterial", "\(Self.summary(errors)); the last accepted version: \(reason); not enforced", object)
-                    } else {
-                        enforce(kept)
-                    }
+                condition = invalid(errors, object)
+                // The last accepted version stays, unless its TLS material cannot be loaded either.
+                if let (kept, which) = lastGood(goodServices, object), unusable[name] == nil {
+                    enforce(kept)
+                    enforcedInstead["ExternalService/\(name)"] = which
                 }
             }
             if let update = update(.externalServices, object, condition) { updates.append(update) }
@@ -168,9 +172,11 @@ public final class ClusterPolicyCompiler {
                                      notes.isEmpty ? "accepted" : "accepted; \(notes.joined(separator: "; ")) (granting nothing until it exists)", object)
             case .failure(let errors):
                 rejected.append("EgressPolicy/\(object.metadata.key)")
-                let kept: EgressPolicy?
-                (kept, condition) = lastGood(goodPolicies, object, errors)
-                if let kept { source.egressPolicies.append(kept) }
+                condition = invalid(errors, object)
+                if let (kept, which) = lastGood(goodPolicies, object) {
+                    source.egressPolicies.append(kept)
+                    enforcedInstead["EgressPolicy/\(object.metadata.key)"] = which
+                }
             }
             if let update = update(.egressPolicies, object, condition) { updates.append(update) }
         }
@@ -179,17 +185,19 @@ public final class ClusterPolicyCompiler {
 
         let inventory = PodInventory.workloads(from: objects.pods)
         source.workloads += inventory
-        return ClusterPolicy(source: source, statusUpdates: updates, rejected: rejected, podIdentities: inventory.count)
+        return ClusterPolicy(source: source, statusUpdates: updates, rejected: rejected, enforcedInstead: enforcedInstead,
+                             podIdentities: inventory.count)
     }
 
-    /// An invalid spec: the object's last accepted version if it is still the same object (uid),
-    /// else nothing; and the condition that says which.
-    private func lastGood<Value>(_ goods: [String: Good<Value>], _ object: CustomResource, _ errors: ConfigErrors) -> (Value?, KubeCondition) {
-        guard let good = goods[object.metadata.key], good.uid == object.metadata.uid else {
-            return (nil, accepted(false, "Invalid", "\(Self.summary(errors)); not enforced", object))
-        }
-        let which = good.generation.map { "generation \($0)" } ?? "the last accepted version"
-        return (good.value, accepted(false, "Invalid", "\(Self.summary(errors)); still enforcing \(which)", object))
+    /// An invalid spec's condition. The same on every gateway, whatever each one remembers.
+    private func invalid(_ errors: ConfigErrors, _ object: CustomResource) -> KubeCondition {
+        accepted(false, "Invalid", "\(Self.summary(errors)); not enforced (a gateway that accepted an earlier generation keeps enforcing it)", object)
+    }
+
+    /// The object's last accepted version, if it is still the same object (uid), and which it is.
+    private func lastGood<Value>(_ goods: [String: Good<Value>], _ object: CustomResource) -> (Value, String)? {
+        guard let good = goods[object.metadata.key], good.uid == object.metadata.uid else { return nil }
+        return (good.value, good.generation.map { "generation \($0)" } ?? "the last accepted version")
     }
 
     /// Validates one object's spec (cached per uid and generation).

@@ -13,9 +13,9 @@ public enum AdminServer {
         /// The bearer token the APIs require; nil: open (the listener is on loopback by default).
         public var token: String?
         /// In Kubernetes mode: each ExternalService and EgressPolicy with whether it is accepted.
-        public var kubernetesObjects: (@Sendable () -> [(object: String, accepted: Bool)])?
+        public var kubernetesObjects: (@Sendable () -> [ClusterObjectState])?
 
-        public init(token: String? = nil, kubernetesObjects: (@Sendable () -> [(object: String, accepted: Bool)])? = nil) {
+        public init(token: String? = nil, kubernetesObjects: (@Sendable () -> [ClusterObjectState])? = nil) {
             self.token = token
             self.kubernetesObjects = kubernetesObjects
         }
@@ -231,7 +231,7 @@ public enum PolicySummary {
     /// The workloads listed at most (in Kubernetes mode they are the pods); `workloadCount` has them all.
     static let maxWorkloads = 500
 
-    public static func json(_ snapshot: PolicySnapshot, kubernetes: [(object: String, accepted: Bool)]? = nil) -> [UInt8] {
+    public static func json(_ snapshot: PolicySnapshot, kubernetes: [ClusterObjectState]? = nil) -> [UInt8] {
         var json = JSONLine()
         json.number("generation", snapshot.generation)
         let source = snapshot.source
@@ -265,6 +265,7 @@ public enum PolicySummary {
                 k.objectArray("objects", kubernetes) { o, item in
                     o.string("object", item.object)
                     o.bool("accepted", item.accepted)
+                    if !item.accepted { o.string("enforcing", item.enforcing ?? "none") }
                 }
             }
         }

@@ -249,7 +249,9 @@ struct KubernetesModeTests {
                                              extraSpec: ["mode": "Sometimes"]))
         #expect(await eventually { h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress")?["status"] as? String == "False" })
         let kept = try #require(h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress"))
-        #expect((kept["message"] as? String ?? "").contains("still enforcing generation 1"), "\(kept)")
+        #expect((kept["message"] as? String ?? "").contains("not enforced (a gateway that accepted an earlier generation keeps enforcing it)"), "\(kept)")
+        #expect(try h.admin("/policy").contains(#"{"object":"EgressPolicy/payments/checkout-egress","accepted":false,"enforcing":"generation 1"}"#),
+                "\((try? h.admin("/policy")) ?? "")")
         #expect(try h.connect(from: "127.0.0.1").status == 0)
     }
 
@@ -277,7 +279,7 @@ struct KubernetesModeTests {
         #expect(await eventually { h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress")?["status"] as? String == "False" })
         let kept = try #require(h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress"))
         #expect((kept["message"] as? String ?? "").contains("cannot be read"), "\(kept)")
-        #expect((kept["message"] as? String ?? "").contains("still enforcing generation 1"), "\(kept)")
+        #expect(try h.admin("/policy").contains(#"{"object":"EgressPolicy/payments/checkout-egress","accepted":false,"enforcing":"generation 1"}"#))
         #expect(try h.connect(from: "127.0.0.1").status == 0)
         // ...and the watch goes on: a readable revocation that follows takes effect.
         var revoked = K8sObject.egressPolicy("payments", "checkout-egress", services: ["allowed-api"], matchLabels: ["app": "other"])

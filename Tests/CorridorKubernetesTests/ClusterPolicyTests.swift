@@ -141,8 +141,15 @@ func decide(_ snapshot: PolicySnapshot, from address: String, to host: String) -
         let conditions = built.statusUpdates.map(\.condition)
         #expect(conditions.count == 2)
         #expect(conditions.allSatisfy { $0.status == "False" && $0.reason == "Invalid" && $0.observedGeneration == 2 })
-        #expect(conditions[0].message.contains("spec.hosts[0]") && conditions[0].message.contains("still enforcing generation 1"))
-        #expect(conditions[1].message.contains("spec.podSelecter: unknown field") && conditions[1].message.contains("still enforcing generation 1"))
+        // The condition is the same on every replica: what each still enforces is its own memory.
+        #expect(conditions[0].message.contains("spec.hosts[0]") && conditions[0].message.hasSuffix(
+            "; not enforced (a gateway that accepted an earlier generation keeps enforcing it)"))
+        #expect(conditions[1].message.contains("spec.podSelecter: unknown field"))
+        #expect(built.enforcedInstead == ["ExternalService/api": "generation 1", "EgressPolicy/payments/checkout": "generation 1"])
+        // A gateway started after the bad edit (another replica, a restart) writes the same condition.
+        let fresh = ClusterPolicyCompiler().build(base: base, objects: bad)
+        #expect(fresh.statusUpdates.map(\.condition.message) == conditions.map(\.message))
+        #expect(fresh.enforcedInstead.isEmpty)
         #expect(decide(PolicySnapshot(source: built.source, generation: 3), from: "10.0.0.1", to: "api.example.com").verdict == .allow)
     }
 
@@ -153,6 +160,7 @@ func decide(_ snapshot: PolicySnapshot, from address: String, to host: String) -
             egressPolicies: [policy("payments", "wide", services: ["api"], extra: [("podSelector", .object([("matchLabel", .object([]))]))])]))
         #expect(built.source.egressPolicies.isEmpty)
         #expect(built.statusUpdates.last?.condition.message.contains("not enforced") == true)
+        #expect(built.enforcedInstead.isEmpty)
         #expect(decide(PolicySnapshot(source: built.source, generation: 2), from: "10.0.0.2", to: "api.example.com").verdict == .deny)
     }
 

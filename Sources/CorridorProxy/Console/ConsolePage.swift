@@ -362,7 +362,7 @@ async function loadPolicy() {
     list(p.egressPolicies, (e) => `<tr><td><b>${esc(e.name)}</b></td><td>${esc(e.mode)}</td><td>${esc(e.podSelector)}</td><td>${esc((e.externalServices || []).join(", "))}</td></tr>`) + "</div>" +
     `<div class="card"><h3>Workloads (${(p.workloads || []).length})</h3>` +
     list(p.workloads || [], (w) => `<tr><td><b>${esc(w.name)}</b></td><td>${esc((w.addresses || []).join(", "))}</td><td>sa:${esc(w.serviceAccount)}</td></tr>`) + "</div>" +
-    (p.kubernetes ? `<div class="card"><h3>Kubernetes</h3>` + list(p.kubernetes.objects || [], (o) => `<tr><td>${esc(o.object)}</td><td class="${o.accepted ? "d-allow" : "d-deny"}">Accepted=${o.accepted}</td><td>${esc(o.reason)}</td></tr>`) + "</div>" : "");
+    (p.kubernetes ? `<div class="card"><h3>Kubernetes</h3>` + list(p.kubernetes.objects || [], (o) => `<tr><td>${esc(o.object)}</td><td class="${o.accepted ? "d-allow" : "d-deny"}">Accepted=${o.accepted}</td><td>${o.accepted ? "" : "enforcing: " + esc(o.enforcing)}</td></tr>`) + "</div>" : "");
 }
 
 // Explain
