@@ -7,6 +7,10 @@ enum TLSExtensionType {
     static let alpn: UInt16 = 0x0010
     static let supportedVersions: UInt16 = 0x002b
     static let encryptedClientHello: UInt16 = 0xfe0d
+    /// Code points of earlier Encrypted Client Hello drafts (draft-08 to draft-12 took 0xfe08 to
+    /// 0xfe0c; draft-07 0xff02) and of ESNI's encrypted_server_name (0xffce): clients and fronts
+    /// that speak them hide the real server name as the published one does.
+    static let earlierEncryptedNames: Set<UInt16> = [0xfe08, 0xfe09, 0xfe0a, 0xfe0b, 0xfe0c, 0xff02, 0xffce]
 }
 
 extension ByteBuffer {
@@ -109,7 +113,7 @@ extension ClientHelloParser {
             case TLSExtensionType.alpn: info.alpn = try parseALPN(data)
             case TLSExtensionType.supportedVersions: info.supportedVersions = try parseSupportedVersions(data)
             case TLSExtensionType.encryptedClientHello: info.hasECH = true
-            default: break
+            default: if TLSExtensionType.earlierEncryptedNames.contains(type) { info.hasECH = true }
             }
         }
         return serverName

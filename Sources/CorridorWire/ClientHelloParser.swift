@@ -12,7 +12,8 @@ public struct ClientHelloInfo: Sendable, Equatable {
     public var supportedVersions: [UInt16]
     /// The ClientHello's legacy_version field (0x0303 for TLS 1.2 and 1.3 clients).
     public var legacyVersion: UInt16
-    /// True if the encrypted_client_hello extension (0xfe0d) is present.
+    /// True if the encrypted_client_hello extension (0xfe0d) is present, or the code point of an
+    /// earlier draft of it or of ESNI (the real server name is hidden either way).
     public var hasECH: Bool
     /// Bytes of the TLS records that carried the ClientHello, record headers included.
     public var helloBytes: Int

@@ -18,6 +18,13 @@ struct ClientHelloFieldTests {
         #expect(try #require(parseHello(hello.records()).info).hasECH)
         let empty = HelloBuilder { $0.extensions.append(tlsExtension(0xfe0d, [])) }
         #expect(try #require(parseHello(empty.records()).info).hasECH)
+        // Earlier ECH drafts' code points and ESNI's encrypted_server_name hide the name too.
+        for type: UInt16 in [0xfe08, 0xfe09, 0xfe0a, 0xfe0b, 0xfe0c, 0xff02, 0xffce] {
+            let draft = HelloBuilder { $0.extensions.append(tlsExtension(type, [0, 1, 2])) }
+            #expect(try #require(parseHello(draft.records()).info).hasECH, "0x\(String(type, radix: 16))")
+        }
+        let unrelated = HelloBuilder { $0.extensions.append(tlsExtension(0xfe0e, [])) }
+        #expect(try #require(parseHello(unrelated.records()).info).hasECH == false)
     }
 
     @Test func greaseVersionsAreDropped() throws {
