@@ -163,6 +163,11 @@ public struct ClientHelloParser: Sendable {
     /// is complete. Returns nil when more bytes are needed.
     private mutating func parseRecords(_ buffer: ByteBuffer) throws(ClientHelloFailure) -> ClientHelloInfo? {
         while true {
+            if self.consumed > 0, self.consumed + Self.recordHeaderLength + 1 > self.maxHelloBytes {
+                // The hello is not complete, and no further record fits within the limit: a
+                // caller that keeps only `maxHelloBytes` would otherwise wait for a header forever.
+                throw ClientHelloFailure(.helloTooLarge, "\(self.consumed) record bytes and the ClientHello not complete, limit \(self.maxHelloBytes)")
+            }
             let available = buffer.readableBytes - self.consumed
             guard available > 0 else { return nil }
             let start = buffer.readerIndex + self.consumed

@@ -14,14 +14,16 @@ import NIOCore
 /// The relay shows it both directions' bytes, from the byte after the first ClientHello's records
 /// (``client(_:)``) and from the server's first byte (``server(_:)``), before sending them on. It
 /// walks the TLS record layer of each:
-/// - Before the server's first handshake message, the client may send change_cipher_spec,
-///   alerts and early data, but no handshake record: nothing may follow a ClientHello until the
-///   server has answered it.
-/// - The server's first handshake message decides: a ServerHello whose random is the
-///   HelloRetryRequest value arms the check of the second ClientHello; any other answer (a
-///   ServerHello, an alert, bytes that are not TLS) ends the guard.
+/// - Before the server's ServerHello, the client may send change_cipher_spec, alerts and early
+///   data, but no handshake record: nothing may follow a ClientHello until the server has
+///   answered it.
+/// - The server's first ServerHello decides (its handshake messages are walked one by one, and
+///   one of another type, which no conforming server sends first, is skipped): one whose random
+///   is the HelloRetryRequest value arms the check of the second ClientHello; any other ends the
+///   guard, as do bytes that are not TLS records.
 /// - After a HelloRetryRequest, the client's next handshake records must carry a ClientHello that
-///   ``ClientHelloParser`` accepts and that agrees with the first; then the guard ends.
+///   ``ClientHelloParser`` accepts, within `maxHelloBytes`, and that agrees with the first; then
+///   the guard ends.
 ///
 /// Its state is fixed-size, except the second ClientHello's records, which it holds (at most
 /// `maxHelloBytes`) until they are whole.
@@ -43,6 +45,7 @@ public struct HelloRetryGuard: Sendable {
     ]
     /// msg_type (1), length (3), legacy_version (2), random (32): what tells a HelloRetryRequest.
     static let serverHelloPrefix = 38
+    static let handshakeHeader = 4
     static let handshakeServerHello: UInt8 = 2
 
     private enum Phase {
@@ -71,8 +74,10 @@ public struct HelloRetryGuard: Sendable {
     private var phase = Phase.awaitingServer
     private var clientCursor = RecordCursor()
     private var serverCursor = RecordCursor()
-    /// The first bytes of the server's first handshake message (up to ``serverHelloPrefix``).
+    /// The first bytes of the server's current handshake message (up to ``serverHelloPrefix``).
     private var serverHello: [UInt8] = []
+    /// Bytes still to skip of a server handshake message that is not a ServerHello.
+    private var serverSkip = 0
 
     /// A guard for a connection judged on `first`; a second ClientHello may take `maxHelloBytes`.
     public init(first: ClientHelloInfo, maxHelloBytes: Int) {
@@ -104,6 +109,10 @@ public struct HelloRetryGuard: Sendable {
                 records.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[index..<(index + take)]))
                 index = bytes.count
                 phase = checkSecondHello(parser.parse(records), parser: parser, records: records)
+                if case .checkingSecondHello = phase, records.readableBytes >= maxHelloBytes {
+                    // Never sent on unread: a hello the parser still waits for past the limit is too large.
+                    phase = .refused(.helloTooLarge, detail: "in the ClientHello after a HelloRetryRequest: more than \(maxHelloBytes) record bytes")
+                }
             case .awaitingServer, .retried:
                 if clientCursor.remaining > 0 {
                     let skip = min(clientCursor.remaining, bytes.count - index)
@@ -171,11 +180,10 @@ public struct HelloRetryGuard: Sendable {
             if serverCursor.remaining > 0 {
                 let take = min(serverCursor.remaining, bytes.count - index)
                 if serverCursor.contentType == ClientHelloParser.contentTypeHandshake {
-                    serverHello += bytes[index..<(index + min(take, Self.serverHelloPrefix - serverHello.count))]
+                    serverHandshake(UnsafeRawBufferPointer(rebasing: bytes[index..<(index + take)]))
                 }
                 serverCursor.remaining -= take
                 index += take
-                if serverHello.count == Self.serverHelloPrefix { phase = answered(serverHello) }
                 continue
             }
             let take = min(5 - serverCursor.header.count, bytes.count - index)
@@ -195,12 +203,31 @@ public struct HelloRetryGuard: Sendable {
         return verdict
     }
 
-    /// The server's first handshake message began with `prefix`: a HelloRetryRequest arms the
-    /// check of the second ClientHello, anything else ends the guard.
-    private func answered(_ prefix: [UInt8]) -> Phase {
-        guard prefix[0] == Self.handshakeServerHello, prefix[6..<Self.serverHelloPrefix].elementsEqual(Self.retryRandom) else {
-            return .passed
+    /// Handshake bytes from the server, message by message: a message that is not a ServerHello
+    /// (which a conforming server never sends first) is skipped, and the guard stays; the first
+    /// ServerHello's random decides.
+    private mutating func serverHandshake(_ bytes: UnsafeRawBufferPointer) {
+        var index = 0
+        while index < bytes.count, case .awaitingServer = phase {
+            if serverSkip > 0 {
+                let skip = min(serverSkip, bytes.count - index)
+                serverSkip -= skip
+                index += skip
+                continue
+            }
+            let wanted = serverHello.count < Self.handshakeHeader ? Self.handshakeHeader : Self.serverHelloPrefix
+            let take = min(wanted - serverHello.count, bytes.count - index)
+            serverHello += bytes[index..<(index + take)]
+            index += take
+            if serverHello.count == Self.handshakeHeader {
+                let length = Int(serverHello[1]) << 16 | Int(serverHello[2]) << 8 | Int(serverHello[3])
+                if serverHello[0] != Self.handshakeServerHello || length < Self.serverHelloPrefix - Self.handshakeHeader {
+                    serverSkip = length
+                    serverHello = []
+                }
+            } else if serverHello.count == Self.serverHelloPrefix {
+                phase = serverHello[6..<Self.serverHelloPrefix].elementsEqual(Self.retryRandom) ? .retried : .passed
+            }
         }
-        return .retried
     }
 }

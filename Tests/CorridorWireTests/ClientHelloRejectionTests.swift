@@ -51,6 +51,12 @@ extension RejectedHello {
         RejectedHello(
             "second record version major byte 4", .malformed,
             Array(frame(goodHandshake, recordSize: 40).prefix(45)) + [22, 4, 1, 0, 40] + [UInt8](repeating: 0, count: 40)),
+        RejectedHello(
+            // A 560-byte hello in 10-byte records (15 on the wire): forty take 600 bytes exactly, and
+            // no forty-first fits, though the hello goes on.
+            "an unfinished hello whose records reach the cap", .helloTooLarge, maxHelloBytes: 600,
+            Array(frame(HelloBuilder { $0.extensions.append(tlsExtension(0x0015, [UInt8](repeating: 0, count: 560 - goodHandshake.count - 4))) }.handshake,
+                        recordSize: 10).prefix(600))),
         RejectedHello("a second ClientHello in the hello's record", .handshakeAfterHello, frame(goodHandshake + goodHandshake, recordSize: 16384)),
         RejectedHello("a Finished message in the hello's last record", .handshakeAfterHello,
                       detail: "4 handshake bytes after the ClientHello", frame(goodHandshake + [20, 0, 0, 0], recordSize: goodHandshake.count + 4)),

@@ -101,11 +101,28 @@ struct HelloRetryGuardTests {
         if case .refused(_, let detail) = verdict { #expect(detail?.hasPrefix("in the ClientHello after a HelloRetryRequest") == true) }
     }
 
-    @Test func anOversizedSecondHelloIsRefusedWithinTheLimit() throws {
-        var retryGuard = try guardFor(maxHelloBytes: 600)
-        _ = retryGuard.server(retryRequest)
-        let padded = HelloBuilder { $0.extensions.append(tlsExtension(0x0015, [UInt8](repeating: 0, count: 2000))) }
-        #expect(retryGuard.client(padded.records(recordSize: 100), drip: true).rejection == .helloTooLarge)
+    /// A 560-byte hello fits a 600-byte limit in one record, but not in small ones: records of 14
+    /// payload bytes (19 on the wire) leave a next header visible at the limit; of 10 (15) they
+    /// end exactly at it, and of 8 or 18 two bytes short of it, where no next header fits. Each is
+    /// refused, never left waiting (and sent on unread).
+    @Test(arguments: [14, 10, 8, 18])
+    func anOversizedSecondHelloIsRefusedWithinTheLimit(recordSize: Int) throws {
+        let base = HelloBuilder().handshake.count
+        let padded = HelloBuilder { $0.extensions.append(tlsExtension(0x0015, [UInt8](repeating: 0, count: 560 - base - 4))) }
+        #expect(padded.handshake.count == 560)
+        for drip in [false, true] {
+            var retryGuard = try guardFor(maxHelloBytes: 600)
+            _ = retryGuard.server(retryRequest)
+            #expect(retryGuard.client(padded.records(recordSize: recordSize), drip: drip).rejection == .helloTooLarge, "drip \(drip)")
+        }
+    }
+
+    @Test func aMessageBeforeTheServerHelloIsSkippedNotTakenForTheAnswer() throws {
+        var retryGuard = try guardFor()
+        // A HelloRequest (type 0, empty), then the retry request, in one record.
+        let message = [0, 0, 0, 0] + serverHello(random: retryRandom)
+        #expect(retryGuard.server(frame(message, recordSize: 16384, version: [3, 3])) == .inspecting)
+        #expect(retryGuard.client(HelloBuilder(serverName: "blocked.test").records()).rejection == .retryHelloChanged)
     }
 
     @Test(arguments: [false, true])
