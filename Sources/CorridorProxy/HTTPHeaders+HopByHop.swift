@@ -26,14 +26,21 @@ extension HTTPHeaders {
     }
 
     /// The trailer fields a request goes upstream with (and a response goes back with): the
-    /// sender's, less the hop-by-hop ones and every field that routes, frames, authenticates or
-    /// conditions a message (RFC 9110 section 6.5.1: those cannot be sent as trailers, and a
-    /// recipient that merged them into the header section would act on what the gateway never
-    /// judged, a Host above all).
-    static func forwardedTrailers(_ trailers: HTTPHeaders) -> HTTPHeaders {
-        HTTPHeaders(kept(trailers, extraCapacity: 0) { role in role == .other }.filter { name, _ in
+    /// sender's, less the hop-by-hop ones (those the Connection fields of the message's `header`
+    /// section name included) and every field that routes, frames, authenticates or conditions a
+    /// message (RFC 9110 section 6.5.1: those cannot be sent as trailers, and a recipient that
+    /// merged them into the header section would act on what the gateway never judged, a Host
+    /// above all).
+    static func forwardedTrailers(_ trailers: HTTPHeaders, header: HTTPHeaders) -> HTTPHeaders {
+        HTTPHeaders(kept(trailers, extraCapacity: 0, alsoNamedBy: header) { role in role == .other }.filter { name, _ in
             !notInTrailers.contains(ASCIICase.lowercased(name))
         })
+    }
+
+    /// Only the Connection fields of `headers` (usually none): what ``forwardedTrailers(_:header:)``
+    /// needs of a header section.
+    static func connectionFields(_ headers: HTTPHeaders) -> HTTPHeaders {
+        HTTPHeaders(headers.filter { ASCIICase.equals($0.name, lowercase: "connection") })
     }
 
     /// Fields a forwarded trailer section never carries (Host and Proxy-Authorization go by their
@@ -45,12 +52,16 @@ extension HTTPHeaders {
         "x-forwarded-host", "x-forwarded-proto",
     ]
 
-    /// The fields that are not hop-by-hop and whose role `keep` accepts.
-    private static func kept(_ headers: HTTPHeaders, extraCapacity: Int, _ keep: (FieldRole) -> Bool) -> [(String, String)] {
+    /// The fields that are not hop-by-hop (named by their own Connection fields or those of
+    /// `alsoNamedBy`) and whose role `keep` accepts.
+    private static func kept(_ headers: HTTPHeaders, extraCapacity: Int, alsoNamedBy other: HTTPHeaders? = nil,
+                             _ keep: (FieldRole) -> Bool) -> [(String, String)] {
         var named: [String] = []
-        for (name, value) in headers where ASCIICase.equals(name, lowercase: "connection") {
-            HTTPRequestHeadCheck.forEachToken(value) { token in
-                if FieldRole.of(token) != .hopByHop { named.append(ASCIICase.lowercased(token)) }
+        for section in [headers, other ?? [:]] {
+            for (name, value) in section where ASCIICase.equals(name, lowercase: "connection") {
+                HTTPRequestHeadCheck.forEachToken(value) { token in
+                    if FieldRole.of(token) != .hopByHop { named.append(ASCIICase.lowercased(token)) }
+                }
             }
         }
         // Past a few names a set answers faster than a scan per field.

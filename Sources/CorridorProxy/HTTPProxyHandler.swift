@@ -49,6 +49,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         var retried = false
         /// The request's trailers, once its end arrived (kept for a retry).
         var trailers: HTTPHeaders?
+        /// The Connection fields of the request's and of the response's header section: the
+        /// fields they name are hop-by-hop in the trailers too.
+        var requestConnection = HTTPHeaders()
+        var responseConnection = HTTPHeaders()
     }
 
     /// How the current request reaches its upstream: the pool key, the dial parameters, and the
@@ -262,7 +266,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             break  // the rest of a request already answered
         case (.connecting(var pending), .end(let trailers)):
             // Trailers reach the upstream without the fields that route, frame or authenticate.
-            let forwarded = trailers.map(HTTPHeaders.forwardedTrailers)
+            let forwarded = trailers.map { HTTPHeaders.forwardedTrailers($0, header: exchange?.requestConnection ?? [:]) }
             pending.append(.end(forwarded))
             state = .connecting(pending: pending)
             exchange?.requestEnded = true
@@ -275,7 +279,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             lastActivity = .now()
             upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
         case (.forwarding(let upstream), .end(let trailers)):
-            let forwarded = trailers.map(HTTPHeaders.forwardedTrailers)
+            let forwarded = trailers.map { HTTPHeaders.forwardedTrailers($0, header: exchange?.requestConnection ?? [:]) }
             exchange?.requestEnded = true
             exchange?.trailers = forwarded
             upstream.channel.writeAndFlush(HTTPClientRequestPart.end(forwarded), promise: nil)
@@ -321,6 +325,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         // to send what follows on a new one.
         if Self.asksForUpgrade(head) { upgradeAsked = true }
         exchange = Exchange(record: record, keepAlive: head.isKeepAlive && !upgradeAsked, method: head.method, version: head.version)
+        exchange?.requestConnection = HTTPHeaders.connectionFields(head.headers)
         if let problem = HTTPRequestHeadCheck.problem(head) {
             refuse(context: context, status: problem.status, code: problem.code, reason: problem.reason, kind: .denial)
             return
@@ -588,6 +593,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             self.exchange?.responseStarted = true
             responseDeadline = nil
             exchange.record.httpStatus = Int(head.status.code)
+            self.exchange?.responseConnection = HTTPHeaders.connectionFields(head.headers)
             startIdleDeadline(context: context)
             HTTPHeaders.removeHopByHop(&head.headers)
             var keepAlive = exchange.keepAlive
@@ -622,7 +628,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let upstreamTrailers):
             // The upstream's trailers reach the client without hop-by-hop and framing fields.
-            let trailers = upstreamTrailers.map(HTTPHeaders.forwardedTrailers)
+            let trailers = upstreamTrailers.map { HTTPHeaders.forwardedTrailers($0, header: self.exchange?.responseConnection ?? [:]) }
             self.exchange?.responseEnded = true
             if !exchange.requestEnded {
                 // Answered before the body ended (an early 401, a refused 100-continue, a back end

@@ -59,13 +59,14 @@ struct OriginationFramingTests {
         #expect(record["closeCause"] as? String == "completed" && record["bytesUp"] as? Int == 32 << 20, "\(record)")
     }
 
-    /// Trailers are judged by nobody: the fields that route, frame or authenticate stay behind.
+    /// Trailers are judged by nobody: the fields that route, frame or authenticate stay behind,
+    /// and so do those the header section's Connection field names.
     @Test func requestTrailersLoseTheFieldsThatRouteFrameOrAuthenticate() async throws {
         let h = try await OriginationHarness()
         defer { Task { await h.stop() } }
-        let request = "POST /sink HTTP/1.1\r\nHost: billing.example.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        let request = "POST /sink HTTP/1.1\r\nHost: billing.example.test\r\nTransfer-Encoding: chunked\r\nConnection: close, X-Hop\r\n\r\n"
             + "5\r\nhello\r\n0\r\nHost: evil.example.test\r\nProxy-Authorization: Basic c2VjcmV0\r\nAuthorization: Bearer x\r\n"
-            + "Cookie: session=1\r\nX-Checksum: abc\r\n\r\n"
+            + "Cookie: session=1\r\nX-Checksum: abc\r\nX-Hop: 1\r\n\r\n"
         let result = try rawHTTPExchange(port: h.httpPort, bytes: Array(request.utf8))
         #expect(result.status == 200, "\(result.status) \(result.body)")
         let seen = try #require(h.upstream.requests.first { $0["path"] as? String == "/sink" })
@@ -98,6 +99,7 @@ struct OriginationFramingTests {
         let tail = result.stdout.components(separatedBy: "\r\n0\r\n").last ?? ""
         #expect(tail.lowercased().contains("x-checksum: abc"), "\(result.stdout)")
         #expect(!tail.lowercased().contains("cookie") && !tail.lowercased().contains("keep-alive"), "\(result.stdout)")
+        #expect(!tail.lowercased().contains("x-hop"), "the response's Connection field names it: \(result.stdout)")
     }
 
     /// A HEAD response has no body, whatever framing the upstream announced: the next response on

@@ -26,8 +26,8 @@ Routes:
                      reads nothing more for 20 s (a back end that answered early and moved on)
   /chunked           answers "hello\nworld\n" in two chunks, no Content-Length; to HEAD, the head
                      alone, Transfer-Encoding: chunked and no Content-Length
-  /chunked-trailers  answers "hello\n" chunked, then trailers: X-Checksum, and Cookie and
-                     Keep-Alive (which no trailer may carry)
+  /chunked-trailers  answers "hello\n" chunked, with Connection: X-Hop, then trailers: X-Checksum,
+                     and Cookie, Keep-Alive and X-Hop (which no forwarded trailer may carry)
   /broken-chunks     answers a chunked "hello\n", then bytes that are no chunk (the response breaks)
   /switch            answers 101 Switching Protocols (no request asks for it), then bytes that are
                      no HTTP
@@ -209,8 +209,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
             self.send_header("Trailer", "X-Checksum")
+            self.send_header("Connection", "X-Hop")
             self.end_headers()
-            self.wfile.write(b"6\r\nhello\n\r\n0\r\nX-Checksum: abc\r\nCookie: a=b\r\nKeep-Alive: timeout=5\r\n\r\n")
+            self.wfile.write(b"6\r\nhello\n\r\n0\r\nX-Checksum: abc\r\nCookie: a=b\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n\r\n")
         elif path == "/chunked":
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
