@@ -7,10 +7,6 @@ enum TLSExtensionType {
     static let alpn: UInt16 = 0x0010
     static let supportedVersions: UInt16 = 0x002b
     static let encryptedClientHello: UInt16 = 0xfe0d
-    /// Code points of earlier Encrypted Client Hello drafts (draft-08 to draft-12 took 0xfe08 to
-    /// 0xfe0c; draft-07 0xff02) and of ESNI's encrypted_server_name (0xffce): clients and fronts
-    /// that speak them hide the real server name as the published one does.
-    static let earlierEncryptedNames: Set<UInt16> = [0xfe08, 0xfe09, 0xfe0a, 0xfe0b, 0xfe0c, 0xff02, 0xffce]
 }
 
 extension ByteBuffer {
@@ -112,8 +108,12 @@ extension ClientHelloParser {
             case TLSExtensionType.serverName: serverName = data
             case TLSExtensionType.alpn: info.alpn = try parseALPN(data)
             case TLSExtensionType.supportedVersions: info.supportedVersions = try parseSupportedVersions(data)
-            case TLSExtensionType.encryptedClientHello: info.hasECH = true
-            default: if TLSExtensionType.earlierEncryptedNames.contains(type) { info.hasECH = true }
+            case TLSExtensionType.encryptedClientHello, 0xfe08...0xfe0c, 0xff02, 0xffce:
+                // Earlier Encrypted Client Hello drafts took 0xfe08 to 0xfe0c (draft-08 to -12) and
+                // 0xff02 (draft-07), ESNI's encrypted_server_name 0xffce: clients and fronts that
+                // speak them hide the real server name as the published code point does.
+                info.hasECH = true
+            default: break
             }
         }
         return serverName

@@ -59,14 +59,34 @@ public struct HelloRetryGuard: Sendable {
         case refused(ClientHelloRejection, detail: String?)
     }
 
-    /// Where a walk over one direction's records stands.
+    /// Where a walk over one direction's records stands. Fixed-size: it allocates nothing.
     private struct RecordCursor {
-        /// The header of the record being read, while it is incomplete (fewer than five bytes).
-        var header: [UInt8] = []
+        /// The header bytes read so far of a header not yet complete, the first in the high byte.
+        var header: UInt64 = 0
+        var headerCount = 0
         /// Payload bytes of the current record still to come (0: a header is next).
         var remaining = 0
         /// The content type of the record whose payload is being read.
         var contentType: UInt8 = 0
+
+        /// The `n`th byte (0-based) of the header read so far.
+        func headerByte(_ n: Int) -> UInt8 { UInt8(truncatingIfNeeded: header >> (8 * UInt64(headerCount - 1 - n))) }
+
+        /// Takes header bytes from `bytes[index...]` until the header is whole; returns how many.
+        mutating func takeHeader(_ bytes: UnsafeRawBufferPointer, at index: Int) -> Int {
+            let take = min(5 - headerCount, bytes.count - index)
+            for offset in 0..<take { header = header << 8 | UInt64(bytes[index + offset]) }
+            headerCount += take
+            return take
+        }
+
+        /// The header is whole: start its payload, and make room for the next header.
+        mutating func startPayload() {
+            contentType = headerByte(0)
+            remaining = Int(headerByte(3)) << 8 | Int(headerByte(4))
+            header = 0
+            headerCount = 0
+        }
     }
 
     private let first: ClientHelloInfo
@@ -74,8 +94,13 @@ public struct HelloRetryGuard: Sendable {
     private var phase = Phase.awaitingServer
     private var clientCursor = RecordCursor()
     private var serverCursor = RecordCursor()
-    /// The first bytes of the server's current handshake message (up to ``serverHelloPrefix``).
-    private var serverHello: [UInt8] = []
+    /// How many bytes of the server's current handshake message have been read (up to
+    /// ``serverHelloPrefix``), its type and length (from its header), and whether the random
+    /// read so far is the HelloRetryRequest's.
+    private var serverRead = 0
+    private var serverType: UInt8 = 0
+    private var serverLength = 0
+    private var serverRandomIsRetry = true
     /// Bytes still to skip of a server handshake message that is not a ServerHello.
     private var serverSkip = 0
 
@@ -83,6 +108,12 @@ public struct HelloRetryGuard: Sendable {
     public init(first: ClientHelloInfo, maxHelloBytes: Int) {
         self.first = first
         self.maxHelloBytes = maxHelloBytes
+    }
+
+    /// The guard has nothing more to check (the relay may stop showing it bytes).
+    public var hasPassed: Bool {
+        if case .passed = phase { return true }
+        return false
     }
 
     /// The verdict as it stands.
@@ -120,15 +151,11 @@ public struct HelloRetryGuard: Sendable {
                     index += skip
                     continue
                 }
-                let take = min(5 - clientCursor.header.count, bytes.count - index)
-                clientCursor.header += bytes[index..<(index + take)]
-                index += take
-                guard clientCursor.header.count == 5 else { continue }
-                let header = clientCursor.header
-                clientCursor.header = []
-                guard header[0] == ClientHelloParser.contentTypeHandshake else {
+                index += clientCursor.takeHeader(bytes, at: index)
+                guard clientCursor.headerCount == 5 else { continue }
+                guard clientCursor.headerByte(0) == ClientHelloParser.contentTypeHandshake else {
                     // change_cipher_spec, alert, early data: the server decides what they mean.
-                    clientCursor.remaining = Int(header[3]) << 8 | Int(header[4])
+                    clientCursor.startPayload()
                     continue
                 }
                 guard case .retried = phase else {
@@ -137,7 +164,9 @@ public struct HelloRetryGuard: Sendable {
                 }
                 // The second ClientHello starts here: the parser reads its records whole.
                 var records = ByteBuffer()
-                records.writeBytes(header)
+                for n in 0..<5 { records.writeInteger(clientCursor.headerByte(n)) }
+                clientCursor.header = 0
+                clientCursor.headerCount = 0
                 phase = .checkingSecondHello(ClientHelloParser(maxHelloBytes: maxHelloBytes), records)
                 if index == bytes.count { phase = checkSecondHello(records: records) }
             }
@@ -186,19 +215,14 @@ public struct HelloRetryGuard: Sendable {
                 index += take
                 continue
             }
-            let take = min(5 - serverCursor.header.count, bytes.count - index)
-            serverCursor.header += bytes[index..<(index + take)]
-            index += take
-            let header = serverCursor.header
-            guard (20...24).contains(header[0]), header.count < 2 || header[1] == 3 else {
+            index += serverCursor.takeHeader(bytes, at: index)
+            guard (20...24).contains(serverCursor.headerByte(0)), serverCursor.headerCount < 2 || serverCursor.headerByte(1) == 3 else {
                 // Not a TLS record: there is no handshake for a second ClientHello to continue.
                 phase = .passed
                 break
             }
-            guard header.count == 5 else { continue }
-            serverCursor.header = []
-            serverCursor.contentType = header[0]
-            serverCursor.remaining = Int(header[3]) << 8 | Int(header[4])
+            guard serverCursor.headerCount == 5 else { continue }
+            serverCursor.startPayload()
         }
         return verdict
     }
@@ -207,6 +231,7 @@ public struct HelloRetryGuard: Sendable {
     /// (which a conforming server never sends first) is skipped, and the guard stays; the first
     /// ServerHello's random decides.
     private mutating func serverHandshake(_ bytes: UnsafeRawBufferPointer) {
+        // A byte at a time: at most 38 of them decide, and the rest are skipped in one step.
         var index = 0
         while index < bytes.count, case .awaitingServer = phase {
             if serverSkip > 0 {
@@ -215,18 +240,22 @@ public struct HelloRetryGuard: Sendable {
                 index += skip
                 continue
             }
-            let wanted = serverHello.count < Self.handshakeHeader ? Self.handshakeHeader : Self.serverHelloPrefix
-            let take = min(wanted - serverHello.count, bytes.count - index)
-            serverHello += bytes[index..<(index + take)]
-            index += take
-            if serverHello.count == Self.handshakeHeader {
-                let length = Int(serverHello[1]) << 16 | Int(serverHello[2]) << 8 | Int(serverHello[3])
-                if serverHello[0] != Self.handshakeServerHello || length < Self.serverHelloPrefix - Self.handshakeHeader {
-                    serverSkip = length
-                    serverHello = []
-                }
-            } else if serverHello.count == Self.serverHelloPrefix {
-                phase = serverHello[6..<Self.serverHelloPrefix].elementsEqual(Self.retryRandom) ? .retried : .passed
+            let byte = bytes[index]
+            index += 1
+            switch serverRead {
+            case 0: serverType = byte
+            case 1...3: serverLength = serverLength << 8 | Int(byte)
+            case 4, 5: break  // legacy_version
+            default: if byte != Self.retryRandom[serverRead - 6] { serverRandomIsRetry = false }
+            }
+            serverRead += 1
+            if serverRead == Self.handshakeHeader,
+               serverType != Self.handshakeServerHello || serverLength < Self.serverHelloPrefix - Self.handshakeHeader {
+                serverSkip = serverLength
+                serverRead = 0
+                serverLength = 0
+            } else if serverRead == Self.serverHelloPrefix {
+                phase = serverRandomIsRetry ? .retried : .passed
             }
         }
     }

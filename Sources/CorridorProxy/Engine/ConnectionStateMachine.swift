@@ -128,7 +128,8 @@ struct ConnectionStateMachine {
     /// The ClientHello the connection was decided on.
     private var judgedHello: ClientHelloInfo?
     /// Holds the relay to ``judgedHello`` across a HelloRetryRequest, until the handshake is past
-    /// it; kept after a refusal, so that what was read with the refused bytes is dropped too.
+    /// it (then nil); kept after a refusal, so that what was read with the refused bytes is
+    /// dropped too.
     private var retryGuard: HelloRetryGuard?
     private static let allocator = ByteBufferAllocator()
     /// When the driver must call ``tick(now:idleFor:)`` next (nil: no deadline; while relaying
@@ -152,12 +153,7 @@ struct ConnectionStateMachine {
     /// The driver must show the relay's bytes to ``inspect(_:fromClient:)`` before it sends them
     /// on (the TLS handshake has not passed the point where a HelloRetryRequest could bring a
     /// second ClientHello). Drivers copy, rather than splice, while it is true.
-    var inspectsRelay: Bool {
-        switch retryGuard?.verdict {
-        case .inspecting, .refused: return true
-        case .passed, nil: return false
-        }
-    }
+    private(set) var inspectsRelay = false
 
     /// Waiting for the client's CONNECT head or ClientHello: the connection is not decided yet.
     var isReadingRequest: Bool {
@@ -451,7 +447,10 @@ struct ConnectionStateMachine {
             let after = buffered.readableBytesView.dropFirst(hello.helloBytes)
             let verdict = after.withUnsafeBytes { retryGuard.client($0) }
             if case .refused(let rejection, let detail) = verdict { return refuseHello(rejection, detail: detail, alert: .illegalParameter) }
-            self.retryGuard = retryGuard
+            if verdict == .inspecting {
+                self.retryGuard = retryGuard
+                inspectsRelay = true
+            }
         }
         phase = .relaying
         deadline = nil
@@ -466,18 +465,25 @@ struct ConnectionStateMachine {
     /// sent on while ``inspectsRelay``. Nil: send them on. Otherwise do not send them, but what
     /// the action says (the connection has ended).
     mutating func inspect(_ bytes: UnsafeRawBufferPointer, fromClient: Bool) -> Action? {
-        guard var retryGuard else { preconditionFailure("inspect: nothing to inspect the relay for") }
+        guard inspectsRelay, retryGuard != nil else { preconditionFailure("inspect: nothing to inspect the relay for") }
         switch phase {
         case .relaying:
-            self.retryGuard = nil  // one owner while it changes: a second hello's records are not copied
-            let verdict = fromClient ? retryGuard.client(bytes) : retryGuard.server(bytes)
-            self.retryGuard = retryGuard
-            guard case .refused(let rejection, let detail) = verdict else { return nil }
-            return refuseHello(rejection, detail: detail, alert: .illegalParameter)
+            // Changed in place (one owner: a second hello's records are not copied).
+            let verdict = fromClient ? retryGuard!.client(bytes) : retryGuard!.server(bytes)
+            switch verdict {
+            case .inspecting:
+                return nil
+            case .passed:
+                retryGuard = nil
+                inspectsRelay = false
+                return nil
+            case .refused(let rejection, let detail):
+                // The guard stays: what was read with the refused bytes is dropped too.
+                return refuseHello(rejection, detail: detail, alert: .illegalParameter)
+            }
         case .closed:
             // Read in the same batch as the refused bytes: dropped with them.
-            if case .refused = retryGuard.verdict { return .wait }
-            return nil
+            return .wait
         default:
             preconditionFailure("inspect: the connection was not relaying")
         }
