@@ -66,7 +66,17 @@ final class GlueHandler: ChannelDuplexHandler {
     private func partnerWrite(_ data: NIOAny) { context?.write(data, promise: nil) }
     private func partnerFlush() { context?.flush() }
     private func partnerWriteEOF() { closeAfterWrites(.output) }
-    private func partnerCloseFull() { closeAfterWrites(.all) }
+    private func partnerCloseFull() {
+        if session.endedByMachine {
+            // The machine ended the relay (idle, revoked, refused, the gateway stopping) and gave its
+            // admission slot back: nothing more is owed to this side, and its socket goes now, as
+            // on the splice plane, not after writes a peer that stopped reading may never take.
+            endedByRelay = true
+            context?.close(promise: nil)
+            return
+        }
+        closeAfterWrites(.all)
+    }
 
     /// Closes this channel (`mode`) once what was written to it has gone out, so the tail of what
     /// the other side sent before it ended is not cut; within the relay's idle limit.

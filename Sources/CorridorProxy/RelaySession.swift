@@ -13,6 +13,9 @@ final class RelaySession {
     private(set) var lastActivity: NIODeadline
     /// The client channel, closed when the machine ends the relay (its glue closes the upstream).
     var clientChannel: (any Channel)?
+    /// The machine ended the relay itself (its record is written, its slot given back): both
+    /// channels close at once.
+    private(set) var endedByMachine = false
     weak var table: LoopConnections?
     /// Where the table keeps this session (its index in the table's ``SlotList``).
     var tableSlot = -1
@@ -84,6 +87,7 @@ final class RelaySession {
             return
         case .close:
             table?.remove(self)
+            endedByMachine = true
             if let reply = action.reply { clientChannel?.writeAndFlush(reply, promise: nil) }
             clientChannel?.close(promise: nil)
         case .read, .pauseReads, .resolve, .connect, .relay, .handOverToHTTP, .discardUpstream:

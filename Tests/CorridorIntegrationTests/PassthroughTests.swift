@@ -409,6 +409,54 @@ struct PassthroughTests {
         #expect(record["closeCause"] as? String == "client_error", "\(record)")
     }
 
+    /// A relay the machine ends itself (here the idle limit) while neither end reads: the client
+    /// pushed until everything filled, and the upstream never reads. Both sockets close with the
+    /// record, on both planes: none waits for writes its peer will not take (the NIO plane kept
+    /// the upstream's open for another idle limit, its admission slot already given back).
+    @Test func aRelayEndedByTheIdleLimitClosesBothSocketsAtOnce() async throws {
+        let script = Self.evilHello + """
+            import sys, time
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            print(f"PORT {listener.getsockname()[1]}", flush=True)
+            gateway = int(sys.stdin.readline())
+            client = socket.create_connection(("127.0.0.1", gateway), timeout=30)
+            client.sendall(hello)
+            upstream, _ = listener.accept()  # never read
+            client.setblocking(False)
+            pushed = 0
+            idle_since = time.monotonic()
+            while time.monotonic() - idle_since < 1.0:
+                try:
+                    pushed += client.send(b"x" * 65536)
+                    idle_since = time.monotonic()
+                except BlockingIOError:
+                    time.sleep(0.05)
+            print(f"FULL {pushed}", flush=True)
+            sys.stdin.readline()  # hold both ends until the test is done
+            """
+        let peer = try BackgroundProcess("python3", ["-c", script], withStdin: true)
+        defer { peer.signal(SIGKILL) }
+        #expect(await eventually { peer.stdoutText.contains("PORT") }, "\(peer.stderrText)")
+        let port = try #require(peer.stdoutText.split(separator: "\n").first.flatMap { Int($0.split(separator: " ").last ?? "") })
+        let h = try await GatewayHarness(gatewayExtra: "  limits: {idleTimeout: 4s}", extra: Self.evilService("stalled", port: port))
+        defer { Task { await h.stop() } }
+        peer.write("\(h.tlsPort)\n")
+        #expect(await eventually(timeout: 20) { peer.stdoutText.contains("FULL") }, "\(peer.stdoutText)\(peer.stderrText)")
+        func established() throws -> Int {
+            let result = try runCommand("ss", ["-Htn", "state", "established", "( dport = :\(port) )"])
+            return result.stdout.split(separator: "\n").count
+        }
+        #expect(try established() == 1, "the gateway's connection to the upstream")
+        #expect(await eventually(timeout: 15) { h.record { $0["sni"] as? String == "evil.test" } != nil })
+        let record = try #require(h.record { $0["sni"] as? String == "evil.test" })
+        #expect(record["closeCause"] as? String == "idle_timeout", "\(record)")
+        // Not another idle limit (4 s) later.
+        #expect(await eventually(timeout: 1.5) { (try? established()) == 0 }, "the upstream connection outlived its record")
+        peer.write("\n")
+    }
+
     /// An ExternalService `name` for evil.test (127.0.0.1 in the harness) on `port`, open to all.
     private static func evilService(_ name: String, port: Int) -> String {
         """
