@@ -253,8 +253,10 @@ final class ClusterSync: Sendable {
                     ledger.forget(update)  // deleted meanwhile
                 } catch KubeAPIError.status(code: 409, _) {
                     // Changed since it was observed: the watch brings the new version, and a
-                    // build computes the write again over it (the ledger keeps the last write
-                    // made, so a writer that keeps changing the object still meets the backoff).
+                    // build computes the write again over it. The ledger counts the attempt as a
+                    // write, so a writer that keeps changing the object meets the growing backoff
+                    // rather than a write refused every few hundred milliseconds.
+                    ledger.written(update, at: .now)
                     logger.debug("the object changed while its status was written; writing it again over the new version",
                                  metadata: ["object": "\(object)"])
                     rebuild(after: .milliseconds(200))
