@@ -21,7 +21,7 @@ func fuzzKubeObjects(_ input: [UInt8]) {
         case .added(let resource), .modified(let resource):
             if resource.kind == "EgressPolicy" { objects.egressPolicies.append(resource) } else { objects.externalServices.append(resource) }
         case .unreadable(let object, deleted: false):
-            if let metadata = object.metadata, let standIn = CustomResource.unreadable(metadata: metadata, why: object.why) {
+            if let metadata = object.metadata, let standIn = CustomResource.unreadable(metadata: metadata, status: object.status, why: object.why) {
                 objects.externalServices.append(standIn)
                 unreadable = metadata.name
             }

@@ -56,29 +56,48 @@ public protocol KubeObject: Decodable, Sendable {
     var metadata: KubeObjectMeta { get }
 
     /// What stands in the cache for an object whose metadata could be read but not the rest
-    /// (`why` says what went wrong); nil: nothing, the cache keeps the object's last readable
-    /// version, if any.
-    static func unreadable(metadata: KubeObjectMeta, why: String) -> Self?
+    /// (`why` says what went wrong; `status` is its `status` as JSON, when that much is there);
+    /// nil: nothing, the cache keeps the object's last readable version, if any.
+    static func unreadable(metadata: KubeObjectMeta, status: Data?, why: String) -> Self?
 }
 
 extension KubeObject {
-    public static func unreadable(metadata: KubeObjectMeta, why: String) -> Self? { nil }
+    public static func unreadable(metadata: KubeObjectMeta, status: Data?, why: String) -> Self? { nil }
 }
 
 /// An object of a list or watch event that the decoder could not read: its metadata when that
 /// much could be read, and why.
 public struct UnreadableObject: Sendable, Equatable {
     public var metadata: KubeObjectMeta?
+    /// The object's `status`, as JSON text, when it has one.
+    public var status: Data?
     public var why: String
+
+    /// The metadata fields ``KubeObjectMeta`` reads. managedFields, which can nest as deep as the
+    /// spec it tracks, is left out.
+    static let metadataFields: Set<String> = ["name", "namespace", "uid", "resourceVersion", "generation", "labels",
+                                              "creationTimestamp", "deletionTimestamp"]
 
     /// Reads what it can of the object JSON text `range` of `bytes` holds after `error` refused it.
     init(_ bytes: [UInt8], _ range: Range<Int>, error: any Error, decoder: JSONDecoder) {
         let depth = ShallowJSON.depth(of: bytes, in: range)
         why = depth > Self.decodableDepth
             ? "a value is nested \(depth) levels deep; the decoder reads at most \(Self.decodableDepth)" : Self.describe(error)
-        metadata = (try? ShallowJSON.member("metadata", of: bytes, in: range))
-            .flatMap { $0 }
-            .flatMap { try? decoder.decode(KubeObjectMeta.self, from: Data(bytes[$0])) }
+        let members = (try? ShallowJSON.members(of: bytes, in: range)) ?? []
+        status = members.first { $0.key == "status" }.map { Data(bytes[$0.value]) }
+        metadata = members.first { $0.key == "metadata" }.flatMap { Self.metadata(bytes, $0.value, decoder: decoder) }
+    }
+
+    /// The metadata in `range` of `bytes`, read from its members ``metadataFields`` names.
+    static func metadata(_ bytes: [UInt8], _ range: Range<Int>, decoder: JSONDecoder) -> KubeObjectMeta? {
+        guard let members = try? ShallowJSON.members(of: bytes, in: range) else { return nil }
+        var shallow: [UInt8] = [UInt8(ascii: "{")]
+        for member in members where metadataFields.contains(member.key) {
+            if shallow.count > 1 { shallow.append(UInt8(ascii: ",")) }
+            shallow += Array("\"\(member.key)\":".utf8) + bytes[member.value]
+        }
+        shallow.append(UInt8(ascii: "}"))
+        return try? decoder.decode(KubeObjectMeta.self, from: Data(shallow))
     }
 
     /// How deep Foundation's JSON decoder follows nested values (the whole text is refused beyond).
@@ -169,6 +188,8 @@ public struct CustomResource: KubeObject, Equatable {
     /// Set (never decoded) when the object's metadata could be read but not the rest: why. The
     /// policy build treats such an object as invalid.
     public var unreadable: String?
+    /// An unreadable object whose status could not be read either: no status is written to it.
+    public var statusUnreadable = false
 
     private enum CodingKeys: String, CodingKey { case kind, metadata, spec, status }
 
@@ -179,10 +200,16 @@ public struct CustomResource: KubeObject, Equatable {
         self.status = conditions.map { Status(conditions: $0) }
     }
 
-    public static func unreadable(metadata: KubeObjectMeta, why: String) -> CustomResource? {
+    public static func unreadable(metadata: KubeObjectMeta, status: Data?, why: String) -> CustomResource? {
         var object = CustomResource(kind: "", metadata: metadata, spec: nil)
         object.kind = nil
         object.unreadable = why
+        // The conditions as they are, so that a status write keeps the others (an object without
+        // a status has none to keep).
+        if let status {
+            object.status = try? JSONDecoder().decode(Status.self, from: status)
+            object.statusUnreadable = object.status == nil
+        }
         return object
     }
 
@@ -281,8 +308,13 @@ public enum WatchEvent<Object: KubeObject>: Sendable {
         else { throw whole }
         let why: any Error
         do {
-            _ = try decoder.decode(Object.self, from: Data(line[object]))
-            why = whole
+            // Readable alone (the event's wrapping was one level too many): an ordinary event.
+            let readable = try decoder.decode(Object.self, from: Data(line[object]))
+            switch type {
+            case "ADDED": return .added(readable)
+            case "MODIFIED": return .modified(readable)
+            default: return .deleted(readable)
+            }
         } catch {
             why = error
         }

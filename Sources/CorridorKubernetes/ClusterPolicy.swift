@@ -120,12 +120,12 @@ public final class ClusterPolicyCompiler {
         var enforcedInstead: [String: String] = [:]
 
         // ExternalServices.
-        // Name -> port numbers of every ExternalService in force (for the policies' references).
+        // Name -> port numbers of every ExternalService accepted as it is now, and the names of
+        // those present but not accepted: what the policies' references are checked against (the
+        // same on every replica, unlike what each one still enforces).
         var servicePorts: [String: Set<Int>] = [:]
-        func enforce(_ service: ExternalService) {
-            source.externalServices.append(service)
-            servicePorts[service.name] = Set(service.ports.map(\.number))
-        }
+        var notAccepted = Set<String>()
+        func enforce(_ service: ExternalService) { source.externalServices.append(service) }
         var liveServiceKeys = Set<String>()
         for object in objects.externalServices {
             guard let name = object.metadata.name else { continue }
@@ -137,13 +137,16 @@ public final class ClusterPolicyCompiler {
                 if let reason = unusable[name] {
                     condition = accepted(false, "InvalidTLSMaterial", "\(reason); not enforced", object)
                     rejected.append("ExternalService/\(name)")
+                    notAccepted.insert(name)
                 } else {
                     goodServices[object.metadata.key] = Good(uid: object.metadata.uid, generation: object.metadata.generation, value: service)
                     enforce(service)
+                    servicePorts[service.name] = Set(service.ports.map(\.number))
                     condition = accepted(true, "Valid", "accepted", object)
                 }
             case .failure(let errors):
                 rejected.append("ExternalService/\(name)")
+                notAccepted.insert(name)
                 condition = invalid(errors, object)
                 // The last accepted version stays, unless its TLS material cannot be loaded either.
                 if let (kept, which) = lastGood(goodServices, object), unusable[name] == nil {
@@ -167,9 +170,9 @@ public final class ClusterPolicyCompiler {
             case .success(let policy):
                 goodPolicies[object.metadata.key] = Good(uid: object.metadata.uid, generation: object.metadata.generation, value: policy)
                 source.egressPolicies.append(policy)
-                let notes = Self.unresolved(policy, ports: servicePorts)
+                let notes = Self.unresolved(policy, ports: servicePorts, notAccepted: notAccepted)
                 condition = accepted(true, notes.isEmpty ? "Valid" : "UnresolvedReferences",
-                                     notes.isEmpty ? "accepted" : "accepted; \(notes.joined(separator: "; ")) (granting nothing until it exists)", object)
+                                     notes.isEmpty ? "accepted" : "accepted; \(notes.joined(separator: "; "))", object)
             case .failure(let errors):
                 rejected.append("EgressPolicy/\(object.metadata.key)")
                 condition = invalid(errors, object)
@@ -239,12 +242,19 @@ public final class ClusterPolicyCompiler {
         errors.errors.map { [$0.field, $0.reason].compactMap { $0 }.joined(separator: ": ") }.joined(separator: "; ")
     }
 
-    static func unresolved(_ policy: EgressPolicy, ports: [String: Set<Int>]) -> [String] {
+    /// References of `policy` to ExternalServices (or their ports) that are not accepted as they
+    /// are now: `ports` holds the accepted ones, `notAccepted` the names of those present but
+    /// rejected (a gateway that accepted an earlier generation of one keeps granting it).
+    static func unresolved(_ policy: EgressPolicy, ports: [String: Set<Int>], notAccepted: Set<String> = []) -> [String] {
         var notes: [String] = []
         for (ruleIndex, rule) in policy.egress.enumerated() {
             for (targetIndex, name) in rule.externalServices.enumerated() {
+                if notAccepted.contains(name) {
+                    notes.append("spec.egress[\(ruleIndex)].to[\(targetIndex)]: ExternalService '\(name)' is not accepted (see its condition)")
+                    continue
+                }
                 guard let servicePorts = ports[name] else {
-                    notes.append("spec.egress[\(ruleIndex)].to[\(targetIndex)]: no ExternalService named '\(name)'")
+                    notes.append("spec.egress[\(ruleIndex)].to[\(targetIndex)]: no ExternalService named '\(name)' (granting nothing until it exists)")
                     continue
                 }
                 for port in rule.ports where !servicePorts.contains(port) {
@@ -262,8 +272,10 @@ public final class ClusterPolicyCompiler {
                              observedGeneration: object.metadata.generation)
     }
 
-    /// The update to write, or nil when the object's status already says this.
+    /// The update to write, or nil when the object's status already says this (or could not be
+    /// read: a write would replace conditions the gateway cannot see).
     private func update(_ resource: APIResource, _ object: CustomResource, _ condition: KubeCondition) -> StatusUpdate? {
+        if object.unreadable != nil && object.statusUnreadable { return nil }
         let observed = object.condition("Accepted")
         if let observed, observed.sameState(as: condition) { return nil }
         var written = condition

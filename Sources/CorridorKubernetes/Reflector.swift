@@ -290,7 +290,7 @@ public final class Reflector<Object: KubeObject>: Sendable {
         for object in unreadable {
             report(object)
             guard let metadata = object.metadata, metadata.name != nil else { continue }
-            if let standIn = Object.unreadable(metadata: metadata, why: object.why) ?? cache.object(forKey: metadata.key) { items.append(standIn) }
+            if let standIn = Object.unreadable(metadata: metadata, status: object.status, why: object.why) ?? cache.object(forKey: metadata.key) { items.append(standIn) }
         }
         cache.replace(with: items)
         logger.info("listed", metadata: ["resource": "\(resource.plural)", "objects": "\(items.count)", "resourceVersion": "\(resourceVersion)"])
@@ -371,7 +371,7 @@ public final class Reflector<Object: KubeObject>: Sendable {
                             unreadable.append(object)
                             if deleted {
                                 cache.remove(key: metadata.key)
-                            } else if let standIn = Object.unreadable(metadata: metadata, why: object.why) {
+                            } else if let standIn = Object.unreadable(metadata: metadata, status: object.status, why: object.why) {
                                 cache.upsert(standIn)
                             }
                             changed = true

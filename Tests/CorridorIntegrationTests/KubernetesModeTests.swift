@@ -262,9 +262,10 @@ struct KubernetesModeTests {
         for _ in 0..<600 { deep = [deep] }
         let nested = deep
         let h = try await KubernetesHarness(objects: { port in
-            KubernetesHarness.standardObjects(upstreamPort: port) + [
-                K8sObject.externalService("deep-api", hosts: ["second.allowed.test"], port: port, extraSpec: ["x": nested]),
-            ]
+            var deepService = K8sObject.externalService("deep-api", hosts: ["second.allowed.test"], port: port, extraSpec: ["x": nested])
+            deepService["status"] = ["conditions": [["type": "Synced", "status": "True", "reason": "Mirrored", "message": "by another controller",
+                                                     "lastTransitionTime": "2026-12-01T00:00:00Z"]]]
+            return KubernetesHarness.standardObjects(upstreamPort: port) + [deepService]
         })
         defer { Task { await h.stop() } }
         #expect(await h.waitReady(), "the list with the unreadable object must still sync")
@@ -272,6 +273,11 @@ struct KubernetesModeTests {
         #expect(await eventually { h.api.accepted("externalservices", name: "deep-api")?["status"] as? String == "False" })
         let rejected = try #require(h.api.accepted("externalservices", name: "deep-api"))
         #expect((rejected["message"] as? String ?? "").contains("the API server's copy cannot be read: a value is nested 603 levels deep"), "\(rejected)")
+        // Another controller's condition on it stays (the object itself is too deep for the test to
+        // read back: what the gateway wrote is the whole list), and the gateway writes once.
+        let deepWrite = h.api.statusWrites.last { $0["name"] as? String == "deep-api" }
+        let deepConditions = (deepWrite?["status"] as? [String: Any])?["conditions"] as? [[String: Any]]
+        #expect(deepConditions?.compactMap { $0["type"] as? String } == ["Synced", "Accepted"], "\(String(describing: deepWrite))")
 
         // An unreadable update arrives by watch: the last good generation stays in force...
         try h.api.put(K8sObject.egressPolicy("payments", "checkout-egress", services: ["allowed-api"], matchLabels: ["app": "checkout"],
@@ -288,6 +294,8 @@ struct KubernetesModeTests {
         #expect(await eventually { h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress")?["status"] as? String == "True" })
         #expect(await eventually { (try? h.connect(from: "127.0.0.1").status) != 0 }, "the revocation never applied")
         let metrics = try h.metrics()
+        let deepWrites = h.api.statusWrites.filter { $0["name"] as? String == "deep-api" }
+        #expect(deepWrites.count == 1, "\(deepWrites)")
         // Counted per list item or event read (a status write brings the object back once more).
         #expect(metrics.contains(#"corridor_kubernetes_unreadable_objects_total{resource="externalservices"} "#), "\(metrics)")
         #expect(metrics.contains(#"corridor_kubernetes_unreadable_objects_total{resource="egresspolicies"} "#), "\(metrics)")

@@ -126,6 +126,23 @@ func decide(_ snapshot: PolicySnapshot, from address: String, to host: String) -
         #expect(compiler.build(base: base, objects: echoed).statusUpdates.isEmpty)
     }
 
+    /// A valid policy whose service turned invalid: one gateway still enforces the service's last
+    /// good generation, one started since enforces none, and both write the same condition.
+    @Test func aReferenceToAServiceNotAcceptedReadsTheSameOnEveryReplica() throws {
+        let remembering = ClusterPolicyCompiler()
+        let checkout = policy("payments", "checkout", services: ["api"], accounts: ["checkout"])
+        _ = remembering.build(base: base, objects: ClusterObjects(pods: pods, externalServices: [service("api", hosts: ["api.example.com"])],
+                                                                  egressPolicies: [checkout]))
+        let bad = ClusterObjects(pods: pods, externalServices: [service("api", hosts: ["api..example.com"], generation: 2)], egressPolicies: [checkout])
+        let first = remembering.build(base: base, objects: bad)
+        let second = ClusterPolicyCompiler().build(base: base, objects: bad)
+        #expect(first.enforcedInstead["ExternalService/api"] == "generation 1" && second.enforcedInstead.isEmpty)
+        let conditions = [first, second].map { $0.statusUpdates.first { $0.resource == .egressPolicies }?.condition }
+        #expect(conditions[0] == conditions[1], "\(conditions)")
+        #expect(conditions[0]?.reason == "UnresolvedReferences")
+        #expect(conditions[0]?.message.contains("ExternalService 'api' is not accepted (see its condition)") == true, "\(String(describing: conditions[0]))")
+    }
+
     @Test func anInvalidUpdateKeepsTheLastGoodGenerationAndSaysWhy() throws {
         let compiler = ClusterPolicyCompiler()
         _ = compiler.build(base: base, objects: ClusterObjects(pods: pods, externalServices: [service("api", hosts: ["api.example.com"])],
@@ -179,7 +196,7 @@ func decide(_ snapshot: PolicySnapshot, from address: String, to host: String) -
             egressPolicies: [policy("payments", "checkout", services: ["api", "later"], accounts: ["checkout"])]))
         let condition = built.statusUpdates.last!.condition
         #expect(condition.status == "True" && condition.reason == "UnresolvedReferences")
-        #expect(condition.message.contains("no ExternalService named 'later'"))
+        #expect(condition.message.contains("no ExternalService named 'later' (granting nothing until it exists)"))
         #expect(decide(PolicySnapshot(source: built.source, generation: 2), from: "10.0.0.1", to: "api.example.com").verdict == .allow)
     }
 

@@ -61,13 +61,54 @@ import Testing
         #expect(throws: (any Error).self) { try WatchEvent<Pod>.decode(Data(#"{"type":"ADDED","object":{"metadata":{},"spec":{"hostNetwork":"yes"}}}"#.utf8)) }
     }
 
+    @Test func deepManagedFieldsDoNotHideTheName() throws {
+        // The API server tracks each nested map key under x-kubernetes-preserve-unknown-fields in
+        // managedFields: as deep as the spec. The metadata is read without it.
+        var fields = "{}"
+        for _ in 0..<600 { fields = #"{"f:x":\#(fields)}"# }
+        let object = #"{"apiVersion":"corridor.dev/v1alpha1","kind":"ExternalService","metadata":{"name":"mf","uid":"u-mf","generation":2,"#
+            + #""resourceVersion":"40","managedFields":[{"manager":"kubectl","fieldsV1":\#(fields)}]},"spec":{"x":\#(Self.nested(600))},"#
+            + #""status":{"conditions":[{"type":"Synced","status":"True","reason":"R","message":"m","lastTransitionTime":"2026-12-01T00:00:00Z"}]}}"#
+        guard case .unreadable(let unreadable, false) = try WatchEvent<CustomResource>.decode(Data(#"{"type":"MODIFIED","object":\#(object)}"#.utf8)) else {
+            Issue.record("not read as unreadable"); return
+        }
+        #expect(unreadable.metadata?.name == "mf" && unreadable.metadata?.generation == 2 && unreadable.metadata?.resourceVersion == "40")
+        // The stand-in keeps the status as it is: a status write keeps the other conditions.
+        let metadata = try #require(unreadable.metadata)
+        let standIn = try #require(CustomResource.unreadable(metadata: metadata, status: unreadable.status, why: unreadable.why))
+        #expect(standIn.status?.conditions?.map(\.type) == ["Synced"])
+        let policy = ClusterPolicyCompiler(now: { "2026-01-01T00:00:00Z" }).build(base: PolicySource(), objects: ClusterObjects(externalServices: [standIn]))
+        #expect(policy.statusUpdates.first?.conditions.map(\.type) == ["Synced", "Accepted"])
+        // A status that cannot be read either: no write, rather than one that drops conditions.
+        var blind = standIn
+        blind.status = nil
+        blind.statusUnreadable = true
+        #expect(ClusterPolicyCompiler().build(base: PolicySource(), objects: ClusterObjects(externalServices: [blind])).statusUpdates.isEmpty)
+    }
+
+    @Test func anEventOnlyItsWrappingMakesTooDeepIsAnOrdinaryEvent() throws {
+        // The event adds a level around the object: find the depth where the line is refused
+        // whole and the object alone is not.
+        for depth in 505...515 {
+            let object = Self.service("edge", extra: #","x":\#(Self.nested(depth))"#)
+            let line = Data(#"{"type":"MODIFIED","object":\#(object)}"#.utf8)
+            struct Whole: Decodable { var object: CustomResource }
+            guard (try? JSONDecoder().decode(Whole.self, from: line)) == nil,
+                  (try? JSONDecoder().decode(CustomResource.self, from: Data(object.utf8))) != nil else { continue }
+            guard case .modified(let edge) = try WatchEvent<CustomResource>.decode(line) else { Issue.record("not an ordinary MODIFIED"); return }
+            #expect(edge.metadata.name == "edge" && edge.unreadable == nil)
+            return
+        }
+        Issue.record("no depth where only the wrapping is too deep")
+    }
+
     @Test func theBuildRejectsAnUnreadableObjectAndKeepsItsLastGoodGeneration() throws {
         let compiler = ClusterPolicyCompiler(now: { "2026-01-01T00:00:00Z" })
         let good = try JSONDecoder().decode(CustomResource.self, from: Data(Self.service("api").utf8))
         #expect(compiler.build(base: PolicySource(), objects: ClusterObjects(externalServices: [good])).source.externalServices.map(\.name) == ["api"])
         var metadata = good.metadata
         metadata.generation = 2
-        let standIn = try #require(CustomResource.unreadable(metadata: metadata, why: "too deep"))
+        let standIn = try #require(CustomResource.unreadable(metadata: metadata, status: nil, why: "too deep"))
         let policy = compiler.build(base: PolicySource(), objects: ClusterObjects(externalServices: [standIn]))
         #expect(policy.source.externalServices.map(\.name) == ["api"], "generation 1 stays in force")
         #expect(policy.rejected == ["ExternalService/api"])
@@ -77,7 +118,7 @@ import Testing
                 "\(condition.message)")
         #expect(policy.enforcedInstead == ["ExternalService/api": "generation 1"])
         // A new object that cannot be read is never enforced.
-        let fresh = try #require(CustomResource.unreadable(metadata: KubeObjectMeta(name: "new", uid: "u-new", generation: 1), why: "too deep"))
+        let fresh = try #require(CustomResource.unreadable(metadata: KubeObjectMeta(name: "new", uid: "u-new", generation: 1), status: nil, why: "too deep"))
         #expect(ClusterPolicyCompiler().build(base: PolicySource(), objects: ClusterObjects(externalServices: [fresh])).source.externalServices.isEmpty)
         // The field is never read from the API's JSON.
         let sneaky = try JSONDecoder().decode(CustomResource.self, from: Data(Self.service("api", extra: "").replacingOccurrences(of: #""spec""#, with: #""unreadable":"x","spec""#).utf8))
