@@ -22,52 +22,43 @@ enum ShallowJSON {
     /// each key, decoded, and its value's range.
     static func members(of bytes: [UInt8], in range: Range<Int>? = nil) throws(Malformed) -> [(key: String, value: Range<Int>)] {
         let range = range ?? 0..<bytes.count
-        var index = skipSpace(bytes, range.lowerBound, range.upperBound)
-        try expect(UInt8(ascii: "{"), bytes, index, range.upperBound)
-        index = skipSpace(bytes, index + 1, range.upperBound)
         var members: [(key: String, value: Range<Int>)] = []
-        if index < range.upperBound, bytes[index] == UInt8(ascii: "}") {
-            try expectEnd(bytes, index + 1, range.upperBound)
-            return members
-        }
-        while true {
-            let keyEnd = try skipString(bytes, index, range.upperBound)
-            let key = try decodeKey(bytes, index..<keyEnd)
-            index = skipSpace(bytes, keyEnd, range.upperBound)
-            try expect(UInt8(ascii: ":"), bytes, index, range.upperBound)
-            let valueStart = skipSpace(bytes, index + 1, range.upperBound)
+        try walk(UInt8(ascii: "{"), UInt8(ascii: "}"), "object", bytes, range) { start throws(Malformed) in
+            let keyEnd = try skipString(bytes, start, range.upperBound)
+            let key = try decodeKey(bytes, start..<keyEnd)
+            let colon = skipSpace(bytes, keyEnd, range.upperBound)
+            try expect(UInt8(ascii: ":"), bytes, colon, range.upperBound)
+            let valueStart = skipSpace(bytes, colon + 1, range.upperBound)
             let valueEnd = try skipValue(bytes, valueStart, range.upperBound)
             members.append((key, valueStart..<valueEnd))
-            index = skipSpace(bytes, valueEnd, range.upperBound)
-            guard index < range.upperBound else { throw Malformed(offset: index, what: "the object does not end") }
-            if bytes[index] == UInt8(ascii: "}") {
-                try expectEnd(bytes, index + 1, range.upperBound)
-                return members
-            }
-            try expect(UInt8(ascii: ","), bytes, index, range.upperBound)
-            index = skipSpace(bytes, index + 1, range.upperBound)
+            return valueEnd
         }
+        return members
     }
 
     /// The elements' ranges of the array that `range` of `bytes` holds.
     static func elements(of bytes: [UInt8], in range: Range<Int>) throws(Malformed) -> [Range<Int>] {
-        var index = skipSpace(bytes, range.lowerBound, range.upperBound)
-        try expect(UInt8(ascii: "["), bytes, index, range.upperBound)
-        index = skipSpace(bytes, index + 1, range.upperBound)
         var elements: [Range<Int>] = []
-        if index < range.upperBound, bytes[index] == UInt8(ascii: "]") {
-            try expectEnd(bytes, index + 1, range.upperBound)
-            return elements
+        try walk(UInt8(ascii: "["), UInt8(ascii: "]"), "array", bytes, range) { start throws(Malformed) in
+            let end = try skipValue(bytes, start, range.upperBound)
+            elements.append(start..<end)
+            return end
         }
+        return elements
+    }
+
+    /// Walks the object or array (`what`) that `range` of `bytes` holds, from `open` to `close`:
+    /// `item` reads one member or element from its first byte and returns where it ends.
+    private static func walk(_ open: UInt8, _ close: UInt8, _ what: String, _ bytes: [UInt8], _ range: Range<Int>,
+                             _ item: (Int) throws(Malformed) -> Int) throws(Malformed) {
+        var index = skipSpace(bytes, range.lowerBound, range.upperBound)
+        try expect(open, bytes, index, range.upperBound)
+        index = skipSpace(bytes, index + 1, range.upperBound)
+        if index < range.upperBound, bytes[index] == close { return try expectEnd(bytes, index + 1, range.upperBound) }
         while true {
-            let end = try skipValue(bytes, index, range.upperBound)
-            elements.append(index..<end)
-            index = skipSpace(bytes, end, range.upperBound)
-            guard index < range.upperBound else { throw Malformed(offset: index, what: "the array does not end") }
-            if bytes[index] == UInt8(ascii: "]") {
-                try expectEnd(bytes, index + 1, range.upperBound)
-                return elements
-            }
+            index = skipSpace(bytes, try item(index), range.upperBound)
+            guard index < range.upperBound else { throw Malformed(offset: index, what: "the \(what) does not end") }
+            if bytes[index] == close { return try expectEnd(bytes, index + 1, range.upperBound) }
             try expect(UInt8(ascii: ","), bytes, index, range.upperBound)
             index = skipSpace(bytes, index + 1, range.upperBound)
         }
