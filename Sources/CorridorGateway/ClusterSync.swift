@@ -232,7 +232,7 @@ final class ClusterSync: Sendable {
                 }
                 struct Patch: Encodable {
                     struct Metadata: Encodable { var resourceVersion: String? }
-                    struct Status: Encodable { var conditions: [KubeCondition] }
+                    struct Status: Encodable { var conditions: [JSONValue] }
                     var metadata: Metadata
                     var status: Status
                 }
@@ -253,10 +253,9 @@ final class ClusterSync: Sendable {
                     ledger.forget(update)  // deleted meanwhile
                 } catch KubeAPIError.status(code: 409, _) {
                     // Changed since it was observed: the watch brings the new version, and a
-                    // build computes the write again over it. The ledger counts the attempt as a
-                    // write, so a writer that keeps changing the object meets the growing backoff
-                    // rather than a write refused every few hundred milliseconds.
-                    ledger.written(update, at: .now)
+                    // build computes the write again over it, after the ledger's pause (which
+                    // grows while the refusals go on, and counts no conflict).
+                    ledger.refused(update, at: .now)
                     logger.debug("the object changed while its status was written; writing it again over the new version",
                                  metadata: ["object": "\(object)"])
                     rebuild(after: .milliseconds(200))

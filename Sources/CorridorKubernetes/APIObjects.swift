@@ -172,13 +172,54 @@ public struct KubeCondition: Codable, Sendable, Equatable {
         type == other.type && status == other.status && reason == other.reason && message == other.message
             && observedGeneration == other.observedGeneration
     }
+
+    /// The condition as JSON, as it is written.
+    public var json: JSONValue {
+        var fields: [(String, JSONValue)] = [("type", .string(type)), ("status", .string(status)), ("reason", .string(reason)),
+                                             ("message", .string(message))]
+        if let observedGeneration { fields.append(("observedGeneration", .int(observedGeneration))) }
+        if let lastTransitionTime { fields.append(("lastTransitionTime", .string(lastTransitionTime))) }
+        return .object(fields)
+    }
+
+    /// A condition read from JSON another writer may have written: a `type` is required, the
+    /// other fields are taken as far as they are there (missing strings read as empty).
+    public init?(json: JSONValue) {
+        guard case .object(let fields) = json else { return nil }
+        func string(_ key: String) -> String? {
+            if case .string(let value)? = fields.first(where: { $0.0 == key })?.1 { return value }
+            return nil
+        }
+        guard let type = string("type") else { return nil }
+        var generation: Int64?
+        if case .int(let value)? = fields.first(where: { $0.0 == "observedGeneration" })?.1 { generation = value }
+        self.init(type: type, status: string("status") ?? "", reason: string("reason") ?? "", message: string("message") ?? "",
+                  observedGeneration: generation, lastTransitionTime: string("lastTransitionTime"))
+    }
+
+    /// The type of a condition as JSON, if it has one.
+    static func type(of json: JSONValue) -> String? {
+        guard case .object(let fields) = json, case .string(let type)? = fields.first(where: { $0.0 == "type" })?.1 else { return nil }
+        return type
+    }
 }
 
 /// An ExternalService or EgressPolicy as the API serves it: metadata, the spec kept as raw JSON
 /// (it is validated by the same loader as the config file), and the conditions last written.
 public struct CustomResource: KubeObject, Equatable {
+    /// The status as other writers may have left it: the conditions kept as JSON, whole (a status
+    /// write sends them back as they were), and nothing in them can make the object unreadable.
     public struct Status: Decodable, Sendable, Equatable {
-        public var conditions: [KubeCondition]?
+        public var conditions: [JSONValue]?
+
+        private enum CodingKeys: String, CodingKey { case conditions }
+
+        public init(conditions: [JSONValue]?) { self.conditions = conditions }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try? decoder.container(keyedBy: CodingKeys.self)
+            conditions = (try? container?.decodeIfPresent([JSONValue].self, forKey: .conditions)) ?? nil
+        }
     }
 
     public var kind: String?
@@ -197,7 +238,16 @@ public struct CustomResource: KubeObject, Equatable {
         self.kind = kind
         self.metadata = metadata
         self.spec = spec
-        self.status = conditions.map { Status(conditions: $0) }
+        self.status = conditions.map { Status(conditions: $0.map(\.json)) }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        kind = try container.decodeIfPresent(String.self, forKey: .kind)
+        metadata = try container.decode(KubeObjectMeta.self, forKey: .metadata)
+        spec = try container.decodeIfPresent(JSONValue.self, forKey: .spec)
+        // A status of another shape is no reason to refuse the object.
+        status = (try? container.decodeIfPresent(Status.self, forKey: .status)) ?? nil
     }
 
     public static func unreadable(metadata: KubeObjectMeta, status: Data?, why: String) -> CustomResource? {
@@ -213,7 +263,10 @@ public struct CustomResource: KubeObject, Equatable {
         return object
     }
 
-    public func condition(_ type: String) -> KubeCondition? { status?.conditions?.first { $0.type == type } }
+    /// The condition of `type`, read leniently (see ``KubeCondition/init(json:)``).
+    public func condition(_ type: String) -> KubeCondition? {
+        status?.conditions?.first { KubeCondition.type(of: $0) == type }.flatMap(KubeCondition.init(json:))
+    }
 }
 
 /// A list page: its items, the list's resourceVersion and the continue token.

@@ -26,21 +26,21 @@ public struct StatusUpdate: Sendable, Equatable {
     public var observedResourceVersion: String?
     /// The whole `status.conditions` list to write: the object's as observed, with `condition`
     /// in place of its Accepted one (a merge patch replaces a list whole: other controllers'
-    /// conditions must be written back as they were).
-    public var conditions: [KubeCondition]
+    /// conditions must be written back as they were, every field of them).
+    public var conditions: [JSONValue]
 
     /// `observed` is the object's `status.conditions` as this update was computed.
     public init(resource: APIResource, namespace: String?, name: String, uid: String?, condition: KubeCondition,
-                observedResourceVersion: String? = nil, observed: [KubeCondition] = []) {
+                observedResourceVersion: String? = nil, observed: [JSONValue] = []) {
         self.resource = resource
         self.namespace = namespace
         self.name = name
         self.uid = uid
         self.condition = condition
         self.observedResourceVersion = observedResourceVersion
-        let place = observed.firstIndex { $0.type == condition.type }
-        var conditions = observed.filter { $0.type != condition.type }
-        conditions.insert(condition, at: place ?? conditions.count)
+        let place = observed.firstIndex { KubeCondition.type(of: $0) == condition.type }
+        var conditions = observed.filter { KubeCondition.type(of: $0) != condition.type }
+        conditions.insert(condition.json, at: place ?? conditions.count)
         self.conditions = conditions
     }
 

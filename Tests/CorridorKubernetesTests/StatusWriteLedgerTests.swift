@@ -18,11 +18,30 @@ import Testing
             KubeCondition(type: type, status: status, reason: "R", message: "m", observedGeneration: 1)
         }
         let accepted = condition("Accepted", "False")
+        // Another controller's condition with fields metav1.Condition lacks (and without a reason):
+        // written back exactly as it was.
+        let foreign = JSONValue.object([("lastHeartbeatTime", .string("2026-12-01T00:00:00Z")), ("severity", .string("Warning")),
+                                        ("status", .string("True")), ("type", .string("Ready"))])
         let replaced = StatusUpdate(resource: .egressPolicies, namespace: "a", name: "p", uid: "u1", condition: accepted,
-                                    observed: [condition("Synced"), condition("Accepted"), condition("Ready"), condition("Accepted")])
-        #expect(replaced.conditions == [condition("Synced"), accepted, condition("Ready")])
-        let added = StatusUpdate(resource: .egressPolicies, namespace: "a", name: "p", uid: "u1", condition: accepted, observed: [condition("Synced")])
-        #expect(added.conditions == [condition("Synced"), accepted])
+                                    observed: [condition("Synced").json, condition("Accepted").json, foreign, condition("Accepted").json])
+        #expect(replaced.conditions == [condition("Synced").json, accepted.json, foreign])
+        let added = StatusUpdate(resource: .egressPolicies, namespace: "a", name: "p", uid: "u1", condition: accepted, observed: [condition("Synced").json])
+        #expect(added.conditions == [condition("Synced").json, accepted.json])
+    }
+
+    @Test func aRefusedWriteWaitsAGrowingPauseAndCountsNoConflict() {
+        var ledger = StatusWriteLedger()
+        ledger.written(update("True", rv: "10"), at: start)
+        // The object changed (another controller's condition, say) and the next write was refused.
+        ledger.refused(update("True", rv: "12"), at: start + .seconds(10))
+        #expect(ledger.consider(update("True", rv: "13"), now: start + .milliseconds(10_500)) == (.wait(until: start + .seconds(11)), false))
+        #expect(ledger.consider(update("True", rv: "13"), now: start + .seconds(11)) == (.write, false))
+        ledger.refused(update("True", rv: "13"), at: start + .seconds(11))
+        #expect(ledger.consider(update("True", rv: "14"), now: start + .seconds(12)) == (.wait(until: start + .seconds(13)), false))
+        // Written at last: the write the refusals were for, not a rewrite over another writer.
+        ledger.written(update("True", rv: "14"), at: start + .seconds(13))
+        #expect(ledger.consider(update("True", rv: "14"), now: start + .seconds(14)) == (.skip, false))
+        #expect(ledger.consider(update("True", rv: "16"), now: start + .seconds(14)) == (.write, true), "a real overwrite, written back at once")
     }
 
     @Test func aWriteIsNotRepeatedBeforeTheWatchEchoesIt() {

@@ -76,14 +76,30 @@ import Testing
         // The stand-in keeps the status as it is: a status write keeps the other conditions.
         let metadata = try #require(unreadable.metadata)
         let standIn = try #require(CustomResource.unreadable(metadata: metadata, status: unreadable.status, why: unreadable.why))
-        #expect(standIn.status?.conditions?.map(\.type) == ["Synced"])
+        #expect(standIn.status?.conditions?.compactMap(KubeCondition.type(of:)) == ["Synced"])
         let policy = ClusterPolicyCompiler(now: { "2026-01-01T00:00:00Z" }).build(base: PolicySource(), objects: ClusterObjects(externalServices: [standIn]))
-        #expect(policy.statusUpdates.first?.conditions.map(\.type) == ["Synced", "Accepted"])
+        #expect(policy.statusUpdates.first?.conditions.compactMap(KubeCondition.type(of:)) == ["Synced", "Accepted"])
         // A status that cannot be read either: no write, rather than one that drops conditions.
         var blind = standIn
         blind.status = nil
         blind.statusUnreadable = true
         #expect(ClusterPolicyCompiler().build(base: PolicySource(), objects: ClusterObjects(externalServices: [blind])).statusUpdates.isEmpty)
+    }
+
+    /// Another controller's condition of another shape (no reason or message, extra fields) reads,
+    /// and leaves the object readable.
+    @Test func aForeignConditionOfAnyShapeLeavesTheObjectReadable() throws {
+        let object = Self.service("api").replacingOccurrences(
+            of: #""spec""#, with: #""status":{"conditions":[{"type":"Ready","status":"True","severity":"Info"}]},"spec""#)
+        let resource = try JSONDecoder().decode(CustomResource.self, from: Data(object.utf8))
+        #expect(resource.unreadable == nil && resource.condition("Ready")?.status == "True")
+        let odd = try JSONDecoder().decode(CustomResource.self, from: Data(Self.service("odd").replacingOccurrences(
+            of: #""spec""#, with: #""status":{"conditions":"not a list"},"spec""#).utf8))
+        #expect(odd.status?.conditions == nil)
+        let policy = ClusterPolicyCompiler(now: { "2026-01-01T00:00:00Z" }).build(base: PolicySource(), objects: ClusterObjects(externalServices: [resource]))
+        #expect(policy.source.externalServices.map(\.name) == ["api"])
+        let written = try #require(policy.statusUpdates.first?.conditions)
+        #expect(written.first == .object([("severity", .string("Info")), ("status", .string("True")), ("type", .string("Ready"))]))
     }
 
     @Test func anEventOnlyItsWrappingMakesTooDeepIsAnOrdinaryEvent() throws {
