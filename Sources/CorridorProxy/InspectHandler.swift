@@ -193,6 +193,7 @@ final class InspectHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         session.clientChannel = context.channel
+        session.upstreamChannel = upstream
         proxy.connections(for: context.eventLoop).add(session)
         if let prefix { upstream.writeAndFlush(prefix, promise: nil) }
         if clientInputEnded { upstreamGlue.shutOutput() }

@@ -11,8 +11,9 @@ final class RelaySession {
     /// How the relay ends unless the machine ends it first (idle, revoked, shutdown).
     private var cause: CloseCause = .completed
     private(set) var lastActivity: NIODeadline
-    /// The client channel, closed when the machine ends the relay (its glue closes the upstream).
+    /// The client and upstream channels, closed when the machine ends the relay.
     var clientChannel: (any Channel)?
+    var upstreamChannel: (any Channel)?
     /// The machine ended the relay itself (its record is written, its slot given back): both
     /// channels close at once.
     private(set) var endedByMachine = false
@@ -77,6 +78,7 @@ final class RelaySession {
         if closedSides == 2 {
             table?.remove(self)
             clientChannel = nil
+            upstreamChannel = nil
             apply(machine.relayEnded(cause))
         }
     }
@@ -90,6 +92,9 @@ final class RelaySession {
             endedByMachine = true
             if let reply = action.reply { clientChannel?.writeAndFlush(reply, promise: nil) }
             clientChannel?.close(promise: nil)
+            // Closed directly too: its side may be past the glue's own close (its peer, the
+            // client, went first and left it finishing its writes).
+            upstreamChannel?.close(promise: nil)
         case .read, .pauseReads, .resolve, .connect, .relay, .handOverToHTTP, .discardUpstream:
             preconditionFailure("a relay was asked to \(action.next)")
         }
