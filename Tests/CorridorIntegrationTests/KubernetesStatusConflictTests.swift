@@ -78,7 +78,9 @@ struct KubernetesStatusConflictTests {
         let metrics = try h.metrics()
         let conflicts = metrics.split(separator: "\n").first { $0.hasPrefix("corridor_kubernetes_status_conflicts_total ") }
             .flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
-        #expect(conflicts >= 2, "\(metrics)")
+        // Each overwrite the gateway finds before a successful write counts; writes the API refused
+        // (409: the writer changed the object again meanwhile) count no conflict of their own.
+        #expect(conflicts >= 1, "\(metrics)")
         // Once the other writer stops, the gateway's view is back within the backoff.
         #expect(await eventually(timeout: 20) {
             h.api.accepted("egresspolicies", namespace: "payments", name: "checkout-egress")?["status"] as? String == "True"
