@@ -185,23 +185,16 @@ public struct KubeCondition: Codable, Sendable, Equatable {
     /// A condition read from JSON another writer may have written: a `type` is required, the
     /// other fields are taken as far as they are there (missing strings read as empty).
     public init?(json: JSONValue) {
-        guard case .object(let fields) = json else { return nil }
-        func string(_ key: String) -> String? {
-            if case .string(let value)? = fields.first(where: { $0.0 == key })?.1 { return value }
-            return nil
-        }
-        guard let type = string("type") else { return nil }
+        guard let type = Self.type(of: json) else { return nil }
         var generation: Int64?
-        if case .int(let value)? = fields.first(where: { $0.0 == "observedGeneration" })?.1 { generation = value }
-        self.init(type: type, status: string("status") ?? "", reason: string("reason") ?? "", message: string("message") ?? "",
-                  observedGeneration: generation, lastTransitionTime: string("lastTransitionTime"))
+        if case .int(let value)? = json.member("observedGeneration") { generation = value }
+        self.init(type: type, status: json.member("status")?.string ?? "", reason: json.member("reason")?.string ?? "",
+                  message: json.member("message")?.string ?? "", observedGeneration: generation,
+                  lastTransitionTime: json.member("lastTransitionTime")?.string)
     }
 
     /// The type of a condition as JSON, if it has one.
-    static func type(of json: JSONValue) -> String? {
-        guard case .object(let fields) = json, case .string(let type)? = fields.first(where: { $0.0 == "type" })?.1 else { return nil }
-        return type
-    }
+    static func type(of json: JSONValue) -> String? { json.member("type")?.string }
 }
 
 /// An ExternalService or EgressPolicy as the API serves it: metadata, the spec kept as raw JSON
@@ -332,14 +325,8 @@ public enum WatchEvent<Object: KubeObject>: Sendable {
         }
         switch head.type {
         case "ADDED", "MODIFIED", "DELETED":
-            let object: Object
-            do { object = try decoder.decode(Body<Object>.self, from: line).object } catch {
+            do { return event(head.type, try decoder.decode(Body<Object>.self, from: line).object) } catch {
                 return try unreadableEvent(Array(line), error: error, decoder: decoder)
-            }
-            switch head.type {
-            case "ADDED": return .added(object)
-            case "MODIFIED": return .modified(object)
-            default: return .deleted(object)
             }
         case "BOOKMARK":
             guard let rv = try decoder.decode(Body<RVOnly>.self, from: line).object.metadata?.resourceVersion else {
@@ -348,6 +335,15 @@ public enum WatchEvent<Object: KubeObject>: Sendable {
             return .bookmark(resourceVersion: rv)
         case "ERROR": return .error(try decoder.decode(Body<KubeStatus>.self, from: line).object)
         default: throw KubeAPIError.decoding("unknown watch event type '\(head.type)'")
+        }
+    }
+
+    /// An ADDED, MODIFIED or DELETED event (`type`) of `object`.
+    private static func event(_ type: String, _ object: Object) -> WatchEvent {
+        switch type {
+        case "ADDED": return .added(object)
+        case "MODIFIED": return .modified(object)
+        default: return .deleted(object)
         }
     }
 
@@ -362,12 +358,7 @@ public enum WatchEvent<Object: KubeObject>: Sendable {
         let why: any Error
         do {
             // Readable alone (the event's wrapping was one level too many): an ordinary event.
-            let readable = try decoder.decode(Object.self, from: Data(line[object]))
-            switch type {
-            case "ADDED": return .added(readable)
-            case "MODIFIED": return .modified(readable)
-            default: return .deleted(readable)
-            }
+            return event(type, try decoder.decode(Object.self, from: Data(line[object])))
         } catch {
             why = error
         }

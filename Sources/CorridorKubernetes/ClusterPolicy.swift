@@ -125,7 +125,6 @@ public final class ClusterPolicyCompiler {
         // same on every replica, unlike what each one still enforces).
         var servicePorts: [String: Set<Int>] = [:]
         var notAccepted = Set<String>()
-        func enforce(_ service: ExternalService) { source.externalServices.append(service) }
         var liveServiceKeys = Set<String>()
         for object in objects.externalServices {
             guard let name = object.metadata.name else { continue }
@@ -140,7 +139,7 @@ public final class ClusterPolicyCompiler {
                     notAccepted.insert(name)
                 } else {
                     goodServices[object.metadata.key] = Good(uid: object.metadata.uid, generation: object.metadata.generation, value: service)
-                    enforce(service)
+                    source.externalServices.append(service)
                     servicePorts[service.name] = Set(service.ports.map(\.number))
                     condition = accepted(true, "Valid", "accepted", object)
                 }
@@ -150,7 +149,7 @@ public final class ClusterPolicyCompiler {
                 condition = invalid(errors, object)
                 // The last accepted version stays, unless its TLS material cannot be loaded either.
                 if let (kept, which) = lastGood(goodServices, object), unusable[name] == nil {
-                    enforce(kept)
+                    source.externalServices.append(kept)
                     enforcedInstead["ExternalService/\(name)"] = which
                 }
             }

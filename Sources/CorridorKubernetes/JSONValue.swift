@@ -30,6 +30,18 @@ public indirect enum JSONValue: Sendable, Equatable, Codable {
         else { self = .string(try single.decode(String.self)) }
     }
 
+    /// The value of the first member named `key`, for an object.
+    func member(_ key: String) -> JSONValue? {
+        guard case .object(let pairs) = self else { return nil }
+        return pairs.first { $0.0 == key }?.1
+    }
+
+    /// The text, for a string.
+    var string: String? {
+        if case .string(let text) = self { return text }
+        return nil
+    }
+
     public func encode(to encoder: any Encoder) throws {
         switch self {
         case .null: var c = encoder.singleValueContainer(); try c.encodeNil()

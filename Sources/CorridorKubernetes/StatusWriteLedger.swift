@@ -71,8 +71,11 @@ public struct StatusWriteLedger: Sendable {
     public mutating func written(_ update: StatusUpdate, at now: ContinuousClock.Instant) {
         if entries.count >= Self.maxEntries { entries.removeAll() }
         let previous = entries[update.key]
-        // A write after refusals is the write those were for, not a rewrite over another writer.
-        let rewrites = previous.map { !$0.condition.sameState(as: update.condition) ? 0 : $0.refusedAt == nil ? $0.rewrites + 1 : $0.rewrites } ?? 0
+        var rewrites = 0
+        if let previous, previous.condition.sameState(as: update.condition) {
+            // A write after refusals is the write those were for, not a rewrite over another writer.
+            rewrites = previous.refusedAt == nil ? previous.rewrites + 1 : previous.rewrites
+        }
         entries[update.key] = Entry(condition: update.condition, over: update.observedResourceVersion, at: now, rewrites: rewrites,
                                     conflictSeenAt: previous?.conflictSeenAt)
     }

@@ -110,12 +110,6 @@ public struct HelloRetryGuard: Sendable {
         self.maxHelloBytes = maxHelloBytes
     }
 
-    /// The guard has nothing more to check (the relay may stop showing it bytes).
-    public var hasPassed: Bool {
-        if case .passed = phase { return true }
-        return false
-    }
-
     /// The verdict as it stands.
     public var verdict: Verdict {
         switch phase {
@@ -162,21 +156,17 @@ public struct HelloRetryGuard: Sendable {
                     phase = .refused(.handshakeBeforeServerHello, detail: nil)
                     continue
                 }
-                // The second ClientHello starts here: the parser reads its records whole.
+                // The second ClientHello starts here: the parser reads its records whole, from this
+                // header (which it may refuse already) and what follows.
                 var records = ByteBuffer()
                 for n in 0..<5 { records.writeInteger(clientCursor.headerByte(n)) }
                 clientCursor.header = 0
                 clientCursor.headerCount = 0
-                phase = .checkingSecondHello(ClientHelloParser(maxHelloBytes: maxHelloBytes), records)
-                if index == bytes.count { phase = checkSecondHello(records: records) }
+                var parser = ClientHelloParser(maxHelloBytes: maxHelloBytes)
+                phase = checkSecondHello(parser.parse(records), parser: parser, records: records)
             }
         }
         return verdict
-    }
-
-    private func checkSecondHello(records: ByteBuffer) -> Phase {
-        var parser = ClientHelloParser(maxHelloBytes: maxHelloBytes)
-        return checkSecondHello(parser.parse(records), parser: parser, records: records)
     }
 
     private func checkSecondHello(_ outcome: ClientHelloParser.Outcome, parser: ClientHelloParser, records: ByteBuffer) -> Phase {
