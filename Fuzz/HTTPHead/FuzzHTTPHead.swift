@@ -23,11 +23,16 @@ func fuzzHTTPHead(_ input: [UInt8]) {
 }
 
 private func check(_ head: HTTPRequestHead) {
-    if HTTPRequestHeadCheck.problem(head) == nil {
+    var framing = HTTPRequestHeadCheck.BodyFraming.none
+    if case .success(let checked) = HTTPRequestHeadCheck.check(head) {
+        framing = checked
         fuzzCheck(head.headers.count <= HTTPRequestHeadCheck.maxHeaderFields, "\(head.headers.count) fields passed")
         let lengths = head.headers["content-length"], codings = head.headers["transfer-encoding"]
         fuzzCheck(lengths.isEmpty || codings.isEmpty, "Content-Length and Transfer-Encoding both passed")
         fuzzCheck(lengths.count <= 1, "\(lengths.count) Content-Length fields passed")
+        let stated: HTTPRequestHeadCheck.BodyFraming = !codings.isEmpty ? .chunked : lengths.first.flatMap { Int($0) }.map { .length($0) } ?? .none
+        fuzzCheck(framing == stated, "framing \(framing) for Content-Length \(lengths) and Transfer-Encoding \(codings)")
+        fuzzCheck(head.method != .TRACE || framing == .none || framing == .length(0), "a TRACE request with content passed")
         let named = head.headers["connection"].flatMap { HTTPRequestHeadCheck.tokens($0) }.map(asciiLowercased)
         fuzzCheck(!named.contains { HTTPHeaders.framingFields.contains($0) }, "Connection names a framing field: \(named)")
     }
@@ -49,10 +54,17 @@ private func check(_ head: HTTPRequestHead) {
     fuzzCheck(!headers.contains { named.contains(asciiLowercased($0.name)) }, "a hop-by-hop field survived")
     fuzzCheck(headers.map { "\($0.name):\($0.value)" } == kept.map { "\($0.name):\($0.value)" }, "end-to-end fields lost or reordered")
 
-    // What goes upstream: the same, without the proxy's credentials and the client's Host, then the judged Host.
-    let forwarded = HTTPHeaders.forwardedRequest(head.headers, host: "judged.example")
-    let expected = kept.filter { !["host", "proxy-authorization"].contains(asciiLowercased($0.name)) } + [("Host", "judged.example")]
-    fuzzCheck(forwarded.map { "\($0.name):\($0.value)" } == expected.map { "\($0.0):\($0.1)" }, "forwarded fields differ from the end-to-end fields and the Host")
+    // What goes upstream: the same, without the proxy's credentials and the client's Host and
+    // framing fields, then the judged Host and the framing as decoded, in the gateway's words.
+    let forwarded = HTTPHeaders.forwardedRequest(head.headers, host: "judged.example", method: head.method, framing: framing)
+    var expected = kept.filter { !["host", "proxy-authorization", "content-length", "transfer-encoding"].contains(asciiLowercased($0.name)) }
+        .map { ($0.name, $0.value) } + [("Host", "judged.example")]
+    switch framing {
+    case .length(let length): expected.append(("Content-Length", String(length)))
+    case .chunked: expected.append(("Transfer-Encoding", "chunked"))
+    case .none: if [.POST, .PUT, .PATCH].contains(head.method) { expected.append(("Content-Length", "0")) }
+    }
+    fuzzCheck(forwarded.map { "\($0.name):\($0.value)" } == expected.map { "\($0.0):\($0.1)" }, "forwarded fields differ from the end-to-end fields, the Host and the framing")
 }
 
 /// Field names and connection options are tokens, compared ignoring ASCII case only (RFC 9110

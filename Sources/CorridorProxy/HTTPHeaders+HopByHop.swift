@@ -16,13 +16,34 @@ extension HTTPHeaders {
 
     /// The fields a request goes upstream with: the client's, in their order, without the
     /// hop-by-hop ones (RFC 9110 section 7.6.1, those the Connection header names included), the
-    /// credentials meant for a proxy (`Proxy-Authorization`) and the client's Host; then `host`
-    /// as the Host. Two passes over the fields: one for the names the Connection fields add, one
-    /// to keep the rest.
-    static func forwardedRequest(_ headers: HTTPHeaders, host: String) -> HTTPHeaders {
-        var fields = kept(headers, extraCapacity: 1) { role in role != .host && role != .proxyAuthorization }
+    /// credentials meant for a proxy (`Proxy-Authorization`), the client's Host and its framing
+    /// fields; then `host` as the Host and the body's `framing` (as the request decoder read the
+    /// body, which is what goes upstream) in the gateway's words: `Content-Length: N`,
+    /// `Transfer-Encoding: chunked`, or, with no body, `Content-Length: 0` for a method whose
+    /// content means something (RFC 9110 section 8.6) and nothing otherwise. Two passes over the
+    /// fields: one for the names the Connection fields add, one to keep the rest.
+    static func forwardedRequest(_ headers: HTTPHeaders, host: String, method: HTTPMethod,
+                                 framing: HTTPRequestHeadCheck.BodyFraming) -> HTTPHeaders {
+        var fields = kept(headers, extraCapacity: 2) { role in role == .other }
         fields.append(("Host", host))
+        switch framing {
+        case .length(let length): fields.append(("Content-Length", String(length)))
+        case .chunked: fields.append(("Transfer-Encoding", "chunked"))
+        case .none:
+            if method == .POST || method == .PUT || method == .PATCH { fields.append(("Content-Length", "0")) }
+        }
         return HTTPHeaders(fields)
+    }
+
+    /// Whether the Transfer-Encoding fields of `headers` name a coding other than chunked.
+    static func hasTransferCodingBesidesChunked(_ headers: HTTPHeaders) -> Bool {
+        var other = false
+        for (name, value) in headers where ASCIICase.equals(name, lowercase: "transfer-encoding") {
+            HTTPRequestHeadCheck.forEachToken(value) { token in
+                if !ASCIICase.equals(token, lowercase: "chunked") { other = true }
+            }
+        }
+        return other
     }
 
     /// The trailer fields a request goes upstream with (and a response goes back with): the
@@ -43,10 +64,10 @@ extension HTTPHeaders {
         HTTPHeaders(headers.filter { ASCIICase.equals($0.name, lowercase: "connection") })
     }
 
-    /// Fields a forwarded trailer section never carries (Host and Proxy-Authorization go by their
-    /// role, the hop-by-hop ones always).
+    /// Fields a forwarded trailer section never carries (Host, Proxy-Authorization and the framing
+    /// fields go by their role, the hop-by-hop ones always).
     static let notInTrailers: Set<String> = [
-        "authorization", "cookie", "content-length", "transfer-encoding", "content-type", "content-encoding",
+        "authorization", "cookie", "content-type", "content-encoding",
         "content-range", "expect", "max-forwards", "range", "if-match", "if-none-match", "if-modified-since",
         "if-unmodified-since", "if-range", "cache-control", "pragma", "forwarded", "via", "x-forwarded-for",
         "x-forwarded-host", "x-forwarded-proto",
@@ -88,6 +109,8 @@ extension HTTPHeaders {
         case hopByHop
         case host
         case proxyAuthorization
+        /// Content-Length, Transfer-Encoding: a forwarded request states its framing itself.
+        case framing
         case other
 
         static func of(_ name: some StringProtocol) -> FieldRole {
@@ -96,6 +119,8 @@ extension HTTPHeaders {
             case 4 where ASCIICase.equals(name, lowercase: "host"): return .host
             case 7 where ASCIICase.equals(name, lowercase: "trailer") || ASCIICase.equals(name, lowercase: "upgrade"): return .hopByHop
             case 10 where ASCIICase.equals(name, lowercase: "connection") || ASCIICase.equals(name, lowercase: "keep-alive"): return .hopByHop
+            case 14 where ASCIICase.equals(name, lowercase: "content-length"): return .framing
+            case 17 where ASCIICase.equals(name, lowercase: "transfer-encoding"): return .framing
             case 16 where ASCIICase.equals(name, lowercase: "proxy-connection"): return .hopByHop
             case 19 where ASCIICase.equals(name, lowercase: "proxy-authorization"): return .proxyAuthorization
             default: return .other

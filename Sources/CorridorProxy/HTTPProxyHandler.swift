@@ -33,6 +33,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
     private struct Exchange {
         var record: ConnectionRecord
         var keepAlive: Bool
+        /// How the request's body is delimited; the forwarded head states exactly this.
+        var framing = HTTPRequestHeadCheck.BodyFraming.none
+        /// Bytes of the request's body sent upstream.
+        var bodySent = 0
+        /// Interim (1xx) responses the upstream sent so far.
+        var interimResponses = 0
         var requestEnded = false
         var responseStarted = false
         var responseEnded = false
@@ -275,14 +281,13 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             pending.append(part)
             state = .connecting(pending: pending)
         case (.forwarding(let upstream), .body(let buffer)):
-            exchange?.record.bytesUp += buffer.readableBytes
             lastActivity = .now()
-            upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
+            send(buffer, to: upstream, context: context)
         case (.forwarding(let upstream), .end(let trailers)):
             let forwarded = trailers.map { HTTPHeaders.forwardedTrailers($0, header: exchange?.requestConnection ?? [:]) }
             exchange?.requestEnded = true
             exchange?.trailers = forwarded
-            upstream.channel.writeAndFlush(HTTPClientRequestPart.end(forwarded), promise: nil)
+            guard sendEnd(forwarded, to: upstream, context: context, flush: true) else { return }
             if !(exchange?.responseStarted ?? true) {
                 // The upload is over: now the upstream's answer is awaited, not the client's bytes.
                 startResponseDeadline(context: context)
@@ -326,9 +331,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         if Self.asksForUpgrade(head) { upgradeAsked = true }
         exchange = Exchange(record: record, keepAlive: head.isKeepAlive && !upgradeAsked, method: head.method, version: head.version)
         exchange?.requestConnection = HTTPHeaders.connectionFields(head.headers)
-        if let problem = HTTPRequestHeadCheck.problem(head) {
+        switch HTTPRequestHeadCheck.check(head) {
+        case .failure(let problem):
             refuse(context: context, status: problem.status, code: problem.code, reason: problem.reason, kind: .denial)
             return
+        case .success(let framing):
+            exchange?.framing = framing
         }
         let target: HTTPTarget
         switch HTTPTarget.parse(head) {
@@ -379,10 +387,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         }
         let upstreamPort = originate?.port ?? target.port
         // Always HTTP/1.1 upstream: the body's framing (Content-Length or chunked, as the client's
-        // request was decoded) is re-encoded, never sent as it came. The upstream sees the host
-        // that was judged, whatever Host header the client added.
+        // request was decoded) is stated and encoded afresh, never sent as it came. The upstream
+        // sees the host that was judged, whatever Host header the client added.
         let forwarded = HTTPRequestHead(version: .http1_1, method: head.method, uri: target.path,
-                                        headers: HTTPHeaders.forwardedRequest(head.headers, host: target.hostHeader))
+                                        headers: HTTPHeaders.forwardedRequest(head.headers, host: target.hostHeader, method: head.method,
+                                                                              framing: exchange?.framing ?? .none))
         let route = Route(key: key, host: target.host, originate: originate, sslContext: sslContext, port: upstreamPort,
                           serviceAddresses: decision.serviceAddresses, head: forwarded)
         exchange?.route = route
@@ -440,10 +449,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         for part in pending {
             switch part {
             case .body(let buffer):
-                exchange?.record.bytesUp += buffer.readableBytes
-                upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
+                guard send(buffer, to: upstream, context: context) else { return }
             case .end(let trailers):
-                upstream.channel.write(HTTPClientRequestPart.end(trailers), promise: nil)
+                guard sendEnd(trailers, to: upstream, context: context, flush: false) else { return }
             case .head:
                 break
             }
@@ -456,6 +464,49 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             startIdleDeadline(context: context)
         }
         resumeClientReads(context: context)
+    }
+
+    /// Sends a piece of the request's body upstream, within the framing its forwarded head
+    /// states. The request decoder yields no more than that framing holds; were it ever to, the
+    /// excess would be read upstream as another request, unjudged, so it is not sent: the
+    /// exchange is cut instead (false).
+    @discardableResult
+    private func send(_ buffer: ByteBuffer, to upstream: UpstreamHTTPConnection, context: ChannelHandlerContext) -> Bool {
+        guard let exchange else { return false }
+        let sent = exchange.bodySent + buffer.readableBytes
+        let fits: Bool
+        switch exchange.framing {
+        case .chunked: fits = true
+        case .length(let length): fits = sent <= length
+        case .none: fits = buffer.readableBytes == 0
+        }
+        guard fits else {
+            bodyOutsideFraming(context: context)
+            return false
+        }
+        self.exchange?.bodySent = sent
+        self.exchange?.record.bytesUp += buffer.readableBytes
+        upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
+        return true
+    }
+
+    /// Sends the request's end upstream once its body is as long as the forwarded head said
+    /// (else the upstream would read what follows as the rest of it: the exchange is cut, false).
+    private func sendEnd(_ trailers: HTTPHeaders?, to upstream: UpstreamHTTPConnection, context: ChannelHandlerContext, flush: Bool) -> Bool {
+        guard let exchange else { return false }
+        if case .length(let length) = exchange.framing, exchange.bodySent != length {
+            bodyOutsideFraming(context: context)
+            return false
+        }
+        let end = HTTPClientRequestPart.end(trailers)
+        if flush { upstream.channel.writeAndFlush(end, promise: nil) } else { upstream.channel.write(end, promise: nil) }
+        return true
+    }
+
+    private func bodyOutsideFraming(context: ChannelHandlerContext) {
+        proxy.logger.error("http: a request body did not match the framing it was decoded with; the exchange is cut")
+        cutMidResponse(context: context, cause: .internalError, afterWrites: false,
+                       reason: "the request's body did not match its framing (\(exchange.map { "\($0.framing)" } ?? "none"))")
     }
 
     // MARK: deadlines
@@ -572,11 +623,16 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 refuse(context: context, status: .badGateway, code: .upstreamClosed,
                        reason: "the upstream switched protocols, which no request asked for", kind: .upstreamFailure, cause: .upstreamError)
             }
+        case .head(let head) where head.status.code / 100 == 1 && exchange.interimResponses >= Self.maxInterimResponses:
+            refuse(context: context, status: .badGateway, code: .upstreamClosed,
+                   reason: "the upstream sent more than \(Self.maxInterimResponses) interim responses without a final one",
+                   kind: .upstreamFailure, cause: .upstreamError)
         case .head(var head) where head.status.code / 100 == 1:
             // An interim response (`100 Continue` to `Expect: 100-continue`, `103 Early Hints`):
             // passed on at once; the final response follows. The upstream is alive, so the
             // response-start deadline starts again (or, while the body still uploads, the idle
-            // limit goes on).
+            // limit goes on), a bounded number of times.
+            self.exchange?.interimResponses += 1
             responseDeadline = nil
             if exchange.requestEnded {
                 startResponseDeadline(context: context)
@@ -588,6 +644,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             HTTPHeaders.removeHopByHop(&head.headers)
             Self.frameWithoutBody(&head.headers)
             context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status, headers: head.headers))), promise: nil)
+        case .head(let head) where exchange.method != .HEAD && head.status.mayHaveResponseBody
+                                   && HTTPHeaders.hasTransferCodingBesidesChunked(head.headers):
+            // The response decoder took the chunked coding off; another (gzip, say) would reach the
+            // client unlabelled inside a body re-framed as chunked alone. nginx answers 502 too.
+            let codings = head.headers["Transfer-Encoding"].joined(separator: ", ")
+            refuse(context: context, status: .badGateway, code: .unsupportedTransferCoding,
+                   reason: "the upstream's response has Transfer-Encoding '\(codings.prefix(100))': only chunked is passed on",
+                   kind: .upstreamFailure, cause: .upstreamError)
         case .head(var head):
             if !head.isKeepAlive, case .forwarding(let upstream) = state { upstream.reusable = false }
             self.exchange?.responseStarted = true
@@ -712,6 +776,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             closeAfterWrites(context: context)
         }
     }
+
+    /// How many interim responses one request may get before its final one: each starts the
+    /// response deadline again, so an upstream could otherwise hold the exchange open for ever.
+    static let maxInterimResponses = 16
 
     /// Where an audited request to a host with no registered HTTP port goes (TLS, verified).
     static let auditUpstreamPort = 443

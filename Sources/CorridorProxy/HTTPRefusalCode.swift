@@ -9,7 +9,7 @@ enum HTTPRefusalCode: String, Sendable, CaseIterable {
     case tooManyHeaderFields = "too_many_header_fields"
     /// A CONNECT request: tunnels are the connect listener's (RFC 9110 section 15.5.6).
     case methodNotAllowed = "method_not_allowed"
-    /// A transfer coding other than chunked.
+    /// A transfer coding other than chunked: in the request (501), or in the upstream's response (502).
     case unsupportedTransferCoding = "unsupported_transfer_coding"
     case policyDenied = "policy_denied"
     case destinationBlocked = "destination_blocked"

@@ -227,7 +227,11 @@ final class UpstreamPool {
                 if let sslContext {
                     try sync.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: originate?.sni ?? host))
                 }
-                try sync.addHandler(HTTPRequestEncoder())
+                // The forwarded head states the body's framing itself (`HTTPHeaders.forwardedRequest`):
+                // the encoder chunks a body exactly when it says `Transfer-Encoding: chunked`.
+                var encoding = HTTPRequestEncoder.Configuration()
+                encoding.automaticallySetFramingHeaders = false
+                try sync.addHandler(HTTPRequestEncoder(configuration: encoding))
                 try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .forward)))
                 try sync.addHandler(handler)
             } catch {

@@ -65,9 +65,15 @@ func runCommand(_ executable: String, _ arguments: [String], timeout: TimeInterv
     }
     process.waitUntilExit()
     _ = group.wait(timeout: .now() + 5)
-    return CommandResult(status: process.terminationStatus,
-                         stdout: String(decoding: outData.get(), as: UTF8.self),
-                         stderr: String(decoding: errData.get(), as: UTF8.self))
+    let result = CommandResult(status: process.terminationStatus,
+                               stdout: String(decoding: outData.get(), as: UTF8.self),
+                               stderr: String(decoding: errData.get(), as: UTF8.self))
+    // env's answer for a program that is not installed: say which, rather than hand back an empty
+    // output that a test would read as "no sockets" or "no match".
+    if !executable.hasPrefix("/") && result.status == 127 && result.stderr.hasPrefix("/usr/bin/env") && result.stderr.contains("No such file") {
+        throw TestError.failed("this test needs '\(executable)', which is not installed (scripts/test installs its Debian package when run as root): \(result.stderr)")
+    }
+    return result
 }
 
 final class LockedData: @unchecked Sendable {

@@ -158,6 +158,80 @@ struct OriginationSmugglingTests {
         #expect((record["reason"] as? String ?? "").contains("malformed HTTP request"), "\(record)")
     }
 
+    /// NIO's request encoder takes a body for chunked only when the head says exactly `chunked`,
+    /// and strips the framing of a TRACE: a request framed in other words (or a TRACE with a
+    /// body) left its decoded body raw behind its head, and the upstream read a request of the
+    /// client's making out of it, unjudged and unrecorded (found in review). The body must reach
+    /// the upstream as the body, framed in the gateway's own words.
+    @Test(arguments: [("GET", "Chunked"), ("DELETE", " ,chunked"), ("OPTIONS", "CHUNKED"), ("PROPFIND", "Chunked")])
+    func aChunkedBodyGoesUpFramedInTheGatewaysWords(method: String, transferEncoding: String) async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let inner = "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+        let chunked = String(inner.utf8.count, radix: 16) + "\r\n" + inner + "\r\n0\r\n\r\n"
+        let request = "\(method) /x HTTP/1.1\r\nHost: billing.example.test\r\nTransfer-Encoding: \(transferEncoding)\r\nConnection: close\r\n\r\n" + chunked
+        let result = try rawHTTPExchange(port: h.httpPort, bytes: Array(request.utf8))
+        #expect(result.status == 200, "\(result.status) \(result.body)")
+        try await Task.sleep(for: .milliseconds(300))
+        let requests = h.upstream.requests
+        #expect(requests.map { $0["path"] as? String ?? "" } == ["/x"], "\(requests)")
+        #expect(requests.first?["transferEncoding"] as? String == "chunked", "\(requests)")
+        #expect(requests.first?["bodyBytes"] as? Int == inner.utf8.count, "\(requests)")
+    }
+
+    @Test func aTRACEWithABodyIs400() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let inner = "GET /smuggled HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+        let request = "TRACE /t HTTP/1.1\r\nHost: billing.example.test\r\nContent-Length: \(inner.utf8.count)\r\n\r\n" + inner
+        let result = try rawHTTPExchange(port: h.httpPort, bytes: Array(request.utf8))
+        #expect(result.status == 400 && result.reason == "bad_request", "\(result.status) \(result.body)")
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(h.upstream.requests.isEmpty, "\(h.upstream.requests)")
+        // A TRACE without one goes up as it is.
+        let plain = try rawHTTPExchange(port: h.httpPort, bytes: Array("TRACE /t HTTP/1.1\r\nHost: billing.example.test\r\nConnection: close\r\n\r\n".utf8))
+        #expect(plain.status == 200, "\(plain.status) \(plain.body)")
+    }
+
+    /// A request's Content-Length goes up as the number the decoder read, and a bodiless POST
+    /// states a length of 0.
+    @Test func aLengthGoesUpAsTheNumberDecoded() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let request = "POST /sink HTTP/1.1\r\nHost: billing.example.test\r\nContent-Length: 005\r\n\r\nhello"
+            + "POST /empty HTTP/1.1\r\nHost: billing.example.test\r\nConnection: close\r\n\r\n"
+        let script = readToEndScript(timeout: 10, send: "s.sendall(sys.argv[2].encode())")
+        let result = try runCommand("python3", ["-c", script, "\(h.httpPort)", request], timeout: 30)
+        #expect(result.stdout.components(separatedBy: "HTTP/1.1 200").count == 3, "\(result.stdout)")
+        try await Task.sleep(for: .milliseconds(300))
+        let requests = h.upstream.requests
+        #expect(requests.map { $0["contentLength"] as? String ?? "-" } == ["5", "0"], "\(requests)")
+        #expect(requests.map { $0["transferEncoding"] is NSNull } == [true, true], "\(requests)")
+    }
+
+    /// A response coded with more than chunked (gzip, say) cannot be passed on as it was: the
+    /// decoder takes the chunked coding off, and re-framed as chunked alone the body would reach
+    /// the client with its gzip coding unnamed.
+    @Test func aResponseWithAnotherTransferCodingIs502() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let result = try rawHTTPExchange(port: h.httpPort, bytes: Array("GET /gzip-chunked HTTP/1.1\r\nHost: billing.example.test\r\n\r\n".utf8))
+        #expect(result.status == 502 && result.reason == "unsupported_transfer_coding", "\(result.status) \(result.body)")
+        #expect(await eventually { h.record { $0["status"] as? Int == 502 } != nil })
+    }
+
+    /// Each interim response starts the response deadline again; an upstream sending them without
+    /// end gets a 502 after a bounded number instead of holding the exchange for ever.
+    @Test func endlessInterimResponsesAre502() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let script = readToEndScript(timeout: 10, send: "s.sendall(b\"GET /many-interims HTTP/1.1\\r\\nHost: billing.example.test\\r\\n\\r\\n\")")
+        let result = try runCommand("python3", ["-c", script, "\(h.httpPort)"], timeout: 30)
+        let statuses = result.stdout.components(separatedBy: "HTTP/1.1 ").dropFirst().map { String($0.prefix(3)) }
+        #expect(result.stdout.hasPrefix("CLOSED"), "\(result.stdout)")
+        #expect(statuses == Array(repeating: "103", count: 16) + ["502"], "\(result.stdout)")
+    }
+
     @Test func absoluteFormSendsTheJudgedHostNotTheClientsHostHeader() async throws {
         let h = try await OriginationHarness()
         defer { Task { await h.stop() } }

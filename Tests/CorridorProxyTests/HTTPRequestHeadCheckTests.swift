@@ -29,6 +29,20 @@ import Testing
         }
     }
 
+    @Test func anAcceptedHeadYieldsItsBodysFraming() {
+        #expect(HTTPRequestHeadCheck.check(head([("Transfer-Encoding", "CHUNKED")])) == .success(.chunked))
+        #expect(HTTPRequestHeadCheck.check(head([("Content-Length", "007")])) == .success(.length(7)))
+        #expect(HTTPRequestHeadCheck.check(head([])) == .success(.none))
+        #expect(HTTPRequestHeadCheck.problem(head([("Content-Length", "99999999999999999999999")]))?.code == .badRequest)
+    }
+
+    @Test func aTRACERequestCarriesNoContent() {
+        #expect(HTTPRequestHeadCheck.problem(head([("Content-Length", "5")], method: .TRACE))?.code == .badRequest)
+        #expect(HTTPRequestHeadCheck.problem(head([("Transfer-Encoding", "chunked")], method: .TRACE))?.code == .badRequest)
+        #expect(HTTPRequestHeadCheck.check(head([("Content-Length", "0")], method: .TRACE)) == .success(.length(0)))
+        #expect(HTTPRequestHeadCheck.check(head([], method: .TRACE)) == .success(.none))
+    }
+
     @Test func theFieldCountIsBounded() {
         let fields = (0..<HTTPRequestHeadCheck.maxHeaderFields - 1).map { ("x-\($0)", "v") }
         #expect(HTTPRequestHeadCheck.problem(head(fields)) == nil)

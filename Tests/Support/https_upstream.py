@@ -6,7 +6,8 @@ http/1.1. With --client-ca, a client certificate signed by that CA is required.
 
 For every request it appends one JSON line to --log:
   {"sni", "tlsVersion", "clientCert" (subject CN or null), "method", "path", "host",
-   "bodyBytes", "bodySha256", "trailers" (the trailer lines of a chunked body, as sent)}
+   "bodyBytes", "bodySha256", "trailers" (the trailer lines of a chunked body, as sent),
+   "contentLength", "transferEncoding" (the framing fields as received, or null)}
 Routes:
   GET /size/N        N deterministic bytes (pattern(), the same as tls_upstream.py), streamed
   POST|PUT /sink     reads the body (Content-Length or chunked), answers "<bytes> <sha256>\\n"
@@ -31,6 +32,8 @@ Routes:
   /broken-chunks     answers a chunked "hello\n", then bytes that are no chunk (the response breaks)
   /switch            answers 101 Switching Protocols (no request asks for it), then bytes that are
                      no HTTP
+  /gzip-chunked      answers with Transfer-Encoding: gzip, chunked (a gzip coding under chunked)
+  /many-interims     answers 20 interim responses (103 Early Hints), then nothing for 20 s
   anything else      reads any body, answers "ok <path>\\n"
 """
 import argparse, hashlib, json, os, socket, ssl, sys, threading, time
@@ -119,6 +122,8 @@ class Handler(BaseHTTPRequestHandler):
             "bodyBytes": body_bytes,
             "bodySha256": body_sha,
             "trailers": getattr(self, "trailers", []),
+            "contentLength": self.headers.get("Content-Length"),
+            "transferEncoding": self.headers.get("Transfer-Encoding"),
         }
         with self.server.log_lock, open(self.server.log_path, "a") as f:
             f.write(json.dumps(line) + "\n")
@@ -160,6 +165,13 @@ class Handler(BaseHTTPRequestHandler):
             self.record(None, None)
             self.close_connection = True
             self.answer("ok /answer-then-stall\n")
+            self.wfile.flush()
+            time.sleep(20)
+            return
+        if self.path == "/many-interims":
+            self.record(None, None)
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" * 20)
             self.wfile.flush()
             time.sleep(20)
             return
@@ -212,6 +224,13 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "X-Hop")
             self.end_headers()
             self.wfile.write(b"6\r\nhello\n\r\n0\r\nX-Checksum: abc\r\nCookie: a=b\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n\r\n")
+        elif path == "/gzip-chunked":
+            import gzip
+            data = gzip.compress(b"hello\n")
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "gzip, chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
         elif path == "/chunked":
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
@@ -227,7 +246,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.answer(f"ok {path}\n")
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = handle_any
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = do_PROPFIND = handle_any
 
 
 class Server(ThreadingHTTPServer):
