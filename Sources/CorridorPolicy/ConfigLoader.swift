@@ -388,6 +388,11 @@ public enum ConfigLoader {
                 guard let name = try target.string("externalService") else {
                     throw reader.error("\(targetPath).externalService", targetNode, "is required")
                 }
+                // The name of an ExternalService, so a name such an object can have: anything else
+                // could only ever grant nothing, and would reach logs and conditions as written.
+                if let problem = dnsLabelProblem(name, maxLength: 253, allowDots: true) {
+                    throw reader.error("\(targetPath).externalService", targetNode, problem)
+                }
                 try target.finish()
                 names.append(name)
             }

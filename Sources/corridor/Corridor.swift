@@ -44,7 +44,8 @@ struct Run: AsyncParsableCommand {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            // One line per message, whatever a message quotes (OperationalLogStream).
+            var handler = StreamLogHandler(label: label, stream: OperationalLogStream())
             handler.logLevel = level
             return handler
         }
