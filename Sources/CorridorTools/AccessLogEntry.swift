@@ -22,6 +22,10 @@ public struct AccessLogEntry: Sendable {
     public var egressPolicy: String?
     public var reason: String?
     public var closeCause: String
+    /// The connection's number since the gateway started (1: the first after a start).
+    public var id: Int
+    public var policyGeneration: Int?
+    public var signals: [String]
 
     /// Parses one line; nil for a line that is not an access record (with why).
     public static func parse(_ line: Substring) -> Result<AccessLogEntry, Problem> {
@@ -30,7 +34,10 @@ public struct AccessLogEntry: Sendable {
         }
         // A connection still open when it was written; its close record follows.
         if object["event"] as? String == "interim" { return .failure(.interim) }
-        guard let time = object["time"] as? String, let listener = object["listener"] as? String,
+        // A record's time is as the gateway writes it (the tools order and bucket by its text),
+        // and its id a number: a line of another shape is no record, whatever else it holds.
+        guard let time = object["time"] as? String, Self.isRecordTime(time), let id = object["id"] as? Int,
+              let listener = object["listener"] as? String,
               let decisionText = object["decision"] as? String, let decision = Decision.Verdict(rawValue: decisionText),
               let closeCause = object["closeCause"] as? String else {
             return .failure(.notARecord)
@@ -46,7 +53,26 @@ public struct AccessLogEntry: Sendable {
             sni: object["sni"] as? String, connectHost: object["connectHost"] as? String, host: object["host"] as? String,
             port: object["port"] as? Int, originalDestination: object["originalDst"] as? String, ech: object["ech"] as? Bool ?? false,
             decision: decision, externalService: object["externalService"] as? String, egressPolicy: object["egressPolicy"] as? String,
-            reason: object["reason"] as? String, closeCause: closeCause))
+            reason: object["reason"] as? String, closeCause: closeCause, id: id,
+            policyGeneration: object["policyGeneration"] as? Int, signals: object["signals"] as? [String] ?? []))
+    }
+
+    /// `2026-11-27T02:44:59.576Z`, digit for digit.
+    static func isRecordTime(_ time: String) -> Bool {
+        let bytes = Array(time.utf8)
+        guard bytes.count == 24 else { return false }
+        for (index, byte) in bytes.enumerated() {
+            let expected: UInt8? = switch index {
+            case 4, 7: UInt8(ascii: "-")
+            case 10: UInt8(ascii: "T")
+            case 13, 16: UInt8(ascii: ":")
+            case 19: UInt8(ascii: ".")
+            case 23: UInt8(ascii: "Z")
+            default: nil
+            }
+            if let expected { if byte != expected { return false } } else if !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) { return false }
+        }
+        return true
     }
 
     public enum Problem: Error, Sendable {

@@ -76,8 +76,8 @@ public struct EvidenceReport {
         slot.connections += 1
         if entry.decision == .deny { slot.denials += 1 }
         hours[hour] = slot
-        if let generation = Self.int(line, "policyGeneration") { generations.insert(generation) }
-        if Self.int(line, "id") == 1 { restarts += 1 }
+        if let generation = entry.policyGeneration { generations.insert(generation) }
+        if entry.id == 1 { restarts += 1 }
         decisions[entry.decision.rawValue, default: 0] += 1
         let who = entry.identity.map { "\($0.namespace)/\($0.workload)" } ?? "unknown \(entry.sourceAddress)"
         if entry.identity == nil { unknownSourceConnections += 1 }
@@ -92,7 +92,7 @@ public struct EvidenceReport {
                 grantsUsed.insert("\(policy)|\(service)")
             }
         }
-        for signal in Self.strings(line, "signals") {
+        for signal in entry.signals {
             signals[signal, default: 0] += 1
             if signalExamples.count < 200 { signalExamples.append((signal, who, destination, entry.time)) }
         }
@@ -130,19 +130,6 @@ public struct EvidenceReport {
         let name = entry.connectHost ?? entry.sni ?? entry.host ?? entry.originalDestination ?? "?"
         if entry.originalDestination == name { return name }
         return entry.port.map { "\(name):\($0)" } ?? name
-    }
-
-    /// A number field of a JSON line, without parsing it again.
-    static func int(_ line: Substring, _ key: String) -> Int? {
-        guard let range = line.range(of: "\"\(key)\":") else { return nil }
-        return Int(line[range.upperBound...].prefix { $0.isNumber })
-    }
-
-    /// A string-array field of a JSON line (`"signals":["a","b"]`).
-    static func strings(_ line: Substring, _ key: String) -> [String] {
-        guard let range = line.range(of: "\"\(key)\":[") else { return [] }
-        let body = line[range.upperBound...].prefix { $0 != "]" }
-        return body.split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }.filter { !$0.isEmpty }
     }
 
     // MARK: findings
@@ -359,7 +346,7 @@ public struct EvidenceReport {
         lines += ["", "## Data", "", "- \(records) records, \(first) to \(last); \(gaps().count) hours without records; \(restarts) gateway start(s); policy generations \(generations.sorted().map(String.init).joined(separator: ", "))", ""]
         lines += ["## Policy in force", "", "| EgressPolicy | selects | ExternalService | hosts | ports | used |", "|---|---|---|---|---|---|"]
         for grant in grants(snapshot) {
-            lines.append("| \(cell(grant.policy)) [\(grant.mode)] | \(cell(grant.selects)) | \(grant.service) | \(cell(grant.hosts)) | \(cell(grant.ports)) | \(grant.used ? "yes" : "**no**") |")
+            lines.append("| \(cell(grant.policy)) [\(grant.mode)] | \(cell(grant.selects)) | \(cell(grant.service)) | \(cell(grant.hosts)) | \(cell(grant.ports)) | \(grant.used ? "yes" : "**no**") |")
         }
         lines += ["", "## Denied attempts", "", "| workload | destination | connections | first | last | reason |", "|---|---|---|---|---|---|"]
         for row in sortedDenied().prefix(200) {
@@ -373,15 +360,25 @@ public struct EvidenceReport {
 
     // MARK: HTML
 
+    /// `text` as inert HTML text or attribute value, with control and format characters shown as
+    /// `[U+XXXX]`, as in ``markdownCell(_:)``: a right-to-left override in a workload's host name
+    /// must not turn the text around it.
     static func escape(_ text: String) -> String {
         var out = ""
-        for c in text {
-            switch c {
+        out.reserveCapacity(text.utf8.count)
+        for scalar in text.unicodeScalars {
+            switch scalar {
             case "&": out += "&amp;"
             case "<": out += "&lt;"
             case ">": out += "&gt;"
             case "\"": out += "&quot;"
-            default: out.append(c)
+            default:
+                switch scalar.properties.generalCategory {
+                case .control, .format, .lineSeparator, .paragraphSeparator:
+                    out += "[U+" + String(scalar.value, radix: 16, uppercase: true) + "]"
+                default:
+                    out.unicodeScalars.append(scalar)
+                }
             }
         }
         return out

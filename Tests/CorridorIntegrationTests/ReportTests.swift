@@ -134,4 +134,35 @@ struct ReportTests {
         #expect(row.contains(#"a\|b&lt;/td&gt;&lt;img src=x onerror=alert(1)&gt;[U+202E]\[x\](javascript:1)"#), "\(row)")
         #expect(!row.contains("<img") && !row.unicodeScalars.contains("\u{202E}"), "\(row)")
     }
+
+    /// Fields are read from the record, not found in its text: a workload's label named like a
+    /// record field hides nothing, a line shaped otherwise (its time not the gateway's) is no
+    /// record, and in HTML, as in Markdown, a right-to-left override is shown, not acted on
+    /// (found in review).
+    @Test func recordsAreReadAsRecords() throws {
+        let dir = try TempDir()
+        let log = dir.path("access.log")
+        func line(time: String, id: Int, labels: String, host: String) -> String {
+            var json = #"{"time":"\#(time)","id":\#(id),"listener":"http","src":"127.0.0.1:40000","#
+            json += #""identity":{"namespace":"payments","workload":"checkout","serviceAccount":"checkout","labels":{\#(labels)}},"#
+            json += #""host":"\#(host)","port":80,"decision":"deny","reason":"denied","bytesUp":0,"bytesDown":0,"durationMs":1,"#
+            return json + #""closeCause":"denied","policyGeneration":7,"signals":["deny_burst"],"event":"close"}"#
+        }
+        let lines = [
+            line(time: "2026-12-07T10:00:00.000Z", id: 1, labels: #""policyGeneration":"x","signals":"y""#, host: "\u{202E}gnp.exe-ok.allowed"),
+            line(time: "2026-12-07T10:00:00.000Z<img src=x>", id: 2, labels: "", host: "forged.example"),
+            line(time: "2020-01-01T00:00:00Z", id: 3, labels: "", host: "forged.example"),
+        ]
+        try (lines.joined(separator: "\n") + "\n").write(toFile: log, atomically: true, encoding: .utf8)
+        let config = Repo.root.appendingPathComponent("examples/quickstart.yaml").path
+        let json = try runCommand(Repo.corridorBinary.path, ["report", "--config", config, "--format", "json", log], timeout: 60)
+        #expect(json.status == 0, "\(json.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let data = try #require(object["data"] as? [String: Any])
+        #expect(data["records"] as? Int == 1 && data["skippedLines"] as? Int == 2, "\(data)")
+        #expect(data["policyGenerations"] as? [Int] == [7] && data["gatewayStarts"] as? Int == 1, "\(data)")
+        let html = try runCommand(Repo.corridorBinary.path, ["report", "--config", config, "--format", "html", log], timeout: 60)
+        #expect(html.status == 0 && html.stdout.contains("[U+202E]gnp.exe-ok.allowed"), "\(html.stderr)")
+        #expect(!html.stdout.unicodeScalars.contains("\u{202E}") && !html.stdout.contains("forged.example"))
+    }
 }
