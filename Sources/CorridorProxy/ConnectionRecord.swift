@@ -128,12 +128,28 @@ extension ConnectionRecord {
     /// Records what the ClientHello says and decides the connection on it.
     func decide(hello: ClientHelloInfo, snapshot: PolicySnapshot) -> Decision {
         sni = hello.serverName
-        alpn = hello.alpn
+        alpn = Self.recorded(alpn: hello.alpn)
         tlsVersions = hello.supportedVersions
         ech = hello.hasECH
         if port == nil, let original = originalDestination { port = original.port }
         let facts = DestinationFacts(serverName: hello.serverName, connectHost: connectHost, port: port, hasECH: hello.hasECH)
         return decide(facts, snapshot: snapshot)
+    }
+
+    /// How many ALPN names a record keeps, and how many bytes of each.
+    static let recordedALPNNames = 16
+    static let recordedALPNNameBytes = 64
+
+    /// The ClientHello's ALPN names as a record keeps them: at most ``recordedALPNNames``, each
+    /// cut to ``recordedALPNNameBytes`` bytes (marked with `…`), and for the rest one
+    /// `…N more`. A ClientHello can carry 64 KiB of names, escaped up to six times longer in
+    /// JSON: uncut, each denied connection could write hundreds of kilobytes of log.
+    static func recorded(alpn names: [String]) -> [String] {
+        var kept = names.prefix(recordedALPNNames).map { name in
+            name.utf8.count <= recordedALPNNameBytes ? name : String(decoding: name.utf8.prefix(recordedALPNNameBytes), as: UTF8.self) + "…"
+        }
+        if names.count > recordedALPNNames { kept.append("…\(names.count - recordedALPNNames) more") }
+        return kept
     }
 
     /// Decides on `facts` and records the decision, with its hint when it is not an allow.

@@ -13,6 +13,19 @@ import Testing
         return String(decoding: json.finishLine(), as: UTF8.self)
     }
 
+    /// A ClientHello may carry 64 KiB of ALPN names (found in review: a record of 384 KB per denied
+    /// connection, 6x the bytes sent); a record keeps a bounded part of them.
+    @Test func aRecordKeepsABoundedPartOfTheALPNNames() {
+        #expect(ConnectionRecord.recorded(alpn: ["h2", "http/1.1"]) == ["h2", "http/1.1"])
+        let long = String(repeating: "\u{1}", count: 255)
+        let many = Array(repeating: long, count: 200)
+        let kept = ConnectionRecord.recorded(alpn: many)
+        #expect(kept.count == ConnectionRecord.recordedALPNNames + 1 && kept.last == "…184 more")
+        #expect(kept.dropLast().allSatisfy { $0.utf8.count == ConnectionRecord.recordedALPNNameBytes + "…".utf8.count })
+        let line = text { $0.stringArray("alpn", kept) }
+        #expect(line.utf8.count < 8 * 1024, "\(line.utf8.count) bytes")
+    }
+
     @Test func integersAsDecimalDigits() throws {
         for value in [0, 7, 10, 99, 100, 12345, -1, -90, Int.max, Int.min] {
             let line = text { $0.number("n", value) }
