@@ -112,20 +112,28 @@ final class AdminHandler: ChannelInboundHandler {
             send(context: context, head: head, status: .notFound, contentType: "text/plain", body: Array("no flow table\n".utf8))
             return
         }
+        let channel = context.channel
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let state: @Sendable () -> FlowStream.ClientState = { !channel.isActive ? .gone : channel.isWritable ? .ready : .behind }
+        let subscribed = flows.stream.subscribe(filter: filter, eventLoop: context.eventLoop, state: state,
+                                                close: { channel.close(promise: nil) }) { bytes in
+            guard channel.isActive else { return }
+            let context = loopBound.value
+            context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(channel.allocator.buffer(bytes: bytes)))), promise: nil)
+        }
+        guard let id = subscribed else {
+            var extra = HTTPHeaders()
+            extra.add(name: "Retry-After", value: "30")
+            send(context: context, head: head, status: .serviceUnavailable, contentType: "text/plain",
+                 body: Array("\(FlowStream.maxSubscribers) clients stream /flows/stream already; try again later\n".utf8), extra: extra)
+            return
+        }
+        subscription = id
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "text/event-stream")
         headers.add(name: "Cache-Control", value: "no-cache")
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: ": corridor flows\n\n")))), promise: nil)
-        let channel = context.channel
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        let state: @Sendable () -> FlowStream.ClientState = { !channel.isActive ? .gone : channel.isWritable ? .ready : .behind }
-        subscription = flows.stream.subscribe(filter: filter, eventLoop: context.eventLoop, state: state) { bytes in
-            guard channel.isActive else { return }
-            let context = loopBound.value
-            context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(channel.allocator.buffer(bytes: bytes)))), promise: nil)
-        }
-        let id = subscription!
         channel.closeFuture.whenComplete { _ in flows.stream.unsubscribe(id) }
     }
 

@@ -6,7 +6,9 @@ import Synchronization
 /// nobody subscribed, publishing costs one atomic load. Records are queued per subscriber and sent
 /// together every `flushDelay` (one wake-up of the admin loop and one write for many records). A
 /// client that stops taking what it is sent gets nothing more written until it does: its frames
-/// wait, and past `maxPendingBytes` it loses events, and is told how many.
+/// wait, and past `maxPendingBytes` it loses events, and is told how many; one that takes nothing
+/// for `maxStall` is closed. At most `maxSubscribers` clients stream at once, so what the stream
+/// can hold is bounded whoever connects.
 public final class FlowStream: Sendable {
     public enum Event: String, Sendable, Hashable {
         case open, interim, close
@@ -53,14 +55,20 @@ public final class FlowStream: Sendable {
         let write: @Sendable ([UInt8]) -> Void
         /// Asked on `eventLoop` before each write.
         let state: @Sendable () -> ClientState
+        /// Closes the client's connection; called on `eventLoop`.
+        let close: @Sendable () -> Void
+        /// Flushes in a row that found the client behind.
+        let stalledFlushes = Atomic<Int>(0)
         /// Frames not written yet, and how many were dropped because the client fell behind.
         let pending = Mutex<(bytes: [UInt8], dropped: Int)>(([], 0))
         let scheduled = Atomic<Bool>(false)
 
-        init(filter: Filter, eventLoop: any EventLoop, state: @escaping @Sendable () -> ClientState, write: @escaping @Sendable ([UInt8]) -> Void) {
+        init(filter: Filter, eventLoop: any EventLoop, state: @escaping @Sendable () -> ClientState, close: @escaping @Sendable () -> Void,
+             write: @escaping @Sendable ([UInt8]) -> Void) {
             self.filter = filter
             self.eventLoop = eventLoop
             self.state = state
+            self.close = close
             self.write = write
         }
 
@@ -86,11 +94,17 @@ public final class FlowStream: Sendable {
                 return
             case .behind:
                 // Nothing more is written while the last writes wait: the frames stay queued
-                // (events past the bound are dropped and counted), and this is tried again.
+                // (events past the bound are dropped and counted), and this is tried again,
+                // until the client has taken nothing for `maxStall`.
+                if stalledFlushes.wrappingAdd(1, ordering: .relaxed).newValue >= FlowStream.maxStalledFlushes {
+                    pending.withLock { $0 = ([], 0) }
+                    close()
+                    return
+                }
                 eventLoop.scheduleTask(in: FlowStream.flushDelay) { self.flush() }
                 return
             case .ready:
-                break
+                stalledFlushes.store(0, ordering: .relaxed)
             }
             scheduled.store(false, ordering: .releasing)
             let (bytes, dropped) = pending.withLock { pending in
@@ -105,7 +119,12 @@ public final class FlowStream: Sendable {
     /// How long records wait to be sent together.
     static let flushDelay: TimeAmount = .milliseconds(50)
     /// What may wait for one client before its events are dropped.
-    static let maxPendingBytes = 8 << 20
+    static let maxPendingBytes = 4 << 20
+    /// How many clients may stream at once.
+    static let maxSubscribers = 32
+    /// How long a client may take nothing of what was written before it is closed.
+    static let maxStall: TimeAmount = .seconds(30)
+    static let maxStalledFlushes = Int(maxStall.nanoseconds / flushDelay.nanoseconds)
 
     private let subscribers = Mutex<[Subscriber]>([])
     private let count = Atomic<Int>(0)
@@ -114,11 +133,16 @@ public final class FlowStream: Sendable {
 
     var hasSubscribers: Bool { count.load(ordering: .relaxed) > 0 }
 
-    /// Adds a subscriber; the returned token removes it.
+    /// Adds a subscriber; the returned token removes it. nil when ``maxSubscribers`` already stream.
     func subscribe(filter: Filter, eventLoop: any EventLoop, state: @escaping @Sendable () -> ClientState,
-                   write: @escaping @Sendable ([UInt8]) -> Void) -> ObjectIdentifier {
-        let subscriber = Subscriber(filter: filter, eventLoop: eventLoop, state: state, write: write)
-        subscribers.withLock { $0.append(subscriber) }
+                   close: @escaping @Sendable () -> Void, write: @escaping @Sendable ([UInt8]) -> Void) -> ObjectIdentifier? {
+        let subscriber = Subscriber(filter: filter, eventLoop: eventLoop, state: state, close: close, write: write)
+        let added = subscribers.withLock { list -> Bool in
+            guard list.count < Self.maxSubscribers else { return false }
+            list.append(subscriber)
+            return true
+        }
+        guard added else { return nil }
         count.wrappingAdd(1, ordering: .relaxed)
         return ObjectIdentifier(subscriber)
     }

@@ -1,0 +1,58 @@
+import NIOCore
+import NIOEmbedded
+import Synchronization
+import Testing
+
+@testable import CorridorProxy
+
+/// What `/flows/stream` can hold is bounded whoever connects (found in review: 200 clients that
+/// read nothing grew the gateway to 1.9 GB): a bounded number of clients, a bounded queue each,
+/// and a client that takes nothing for `maxStall` is closed.
+@Suite struct FlowStreamTests {
+    private let key = FlowKey(namespace: "payments", workload: "checkout", serviceAccount: "checkout", unknownSource: "", listener: "tls",
+                              destination: "api.example", port: 443, decision: "deny", externalService: "", egressPolicy: "")
+
+    @Test func atMostMaxSubscribersStreamAtOnce() {
+        let stream = FlowStream()
+        let loop = EmbeddedEventLoop()
+        var ids: [ObjectIdentifier] = []
+        for _ in 0..<FlowStream.maxSubscribers {
+            let id = stream.subscribe(filter: .init(), eventLoop: loop, state: { .ready }, close: {}, write: { _ in })
+            ids.append(try! #require(id))
+        }
+        #expect(stream.subscribe(filter: .init(), eventLoop: loop, state: { .ready }, close: {}, write: { _ in }) == nil)
+        stream.unsubscribe(ids[0])
+        #expect(stream.subscribe(filter: .init(), eventLoop: loop, state: { .ready }, close: {}, write: { _ in }) != nil)
+    }
+
+    @Test func aClientThatTakesNothingIsClosedAfterTheStallLimit() {
+        let stream = FlowStream()
+        let loop = EmbeddedEventLoop()
+        let behind = Atomic<Bool>(true), closed = Atomic<Int>(0), written = Atomic<Int>(0)
+        _ = stream.subscribe(filter: .init(), eventLoop: loop, state: { behind.load(ordering: .relaxed) ? .behind : .ready },
+                             close: { closed.add(1, ordering: .relaxed) }, write: { written.add($0.count, ordering: .relaxed) })
+        stream.publish(.close, key: key, signals: [], record: { Array("{}\n".utf8) })
+        loop.advanceTime(by: .seconds(29))
+        #expect(closed.load(ordering: .relaxed) == 0 && written.load(ordering: .relaxed) == 0)
+        loop.advanceTime(by: .seconds(2))
+        #expect(closed.load(ordering: .relaxed) == 1)
+    }
+
+    @Test func aClientThatCatchesUpInTimeIsKeptAndSentWhatWaited() {
+        let stream = FlowStream()
+        let loop = EmbeddedEventLoop()
+        let behind = Atomic<Bool>(true), closed = Atomic<Int>(0), written = Atomic<Int>(0)
+        _ = stream.subscribe(filter: .init(), eventLoop: loop, state: { behind.load(ordering: .relaxed) ? .behind : .ready },
+                             close: { closed.add(1, ordering: .relaxed) }, write: { written.add($0.count, ordering: .relaxed) })
+        stream.publish(.close, key: key, signals: [], record: { Array("{}\n".utf8) })
+        loop.advanceTime(by: .seconds(20))
+        behind.store(false, ordering: .relaxed)
+        loop.advanceTime(by: .seconds(1))
+        #expect(written.load(ordering: .relaxed) > 0)
+        // The stall count starts again once the client took something.
+        behind.store(true, ordering: .relaxed)
+        stream.publish(.close, key: key, signals: [], record: { Array("{}\n".utf8) })
+        loop.advanceTime(by: .seconds(20))
+        #expect(closed.load(ordering: .relaxed) == 0)
+    }
+}
