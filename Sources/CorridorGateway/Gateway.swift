@@ -171,6 +171,7 @@ public final class Gateway: Sendable {
             if let address = gateway.listeners.admin {
                 let isReady: @Sendable () -> Bool = { [weak self] in self?.isReady ?? false }
                 var access = AdminServer.Access()
+                access.hosts = Set(gateway.admin.hosts)
                 if let file = gateway.admin.tokenFile {
                     access.token = try Self.readToken(file)
                 }

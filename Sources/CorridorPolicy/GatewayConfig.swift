@@ -171,6 +171,11 @@ public struct GatewayConfig: Sendable, Equatable {
         /// `/explain`) then require `Authorization: Bearer <token>`; `/metrics`, `/healthz` and
         /// `/readyz` stay open for probes and scrapers. Read at start.
         public var tokenFile: String?
+        /// Host names the admin listener answers to besides IP addresses, `localhost`, single
+        /// labels and cluster Service names (lower case): an Ingress's name, say. Any other is
+        /// refused, so that a page that points a name of its own at the listener (DNS
+        /// rebinding) cannot read it.
+        public var hosts: [String] = []
     }
 
     /// The flow table behind the admin API's `/flows`.

@@ -143,6 +143,13 @@ enum GatewayConfigReader {
 
         if let admin = try spec.fields("admin") {
             config.admin.tokenFile = try admin.string("tokenFile")
+            for (index, host) in try admin.stringList("hosts").enumerated() {
+                let name = host.lowercased().hasSuffix(".") ? String(host.lowercased().dropLast()) : host.lowercased()
+                if let problem = ConfigLoader.dnsLabelProblem(name, maxLength: 253, allowDots: true) {
+                    throw reader.error("spec.admin.hosts[\(index)]", admin.node("hosts"), problem)
+                }
+                config.admin.hosts.append(name)
+            }
             try admin.finish()
         }
 

@@ -12,6 +12,8 @@ public enum AdminServer {
     public struct Access: Sendable {
         /// The bearer token the APIs require; nil: open (the listener is on loopback by default).
         public var token: String?
+        /// Host names answered besides those ``AdminHostCheck`` always takes (lower case).
+        public var hosts: Set<String> = []
         /// In Kubernetes mode: each ExternalService and EgressPolicy with whether it is accepted.
         public var kubernetesObjects: (@Sendable () -> [ClusterObjectState])?
 
@@ -82,7 +84,14 @@ final class AdminHandler: ChannelInboundHandler {
             guard let head = request, subscription == nil else { return }
             request = nil
             let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-            if !authorized(head, path: path) {
+            let host = head.headers.first(name: "Host")
+            if head.headers["Host"].count > 1 || !AdminHostCheck.allows(host, listed: access.hosts) {
+                let shown = String((host ?? "").unicodeScalars.filter { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7f }.prefix(100).map(Character.init))
+                let reason = "the admin API does not answer to Host '\(shown)': only to IP addresses, localhost, single labels, "
+                    + "*.svc and *.svc.cluster.local names and those in spec.admin.hosts (a browser sent here under another name "
+                    + "may have been pointed at this address by DNS rebinding)\n"
+                send(context: context, head: head, status: .forbidden, contentType: "text/plain", body: Array(reason.utf8))
+            } else if !authorized(head, path: path) {
                 var json = JSONLine()
                 json.string("error", "this admin API needs Authorization: Bearer <token> (spec.admin.tokenFile)")
                 var headers = HTTPHeaders()

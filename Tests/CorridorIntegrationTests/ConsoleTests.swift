@@ -56,6 +56,25 @@ struct ConsoleTests {
         #expect((result["checks"] as? [[Any]] ?? []).contains { ($0[0] as? String) == "the page asks for the token" })
     }
 
+    /// A page that points a name of its own at the admin address (DNS rebinding) sends that name
+    /// as the Host: refused, on every path (found in review); listed names are answered.
+    @Test func theAdminAPIAnswersOnlyToNamesNoOutsiderCanPointHere() async throws {
+        let h = try await GatewayHarness(gatewayExtra: "  admin: {hosts: [Console.Example.Test]}")
+        defer { Task { await h.stop() } }
+        func status(_ path: String, host: String) throws -> String {
+            try runCommand("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: \(host)", "http://127.0.0.1:\(h.adminPort)\(path)"]).stdout
+        }
+        for path in ["/flows", "/policy", "/flows/stream", "/metrics", "/"] {
+            #expect(try status(path, host: "rebind.attacker.example:\(h.adminPort)") == "403", "\(path)")
+        }
+        #expect(try status("/policy", host: "127.0.0.1:\(h.adminPort)") == "200")
+        #expect(try status("/policy", host: "localhost:\(h.adminPort)") == "200")
+        #expect(try status("/policy", host: "corridor-admin.corridor-system.svc:\(h.adminPort)") == "200")
+        #expect(try status("/policy", host: "console.example.test") == "200")
+        let body = try runCommand("curl", ["-sS", "-H", "Host: rebind.attacker.example", "http://127.0.0.1:\(h.adminPort)/flows"]).stdout
+        #expect(body.contains("DNS rebinding") && body.contains("spec.admin.hosts"), "\(body)")
+    }
+
     @Test func anUnreadableTokenFileStopsTheStart() async throws {
         await #expect(throws: (any Error).self) {
             _ = try await GatewayHarness(gatewayExtra: "  admin: {tokenFile: /nonexistent/corridor-token}")
