@@ -165,7 +165,11 @@ public struct PolicyHint: Sendable, Equatable {
             return (service, port)
         }
 
-        /// Grants `service` on `port` to `who`, unless it is open to all or granted already.
+        /// Grants `service` on `port` to `who`, unless it is open to all or granted already: in a
+        /// policy of the workload's namespace that selects no more than the workload's group (the
+        /// pods sharing its most stable label, or, without one, those of its service account that
+        /// carry none), or in a new one for that group. A policy that selects the workload but
+        /// others too is never extended: the grant would reach workloads that never asked for it.
         mutating func grant(_ service: ExternalService, port: Int, to who: SourceIdentity) {
             if service.access == .all { return }
             let inNamespace = snapshot.source.egressPolicies.filter { $0.namespace == who.namespace }
@@ -174,31 +178,25 @@ public struct PolicyHint: Sendable, Equatable {
                 policy.egress.contains { $0.externalServices.contains(service.name) && ($0.ports.isEmpty || $0.ports.contains(port)) }
             }
             if granted { return }
-            if var policy = selecting.first {
+            let group = Self.group(of: who)
+            if var policy = selecting.first(where: { Self.selectsWithin($0, group) }) {
                 policy.egress.append(EgressPolicy.Rule(externalServices: [service.name], ports: [port]))
                 changes.append(.updatePolicy(policy))
                 clauses.append("grant it: add ExternalService \(service.name) port \(port) to EgressPolicy \(policy.metadata.qualifiedName), "
                     + "which selects this workload")
                 return
             }
-            // No policy of the namespace selects the workload: a new one, by its most stable label.
-            var selector = LabelSelector.everything
-            var accounts: [String] = []
-            var by: String
-            if let key = ["app.kubernetes.io/name", "app"].first(where: { who.labels[$0] != nil }), let value = who.labels[key] {
-                selector = LabelSelector(matchLabels: [key: value])
-                by = "\(key)=\(value)"
-            } else {
-                accounts = [who.serviceAccount]
-                by = "service account \(who.serviceAccount)"
-            }
-            let base = Self.slug(selector.matchLabels.values.first ?? who.serviceAccount)
+            let base = Self.slug(group.selector.matchLabels.values.first ?? who.serviceAccount)
             let name = uniqueName("\(base.isEmpty ? "workload" : base)-egress", taken: Set(inNamespace.map(\.metadata.name)))
-            let policy = EgressPolicy(metadata: ObjectMeta(name: name, namespace: who.namespace), podSelector: selector,
-                                      serviceAccounts: accounts, egress: [EgressPolicy.Rule(externalServices: [service.name], ports: [port])])
+            let policy = EgressPolicy(metadata: ObjectMeta(name: name, namespace: who.namespace), podSelector: group.selector,
+                                      serviceAccounts: group.accounts, egress: [EgressPolicy.Rule(externalServices: [service.name], ports: [port])])
             changes.append(.addPolicy(policy))
-            var clause = "grant it: add EgressPolicy \(who.namespace)/\(name) selecting \(by) with ExternalService \(service.name) port \(port)"
-            if !inNamespace.isEmpty {
+            var clause = "grant it: add EgressPolicy \(who.namespace)/\(name) selecting \(group.by) with ExternalService \(service.name) port \(port)"
+            if !selecting.isEmpty {
+                let broader = selecting.prefix(5).map(\.metadata.qualifiedName).joined(separator: ", ")
+                clause += " (\(broader) \(selecting.count == 1 ? "selects" : "select") this workload but others too, which the grant would reach"
+                    + (selecting.count > 5 ? "; and \(selecting.count - 5) more" : "") + ")"
+            } else if !inNamespace.isEmpty {
                 let why = inNamespace.prefix(5).map { policy -> String in
                     var part = "\(policy.metadata.qualifiedName) selects \(policy.podSelector.summary)"
                     if !policy.serviceAccounts.isEmpty { part += " with service accounts \(policy.serviceAccounts.joined(separator: ","))" }
@@ -208,6 +206,30 @@ public struct PolicyHint: Sendable, Equatable {
                     + (inNamespace.count > 5 ? "; and \(inNamespace.count - 5) more" : "") + ")"
             }
             clauses.append(clause)
+        }
+
+        /// The labels that name a workload's group, most stable first.
+        static let groupLabelKeys = ["app.kubernetes.io/name", "app"]
+
+        /// The pods a grant for `who` is for: those sharing its most stable label, or, without
+        /// one, the pods of its service account that carry none of those labels.
+        static func group(of who: SourceIdentity) -> (selector: LabelSelector, accounts: [String], by: String) {
+            if let key = groupLabelKeys.first(where: { who.labels[$0] != nil }), let value = who.labels[key] {
+                return (LabelSelector(matchLabels: [key: value]), [], "\(key)=\(value)")
+            }
+            let unlabelled = LabelSelector(matchExpressions: groupLabelKeys.map { LabelSelector.Requirement(key: $0, operator: .doesNotExist) })
+            return (unlabelled, [who.serviceAccount], "service account \(who.serviceAccount) (pods without \(groupLabelKeys.joined(separator: " or ")) labels)")
+        }
+
+        /// Whether every pod `policy` selects is in `group`: the group's labels and expressions
+        /// are among the policy's, and where the group names service accounts, the policy names
+        /// only some of those.
+        static func selectsWithin(_ policy: EgressPolicy, _ group: (selector: LabelSelector, accounts: [String], by: String)) -> Bool {
+            let selector = policy.podSelector
+            guard group.selector.matchLabels.allSatisfy({ selector.matchLabels[$0.key] == $0.value }),
+                  group.selector.matchExpressions.allSatisfy({ selector.matchExpressions.contains($0) }) else { return false }
+            guard !group.accounts.isEmpty else { return true }
+            return !policy.serviceAccounts.isEmpty && Set(policy.serviceAccounts).isSubset(of: group.accounts)
         }
 
         func uniqueName(_ base: String, taken: Set<String>) -> String {

@@ -140,7 +140,9 @@ public struct PolicyLearner {
     }
 
     static func destination(of entry: AccessLogEntry) -> Destination? {
-        if entry.listener == "http", let host = entry.host {
+        // A plain-HTTP request: on the http listener, or absolute-form on the connect listener
+        // (an http_proxy client); its record has a Host and neither an SNI nor a CONNECT host.
+        if let host = entry.host, entry.sni == nil, entry.connectHost == nil {
             return .name(host: host, port: entry.port ?? 80, http: true, ech: false)
         }
         if let host = entry.connectHost ?? entry.sni, let port = entry.port {

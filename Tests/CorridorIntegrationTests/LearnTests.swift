@@ -171,6 +171,79 @@ struct LearnTests {
         #expect(learned.stderr.contains("api.leran.test (2)"), "\(learned.stderr)")
     }
 
+    /// A grant goes to the workloads that used it: two groups on one service account (a labelled
+    /// Deployment and an unlabelled CronJob) each get their own, and a policy of the namespace
+    /// that selects every pod is not where a grant goes (found in review: both widened the grant
+    /// to workloads that never asked for it). A plain-HTTP request sent to the connect listener
+    /// (an http_proxy client) is learned like one sent to the http listener.
+    @Test func aGrantGoesOnlyToTheWorkloadsThatUsedIt() throws {
+        let dir = try TempDir()
+        let log = dir.path("audit.log")
+        func record(_ labels: String, _ destination: String) -> String {
+            #"{"time":"2026-12-07T10:00:00.000Z","id":1,"listener":"connect","src":"127.0.0.1:40000","#
+                + #""identity":{"namespace":"shop","workload":"w","serviceAccount":"shared","labels":{\#(labels)}},"#
+                + destination + #","decision":"audit","bytesUp":0,"bytesDown":0,"durationMs":3,"closeCause":"completed","event":"close"}"#
+        }
+        try [
+            record("", #""connectHost":"one.learn.test","sni":"one.learn.test","port":443"#),
+            record(#""app":"web""#, #""connectHost":"pay.learn.test","sni":"pay.learn.test","port":443"#),
+            record(#""app":"legacy""#, #""method":"GET","host":"plain.learn.test","port":8080,"status":200"#),
+        ].joined(separator: "\n").write(toFile: log, atomically: true, encoding: .utf8)
+        let existing = dir.path("existing.yaml")
+        try """
+            apiVersion: corridor.dev/v1alpha1
+            kind: GatewayConfig
+            metadata: {name: learn}
+            spec: {listeners: {connect: 127.0.0.1:0}}
+            ---
+            apiVersion: corridor.dev/v1alpha1
+            kind: Workload
+            metadata: {name: cron, namespace: shop}
+            spec: {addresses: [10.0.0.1/32], serviceAccount: shared}
+            ---
+            apiVersion: corridor.dev/v1alpha1
+            kind: Workload
+            metadata: {name: web, namespace: shop}
+            spec: {addresses: [10.0.0.2/32], serviceAccount: shared, labels: {app: web}}
+            ---
+            apiVersion: corridor.dev/v1alpha1
+            kind: Workload
+            metadata: {name: batch, namespace: shop}
+            spec: {addresses: [10.0.0.3/32], serviceAccount: shared, labels: {app: batch}}
+            ---
+            apiVersion: corridor.dev/v1alpha1
+            kind: ExternalService
+            metadata: {name: telemetry}
+            spec: {hosts: [telemetry.learn.test], ports: [{number: 443, protocol: TLS}]}
+            ---
+            apiVersion: corridor.dev/v1alpha1
+            kind: EgressPolicy
+            metadata: {name: all-pods-telemetry, namespace: shop}
+            spec:
+              podSelector: {}
+              egress: [{to: [{externalService: telemetry}]}]
+            """.write(toFile: existing, atomically: true, encoding: .utf8)
+        let learned = try runCommand(Repo.corridorBinary.path, ["learn", "--merge", existing, log])
+        #expect(learned.status == 0, "\(learned.stderr)")
+        #expect(learned.stdout.contains("\"plain.learn.test\""), "the http_proxy request is learned: \(learned.stdout)\(learned.stderr)")
+        #expect(!learned.stdout.contains("all-pods-telemetry"), "\(learned.stdout)")
+        let combined = dir.path("combined.yaml")
+        try (String(contentsOfFile: existing, encoding: .utf8) + "\n---\n" + learned.stdout).write(toFile: combined, atomically: true, encoding: .utf8)
+        let check = try runCommand(Repo.corridorBinary.path, ["check", "--config", combined])
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+        func verdict(_ source: String, _ to: String) throws -> String {
+            let explain = try runCommand(Repo.corridorBinary.path, ["explain", "--config", combined, "--source-ip", source, "--to", to, "--via", "connect"])
+            return explain.stdout.split(separator: "\n").first.map(String.init) ?? explain.stderr
+        }
+        #expect(try verdict("10.0.0.1", "one.learn.test:443").contains("allow"))
+        #expect(try verdict("10.0.0.2", "pay.learn.test:443").contains("allow"))
+        for (source, to) in [("10.0.0.1", "pay.learn.test:443"), ("10.0.0.2", "one.learn.test:443"), ("10.0.0.3", "one.learn.test:443"),
+                             ("10.0.0.3", "pay.learn.test:443")] {
+            let said = try verdict(source, to)
+            #expect(!said.contains("allow"), "\(source) -> \(to) never used it: \(said)\n\(learned.stdout)")
+        }
+    }
+
     @Test func badInputIsRefusedWithAReason() throws {
         let dir = try TempDir()
         let missing = try runCommand(Repo.corridorBinary.path, ["learn", dir.path("nope.log")])

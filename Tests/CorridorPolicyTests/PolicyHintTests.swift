@@ -131,6 +131,26 @@ struct PolicyHintTests {
             withChanges += 1
             var changed = source
             for change in hint.changes { change.apply(to: &changed) }
+            // The grant reaches no workload outside the source's group (found in review: extending
+            // a policy that selected the whole namespace granted every workload what one used).
+            if let who {
+                var servicesOnly = source
+                for change in hint.changes {
+                    switch change {
+                    case .addPolicy, .updatePolicy: break
+                    default: change.apply(to: &servicesOnly)
+                    }
+                }
+                let before = PolicySnapshot(source: servicesOnly, generation: 2)
+                let after = PolicySnapshot(source: changed, generation: 2)
+                for (n, other) in Self.identities.enumerated() {
+                    guard let other, !Self.sameGroup(who, other) else { continue }
+                    let otherAddress = IPAddress(parsing: "192.0.2.\(n + 1)")!
+                    let was = Self.decide(before, destination, before.inventory.identity(of: otherAddress), otherAddress)?.verdict
+                    let now = Self.decide(after, destination, after.inventory.identity(of: otherAddress), otherAddress)?.verdict
+                    #expect(was == .allow || now != .allow, "\(hint.text)\ngranted \(other) too, which is not in \(who)'s group")
+                }
+            }
             let after = PolicySnapshot(source: changed, generation: 2)
             let again = Self.decide(after, destination, after.inventory.identity(of: address), address)
             #expect(again?.verdict == .allow, "\(decision.reason)\nhint: \(hint.text)\nafter: \(again?.reason ?? "nil")")
@@ -151,6 +171,36 @@ struct PolicyHintTests {
             #expect((reasons[kind] ?? 0) > 0, "\(kind) never came up: \(reasons)")
         }
         #expect(withChanges > 300, "\(withChanges)")
+    }
+
+    /// Whether `other` is in the group a grant for `who` is for: the same namespace and the same
+    /// most stable label, or, without one, the same service account and none of those labels.
+    static func sameGroup(_ who: SourceIdentity, _ other: SourceIdentity) -> Bool {
+        guard who.namespace == other.namespace else { return false }
+        if let key = ["app.kubernetes.io/name", "app"].first(where: { who.labels[$0] != nil }) { return other.labels[key] == who.labels[key] }
+        return other.serviceAccount == who.serviceAccount && other.labels["app.kubernetes.io/name"] == nil && other.labels["app"] == nil
+    }
+
+    @Test("a grant goes to the workload's group, never to a policy selecting others too")
+    func grantsStayInTheGroup() {
+        let stripe = ExternalService(metadata: ObjectMeta(name: "stripe"), hosts: [.exact("api.stripe.com")], ports: [.init(number: 443)])
+        let everyone = policy("telemetry", namespace: "payments", selector: .everything, grants: [])
+        let snap = snapshot(services: [stripe], policies: [everyone])
+        let facts = DestinationFacts(serverName: "api.stripe.com", port: 443)
+        let decision = DecisionEngine.decide(source: checkoutPod, sourceAddress: "10.0.0.1", facts: facts, snapshot: snap)
+        let hint = PolicyHint.make(for: decision, to: .name(facts), identity: checkoutPod, address: nil, snapshot: snap)
+        #expect(hint?.text.hasPrefix("grant it: add EgressPolicy payments/checkout-egress selecting app=checkout") ?? false, "\(hint?.text ?? "")")
+        #expect(hint?.text.contains("payments/telemetry selects this workload but others too") ?? false, "\(hint?.text ?? "")")
+        // A workload without an app label: the pods of its service account without one.
+        let cron = SourceIdentity(namespace: "payments", workload: "cron", serviceAccount: "shared", labels: [:])
+        let other = SourceIdentity(namespace: "payments", workload: "batch", serviceAccount: "shared", labels: ["app": "batch"])
+        let cronDecision = DecisionEngine.decide(source: cron, sourceAddress: "10.0.0.2", facts: facts, snapshot: snap)
+        let cronHint = PolicyHint.make(for: cronDecision, to: .name(facts), identity: cron, address: nil, snapshot: snap)
+        var changed = snap.source
+        for change in cronHint?.changes ?? [] { change.apply(to: &changed) }
+        let after = PolicySnapshot(source: changed, generation: 2)
+        #expect(DecisionEngine.decide(source: cron, sourceAddress: "10.0.0.2", facts: facts, snapshot: after).verdict == .allow)
+        #expect(DecisionEngine.decide(source: other, sourceAddress: "10.0.0.3", facts: facts, snapshot: after).verdict != .allow)
     }
 
     @Test("the hint names the change in words a person can act on")
