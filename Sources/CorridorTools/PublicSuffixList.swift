@@ -6,8 +6,10 @@ import Foundation
 ///
 /// The rules come from the Public Suffix List (publicsuffix.org, ICANN and private sections; the
 /// Debian package `publicsuffix` installs it at ``systemPath``) when it is there, and always from a
-/// built-in list of multi-tenant hosting and storage parents. Without the file, every single-label
-/// name and the built-in list count as public suffixes.
+/// built-in list of multi-tenant hosting and storage parents, which covers every name under them
+/// too (`s3.eu-west-1.amazonaws.com`, a dotted bucket's `foo.s3.amazonaws.com`). Without the file,
+/// every single-label name and the built-in list count as public suffixes, and ``hasList`` is
+/// false: `corridor learn` then proposes no wildcard at all.
 public struct PublicSuffixList: Sendable {
     public static let systemPath = "/usr/share/publicsuffix/public_suffix_list.dat"
 
@@ -28,6 +30,8 @@ public struct PublicSuffixList: Sendable {
     private var exceptions: Set<String> = []
     /// Where the rules came from, for the output's header.
     public private(set) var origin: String
+    /// Whether the Public Suffix List was read (else only the built-in list is known).
+    public private(set) var hasList = false
 
     /// Reads `path` (the PSL format); nil `path` takes ``systemPath`` if it exists. Throws if a
     /// path given explicitly cannot be read.
@@ -50,12 +54,21 @@ public struct PublicSuffixList: Sendable {
             if rule.hasPrefix("!") { exceptions.insert(String(rule.dropFirst())) } else if rule.hasPrefix("*.") { wildcards.insert(String(rule.dropFirst(2))) } else { rules.insert(rule) }
         }
         origin = "Public Suffix List \(file) (\(rules.count + wildcards.count) rules) and the built-in multi-tenant list"
+        hasList = true
     }
 
     /// Whether a wildcard directly under `name` (`*.name`) would reach names anyone can register.
     public func isPublic(_ name: String) -> Bool {
         let name = name.lowercased()
-        if Self.multiTenantParents.contains(name) || !name.contains(".") { return true }
+        if !name.contains(".") { return true }
+        // A multi-tenant parent, or any name under one: a region's or a bucket's names are the
+        // tenants' too (`*.s3.eu-west-1.amazonaws.com` reaches every bucket there).
+        var ancestor = Substring(name)
+        while true {
+            if Self.multiTenantParents.contains(String(ancestor)) { return true }
+            guard let dot = ancestor.firstIndex(of: ".") else { break }
+            ancestor = ancestor[ancestor.index(after: dot)...]
+        }
         if exceptions.contains(name) { return false }
         if rules.contains(name) { return true }
         if let dot = name.firstIndex(of: "."), wildcards.contains(String(name[name.index(after: dot)...])) { return true }

@@ -43,8 +43,13 @@ struct Learn: ParsableCommand {
         if let merge { base = loadPolicyOrExit(merge).source }
         var learner: PolicyLearner
         do {
+            let suffixes = try PublicSuffixList(path: publicSuffixList)
+            if wildcardThreshold != nil && !suffixes.hasList {
+                fail("--wildcard-threshold needs the Public Suffix List (Debian's publicsuffix package installs it at \(PublicSuffixList.systemPath); "
+                     + "or give --public-suffix-list FILE): without it a wildcard could land under a public suffix such as co.uk")
+            }
             learner = try PolicyLearner(options: .init(since: since, until: until, namespace: namespace, wildcardThreshold: wildcardThreshold,
-                                                       publicSuffixes: PublicSuffixList(path: publicSuffixList)))
+                                                       publicSuffixes: suffixes))
         } catch {
             fail("\(error)")
         }
