@@ -33,6 +33,8 @@ final class ClusterSync: Sendable {
     /// The origination contexts of the last build, reused while the ExternalServices are unchanged
     /// (a pod event must not reload every CA bundle).
     private let lastOrigination = Mutex<(services: [ExternalService], contexts: OriginationContexts)?>(nil)
+    /// The contested addresses last logged (logged again only when they change).
+    private let loggedConflicts = Mutex<[CIDR]>([])
     /// State the reflectors' callbacks and retry tasks share.
     private final class Shared: Sendable {
         /// When each resource's list/watch stopped being healthy (absent while healthy).
@@ -191,6 +193,15 @@ final class ClusterSync: Sendable {
         let first = !synced.exchange(true, ordering: .acquiringAndReleasing)
         let took = ContinuousClock.now - started
         metrics.built(objects: objects, policy: policy, duration: took)
+        let conflicts = snapshot.inventory.conflicts
+        metrics.contested(conflicts.count)
+        if loggedConflicts.withLock({ logged in defer { logged = conflicts.map(\.cidr) }; return logged != conflicts.map(\.cidr) }),
+           !conflicts.isEmpty {
+            let shown = conflicts.prefix(10).map { "\($0.cidr) (\($0.workloads.joined(separator: ", ")))" }.joined(separator: "; ")
+            logger.warning("addresses claimed by more than one workload are denied until one claim is gone", metadata: [
+                "addresses": "\(shown)\(conflicts.count > 10 ? "; and \(conflicts.count - 10) more" : "")",
+            ])
+        }
         logger.log(level: first ? .info : .debug, first ? "policy synced from the Kubernetes API" : "policy rebuilt", metadata: [
             "generation": "\(generation)", "externalServices": "\(policy.source.externalServices.count)",
             "egressPolicies": "\(policy.source.egressPolicies.count)", "podIdentities": "\(policy.podIdentities)",
@@ -290,6 +301,7 @@ struct ClusterMetrics: Sendable {
     private let lastBuild: Gauge
     private let rejected: Gauge
     private let identities: Gauge
+    private let contestedAddresses: Gauge
     private let buildSeconds: Gauge
 
     init(registry: PrometheusCollectorRegistry) {
@@ -298,6 +310,8 @@ struct ClusterMetrics: Sendable {
         lastBuild = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_last_build_timestamp_seconds", unitName: "", helpText: "When the policy was last rebuilt from the API caches"))
         rejected = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_rejected_objects", unitName: "", helpText: "ExternalServices and EgressPolicies whose current spec is invalid"))
         identities = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_pod_identities", unitName: "", helpText: "Pods whose addresses map to an identity"))
+        contestedAddresses = registry.makeGauge(descriptor: .init(metricName: "corridor_source_contested_addresses", unitName: "",
+                                                                  helpText: "Source addresses more than one workload claims (denied until one claim is gone)"))
         buildSeconds = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_last_build_duration_seconds", unitName: "", helpText: "How long the last policy build took"))
         for resource in ["pods", "externalservices", "egresspolicies"] { setUp(resource: resource, false) }
     }
@@ -337,6 +351,8 @@ struct ClusterMetrics: Sendable {
         registry.makeCounter(descriptor: .init(metricName: "corridor_kubernetes_status_writes_total", unitName: "", helpText: "Accepted conditions written, by result"),
                              labels: [("result", succeeded ? "success" : "failure")]).increment()
     }
+
+    func contested(_ count: Int) { contestedAddresses.set(to: Double(count)) }
 
     func built(objects: ClusterObjects, policy: ClusterPolicy, duration: Duration) {
         synced.set(to: 1)

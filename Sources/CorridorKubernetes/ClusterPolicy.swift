@@ -288,11 +288,14 @@ public final class ClusterPolicyCompiler {
 /// Pod IPs to workload identities, by the rules of the API: an address is claimed only by a pod
 /// that has networking of its own (not hostNetwork: those share the node's address) and is not
 /// finished (Succeeded and Failed pods keep reporting an IP the network may already have given
-/// to another pod). A pod being deleted keeps its address until it is gone. When two live pods
-/// report the same address (a reused IP seen before the old pod's deletion), the newer pod wins.
+/// to another pod). A pod being deleted keeps its address until it is gone, and yields it to a
+/// live pod. When two live pods report the same address (a reused IP seen before the old pod's
+/// end, or a pod that waited long with an old creation time), both claims stand and the source
+/// inventory gives the address to neither (``SourceInventory/conflicts``): which pod sends from
+/// it cannot be told, so it is denied until one claim is gone.
 public enum PodInventory {
     public static func workloads(from pods: [Pod]) -> [Workload] {
-        var owner: [IPAddress: Pod] = [:]
+        var owner: [IPAddress: [Pod]] = [:]
         for pod in pods {
             guard pod.spec?.hostNetwork != true, pod.status?.phase != "Succeeded", pod.status?.phase != "Failed" else { continue }
             // An identity the policy model cannot hold (the API server never sends one, but a
@@ -304,13 +307,25 @@ public enum PodInventory {
                 guard var address = IPAddress(parsing: text) else { continue }
                 // `::ffff:a.b.c.d` is the IPv4 address it carries (as sources are looked up).
                 if address.isMapped, let v4 = address.embeddedIPv4 { address = v4 }
-                if let other = owner[address], !isNewer(pod, than: other) { continue }
-                owner[address] = pod
+                guard let others = owner[address], let other = others.first else {
+                    owner[address] = [pod]
+                    continue
+                }
+                let deleting = pod.metadata.deletionTimestamp != nil, otherDeleting = other.metadata.deletionTimestamp != nil
+                if deleting != otherDeleting {
+                    if otherDeleting { owner[address] = [pod] }  // a pod being deleted yields to a live one
+                } else if deleting {
+                    if isNewer(pod, than: other) { owner[address] = [pod] }  // of two leaving, the newer
+                } else if !others.contains(where: { $0.metadata.key == pod.metadata.key }) {
+                    owner[address] = others + [pod]  // two live claims: neither gets it
+                }
             }
         }
         var addresses: [String: (pod: Pod, cidrs: [CIDR])] = [:]
-        for (address, pod) in owner {
-            addresses[pod.metadata.key, default: (pod, [])].cidrs.append(CIDR(address: address, prefixLength: address.isIPv4 ? 32 : 128))
+        for (address, pods) in owner {
+            for pod in pods {
+                addresses[pod.metadata.key, default: (pod, [])].cidrs.append(CIDR(address: address, prefixLength: address.isIPv4 ? 32 : 128))
+            }
         }
         return addresses.values.sorted { $0.pod.metadata.key < $1.pod.metadata.key }.map { entry in
             let pod = entry.pod
@@ -323,8 +338,6 @@ public enum PodInventory {
     static func serviceAccount(of pod: Pod) -> String { pod.spec?.serviceAccountName ?? pod.spec?.serviceAccount ?? "default" }
 
     static func isNewer(_ pod: Pod, than other: Pod) -> Bool {
-        // A pod being deleted yields to one that is not.
-        if (pod.metadata.deletionTimestamp == nil) != (other.metadata.deletionTimestamp == nil) { return pod.metadata.deletionTimestamp == nil }
         let a = pod.metadata.creationTimestamp ?? "", b = other.metadata.creationTimestamp ?? ""
         if a != b { return a > b }  // RFC 3339 UTC timestamps order as text
         return pod.metadata.key > other.metadata.key

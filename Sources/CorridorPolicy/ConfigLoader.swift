@@ -447,7 +447,9 @@ public enum ConfigLoader {
         let reader = spec.reader
         var addresses: [CIDR] = []
         for (path, node) in try spec.list("addresses") {
-            addresses.append(try cidr(try reader.string(node, path), path: path, node: node, reader: reader))
+            // `::ffff:10.0.0.5` is the IPv4 source it names: kept as `10.0.0.5`, as sources are
+            // looked up, so that it matches, and claims what the IPv4 form would.
+            addresses.append(try cidr(try reader.string(node, path), path: path, node: node, reader: reader).unmapped)
         }
         if addresses.isEmpty { throw reader.error("spec.addresses", spec.node, "at least one address or CIDR is required") }
         let serviceAccount = try spec.string("serviceAccount") ?? "default"

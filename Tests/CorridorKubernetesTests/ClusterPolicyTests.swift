@@ -55,13 +55,22 @@ func decide(_ snapshot: PolicySnapshot, from address: String, to host: String) -
         #expect(inventory.entryCount == 3)
     }
 
-    @Test func aReusedAddressBelongsToTheNewPodOnly() {
+    /// Two live pods reporting one address: which sends from it cannot be told (creation time
+    /// says nothing of when a pod got its IP; found in review: a pod kept Pending with an old
+    /// creation time got a newer pod's grants), so it is neither's until one claim is gone.
+    @Test func anAddressTwoLivePodsClaimIsNeithers() {
         let old = pod("payments", "old", ip: ["10.0.0.5"], sa: "checkout", created: "2026-11-27T01:00:00Z")
         let new = pod("analytics", "new", ip: ["10.0.0.5"], sa: "crawler", created: "2026-11-27T02:00:00Z")
+        let wide = Workload(metadata: ObjectMeta(name: "subnet", namespace: "infra"), addresses: [CIDR(address: IPAddress(parsing: "10.0.0.0")!, prefixLength: 24)])
         for order in [[old, new], [new, old]] {
-            let inventory = SourceInventory(workloads: PodInventory.workloads(from: order))
-            #expect(inventory.identity(of: IPAddress(parsing: "10.0.0.5")!)?.namespace == "analytics")
+            let inventory = SourceInventory(workloads: PodInventory.workloads(from: order) + [wide])
+            #expect(inventory.identity(of: IPAddress(parsing: "10.0.0.5")!) == nil, "no broader prefix answers for it either")
+            #expect(inventory.identity(of: IPAddress(parsing: "10.0.0.4")!)?.workload == "subnet")
+            #expect(inventory.conflicts.map(\.cidr.description) == ["10.0.0.5/32"])
+            #expect(inventory.conflicts.first?.workloads == ["analytics/new", "payments/old"])
         }
+        // Once the old pod's end is seen, the address is the new pod's.
+        #expect(SourceInventory(workloads: PodInventory.workloads(from: [new])).identity(of: IPAddress(parsing: "10.0.0.5")!)?.namespace == "analytics")
         // An old pod being deleted yields even to an older-looking live one; a finished pod claims nothing.
         let deleting = pod("payments", "going", ip: ["10.0.0.6"], created: "2026-11-27T03:00:00Z", deleting: true)
         let live = pod("analytics", "live", ip: ["10.0.0.6"], created: "2026-11-27T02:00:00Z")
@@ -86,8 +95,9 @@ func decide(_ snapshot: PolicySnapshot, from address: String, to host: String) -
         let inventory = SourceInventory(workloads: PodInventory.workloads(from: [mapped]))
         #expect(inventory.identity(of: IPAddress(parsing: "10.0.0.8")!)?.workload == "mapped")
         // And it competes for that address like any IPv4 claim.
-        let newer = pod("analytics", "newer", ip: ["10.0.0.8"], created: "2026-11-27T09:00:00Z")
-        #expect(SourceInventory(workloads: PodInventory.workloads(from: [mapped, newer])).identity(of: IPAddress(parsing: "10.0.0.8")!)?.workload == "newer")
+        let other = pod("analytics", "other", ip: ["10.0.0.8"], created: "2026-11-27T09:00:00Z")
+        let both = SourceInventory(workloads: PodInventory.workloads(from: [mapped, other]))
+        #expect(both.identity(of: IPAddress(parsing: "10.0.0.8")!) == nil && both.conflicts.count == 1)
     }
 
     @Test func backoffDoublesToItsCapAndJittersAboveIt() {

@@ -13,6 +13,50 @@ struct InventoryTests {
     static let host = workload("host", "payments", ["10.0.0.7/32", "fd00:1::7/128"], sa: "checkout", labels: ["app": "checkout"])
     static let wide = workload("wide", "infra", ["10.0.0.0/8"])
 
+    /// A prefix two workloads claim is neither's (in a cluster: a pod reporting a Workload's
+    /// address, found in review, took its identity), and no broader prefix answers for it.
+    @Test func aPrefixTwoWorkloadsClaimIsNeithers() {
+        let vm = Self.workload("vm-ledger", "ledger", ["10.0.0.10/32"])
+        let intruder = Self.workload("intruder", "payments", ["10.0.0.10/32"], labels: ["app": "intruder"])
+        for order in [[vm, intruder, Self.subnet], [Self.subnet, intruder, vm]] {
+            let inventory = SourceInventory(workloads: order)
+            #expect(inventory.identity(of: ip("10.0.0.10")) == nil)
+            #expect(inventory.identity(of: ip("::ffff:10.0.0.10")) == nil)
+            #expect(inventory.identity(of: ip("10.0.0.11"))?.workload == "subnet")
+            #expect(inventory.conflicts.map { $0.workloads } == [["ledger/vm-ledger", "payments/intruder"]])
+        }
+        #expect(SourceInventory(workloads: [vm, Self.subnet]).conflicts.isEmpty)
+    }
+
+    /// `::ffff:10.0.0.99` names the IPv4 source 10.0.0.99 (found in review: filed among IPv6
+    /// prefixes, it never matched, and a broader IPv4 Workload answered for its source).
+    @Test func anIPv4MappedWorkloadAddressClaimsTheIPv4Source() throws {
+        let range = Self.workload("vm-range", "payments", ["10.0.0.0/24"])
+        let quarantined = Self.workload("quarantined", "sandbox", ["::ffff:10.0.0.99/128"])
+        let inventory = SourceInventory(workloads: [range, quarantined])
+        #expect(inventory.identity(of: ip("10.0.0.99"))?.workload == "quarantined")
+        #expect(inventory.identity(of: ip("::ffff:10.0.0.99"))?.workload == "quarantined")
+        let loaded = try #require(loadValid("""
+            apiVersion: corridor.dev/v1alpha1
+            kind: Workload
+            metadata: {name: quarantined, namespace: sandbox}
+            spec: {addresses: ["::ffff:10.0.0.99", "::ffff:10.0.1.0/120"]}
+            """))
+        #expect(loaded.workloads.first?.addresses.map(\.description) == ["10.0.0.99/32", "10.0.1.0/24"])
+        let twice = loadErrors("""
+            apiVersion: corridor.dev/v1alpha1
+            kind: Workload
+            metadata: {name: a, namespace: sandbox}
+            spec: {addresses: [10.0.0.5]}
+            ---
+            apiVersion: corridor.dev/v1alpha1
+            kind: Workload
+            metadata: {name: b, namespace: sandbox}
+            spec: {addresses: ["::ffff:10.0.0.5"]}
+            """)
+        #expect(twice.contains { $0.reason.contains("already claimed") }, "\(twice)")
+    }
+
     @Test("longest prefix wins, whatever the order of the Workloads", arguments: [
         Named("host first", [host, subnet, wide]),
         Named("subnet first", [subnet, host, wide]),
