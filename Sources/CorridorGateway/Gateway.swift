@@ -29,6 +29,9 @@ public final class Gateway: Sendable {
         public var nodeName: String?
         /// Kubernetes mode: items per list page.
         public var listPageSize = 500
+        /// The most bytes one Kubernetes API response may have (a list page larger than this is
+        /// asked for again in smaller pages).
+        public var apiMaxBodyBytes = 64 << 20
         /// Kubernetes mode: a watch that brings no byte (no event, no bookmark) for this long is
         /// ended and started again (see ``Reflector``).
         public var watchIdleLimit: Duration = Reflector<Pod>.defaultWatchIdleLimit
@@ -128,7 +131,7 @@ public final class Gateway: Sendable {
             var base = snapshot.source
             base.awaitingSync = false
             cluster = ClusterSync(
-                client: try KubeAPIClient(endpoint: endpoint, group: group), base: base, registry: metrics.registry, logger: logger,
+                client: try KubeAPIClient(endpoint: endpoint, group: group, maxBodyBytes: options.apiMaxBodyBytes), base: base, registry: metrics.registry, logger: logger,
                 nextGeneration: { generations.next() },
                 install: { snapshot, origination in
                     proxy.install(snapshot, origination: origination)

@@ -264,13 +264,23 @@ public final class Reflector<Object: KubeObject>: Sendable {
         var unreadable: [UnreadableObject] = []
         var resourceVersion: String?
         var token: String?
-        repeat {
-            var query = [("limit", "\(pageSize)")]
+        // Pages of `limit` objects; a page over the client's body limit (large objects: a pod
+        // can be near 1.5 MiB) is asked for again with half as many, down to one object a page,
+        // rather than failing every list for ever.
+        var limit = pageSize
+        pages: while true {
+            var query = [("limit", "\(limit)")]
             if let fieldSelector { query.append(("fieldSelector", fieldSelector)) }
             if let token { query.append(("continue", token)) }
             let body: [UInt8]
             do {
                 body = try await client.get(resource.listPath, query: query, idle: watchIdleLimit)
+            } catch KubeAPIError.tooLarge(let bytes) where limit > 1 {
+                limit = max(1, limit / 2)
+                logger.notice("a list page was larger than the client takes; asking for smaller pages", metadata: [
+                    "resource": "\(resource.plural)", "limitBytes": "\(bytes)", "objectsPerPage": "\(limit)",
+                ])
+                continue pages
             } catch let error as KubeAPIError where error.isExpired && token != nil {
                 // The continue token expired between pages: one full, unpaged list instead.
                 logger.notice("list continue token expired; listing in one page", metadata: ["resource": "\(resource.plural)"])
@@ -278,14 +288,15 @@ public final class Reflector<Object: KubeObject>: Sendable {
                 items = page.items ?? []
                 unreadable = page.unreadable
                 resourceVersion = page.metadata.resourceVersion
-                break
+                break pages
             }
             let page = try decode(body, decoder)
             items += page.items ?? []
             unreadable += page.unreadable
             resourceVersion = page.metadata.resourceVersion
             token = page.metadata.continue.flatMap { $0.isEmpty ? nil : $0 }
-        } while token != nil
+            if token == nil { break pages }
+        }
         guard let resourceVersion, !resourceVersion.isEmpty else { throw KubeAPIError.decoding("a \(resource.kind)List without metadata.resourceVersion") }
         for object in unreadable {
             report(object)

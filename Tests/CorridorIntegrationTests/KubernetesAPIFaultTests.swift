@@ -94,6 +94,30 @@ struct KubernetesAPIFaultTests {
         #expect(await eventually(timeout: 20) { h.gatewayIdentity(of: "127.0.0.23") == "payments/checkout-23" })
     }
 
+    /// Pages larger than the client takes (large pods: a review froze identities, or kept a
+    /// restarted gateway from ever becoming ready, with pods of ~1.4 MB) are asked for again in
+    /// smaller pages, and the list completes.
+    @Test func aPageTooLargeForTheClientIsAskedForInSmallerPages() async throws {
+        let filler = String(repeating: "x", count: 20_000)
+        let h = try await KubernetesHarness(objects: { port in
+            KubernetesHarness.standardObjects(upstreamPort: port) + (0..<40).map { index in
+                var pod = K8sObject.pod("bulk", "large-\(index)", ip: "10.9.0.\(index + 1)", serviceAccount: "bulk", labels: ["app": "bulk"])
+                var metadata = pod["metadata"] as! [String: Any]
+                metadata["annotations"] = ["example.com/filler": filler]
+                pod["metadata"] = metadata
+                return pod
+            }
+        }, apiMaxBodyBytes: 256 << 10)
+        defer { Task { await h.stop() } }
+        #expect(await h.waitReady(timeout: 60))
+        #expect(h.gatewayIdentity(of: "10.9.0.40") == "bulk/large-39")
+        let limits = h.api.requests.compactMap { request -> String? in
+            guard request["path"] as? String == "/api/v1/pods", let query = request["query"] as? [String: Any], query["watch"] == nil else { return nil }
+            return (query["limit"] as? [String])?.first ?? query["limit"] as? String
+        }
+        #expect(limits.first == "500" && limits.contains { (Int($0) ?? 500) < 16 }, "\(limits)")
+    }
+
     /// Ten thousand pods: listed in pages, and the gateway answers for the last of them.
     @Test func aListFarLargerThanUsualIsPagedThrough() async throws {
         let h = try await KubernetesHarness(objects: { port in

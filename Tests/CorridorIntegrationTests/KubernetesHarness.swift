@@ -128,13 +128,15 @@ final class KubernetesHarness: AccessLogReading, @unchecked Sendable {
     /// client certificate instead of the token file.
     let nodeName: String?
     let pageSize: Int
+    let apiMaxBodyBytes: Int
     let watchIdleLimit: Duration
 
     init(objects: (Int) -> [[String: Any]] = standardObjects, clientCertificate: Bool = false, apiExtra: [String] = [],
          nodeName: String? = nil, pageSize: Int = 500, watchIdleLimit: Duration = .seconds(90), gatewayExtra: String = "",
-         start: Bool = true) async throws {
+         apiMaxBodyBytes: Int = 64 << 20, start: Bool = true) async throws {
         self.nodeName = nodeName
         self.pageSize = pageSize
+        self.apiMaxBodyBytes = apiMaxBodyBytes
         self.watchIdleLimit = watchIdleLimit
         dir = try TempDir()
         pki = try TestPKI(in: dir)
@@ -178,6 +180,7 @@ final class KubernetesHarness: AccessLogReading, @unchecked Sendable {
         var options = Gateway.Options(configPath: configPath, workers: 2, kubernetes: endpoint)
         options.nodeName = nodeName
         options.listPageSize = pageSize
+        options.apiMaxBodyBytes = apiMaxBodyBytes
         options.watchIdleLimit = watchIdleLimit
         gateway = try Gateway(options: options, logger: logger)
         try await gateway.start()
