@@ -61,6 +61,22 @@ public struct CaptureRules: Sendable {
 
     private func family<T>(_ items: [T], _ isV4: (T) -> Bool) -> [T] { items.filter { isV4($0) != ipv6 } }
 
+    /// The ranges and servers given that these rules leave out, being of the other address family
+    /// (they need a run with the other `ipv6`), as `--flag value`.
+    public var otherFamily: [String] {
+        podCIDRs.filter { $0.address.isIPv4 == ipv6 }.map { "--pod-cidr \($0)" }
+            + clusterCIDRs.filter { $0.address.isIPv4 == ipv6 }.map { "--cluster-cidr \($0)" }
+            + dnsServers.filter { $0.isIPv4 == ipv6 }.map { "--dns \($0)" }
+    }
+
+    /// Why these rules would do nothing: node topology with no pod CIDR of this family has no
+    /// jump into its chains, so it would capture and refuse nothing. nil when they are whole.
+    public var emptyProblem: String? {
+        guard topology == .node, family(podCIDRs, { $0.address.isIPv4 }).isEmpty else { return nil }
+        return "no --pod-cidr is \(ipv6 ? "IPv6" : "IPv4"): the \(ipv6 ? "ip6tables" : "iptables") rules would capture and refuse nothing"
+            + (ipv6 ? "" : " (for an IPv6-only cluster, run with --ipv6)")
+    }
+
     /// The jump rules from the built-in chains, as (table, chain, rule arguments).
     public var jumps: [(table: String, chain: String, rule: [String])] {
         switch topology {

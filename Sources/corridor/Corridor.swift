@@ -174,6 +174,14 @@ struct IPTables: ParsableCommand {
                                  httpPorts: CaptureRules.httpPorts(for: snapshot.source) + extraHTTP,
                                  ipv6: ipv6)
         if apply && remove { throw ValidationError("--apply and --remove exclude each other") }
+        if let problem = rules.emptyProblem { throw ValidationError(problem) }
+        if !rules.otherFamily.isEmpty {
+            // Not an error: dual-stack clusters run this twice with the same flags, once with
+            // --ipv6. But a run that is never made leaves that family's egress open.
+            printError("corridor iptables: these are the \(ipv6 ? "IPv6" : "IPv4") rules; \(rules.otherFamily.joined(separator: ", ")) "
+                       + "\(rules.otherFamily.count == 1 ? "is of the other family and needs" : "are of the other family and need") a run \(ipv6 ? "without" : "with") --ipv6, "
+                       + "or that family's egress is neither captured nor refused")
+        }
         if apply {
             try rules.apply()
         } else if remove {

@@ -36,6 +36,23 @@ struct CaptureRulesTests {
         #expect(!text.contains("10.244.0.0/16"))
     }
 
+    /// Found in review: an IPv4 run given IPv6 ranges dropped them without a word, and an
+    /// `--ipv6` run with no IPv6 pod CIDR printed chains nothing jumps to, and exited 0.
+    @Test func aRunOfOneFamilySaysWhatItLeavesOutAndRefusesToCaptureNothing() throws {
+        #expect(try rules(.node).otherFamily == ["--pod-cidr fd00:10:244::/56"])
+        #expect(try rules(.node).emptyProblem == nil && rules(.node, ipv6: true).emptyProblem == nil)
+        let v4Only = CaptureRules(topology: .node, podCIDRs: [try CIDR(parsing: "10.244.0.0/16")], clusterCIDRs: [], dnsServers: [],
+                                  gatewayUID: 0, tlsListenerPort: 15443, capturedPorts: [443], ipv6: true)
+        #expect(v4Only.emptyProblem?.contains("no --pod-cidr is IPv6") ?? false)
+        let config = Repo.root.appendingPathComponent("examples/quickstart.yaml").path
+        let empty = try runCommand(Repo.corridorBinary.path, ["iptables", "--config", config, "--topology", "node", "--pod-cidr", "10.244.0.0/16", "--ipv6"])
+        #expect(empty.status != 0 && empty.stderr.contains("no --pod-cidr is IPv6"), "\(empty.stdout)\(empty.stderr)")
+        let mixed = try runCommand(Repo.corridorBinary.path, ["iptables", "--config", config, "--topology", "node",
+                                                              "--pod-cidr", "10.244.0.0/16,fd00:10:244::/56"])
+        #expect(mixed.status == 0 && mixed.stdout.contains("-A PREROUTING -s 10.244.0.0/16"))
+        #expect(mixed.stderr.contains("--pod-cidr fd00:10:244::/56 is of the other family and needs a run with --ipv6"), "\(mixed.stderr)")
+    }
+
     @Test func podTopologyExemptsTheGatewayUserAndLoopback() throws {
         let lines = try rules(.pod).restoreText.split(separator: "\n").map(String.init)
         #expect(lines.contains("-A CORRIDOR-CAPTURE -m owner --uid-owner 1337 -j RETURN"))
