@@ -138,6 +138,8 @@ public struct CaptureRules: Sendable {
     /// Everything, for printing: the chains and, as comments-free `-A` lines, the jumps.
     public var restoreText: String {
         var text = "# corridor capture rules (\(topology.rawValue) topology, \(ipv6 ? "IPv6" : "IPv4")); apply with: corridor iptables --apply\n"
+            + "# (by hand: \(ipv6 ? "ip6tables-restore" : "iptables-restore") --noflush; without it every table named here is flushed, "
+            + "kube-proxy's rules included, and these jumps are appended where --apply inserts them first)\n"
         text += chainsRestoreText
         let jumpsByTable = Dictionary(grouping: jumps, by: \.table)
         for table in ["nat", "filter"] {
