@@ -174,14 +174,7 @@ struct IPTables: ParsableCommand {
                                  httpPorts: CaptureRules.httpPorts(for: snapshot.source) + extraHTTP,
                                  ipv6: ipv6)
         if apply && remove { throw ValidationError("--apply and --remove exclude each other") }
-        if let problem = rules.emptyProblem { throw ValidationError(problem) }
-        if !rules.otherFamily.isEmpty {
-            // Not an error: dual-stack clusters run this twice with the same flags, once with
-            // --ipv6. But a run that is never made leaves that family's egress open.
-            printError("corridor iptables: these are the \(ipv6 ? "IPv6" : "IPv4") rules; \(rules.otherFamily.joined(separator: ", ")) "
-                       + "\(rules.otherFamily.count == 1 ? "is of the other family and needs" : "are of the other family and need") a run \(ipv6 ? "without" : "with") --ipv6, "
-                       + "or that family's egress is neither captured nor refused")
-        }
+        try Self.checkFamilies(rules)
         if apply {
             try rules.apply()
         } else if remove {
@@ -189,6 +182,22 @@ struct IPTables: ParsableCommand {
         } else {
             print(rules.restoreText, terminator: "")
         }
+    }
+}
+
+extension IPTables {
+    /// Refuses rules that would capture nothing, and names what a run of one family leaves out:
+    /// dual-stack clusters run the same flags twice, once with --ipv6, but a run never made
+    /// leaves that family's egress neither captured nor refused.
+    static func checkFamilies(_ rules: CaptureRules) throws {
+        if let problem = rules.emptyProblem { throw ValidationError(problem) }
+        let left = rules.otherFamily
+        guard !left.isEmpty else { return }
+        let family = rules.ipv6 ? "IPv6" : "IPv4"
+        let verb = left.count == 1 ? "is of the other family and needs" : "are of the other family and need"
+        let run = rules.ipv6 ? "without" : "with"
+        printError("corridor iptables: these are the \(family) rules; \(left.joined(separator: ", ")) \(verb) a run \(run) --ipv6, "
+                   + "or that family's egress is neither captured nor refused")
     }
 }
 

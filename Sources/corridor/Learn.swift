@@ -41,13 +41,18 @@ struct Learn: ParsableCommand {
         if let wildcardThreshold, wildcardThreshold < 2 { fail("--wildcard-threshold must be 2 or more, got \(wildcardThreshold)") }
         var base = PolicySource()
         if let merge { base = loadPolicyOrExit(merge).source }
+        let suffixes: PublicSuffixList
+        do {
+            suffixes = try PublicSuffixList(path: publicSuffixList)
+        } catch {
+            fail("\(error)")
+        }
+        if wildcardThreshold != nil && !suffixes.hasList {
+            fail("--wildcard-threshold needs the Public Suffix List (Debian's publicsuffix package installs it at \(PublicSuffixList.systemPath); "
+                 + "or give --public-suffix-list FILE): without it a wildcard could land under a public suffix such as co.uk")
+        }
         var learner: PolicyLearner
         do {
-            let suffixes = try PublicSuffixList(path: publicSuffixList)
-            if wildcardThreshold != nil && !suffixes.hasList {
-                fail("--wildcard-threshold needs the Public Suffix List (Debian's publicsuffix package installs it at \(PublicSuffixList.systemPath); "
-                     + "or give --public-suffix-list FILE): without it a wildcard could land under a public suffix such as co.uk")
-            }
             learner = try PolicyLearner(options: .init(since: since, until: until, namespace: namespace, wildcardThreshold: wildcardThreshold,
                                                        publicSuffixes: suffixes))
         } catch {
