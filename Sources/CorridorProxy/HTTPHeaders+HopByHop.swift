@@ -35,15 +35,15 @@ extension HTTPHeaders {
         return HTTPHeaders(fields)
     }
 
-    /// Whether the Transfer-Encoding fields of `headers` name a coding other than chunked.
+    /// Whether the Transfer-Encoding fields of `headers` say anything but `chunked`: each field
+    /// must be exactly that word (any case, surrounding spaces aside). A list with an empty
+    /// element (`chunked,`) counts as another coding: the response decoder does not take it for
+    /// chunked and would read the body to the connection's end, so it is refused, not passed on.
     static func hasTransferCodingBesidesChunked(_ headers: HTTPHeaders) -> Bool {
-        var other = false
         for (name, value) in headers where ASCIICase.equals(name, lowercase: "transfer-encoding") {
-            HTTPRequestHeadCheck.forEachToken(value) { token in
-                if !ASCIICase.equals(token, lowercase: "chunked") { other = true }
-            }
+            if !ASCIICase.equals(Substring(value).trimmingOWS(), lowercase: "chunked") { return true }
         }
-        return other
+        return false
     }
 
     /// The trailer fields a request goes upstream with (and a response goes back with): the

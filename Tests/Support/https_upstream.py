@@ -33,6 +33,7 @@ Routes:
   /switch            answers 101 Switching Protocols (no request asks for it), then bytes that are
                      no HTTP
   /gzip-chunked      answers with Transfer-Encoding: gzip, chunked (a gzip coding under chunked)
+  /te-comma          answers with Transfer-Encoding: "chunked," and a chunked body
   /many-interims     answers 20 interim responses (103 Early Hints), then nothing for 20 s
   anything else      reads any body, answers "ok <path>\\n"
 """
@@ -224,6 +225,11 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "X-Hop")
             self.end_headers()
             self.wfile.write(b"6\r\nhello\n\r\n0\r\nX-Checksum: abc\r\nCookie: a=b\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n\r\n")
+        elif path == "/te-comma":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked,")
+            self.end_headers()
+            self.wfile.write(b"3\r\nok\n\r\n0\r\n\r\n")
         elif path == "/gzip-chunked":
             import gzip
             data = gzip.compress(b"hello\n")
