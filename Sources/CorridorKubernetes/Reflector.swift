@@ -170,6 +170,9 @@ public final class Reflector<Object: KubeObject>: Sendable {
     public static var defaultWatchIdleLimit: Duration { .seconds(90) }
     /// A `fieldSelector` for every list and watch (e.g. `spec.nodeName=node-1`), or nil.
     private let fieldSelector: String?
+    /// Objects a list page starts with: ``pageSize``, or fewer once pages of that many were too
+    /// large for the client (then it grows back by doubling with each list that completes).
+    private let pageLimit: Atomic<Int>
 
     public init(resource: APIResource, client: KubeAPIClient, cache: ResourceCache<Object> = ResourceCache(), observer: ReflectorObserver,
                 logger: Logger, pageSize: Int = 500, watchSeconds: ClosedRange<Int> = 300...600, initialBackoff: Duration = .milliseconds(800),
@@ -180,6 +183,7 @@ public final class Reflector<Object: KubeObject>: Sendable {
         self.observer = observer
         self.logger = logger
         self.pageSize = max(1, pageSize)
+        self.pageLimit = Atomic(max(1, pageSize))
         self.watchSeconds = watchSeconds
         self.initialBackoff = initialBackoff
         self.watchIdleLimit = watchIdleLimit
@@ -187,6 +191,9 @@ public final class Reflector<Object: KubeObject>: Sendable {
     }
 
     private struct Expired: Error { var status: KubeStatus? }
+
+    /// How many times one list starts again from its first page after its continue token expired.
+    static var maxListRestarts: Int { 3 }
 
     /// Runs until the task is cancelled.
     public func run() async {
@@ -266,8 +273,9 @@ public final class Reflector<Object: KubeObject>: Sendable {
         var token: String?
         // Pages of `limit` objects; a page over the client's body limit (large objects: a pod
         // can be near 1.5 MiB) is asked for again with half as many, down to one object a page,
-        // rather than failing every list for ever.
-        var limit = pageSize
+        // rather than failing every list for ever; the next list starts where this one got to.
+        var limit = pageLimit.load(ordering: .relaxed)
+        var restarts = 0
         pages: while true {
             var query = [("limit", "\(limit)")]
             if let fieldSelector { query.append(("fieldSelector", fieldSelector)) }
@@ -282,13 +290,17 @@ public final class Reflector<Object: KubeObject>: Sendable {
                 ])
                 continue pages
             } catch let error as KubeAPIError where error.isExpired && token != nil {
-                // The continue token expired between pages: one full, unpaged list instead.
-                logger.notice("list continue token expired; listing in one page", metadata: ["resource": "\(resource.plural)"])
-                let page = try decode(try await client.get(resource.listPath, query: fieldSelector.map { [("fieldSelector", $0)] } ?? []), decoder)
-                items = page.items ?? []
-                unreadable = page.unreadable
-                resourceVersion = page.metadata.resourceVersion
-                break pages
+                // The continue token expired between pages (etcd compacted meanwhile): the list
+                // starts again from its first page, at the page size it got to (an unpaged list
+                // would be over the body limit whenever pages had to shrink). A few times: a list
+                // that cannot outrun compaction fails, and the caller backs off and relists.
+                restarts += 1
+                guard restarts <= Self.maxListRestarts else { throw error }
+                logger.notice("list continue token expired; listing again from the first page", metadata: [
+                    "resource": "\(resource.plural)", "objectsPerPage": "\(limit)",
+                ])
+                (items, unreadable, token) = ([], [], nil)
+                continue pages
             }
             let page = try decode(body, decoder)
             items += page.items ?? []
@@ -297,6 +309,7 @@ public final class Reflector<Object: KubeObject>: Sendable {
             token = page.metadata.continue.flatMap { $0.isEmpty ? nil : $0 }
             if token == nil { break pages }
         }
+        pageLimit.store(min(pageSize, limit * 2), ordering: .relaxed)
         guard let resourceVersion, !resourceVersion.isEmpty else { throw KubeAPIError.decoding("a \(resource.kind)List without metadata.resourceVersion") }
         for object in unreadable {
             report(object)

@@ -118,6 +118,33 @@ struct KubernetesAPIFaultTests {
         #expect(limits.first == "500" && limits.contains { (Int($0) ?? 500) < 16 }, "\(limits)")
     }
 
+    /// A continue token that expires between small pages (etcd compacted meanwhile) starts the
+    /// list again from its first page at the small size: an unpaged list would be over the limit
+    /// (found in review: every relist failed that way, and the gateway never became ready).
+    @Test func anExpiredContinueAfterPagesShrankListsAgainInSmallPages() async throws {
+        let filler = String(repeating: "x", count: 20_000)
+        let h = try await KubernetesHarness(objects: { port in
+            KubernetesHarness.standardObjects(upstreamPort: port) + (0..<40).map { index in
+                var pod = K8sObject.pod("bulk", "large-\(index)", ip: "10.9.0.\(index + 1)", serviceAccount: "bulk", labels: ["app": "bulk"])
+                var metadata = pod["metadata"] as! [String: Any]
+                metadata["annotations"] = ["example.com/filler": filler]
+                pod["metadata"] = metadata
+                return pod
+            }
+        }, apiMaxBodyBytes: 256 << 10, start: false)
+        defer { Task { await h.stop() } }
+        try h.api.control("POST", "/expire-continues", ["count": 2])
+        try await h.startGateway()
+        #expect(await h.waitReady(timeout: 60))
+        #expect(h.gatewayIdentity(of: "10.9.0.40") == "bulk/large-39")
+        let firstPages = h.api.requests.filter { request in
+            guard request["path"] as? String == "/api/v1/pods", let query = request["query"] as? [String: Any] else { return false }
+            return query["watch"] == nil && query["continue"] == nil
+        }
+        #expect(firstPages.count >= 3, "the list started again after each expired token: \(firstPages.count)")
+        #expect(firstPages.allSatisfy { ($0["query"] as? [String: Any])?["limit"] != nil }, "no unpaged list: \(firstPages)")
+    }
+
     /// Ten thousand pods: listed in pages, and the gateway answers for the last of them.
     @Test func aListFarLargerThanUsualIsPagedThrough() async throws {
         let h = try await KubernetesHarness(objects: { port in

@@ -21,6 +21,8 @@ Control API (plain HTTP on the control port, JSON in and out, no auth):
   GET    /objects/{plural}/{namespace|_}/{name}   the object as stored
   POST   /compact            history up to the current RV is dropped; older RVs get 410
   POST   /expire-next-watch  the next watch request gets an in-band ERROR 410
+  POST   /expire-continues   {"count":n} the next n list requests with a continue token get 410
+                             Expired (etcd compacted between the pages of a long list)
   POST   /drop-watches       {"midEvent":bool} close every watch abruptly (no last chunk)
   POST   /bookmark           a BOOKMARK now on every watch that allowed them; answers once written
   POST   /outage             {"on":bool} API port closes every connection at once while on
@@ -259,6 +261,7 @@ class Store:
         self.requests, self.status_writes = [], []
         # test knobs
         self.expire_next = False
+        self.expire_continues = 0
         self.outage = False
         self.split_size = 0
         self.delay_headers = 0.0
@@ -400,6 +403,9 @@ class Store:
             if snap_rv > self.rv:
                 return 400, bad_request("invalid continue token: resource version is in the future")
             if 0 < snap_rv < self.compacted:
+                return 410, STATUS_410_CONTINUE
+            if self.expire_continues > 0:
+                self.expire_continues -= 1
                 return 410, STATUS_410_CONTINUE
             snap_rv = self.rv if snap_rv < 0 else snap_rv  # rv < 0: an "inconsistent" continuation
         elif rv_param in (None, "", "0"):
@@ -912,6 +918,9 @@ class ControlHandler(BaseHTTPRequestHandler):
                     return self.reply(200, {"compactedResourceVersion": str(store.compacted)})
                 if key == ("POST", "/expire-next-watch"):
                     store.expire_next = True
+                    return self.reply(200, {})
+                if key == ("POST", "/expire-continues"):
+                    store.expire_continues = int(body.get("count") or 0)
                     return self.reply(200, {})
                 if key == ("POST", "/tokens"):
                     store.tokens = list(body.get("tokens") or [])
