@@ -291,8 +291,8 @@ public final class Gateway: Sendable {
         }
         if new.listeners != old.listeners || new.logging != old.logging || new.tls.dataPlane != old.tls.dataPlane
             || new.connect.dataPlane != old.connect.dataPlane
-            || new.flows != old.flows || new.signals != old.signals {
-            logger.warning("listener, data plane, logging, flow table and signal changes take effect at the next restart",
+            || new.flows != old.flows || new.signals != old.signals || new.admin != old.admin {
+            logger.warning("listener, data plane, logging, flow table, signal and admin changes take effect at the next restart",
                            metadata: ["file": "\(options.configPath)"])
         }
     }

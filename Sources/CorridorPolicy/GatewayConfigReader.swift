@@ -144,11 +144,19 @@ enum GatewayConfigReader {
         if let admin = try spec.fields("admin") {
             config.admin.tokenFile = try admin.string("tokenFile")
             for (index, host) in try admin.stringList("hosts").enumerated() {
-                let name = host.lowercased().hasSuffix(".") ? String(host.lowercased().dropLast()) : host.lowercased()
+                // A name, or `*.suffix` for every name under a suffix of at least two labels
+                // (`*.com` would answer any page's own name).
+                var name = host.lowercased().hasSuffix(".") ? String(host.lowercased().dropLast()) : host.lowercased()
+                let wildcard = name.hasPrefix("*.")
+                if wildcard { name.removeFirst(2) }
                 if let problem = ConfigLoader.dnsLabelProblem(name, maxLength: 253, allowDots: true) {
                     throw reader.error("spec.admin.hosts[\(index)]", admin.node("hosts"), problem)
                 }
-                config.admin.hosts.append(name)
+                if wildcard && !name.contains(".") {
+                    throw reader.error("spec.admin.hosts[\(index)]", admin.node("hosts"),
+                                       "'\(host)': a wildcard needs a suffix of at least two labels, as in *.svc.k8s.example.com")
+                }
+                config.admin.hosts.append(wildcard ? "*." + name : name)
             }
             try admin.finish()
         }

@@ -59,7 +59,7 @@ struct ConsoleTests {
     /// A page that points a name of its own at the admin address (DNS rebinding) sends that name
     /// as the Host: refused, on every path (found in review); listed names are answered.
     @Test func theAdminAPIAnswersOnlyToNamesNoOutsiderCanPointHere() async throws {
-        let h = try await GatewayHarness(gatewayExtra: "  admin: {hosts: [Console.Example.Test]}")
+        let h = try await GatewayHarness(gatewayExtra: "  admin: {hosts: [Console.Example.Test, \"*.svc.k8s.example.test\"]}")
         defer { Task { await h.stop() } }
         func status(_ path: String, host: String) throws -> String {
             try runCommand("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: \(host)", "http://127.0.0.1:\(h.adminPort)\(path)"]).stdout
@@ -71,6 +71,7 @@ struct ConsoleTests {
         #expect(try status("/policy", host: "localhost:\(h.adminPort)") == "200")
         #expect(try status("/policy", host: "corridor-admin.corridor-system.svc:\(h.adminPort)") == "200")
         #expect(try status("/policy", host: "console.example.test") == "200")
+        #expect(try status("/metrics", host: "corridor-admin.corridor-system.svc.k8s.example.test:\(h.adminPort)") == "200")
         let body = try runCommand("curl", ["-sS", "-H", "Host: rebind.attacker.example", "http://127.0.0.1:\(h.adminPort)/flows"]).stdout
         #expect(body.contains("DNS rebinding") && body.contains("spec.admin.hosts"), "\(body)")
     }

@@ -22,6 +22,14 @@ import Testing
         #expect(!AdminHostCheck.allows(host, listed: []))
     }
 
+    @Test func listedSuffixesAnswerEveryNameUnderThem() {
+        let listed: Set<String> = ["*.svc.k8s.example.com", "corridor-admin.corridor-system"]
+        #expect(AdminHostCheck.allows("corridor-admin.corridor-system.svc.k8s.example.com:15000", listed: listed))
+        #expect(AdminHostCheck.allows("corridor-admin.corridor-system:15000", listed: listed))
+        #expect(!AdminHostCheck.allows("svc.k8s.example.com.attacker.example", listed: listed))
+        #expect(!AdminHostCheck.allows("corridor-admin.other", listed: listed))
+    }
+
     @Test func listedNamesAreAnsweredWhateverTheirCase() {
         #expect(AdminHostCheck.allows("Console.Example.COM:443", listed: ["console.example.com"]))
         #expect(AdminHostCheck.allows("console.example.com.", listed: ["console.example.com"]))
