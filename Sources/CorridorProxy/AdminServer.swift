@@ -124,17 +124,25 @@ final class AdminHandler: ChannelInboundHandler {
         let channel = context.channel
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         let state: @Sendable () -> FlowStream.ClientState = { !channel.isActive ? .gone : channel.isWritable ? .ready : .behind }
-        let subscribed = flows.stream.subscribe(filter: filter, eventLoop: context.eventLoop, state: state,
+        let source = channel.remoteAddress.flatMap { IPAddress($0)?.unmapped.description } ?? "unknown"
+        let subscribed = flows.stream.subscribe(filter: filter, source: source, eventLoop: context.eventLoop, state: state,
                                                 close: { channel.close(promise: nil) }) { bytes in
             guard channel.isActive else { return }
             let context = loopBound.value
             context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(channel.allocator.buffer(bytes: bytes)))), promise: nil)
         }
-        guard let id = subscribed else {
+        let id: ObjectIdentifier
+        switch subscribed {
+        case .success(let subscription):
+            id = subscription
+        case .failure(let refusal):
             var extra = HTTPHeaders()
             extra.add(name: "Retry-After", value: "30")
+            let why = refusal == .full
+                ? "\(FlowStream.maxSubscribers) clients stream /flows/stream already"
+                : "\(FlowStream.maxSubscribersPerSource) clients from \(source) stream /flows/stream already"
             send(context: context, head: head, status: .serviceUnavailable, contentType: "text/plain",
-                 body: Array("\(FlowStream.maxSubscribers) clients stream /flows/stream already; try again later\n".utf8), extra: extra)
+                 body: Array("\(why); try again later (spec.admin.tokenFile keeps others from taking the places)\n".utf8), extra: extra)
             return
         }
         subscription = id

@@ -17,19 +17,49 @@ import Testing
         let loop = EmbeddedEventLoop()
         var ids: [ObjectIdentifier] = []
         for _ in 0..<FlowStream.maxSubscribers {
-            let id = stream.subscribe(filter: .init(), eventLoop: loop, state: { .ready }, close: {}, write: { _ in })
-            ids.append(try! #require(id))
+            let id = stream.subscribe(filter: .init(), source: "10.0.0.\(ids.count / 4)", eventLoop: loop, state: { .ready }, close: {}, write: { _ in })
+            ids.append(try! id.get())
         }
-        #expect(stream.subscribe(filter: .init(), eventLoop: loop, state: { .ready }, close: {}, write: { _ in }) == nil)
+        #expect(stream.subscribe(filter: .init(), source: "10.9.9.9", eventLoop: loop, state: { .ready }, close: {}, write: { _ in }) == .failure(.full))
         stream.unsubscribe(ids[0])
-        #expect(stream.subscribe(filter: .init(), eventLoop: loop, state: { .ready }, close: {}, write: { _ in }) != nil)
+        #expect((try? stream.subscribe(filter: .init(), source: "10.9.9.9", eventLoop: loop, state: { .ready }, close: {}, write: { _ in }).get()) != nil)
+    }
+
+    /// One address cannot take every place (found in review: 32 clients that read nothing kept
+    /// operators out for as long as they stayed).
+    @Test func atMostFourStreamFromOneAddress() {
+        let stream = FlowStream()
+        let loop = EmbeddedEventLoop()
+        for _ in 0..<FlowStream.maxSubscribersPerSource {
+            #expect((try? stream.subscribe(filter: .init(), source: "10.0.0.1", eventLoop: loop, state: { .ready }, close: {}, write: { _ in }).get()) != nil)
+        }
+        #expect(stream.subscribe(filter: .init(), source: "10.0.0.1", eventLoop: loop, state: { .ready }, close: {}, write: { _ in }) == .failure(.fullForSource))
+        #expect((try? stream.subscribe(filter: .init(), source: "10.0.0.2", eventLoop: loop, state: { .ready }, close: {}, write: { _ in }).get()) != nil)
+    }
+
+    /// A client whose filter matches nothing still gets heartbeats, so one that takes nothing is
+    /// found stalled and closed.
+    @Test func heartbeatsFindAClientThatTakesNothingEvenWithoutEvents() {
+        let stream = FlowStream()
+        let loop = EmbeddedEventLoop()
+        let behind = Atomic<Bool>(false), closed = Atomic<Int>(0), written = Atomic<Int>(0)
+        _ = stream.subscribe(filter: .init(host: "nothing.invalid"), source: "10.0.0.1", eventLoop: loop,
+                             state: { behind.load(ordering: .relaxed) ? .behind : .ready },
+                             close: { closed.add(1, ordering: .relaxed) }, write: { written.add($0.count, ordering: .relaxed) })
+        loop.advanceTime(by: .seconds(16))
+        #expect(written.load(ordering: .relaxed) == FlowStream.heartbeatFrame.count)
+        behind.store(true, ordering: .relaxed)
+        loop.advanceTime(by: .seconds(15))  // one heartbeat found it behind: 15 s of stall
+        #expect(closed.load(ordering: .relaxed) == 0)
+        loop.advanceTime(by: .seconds(15))  // two: 30 s
+        #expect(closed.load(ordering: .relaxed) == 1)
     }
 
     @Test func aClientThatTakesNothingIsClosedAfterTheStallLimit() {
         let stream = FlowStream()
         let loop = EmbeddedEventLoop()
         let behind = Atomic<Bool>(true), closed = Atomic<Int>(0), written = Atomic<Int>(0)
-        _ = stream.subscribe(filter: .init(), eventLoop: loop, state: { behind.load(ordering: .relaxed) ? .behind : .ready },
+        _ = stream.subscribe(filter: .init(), source: "10.0.0.1", eventLoop: loop, state: { behind.load(ordering: .relaxed) ? .behind : .ready },
                              close: { closed.add(1, ordering: .relaxed) }, write: { written.add($0.count, ordering: .relaxed) })
         stream.publish(.close, key: key, signals: [], record: { Array("{}\n".utf8) })
         loop.advanceTime(by: .seconds(29))
@@ -42,7 +72,7 @@ import Testing
         let stream = FlowStream()
         let loop = EmbeddedEventLoop()
         let behind = Atomic<Bool>(true), closed = Atomic<Int>(0), written = Atomic<Int>(0)
-        _ = stream.subscribe(filter: .init(), eventLoop: loop, state: { behind.load(ordering: .relaxed) ? .behind : .ready },
+        _ = stream.subscribe(filter: .init(), source: "10.0.0.1", eventLoop: loop, state: { behind.load(ordering: .relaxed) ? .behind : .ready },
                              close: { closed.add(1, ordering: .relaxed) }, write: { written.add($0.count, ordering: .relaxed) })
         stream.publish(.close, key: key, signals: [], record: { Array("{}\n".utf8) })
         loop.advanceTime(by: .seconds(20))

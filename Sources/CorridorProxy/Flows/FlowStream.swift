@@ -7,8 +7,10 @@ import Synchronization
 /// together every `flushDelay` (one wake-up of the admin loop and one write for many records). A
 /// client that stops taking what it is sent gets nothing more written until it does: its frames
 /// wait, and past `maxPendingBytes` it loses events, and is told how many; one that takes nothing
-/// for `maxStall` is closed. At most `maxSubscribers` clients stream at once, so what the stream
-/// can hold is bounded whoever connects.
+/// for `maxStall` is closed. At most `maxSubscribers` clients stream at once, and at most
+/// `maxSubscribersPerSource` from one address, so what the stream can hold is bounded whoever
+/// connects and one host cannot take every place. Every `heartbeat` each client is sent a comment
+/// line, so a peer that vanished is found by the write and a stalled one is counted as such.
 public final class FlowStream: Sendable {
     public enum Event: String, Sendable, Hashable {
         case open, interim, close
@@ -50,6 +52,8 @@ public final class FlowStream: Sendable {
 
     final class Subscriber: Sendable {
         let filter: Filter
+        /// Where the client connects from (its address), for the per-source bound.
+        let source: String
         let eventLoop: any EventLoop
         /// Writes SSE frames and flushes; called on `eventLoop`.
         let write: @Sendable ([UInt8]) -> Void
@@ -63,9 +67,10 @@ public final class FlowStream: Sendable {
         let pending = Mutex<(bytes: [UInt8], dropped: Int)>(([], 0))
         let scheduled = Atomic<Bool>(false)
 
-        init(filter: Filter, eventLoop: any EventLoop, state: @escaping @Sendable () -> ClientState, close: @escaping @Sendable () -> Void,
-             write: @escaping @Sendable ([UInt8]) -> Void) {
+        init(filter: Filter, source: String, eventLoop: any EventLoop, state: @escaping @Sendable () -> ClientState,
+             close: @escaping @Sendable () -> Void, write: @escaping @Sendable ([UInt8]) -> Void) {
             self.filter = filter
+            self.source = source
             self.eventLoop = eventLoop
             self.state = state
             self.close = close
@@ -86,6 +91,31 @@ public final class FlowStream: Sendable {
             }
             guard queued, !scheduled.exchange(true, ordering: .acquiringAndReleasing) else { return }
             eventLoop.scheduleTask(in: FlowStream.flushDelay) { self.flush() }
+        }
+
+        /// Sends the heartbeat comment when the client takes writes; counts a stall as flushes
+        /// do when it does not. Runs every `heartbeat` until the client is gone.
+        func beat() {
+            switch state() {
+            case .gone:
+                return
+            case .behind:
+                // While frames wait, the flushes count the stall every `flushDelay`; otherwise
+                // this counts it, a heartbeat's worth at a time.
+                if !scheduled.load(ordering: .acquiring) {
+                    let stalled = stalledFlushes.wrappingAdd(Int(FlowStream.heartbeat.nanoseconds / FlowStream.flushDelay.nanoseconds),
+                                                             ordering: .relaxed).newValue
+                    if stalled >= FlowStream.maxStalledFlushes {
+                        pending.withLock { $0 = ([], 0) }
+                        close()
+                        return
+                    }
+                }
+            case .ready:
+                stalledFlushes.store(0, ordering: .relaxed)
+                write(FlowStream.heartbeatFrame)
+            }
+            eventLoop.scheduleTask(in: FlowStream.heartbeat) { self.beat() }
         }
 
         private func flush() {
@@ -120,8 +150,12 @@ public final class FlowStream: Sendable {
     static let flushDelay: TimeAmount = .milliseconds(50)
     /// What may wait for one client before its events are dropped.
     static let maxPendingBytes = 4 << 20
-    /// How many clients may stream at once.
+    /// How many clients may stream at once, and from one address.
     static let maxSubscribers = 32
+    static let maxSubscribersPerSource = 4
+    /// How often each client is sent a comment line.
+    static let heartbeat: TimeAmount = .seconds(15)
+    static let heartbeatFrame = Array(": heartbeat\n\n".utf8)
     /// How long a client may take nothing of what was written before it is closed.
     static let maxStall: TimeAmount = .seconds(30)
     static let maxStalledFlushes = Int(maxStall.nanoseconds / flushDelay.nanoseconds)
@@ -133,18 +167,28 @@ public final class FlowStream: Sendable {
 
     var hasSubscribers: Bool { count.load(ordering: .relaxed) > 0 }
 
-    /// Adds a subscriber; the returned token removes it. nil when ``maxSubscribers`` already stream.
-    func subscribe(filter: Filter, eventLoop: any EventLoop, state: @escaping @Sendable () -> ClientState,
-                   close: @escaping @Sendable () -> Void, write: @escaping @Sendable ([UInt8]) -> Void) -> ObjectIdentifier? {
-        let subscriber = Subscriber(filter: filter, eventLoop: eventLoop, state: state, close: close, write: write)
-        let added = subscribers.withLock { list -> Bool in
-            guard list.count < Self.maxSubscribers else { return false }
+    /// Why a client cannot subscribe now.
+    enum Refusal: Error, Equatable {
+        /// ``maxSubscribers`` stream already.
+        case full
+        /// ``maxSubscribersPerSource`` stream from this client's address already.
+        case fullForSource
+    }
+
+    /// Adds a subscriber from `source` (the client's address); the returned token removes it.
+    func subscribe(filter: Filter, source: String, eventLoop: any EventLoop, state: @escaping @Sendable () -> ClientState,
+                   close: @escaping @Sendable () -> Void, write: @escaping @Sendable ([UInt8]) -> Void) -> Result<ObjectIdentifier, Refusal> {
+        let subscriber = Subscriber(filter: filter, source: source, eventLoop: eventLoop, state: state, close: close, write: write)
+        let refusal = subscribers.withLock { list -> Refusal? in
+            guard list.count < Self.maxSubscribers else { return .full }
+            guard list.lazy.filter({ $0.source == source }).count < Self.maxSubscribersPerSource else { return .fullForSource }
             list.append(subscriber)
-            return true
+            return nil
         }
-        guard added else { return nil }
+        if let refusal { return .failure(refusal) }
         count.wrappingAdd(1, ordering: .relaxed)
-        return ObjectIdentifier(subscriber)
+        eventLoop.scheduleTask(in: Self.heartbeat) { subscriber.beat() }
+        return .success(ObjectIdentifier(subscriber))
     }
 
     func unsubscribe(_ id: ObjectIdentifier) {
