@@ -1,10 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import CorridorProxy
 
 /// Standard error for the operational log, one line per message whatever the message holds.
 /// Messages quote what others wrote (an object's name in a rejection, an upstream's error, a
@@ -23,20 +17,7 @@ public struct OperationalLogStream: TextOutputStream, Sendable {
     }
 
     public mutating func write(_ string: String) {
-        let bytes = Self.escaped(string)
-        bytes.withUnsafeBytes { raw in
-            var written = 0
-            while written < raw.count {
-                let n = systemWrite(descriptor, raw.baseAddress! + written, raw.count - written)
-                if n > 0 {
-                    written += n
-                } else if n < 0 && errno == EINTR {
-                    continue
-                } else {
-                    return  // nowhere else to report it
-                }
-            }
-        }
+        _ = WholeWrite.write(descriptor, Self.escaped(string))  // a failed log write has nowhere to be reported
     }
 
     /// `string` as it is written: escaped, its final newline kept.
@@ -76,10 +57,3 @@ public struct OperationalLogStream: TextOutputStream, Sendable {
     }
 }
 
-#if canImport(Glibc)
-private let systemWrite = Glibc.write
-#elseif canImport(Musl)
-private let systemWrite = Musl.write
-#elseif canImport(Darwin)
-private let systemWrite = Darwin.write
-#endif

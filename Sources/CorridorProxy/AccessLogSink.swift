@@ -87,21 +87,7 @@ struct AccessLogSink: ~Copyable {
                 if !pathNamesOpenFile() && !reopen() { return false }
             }
         }
-        var written = 0
-        var error: Int32 = 0
-        bytes.withUnsafeBytes { raw in
-            while written < raw.count {
-                let n = systemWrite(descriptor, raw.baseAddress! + written, raw.count - written)
-                if n > 0 {
-                    written += n
-                } else if n < 0 && errno == EINTR {
-                    continue
-                } else {
-                    error = n < 0 ? errno : EIO
-                    return
-                }
-            }
-        }
+        let (written, error) = WholeWrite.write(descriptor, bytes)
         guard error != 0 else {
             failure = nil
             return true
@@ -124,11 +110,3 @@ extension AccessLogSink {
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 }
-
-#if canImport(Glibc)
-private let systemWrite = Glibc.write
-#elseif canImport(Musl)
-private let systemWrite = Musl.write
-#elseif canImport(Darwin)
-private let systemWrite = Darwin.write
-#endif

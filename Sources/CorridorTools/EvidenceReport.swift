@@ -323,16 +323,21 @@ public struct EvidenceReport {
             case "<": out += "&lt;"
             case ">": out += "&gt;"
             case "&": out += "&amp;"
-            default:
-                switch scalar.properties.generalCategory {
-                case .control, .format, .lineSeparator, .paragraphSeparator:
-                    out += "[U+" + String(scalar.value, radix: 16, uppercase: true) + "]"
-                default:
-                    out.unicodeScalars.append(scalar)
-                }
+            default: appendShown(scalar, to: &out)
             }
         }
         return out
+    }
+
+    /// `scalar` as text a reader sees: a control or format character (a right-to-left override,
+    /// a line separator) as `[U+XXXX]`, anything else as itself.
+    static func appendShown(_ scalar: Unicode.Scalar, to out: inout String) {
+        switch scalar.properties.generalCategory {
+        case .control, .format, .lineSeparator, .paragraphSeparator:
+            out += "[U+" + String(scalar.value, radix: 16, uppercase: true) + "]"
+        default:
+            out.unicodeScalars.append(scalar)
+        }
     }
 
     func markdown(snapshot: PolicySnapshot, policySource: String, inputs: [String], generated: Date) -> String {
@@ -372,13 +377,7 @@ public struct EvidenceReport {
             case "<": out += "&lt;"
             case ">": out += "&gt;"
             case "\"": out += "&quot;"
-            default:
-                switch scalar.properties.generalCategory {
-                case .control, .format, .lineSeparator, .paragraphSeparator:
-                    out += "[U+" + String(scalar.value, radix: 16, uppercase: true) + "]"
-                default:
-                    out.unicodeScalars.append(scalar)
-                }
+            default: appendShown(scalar, to: &out)
             }
         }
         return out

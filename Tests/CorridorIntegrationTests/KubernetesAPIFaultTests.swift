@@ -94,20 +94,24 @@ struct KubernetesAPIFaultTests {
         #expect(await eventually(timeout: 20) { h.gatewayIdentity(of: "127.0.0.23") == "payments/checkout-23" })
     }
 
+    /// The standard objects and 40 pods of about 20 KB each (10.9.0.1-40): a page of 500 is over
+    /// a 256 KiB body limit, one of 8 is not.
+    static func largePods(upstreamPort: Int) -> [[String: Any]] {
+        let filler = String(repeating: "x", count: 20_000)
+        return KubernetesHarness.standardObjects(upstreamPort: upstreamPort) + (0..<40).map { index in
+            var pod = K8sObject.pod("bulk", "large-\(index)", ip: "10.9.0.\(index + 1)", serviceAccount: "bulk", labels: ["app": "bulk"])
+            var metadata = pod["metadata"] as! [String: Any]
+            metadata["annotations"] = ["example.com/filler": filler]
+            pod["metadata"] = metadata
+            return pod
+        }
+    }
+
     /// Pages larger than the client takes (large pods: a review froze identities, or kept a
     /// restarted gateway from ever becoming ready, with pods of ~1.4 MB) are asked for again in
     /// smaller pages, and the list completes.
     @Test func aPageTooLargeForTheClientIsAskedForInSmallerPages() async throws {
-        let filler = String(repeating: "x", count: 20_000)
-        let h = try await KubernetesHarness(objects: { port in
-            KubernetesHarness.standardObjects(upstreamPort: port) + (0..<40).map { index in
-                var pod = K8sObject.pod("bulk", "large-\(index)", ip: "10.9.0.\(index + 1)", serviceAccount: "bulk", labels: ["app": "bulk"])
-                var metadata = pod["metadata"] as! [String: Any]
-                metadata["annotations"] = ["example.com/filler": filler]
-                pod["metadata"] = metadata
-                return pod
-            }
-        }, apiMaxBodyBytes: 256 << 10)
+        let h = try await KubernetesHarness(objects: Self.largePods, apiMaxBodyBytes: 256 << 10)
         defer { Task { await h.stop() } }
         #expect(await h.waitReady(timeout: 60))
         #expect(h.gatewayIdentity(of: "10.9.0.40") == "bulk/large-39")
@@ -122,16 +126,7 @@ struct KubernetesAPIFaultTests {
     /// list again from its first page at the small size: an unpaged list would be over the limit
     /// (found in review: every relist failed that way, and the gateway never became ready).
     @Test func anExpiredContinueAfterPagesShrankListsAgainInSmallPages() async throws {
-        let filler = String(repeating: "x", count: 20_000)
-        let h = try await KubernetesHarness(objects: { port in
-            KubernetesHarness.standardObjects(upstreamPort: port) + (0..<40).map { index in
-                var pod = K8sObject.pod("bulk", "large-\(index)", ip: "10.9.0.\(index + 1)", serviceAccount: "bulk", labels: ["app": "bulk"])
-                var metadata = pod["metadata"] as! [String: Any]
-                metadata["annotations"] = ["example.com/filler": filler]
-                pod["metadata"] = metadata
-                return pod
-            }
-        }, apiMaxBodyBytes: 256 << 10, start: false)
+        let h = try await KubernetesHarness(objects: Self.largePods, apiMaxBodyBytes: 256 << 10, start: false)
         defer { Task { await h.stop() } }
         try h.api.control("POST", "/expire-continues", ["count": 2])
         try await h.startGateway()

@@ -12,6 +12,18 @@ import Testing
     private let key = FlowKey(namespace: "payments", workload: "checkout", serviceAccount: "checkout", unknownSource: "", listener: "tls",
                               destination: "api.example", port: 443, decision: "deny", externalService: "", egressPolicy: "")
 
+    /// A client, behind to begin with, whose state, closes and bytes written the test sees.
+    final class Client: Sendable {
+        let behind = Atomic<Bool>(true), closed = Atomic<Int>(0), written = Atomic<Int>(0)
+    }
+
+    static func subscribedClient(filter: FlowStream.Filter = .init()) -> (FlowStream, EmbeddedEventLoop, Client) {
+        let stream = FlowStream(), loop = EmbeddedEventLoop(), client = Client()
+        _ = stream.subscribe(filter: filter, source: "10.0.0.1", eventLoop: loop, state: { client.behind.load(ordering: .relaxed) ? .behind : .ready },
+                             close: { client.closed.add(1, ordering: .relaxed) }, write: { client.written.add($0.count, ordering: .relaxed) })
+        return (stream, loop, client)
+    }
+
     @Test func atMostMaxSubscribersStreamAtOnce() {
         let stream = FlowStream()
         let loop = EmbeddedEventLoop()
@@ -40,49 +52,37 @@ import Testing
     /// A client whose filter matches nothing still gets heartbeats, so one that takes nothing is
     /// found stalled and closed.
     @Test func heartbeatsFindAClientThatTakesNothingEvenWithoutEvents() {
-        let stream = FlowStream()
-        let loop = EmbeddedEventLoop()
-        let behind = Atomic<Bool>(false), closed = Atomic<Int>(0), written = Atomic<Int>(0)
-        _ = stream.subscribe(filter: .init(host: "nothing.invalid"), source: "10.0.0.1", eventLoop: loop,
-                             state: { behind.load(ordering: .relaxed) ? .behind : .ready },
-                             close: { closed.add(1, ordering: .relaxed) }, write: { written.add($0.count, ordering: .relaxed) })
+        let (_, loop, client) = Self.subscribedClient(filter: .init(host: "nothing.invalid"))
+        client.behind.store(false, ordering: .relaxed)
         loop.advanceTime(by: .seconds(16))
-        #expect(written.load(ordering: .relaxed) == FlowStream.heartbeatFrame.count)
-        behind.store(true, ordering: .relaxed)
+        #expect(client.written.load(ordering: .relaxed) == FlowStream.heartbeatFrame.count)
+        client.behind.store(true, ordering: .relaxed)
         loop.advanceTime(by: .seconds(15))  // one heartbeat found it behind: 15 s of stall
-        #expect(closed.load(ordering: .relaxed) == 0)
+        #expect(client.closed.load(ordering: .relaxed) == 0)
         loop.advanceTime(by: .seconds(15))  // two: 30 s
-        #expect(closed.load(ordering: .relaxed) == 1)
+        #expect(client.closed.load(ordering: .relaxed) == 1)
     }
 
     @Test func aClientThatTakesNothingIsClosedAfterTheStallLimit() {
-        let stream = FlowStream()
-        let loop = EmbeddedEventLoop()
-        let behind = Atomic<Bool>(true), closed = Atomic<Int>(0), written = Atomic<Int>(0)
-        _ = stream.subscribe(filter: .init(), source: "10.0.0.1", eventLoop: loop, state: { behind.load(ordering: .relaxed) ? .behind : .ready },
-                             close: { closed.add(1, ordering: .relaxed) }, write: { written.add($0.count, ordering: .relaxed) })
+        let (stream, loop, client) = Self.subscribedClient()
         stream.publish(.close, key: key, signals: [], record: { Array("{}\n".utf8) })
         loop.advanceTime(by: .seconds(29))
-        #expect(closed.load(ordering: .relaxed) == 0 && written.load(ordering: .relaxed) == 0)
+        #expect(client.closed.load(ordering: .relaxed) == 0 && client.written.load(ordering: .relaxed) == 0)
         loop.advanceTime(by: .seconds(2))
-        #expect(closed.load(ordering: .relaxed) == 1)
+        #expect(client.closed.load(ordering: .relaxed) == 1)
     }
 
     @Test func aClientThatCatchesUpInTimeIsKeptAndSentWhatWaited() {
-        let stream = FlowStream()
-        let loop = EmbeddedEventLoop()
-        let behind = Atomic<Bool>(true), closed = Atomic<Int>(0), written = Atomic<Int>(0)
-        _ = stream.subscribe(filter: .init(), source: "10.0.0.1", eventLoop: loop, state: { behind.load(ordering: .relaxed) ? .behind : .ready },
-                             close: { closed.add(1, ordering: .relaxed) }, write: { written.add($0.count, ordering: .relaxed) })
+        let (stream, loop, client) = Self.subscribedClient()
         stream.publish(.close, key: key, signals: [], record: { Array("{}\n".utf8) })
         loop.advanceTime(by: .seconds(20))
-        behind.store(false, ordering: .relaxed)
+        client.behind.store(false, ordering: .relaxed)
         loop.advanceTime(by: .seconds(1))
-        #expect(written.load(ordering: .relaxed) > 0)
+        #expect(client.written.load(ordering: .relaxed) > 0)
         // The stall count starts again once the client took something.
-        behind.store(true, ordering: .relaxed)
+        client.behind.store(true, ordering: .relaxed)
         stream.publish(.close, key: key, signals: [], record: { Array("{}\n".utf8) })
         loop.advanceTime(by: .seconds(20))
-        #expect(closed.load(ordering: .relaxed) == 0)
+        #expect(client.closed.load(ordering: .relaxed) == 0)
     }
 }
