@@ -144,17 +144,19 @@ enum GatewayConfigReader {
         if let admin = try spec.fields("admin") {
             config.admin.tokenFile = try admin.string("tokenFile")
             for (index, host) in try admin.stringList("hosts").enumerated() {
-                // A name, or `*.suffix` for every name under a suffix of at least two labels
-                // (`*.com` would answer any page's own name).
+                // A name, or `*.svc.DOMAIN` for every Service name of a cluster domain other than
+                // cluster.local. No other wildcard: under `*.co.uk` or `*.github.io` anyone can
+                // register a name, which is what DNS rebinding needs.
                 var name = host.lowercased().hasSuffix(".") ? String(host.lowercased().dropLast()) : host.lowercased()
                 let wildcard = name.hasPrefix("*.")
                 if wildcard { name.removeFirst(2) }
                 if let problem = ConfigLoader.dnsLabelProblem(name, maxLength: 253, allowDots: true) {
                     throw reader.error("spec.admin.hosts[\(index)]", admin.node("hosts"), problem)
                 }
-                if wildcard && !name.contains(".") {
+                if wildcard && !(name.hasPrefix("svc.") && name.dropFirst(4).contains(".")) {
                     throw reader.error("spec.admin.hosts[\(index)]", admin.node("hosts"),
-                                       "'\(host)': a wildcard needs a suffix of at least two labels, as in *.svc.k8s.example.com")
+                                       "'\(host)': the only wildcard is *.svc.CLUSTER-DOMAIN, as in *.svc.k8s.example.com "
+                                       + "(under other suffixes anyone may register names); list other names one by one")
                 }
                 config.admin.hosts.append(wildcard ? "*." + name : name)
             }

@@ -6,9 +6,9 @@ import CorridorPolicy
 /// origin's; its requests carry that name as their Host. The admin listener answers only to names
 /// no outsider's DNS can hand a browser: an IP address, `localhost` (and `*.localhost`), a single
 /// label, a cluster Service's name (`*.svc`, `*.svc.cluster.local`), and those the operator lists
-/// (`spec.admin.hosts`: an Ingress's name, a Service's `NAME.NAMESPACE`, or `*.SUFFIX` for every
-/// name under a suffix, such as a cluster domain other than cluster.local). A request without a
-/// Host (HTTP/1.0) is no browser's.
+/// (`spec.admin.hosts`: an Ingress's name, a Service's `NAME.NAMESPACE`, or `*.svc.DOMAIN` for the
+/// Service names of a cluster domain other than cluster.local). A request without a Host
+/// (HTTP/1.0) is no browser's.
 enum AdminHostCheck {
     static func allows(_ host: String?, listed: Set<String>) -> Bool {
         guard let host, !host.isEmpty else { return true }

@@ -249,6 +249,9 @@ public enum PolicySummary {
               unknownSources: \(gateway.unknownSources.rawValue)
               tls: {allowECH: \(gateway.tls.allowECH), upstreamPort: \(gateway.tls.upstreamPort)}
             """
+            // Private destinations the policy lets through: a report on this policy names them
+            // among its risky settings, as it does reading the file.
+            + (gateway.allowPrivate.isEmpty ? "" : "\n  destinations: {allowPrivate: [\(gateway.allowPrivate.map { "\"\($0)\"" }.joined(separator: ", "))]}")
         return ResourceYAML.file([head] + snapshot.source.externalServices.map { ResourceYAML.render($0) }
                                  + snapshot.source.egressPolicies.map { ResourceYAML.render($0) })
     }

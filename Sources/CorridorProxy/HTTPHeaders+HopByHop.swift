@@ -36,12 +36,14 @@ extension HTTPHeaders {
     }
 
     /// Whether the Transfer-Encoding fields of `headers` say anything but `chunked`: each field
-    /// must be exactly that word (any case, surrounding spaces aside). A list with an empty
-    /// element (`chunked,`) counts as another coding: the response decoder does not take it for
-    /// chunked and would read the body to the connection's end, so it is refused, not passed on.
+    /// must be exactly that word (any case, spaces around it aside, no tab). Anything else counts
+    /// as another coding: a list with an empty element (`chunked,`) or a tab after the word is
+    /// not chunked to the response decoder, which would read the body to the connection's end,
+    /// so such a response is refused, not passed on.
     static func hasTransferCodingBesidesChunked(_ headers: HTTPHeaders) -> Bool {
         for (name, value) in headers where ASCIICase.equals(name, lowercase: "transfer-encoding") {
-            if !ASCIICase.equals(Substring(value).trimmingOWS(), lowercase: "chunked") { return true }
+            let word = value.utf8.drop(while: { $0 == UInt8(ascii: " ") }).reversed().drop(while: { $0 == UInt8(ascii: " ") }).reversed()
+            if !word.elementsEqual("chunked".utf8, by: { ASCIICase.lowered($0) == $1 }) { return true }
         }
         return false
     }

@@ -928,7 +928,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
         headers.add(name: "Content-Length", value: String(body.utf8.count))
-        headers.add(name: "Corridor-Decision", value: status == .forbidden ? "deny" : "error")
+        // As the record says it: a refusal of the request is a denial, an upstream's failure an error.
+        headers.add(name: "Corridor-Decision", value: kind == .denial || kind == .policy ? "deny" : "error")
         headers.add(name: "Corridor-Reason", value: code.rawValue)
         if status == .methodNotAllowed { headers.add(name: "Allow", value: "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE") }
         headers.add(name: "Connection", value: "close")

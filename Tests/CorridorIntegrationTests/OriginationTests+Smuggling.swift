@@ -186,8 +186,10 @@ struct OriginationSmugglingTests {
         let request = "TRACE /t HTTP/1.1\r\nHost: billing.example.test\r\nContent-Length: \(inner.utf8.count)\r\n\r\n" + inner
         let result = try rawHTTPExchange(port: h.httpPort, bytes: Array(request.utf8))
         #expect(result.status == 400 && result.reason == "bad_request", "\(result.status) \(result.body)")
+        #expect(result.headers["corridor-decision"] == "deny", "as the record says: \(result.headers)")
         try await Task.sleep(for: .milliseconds(300))
         #expect(h.upstream.requests.isEmpty, "\(h.upstream.requests)")
+        #expect(h.record { $0["method"] as? String == "TRACE" }?["decision"] as? String == "deny")
         // A TRACE without one goes up as it is.
         let plain = try rawHTTPExchange(port: h.httpPort, bytes: Array("TRACE /t HTTP/1.1\r\nHost: billing.example.test\r\nConnection: close\r\n\r\n".utf8))
         #expect(plain.status == 200, "\(plain.status) \(plain.body)")

@@ -59,6 +59,12 @@ struct ReportTests {
         let live = try corridor(["report", "--admin", "http://127.0.0.1:\(h.adminPort)", "--format", "json", h.accessLogPath])
         #expect(live.status == 0, "\(live.stderr)")
         #expect(live.stdout.contains("\"externalService\" : \"allowed-api\""), "\(live.stdout.prefix(400))")
+        // The same risky settings as from the file: the harness lets private 127.0.0.1/32 through
+        // (found in review: /policy.yaml left allowPrivate out, and so did the report).
+        func risks(_ text: String) -> [String] {
+            (((try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any])?["riskySettings"] as? [Any] ?? []).map { "\($0)" }
+        }
+        #expect(risks(live.stdout) == risks(json.stdout) && risks(live.stdout).contains { $0.contains("127.0.0.1") }, "\(risks(live.stdout))")
     }
 
     @Test(.enabled(if: ChromiumECHTests.available, "needs Debian's chromium"))

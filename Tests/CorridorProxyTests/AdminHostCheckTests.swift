@@ -23,7 +23,7 @@ import Testing
     }
 
     @Test func listedSuffixesAnswerEveryNameUnderThem() {
-        let listed: Set<String> = ["*.svc.k8s.example.com", "corridor-admin.corridor-system"]
+        let listed: Set<String> = ["*.svc.k8s.example.com", "corridor-admin.corridor-system"]  // as the reader keeps them
         #expect(AdminHostCheck.allows("corridor-admin.corridor-system.svc.k8s.example.com:15000", listed: listed))
         #expect(AdminHostCheck.allows("corridor-admin.corridor-system:15000", listed: listed))
         #expect(!AdminHostCheck.allows("svc.k8s.example.com.attacker.example", listed: listed))

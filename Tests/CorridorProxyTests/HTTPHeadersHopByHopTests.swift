@@ -48,7 +48,7 @@ import Testing
         #expect(HTTPHeaders.hasTransferCodingBesidesChunked(HTTPHeaders([("Transfer-Encoding", "gzip, chunked")])))
         #expect(!HTTPHeaders.hasTransferCodingBesidesChunked(HTTPHeaders([("Transfer-Encoding", " CHUNKED ")])))
         // llhttp reads `chunked,` as no chunked coding (the body would run to the connection's end).
-        for odd in ["chunked,", ", chunked", "chunked;x", "chunked, chunked"] {
+        for odd in ["chunked,", ", chunked", "chunked;x", "chunked, chunked", "chunked\t", "\tchunked", "chunked \t"] {
             #expect(HTTPHeaders.hasTransferCodingBesidesChunked(HTTPHeaders([("Transfer-Encoding", odd)])), "\(odd)")
         }
         #expect(HTTPHeaders.hasTransferCodingBesidesChunked(HTTPHeaders([("transfer-encoding", "gzip"), ("Transfer-Encoding", "chunked")])))

@@ -102,10 +102,12 @@ public final class FlowStream: Sendable {
             case .behind:
                 // While frames wait, the flushes count the stall every `flushDelay`; otherwise
                 // this counts it, a heartbeat's worth at a time.
+                // The first beat that finds it behind may come just after it fell behind: the
+                // stall is counted as over only a beat past `maxStall`.
                 if !scheduled.load(ordering: .acquiring) {
-                    let stalled = stalledFlushes.wrappingAdd(Int(FlowStream.heartbeat.nanoseconds / FlowStream.flushDelay.nanoseconds),
-                                                             ordering: .relaxed).newValue
-                    if stalled >= FlowStream.maxStalledFlushes {
+                    let perBeat = Int(FlowStream.heartbeat.nanoseconds / FlowStream.flushDelay.nanoseconds)
+                    let stalled = stalledFlushes.wrappingAdd(perBeat, ordering: .relaxed).newValue
+                    if stalled >= FlowStream.maxStalledFlushes + perBeat {
                         pending.withLock { $0 = ([], 0) }
                         close()
                         return
@@ -175,13 +177,21 @@ public final class FlowStream: Sendable {
         case fullForSource
     }
 
+    /// Whether `source` counts toward ``maxSubscribersPerSource``: every client of a `kubectl
+    /// port-forward` (or of anything else on the gateway's host) arrives from loopback.
+    static func isBoundPerSource(_ source: String) -> Bool {
+        !(source.hasPrefix("127.") || source == "::1")
+    }
+
     /// Adds a subscriber from `source` (the client's address); the returned token removes it.
     func subscribe(filter: Filter, source: String, eventLoop: any EventLoop, state: @escaping @Sendable () -> ClientState,
                    close: @escaping @Sendable () -> Void, write: @escaping @Sendable ([UInt8]) -> Void) -> Result<ObjectIdentifier, Refusal> {
         let subscriber = Subscriber(filter: filter, source: source, eventLoop: eventLoop, state: state, close: close, write: write)
         let refusal = subscribers.withLock { list -> Refusal? in
             guard list.count < Self.maxSubscribers else { return .full }
-            guard list.lazy.filter({ $0.source == source }).count < Self.maxSubscribersPerSource else { return .fullForSource }
+            guard !Self.isBoundPerSource(source) || list.lazy.filter({ $0.source == source }).count < Self.maxSubscribersPerSource else {
+                return .fullForSource
+            }
             list.append(subscriber)
             return nil
         }
