@@ -37,6 +37,10 @@ public enum CheckSummary {
         if gateway.mode == .audit {
             lines.append("warning: \(GatewayModeText.auditWarning)")
         }
+        if gateway.listeners.admin == nil {
+            // spec.listeners, once given, lists every listener: none is added by default.
+            lines.append("warning: no admin listener (spec.listeners.admin): no /metrics, /healthz, /readyz or console")
+        }
         for risk in AddressGuard.sensitiveExceptions(allowPrivate: gateway.allowPrivate, services: source.externalServices) {
             lines.append("warning: \(risk)")
         }

@@ -76,7 +76,7 @@ struct AuditModeTests {
         #expect(unregistered.status == 502, "\(unregistered)")
     }
 
-    @Test func checkAndStartupWarnAboutAuditMode() throws {
+    @Test func checkAndStartupWarnAboutAuditMode() async throws {
         let dir = try TempDir()
         let config = dir.path("audit.yaml")
         let quickstart = try String(contentsOf: Repo.root.appendingPathComponent("examples/quickstart.yaml"), encoding: .utf8)
@@ -91,7 +91,10 @@ struct AuditModeTests {
         #expect(check.stdout.contains("mode: Audit"))
         #expect(check.stdout.contains("warning: the gateway is in Audit mode (spec.mode: Audit)"), "\(check.stdout)")
         let gateway = try BackgroundProcess(Repo.corridorBinary.path, ["run", "--config", config, "--workers", "1"])
-        #expect(eventually(timeout: 30) { gateway.stderrText.contains("the gateway is in Audit mode") }, "\(gateway.stderrText)")
+        #expect(await eventually(timeout: 30) { gateway.stderrText.contains("the gateway is in Audit mode") }, "\(gateway.stderrText)")
+        // Signals are taken once the listeners are up; one sent before ends the process by default.
+        _ = try listenerPorts(gateway)
+        try await Task.sleep(for: .milliseconds(300))
         gateway.signal(SIGTERM)
         #expect(gateway.waitForExit(timeout: 20) == 0)
     }
