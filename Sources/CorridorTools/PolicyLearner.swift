@@ -79,6 +79,8 @@ public struct PolicyLearner {
     private(set) var learned = 0
     private var period = Evidence()
     private var denied = 0
+    /// Connections the policy refused but let through under Audit mode.
+    private var audited = 0
     private var guarded = 0
     /// Connections whose name did not resolve, per name: a grant would allow nothing that works,
     /// and the names are often typos or generated ones.
@@ -113,6 +115,7 @@ public struct PolicyLearner {
         if let since, entry.time < since { return }
         if let until, entry.time >= until { return }
         if let namespace = options.namespace, entry.identity?.namespace != namespace { return }
+        if entry.decision == .audit { audited += 1 }
         if entry.decision == .deny {
             if Self.guardCauses.contains(entry.closeCause) { guarded += 1 } else { denied += 1 }
             return
@@ -166,7 +169,13 @@ public struct PolicyLearner {
     /// What could not be learned, as lines for standard error.
     public var notes: [String] {
         var lines = ["corridor learn: \(records) records read, \(learned) learned from, \(observed.values.reduce(0) { $0 + $1.count }) distinct (workload, destination) pairs"]
-        if denied > 0 { lines.append("not learned: \(denied) denied connections (run the gateway with spec.mode: Audit to learn what the policy refuses)") }
+        if denied > 0 {
+            // A gateway in Audit mode lets through everything the policy would refuse: what it
+            // still denied is a guard's refusal (an SNI that is not the CONNECT host, say).
+            lines.append(audited > 0
+                ? "not learned: \(denied) denied connections, refused in Audit mode too (an SNI that is not the CONNECT host, no name at all): no policy allows those"
+                : "not learned: \(denied) denied connections (run the gateway with spec.mode: Audit to learn what the policy refuses)")
+        }
         if guarded > 0 { lines.append("not learned: \(guarded) connections a destination guard refused (blocked ranges, malformed hellos): no policy allows those") }
         if !unresolved.isEmpty {
             lines.append("not learned: \(unresolved.values.reduce(0, +)) connections to \(unresolved.count) name(s) that did not resolve (typos, retired "
@@ -249,7 +258,8 @@ public struct PolicyLearner {
             documents.append(ResourceYAML.render(policy, comments: comments, annotations: Self.annotations(byPolicy[policy.metadata.qualifiedName])))
         }
         if documents.isEmpty {
-            return ("# corridor learn: nothing to propose (\(learned) connections learned from, all already allowed)\n", problems)
+            let why = learned == 0 ? "no connection to learn from (standard error says why)" : "\(learned) connections learned from, all already allowed"
+            return ("# corridor learn: nothing to propose (\(why))\n", problems)
         }
         return (ResourceYAML.file(documents), problems)
     }

@@ -11,8 +11,8 @@ struct Learn: ParsableCommand {
             Reads the gateway's JSON access records (plain or gzip, several files such as rotated logs, - for standard \
             input) and proposes ExternalServices for the exact names and ports used and one EgressPolicy per workload group \
             (namespace and app.kubernetes.io/name or app label, else service account), each annotated with its evidence. \
-            The proposal passes `corridor check` and, with the gateway's own engine, allows every connection it was learned \
-            from. Denials, guard refusals and unknown sources are never learned; they are reported on standard error.
+            The proposal passes `corridor check` (with --merge, once merged into the policy it was made for) and, with the \
+            gateway's own engine, allows every connection it was learned from. Denials, guard refusals and unknown sources are never learned; they are reported on standard error.
             """)
 
     @Argument(help: "Access-log files (plain or .gz); - for standard input.")

@@ -244,6 +244,24 @@ struct LearnTests {
         }
     }
 
+    /// What learn says it did not learn, and why (found by a README walkthrough): a denial in a log
+    /// of Audit mode is a guard's refusal, not a policy's; a log with nothing to learn says so.
+    @Test func whatWasNotLearnedIsToldAsItIs() throws {
+        let dir = try TempDir()
+        let log = dir.path("audit.log")
+        func record(_ host: String, _ decision: String, _ cause: String) -> String {
+            #"{"time":"2026-12-07T10:00:00.000Z","id":1,"listener":"connect","src":"127.0.0.1:40000","#
+                + #""identity":{"namespace":"payments","workload":"checkout","serviceAccount":"checkout","labels":{"app":"checkout"}},"#
+                + #""connectHost":"\#(host)","sni":"other.test","port":443,"decision":"\#(decision)","bytesUp":0,"bytesDown":0,"durationMs":3,"closeCause":"\#(cause)","event":"close"}"#
+        }
+        try [record("a.learn.test", "audit", "completed"), record("b.learn.test", "deny", "denied")]
+            .joined(separator: "\n").write(toFile: log, atomically: true, encoding: .utf8)
+        let audit = try runCommand(Repo.corridorBinary.path, ["learn", log])
+        #expect(audit.stderr.contains("1 denied connections, refused in Audit mode too"), "\(audit.stderr)")
+        let none = try runCommand(Repo.corridorBinary.path, ["learn", "--namespace", "shop", log])
+        #expect(none.stdout.hasPrefix("# corridor learn: nothing to propose (no connection to learn from"), "\(none.stdout)")
+    }
+
     @Test func badInputIsRefusedWithAReason() throws {
         let dir = try TempDir()
         let missing = try runCommand(Repo.corridorBinary.path, ["learn", dir.path("nope.log")])
