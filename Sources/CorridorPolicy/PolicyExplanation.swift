@@ -41,59 +41,102 @@ public struct PolicyExplanation: Sendable {
             self.ech = ech
         }
 
-        /// A query from the words of the command line or the admin API's parameters; throws a
-        /// sentence naming the parameter that is wrong.
+        /// The parameters of a query, as each way of asking spells them.
+        public enum Parameter: Sendable {
+            case namespace, serviceAccount, label, sourceIP, pod, to, via, ech
+        }
+
+        /// How a way of asking spells the parameters: the command line's flags, the admin API's
+        /// query parameters, a policy test case's fields.
+        public enum Spelling: Sendable {
+            case commandLine, adminQuery, testCase
+
+            public func callAsFunction(_ parameter: Parameter) -> String {
+                switch (self, parameter) {
+                case (.commandLine, .namespace): return "--namespace"
+                case (.commandLine, .serviceAccount): return "--service-account"
+                case (.commandLine, .label): return "--label"
+                case (.commandLine, .sourceIP): return "--source-ip"
+                case (.commandLine, .pod): return "--pod"
+                case (.commandLine, .to): return "--to"
+                case (.commandLine, .via): return "--via"
+                case (.commandLine, .ech): return "--ech"
+                case (.adminQuery, .namespace): return "namespace"
+                case (.adminQuery, .serviceAccount): return "serviceAccount"
+                case (.adminQuery, .label): return "label"
+                case (.adminQuery, .sourceIP): return "sourceIP"
+                case (.adminQuery, .pod): return "pod"
+                case (.adminQuery, .to): return "to"
+                case (.adminQuery, .via): return "via"
+                case (.adminQuery, .ech): return "ech"
+                case (.testCase, .namespace): return "source.namespace"
+                case (.testCase, .serviceAccount): return "source.serviceAccount"
+                case (.testCase, .label): return "source.labels"
+                case (.testCase, .sourceIP): return "source.ip"
+                case (.testCase, .pod): return "source.pod"
+                case (.testCase, .to): return "to"
+                case (.testCase, .via): return "via"
+                case (.testCase, .ech): return "ech"
+                }
+            }
+        }
+
+        /// A query from the words of the command line, the admin API's parameters or a test
+        /// case's fields; throws a sentence naming the parameter that is wrong, as `spelling`
+        /// spells it.
         public static func parse(namespace: String?, serviceAccount: String?, labels: [String], sourceIP: String?, pod: String?,
-                                 to: String?, via: String?, ech: Bool) throws(QueryError) -> Query {
+                                 to: String?, via: String?, ech: Bool, spelling n: Spelling = .commandLine) throws(QueryError) -> Query {
             let given = [namespace != nil, sourceIP != nil, pod != nil].filter { $0 }.count
-            guard given == 1 else { throw QueryError("give exactly one source: --namespace (with --service-account, --label), --source-ip or --pod") }
+            guard given == 1 else {
+                throw QueryError("give exactly one source: \(n(.namespace)) (with \(n(.serviceAccount)), \(n(.label))), \(n(.sourceIP)) or \(n(.pod))")
+            }
             let source: Source
             if let namespace {
-                guard ConfigLoader.dnsLabelProblem(namespace, maxLength: 63, allowDots: false) == nil else { throw QueryError("--namespace: '\(namespace)' is not a namespace name") }
+                guard ConfigLoader.dnsLabelProblem(namespace, maxLength: 63, allowDots: false) == nil else { throw QueryError("\(n(.namespace)): '\(namespace)' is not a namespace name") }
                 var parsed: [String: String] = [:]
                 for label in labels {
                     let parts = label.split(separator: "=", maxSplits: 1).map(String.init)
-                    guard parts.count == 2, !parts[0].isEmpty else { throw QueryError("--label: '\(label)' is not key=value") }
+                    guard parts.count == 2, !parts[0].isEmpty else { throw QueryError("\(n(.label)): '\(label)' is not key=value") }
                     parsed[parts[0]] = parts[1]
                 }
                 source = .identity(SourceIdentity(namespace: namespace, workload: "", serviceAccount: serviceAccount ?? "default", labels: parsed))
             } else if let sourceIP {
-                guard serviceAccount == nil, labels.isEmpty else { throw QueryError("--service-account and --label go with --namespace, not --source-ip") }
-                guard let ip = IPAddress(parsing: sourceIP) else { throw QueryError("--source-ip: '\(sourceIP)' is not an IP address") }
+                guard serviceAccount == nil, labels.isEmpty else { throw QueryError("\(n(.serviceAccount)) and \(n(.label)) go with \(n(.namespace)), not \(n(.sourceIP))") }
+                guard let ip = IPAddress(parsing: sourceIP) else { throw QueryError("\(n(.sourceIP)): '\(sourceIP)' is not an IP address") }
                 source = .address(ip)
             } else {
-                guard serviceAccount == nil, labels.isEmpty else { throw QueryError("--service-account and --label go with --namespace, not --pod") }
+                guard serviceAccount == nil, labels.isEmpty else { throw QueryError("\(n(.serviceAccount)) and \(n(.label)) go with \(n(.namespace)), not \(n(.pod))") }
                 let parts = (pod ?? "").split(separator: "/").map(String.init)
-                guard parts.count == 2 else { throw QueryError("--pod: '\(pod ?? "")' is not NAMESPACE/NAME") }
+                guard parts.count == 2 else { throw QueryError("\(n(.pod)): '\(pod ?? "")' is not NAMESPACE/NAME") }
                 source = .workload(namespace: parts[0], name: parts[1])
             }
-            guard let to, !to.isEmpty else { throw QueryError("--to HOST[:PORT] is required") }
+            guard let to, !to.isEmpty else { throw QueryError("\(n(.to)) HOST[:PORT] is required") }
             var host = to
             var port: Int?
             if let colon = to.lastIndex(of: ":"), !to.hasSuffix("]"), to.filter({ $0 == ":" }).count == 1 {
                 let text = to[to.index(after: colon)...]
-                guard let number = Int(text), (1...65535).contains(number) else { throw QueryError("--to: '\(to)' has no valid port") }
+                guard let number = Int(text), (1...65535).contains(number) else { throw QueryError("\(n(.to)): '\(to)' has no valid port") }
                 port = number
                 host = String(to[..<colon])
             } else if to.hasPrefix("["), let close = to.firstIndex(of: "]") {
                 host = String(to[to.index(after: to.startIndex)..<close])
                 let rest = to[to.index(after: close)...]
                 if rest.hasPrefix(":") {
-                    guard let number = Int(rest.dropFirst()), (1...65535).contains(number) else { throw QueryError("--to: '\(to)' has no valid port") }
+                    guard let number = Int(rest.dropFirst()), (1...65535).contains(number) else { throw QueryError("\(n(.to)): '\(to)' has no valid port") }
                     port = number
                 }
             }
-            guard let mode = Via(rawValue: via ?? "tls") else { throw QueryError("--via: '\(via ?? "")' is not one of tls, connect, http, tcp") }
+            guard let mode = Via(rawValue: via ?? "tls") else { throw QueryError("\(n(.via)): '\(via ?? "")' is not one of tls, connect, http, tcp") }
             if mode == .tcp {
-                guard IPAddress(parsing: host) != nil else { throw QueryError("--to: with --via tcp the destination is an IP address, got '\(host)'") }
-                guard port != nil else { throw QueryError("--to: with --via tcp a port is required (ADDRESS:PORT)") }
+                guard IPAddress(parsing: host) != nil else { throw QueryError("\(n(.to)): with \(n(.via)) tcp the destination is an IP address, got '\(host)'") }
+                guard port != nil else { throw QueryError("\(n(.to)): with \(n(.via)) tcp a port is required (ADDRESS:PORT)") }
             } else {
                 switch HostName.normalize(host) {
                 case .success(let name): host = name
-                case .failure(let problem): throw QueryError("--to: '\(host)' is not a host name: \(problem.explanation)")
+                case .failure(let problem): throw QueryError("\(n(.to)): '\(host)' is not a host name: \(problem.explanation)")
                 }
             }
-            if ech && mode != .tls && mode != .connect { throw QueryError("--ech applies to --via tls or connect") }
+            if ech && mode != .tls && mode != .connect { throw QueryError("\(n(.ech)) applies to \(n(.via)) tls or connect") }
             return Query(source: source, host: host, port: port, via: mode, ech: ech)
         }
     }

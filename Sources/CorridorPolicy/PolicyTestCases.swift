@@ -84,14 +84,9 @@ public struct PolicyTestCases: Sendable {
         let query: PolicyExplanation.Query
         do throws(PolicyExplanation.QueryError) {
             query = try PolicyExplanation.Query.parse(namespace: namespace, serviceAccount: serviceAccount, labels: labels, sourceIP: ip, pod: pod,
-                                                      to: to, via: via, ech: ech)
+                                                      to: to, via: via, ech: ech, spelling: .testCase)
         } catch {
-            // The query's words are the command line's; here they are fields.
-            let reason = error.description.replacingOccurrences(of: "--source-ip", with: "source.ip")
-                .replacingOccurrences(of: "--service-account", with: "source.serviceAccount").replacingOccurrences(of: "--namespace", with: "source.namespace")
-                .replacingOccurrences(of: "--label", with: "source.labels").replacingOccurrences(of: "--pod", with: "source.pod")
-                .replacingOccurrences(of: "--to HOST[:PORT]", with: "to").replacingOccurrences(of: "--to", with: "to")
-                .replacingOccurrences(of: "--via", with: "via").replacingOccurrences(of: "--ech", with: "ech")
+            let reason = error.description
             throw reader.error(path, node, reason)
         }
         return Case(name: name, line: node.mark?.line, query: query, expect: expect, externalService: externalService, egressPolicy: egressPolicy)

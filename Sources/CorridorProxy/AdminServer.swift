@@ -218,7 +218,7 @@ extension AdminHandler {
         do {
             let parsed = try PolicyExplanation.Query.parse(namespace: query["namespace"], serviceAccount: query["serviceAccount"],
                                                            labels: query.all("label"), sourceIP: query["sourceIP"], pod: query["pod"],
-                                                           to: query["to"], via: query["via"], ech: query["ech"] == "true")
+                                                           to: query["to"], via: query["via"], ech: query["ech"] == "true", spelling: .adminQuery)
             let explanation = try PolicyExplanation.make(parsed, snapshot: snapshot)
             return (.ok, "application/json", Array((explanation.json + "\n").utf8))
         } catch {

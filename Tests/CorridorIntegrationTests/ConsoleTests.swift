@@ -72,6 +72,9 @@ struct ConsoleTests {
         #expect(try status("/policy", host: "corridor-admin.corridor-system.svc:\(h.adminPort)") == "200")
         #expect(try status("/policy", host: "console.example.test") == "200")
         #expect(try status("/metrics", host: "corridor-admin.corridor-system.svc.k8s.example.test:\(h.adminPort)") == "200")
+        // The API's errors name its own parameters, not the command line's flags (found by a README walkthrough).
+        let explain = try runCommand("curl", ["-sS", "http://127.0.0.1:\(h.adminPort)/explain?to=api.allowed.test"]).stdout
+        #expect(explain.contains("give exactly one source: namespace (with serviceAccount, label), sourceIP or pod"), "\(explain)")
         let body = try runCommand("curl", ["-sS", "-H", "Host: rebind.attacker.example", "http://127.0.0.1:\(h.adminPort)/flows"]).stdout
         #expect(body.contains("DNS rebinding") && body.contains("spec.admin.hosts"), "\(body)")
     }
