@@ -40,7 +40,7 @@ public enum AdminClient {
             channel = try await bootstrap.connect(host: host, port: port).get()
         } catch {
             promise.fail(error)
-            throw Failure(description: "cannot reach the admin listener at \(base): \(error)")
+            throw Failure(description: "cannot reach the admin listener at \(base): \(Self.why(error))")
         }
         var headers = HTTPHeaders([("Host", authority), ("Connection", "close")])
         if let token { headers.add(name: "Authorization", value: "Bearer \(token)") }
@@ -54,7 +54,26 @@ public enum AdminClient {
         defer { timer.cancel() }
         let response = try await promise.futureResult.get()
         try? await channel.close()
+        if response.status == 401 {
+            throw Failure(description: token == nil
+                ? "the admin listener at \(base) asks for its bearer token: give --token-file FILE (a file holding the token spec.admin.tokenFile names)"
+                : "the admin listener at \(base) refused the token of --token-file")
+        }
         return response
+    }
+
+    /// Why a connection could not be made, in words: refused, timed out, or the error itself.
+    static func why(_ error: any Error) -> String {
+        let underlying = (error as? NIOConnectionError)?.connectionErrors.first?.error ?? error
+        if let io = underlying as? IOError {
+            switch io.errnoCode {
+            case ECONNREFUSED: return "connection refused (is the gateway running, with spec.listeners.admin at this address?)"
+            case ETIMEDOUT, EHOSTUNREACH, ENETUNREACH: return "\(String(cString: strerror(io.errnoCode))) (is the address right, and reachable from here?)"
+            default: return String(cString: strerror(io.errnoCode))
+            }
+        }
+        if case ChannelError.connectTimeout = error { return "no answer to the connection within the timeout" }
+        return "\(error)"
     }
 
     private final class Collector: ChannelInboundHandler, @unchecked Sendable {

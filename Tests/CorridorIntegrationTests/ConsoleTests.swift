@@ -50,6 +50,9 @@ struct ConsoleTests {
             #expect(try status(path, ["Authorization: Bearer wrong"]) == "401", "\(path)")
         }
         #expect(try status("/flows", ["Authorization: Bearer \(token)"]) == "200")
+        // The command line says what it lacks (found by a README walkthrough).
+        let noToken = try runCommand(Repo.corridorBinary.path, ["explain", "--admin", "http://127.0.0.1:\(h.adminPort)", "--namespace", "a", "--to", "b.test"])
+        #expect(noToken.status == 2 && noToken.stderr.contains("give --token-file FILE"), "\(noToken.stderr)")
         for path in ["/metrics", "/healthz", "/readyz", "/"] { #expect(try status(path) == "200", "\(path)") }
         let result = try drive(h, token: token)
         #expect(result["ok"] as? Bool == true, "\(failures(result))")
