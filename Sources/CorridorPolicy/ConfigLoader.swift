@@ -85,7 +85,11 @@ public enum ConfigLoader {
                         // per scalar (most of the load time of a 10,000-service file).
                         node = try Yams.compose(yaml: piece.text, .basic)
                     } catch {
-                        throw ConfigErrors(errors: [ConfigError(file: file, line: yamlLine(error).map { $0 + piece.firstLine },
+                        // The document it would have been (documents before it that parsed counted),
+                        // and the file's line (the end of input is the file's last line).
+                        let lastLine = max(1, text.utf8.reduce(0) { $0 + ($1 == 0x0a ? 1 : 0) })
+                        throw ConfigErrors(errors: [ConfigError(file: file, document: number + 1,
+                                                                line: yamlLine(error).map { min($0 + piece.firstLine, lastLine) },
                                                                 reason: "not valid YAML: \(yamlMessage(error))")])
                     }
                     parsed = node.map { parseDocument($0, file: file) } ?? ParsedDocument(isDocument: piece.explicit)
@@ -215,8 +219,15 @@ public enum ConfigLoader {
         return pieces
     }
 
+    /// What the YAML parser found wrong, without its own positions (counted from the document's
+    /// start, not the file's: the error's line says where).
     private static func yamlMessage(_ error: any Error) -> String {
-        "\(error)".split(separator: "\n").prefix(3).joined(separator: " ")
+        switch error as? YamlError {
+        case .scanner(let context, let problem, _, _), .parser(let context, let problem, _, _), .composer(let context, let problem, _, _):
+            return [context?.text, problem].compactMap { $0 }.joined(separator: ": ")
+        default:
+            return "\(error)".split(separator: "\n").prefix(3).joined(separator: " ")
+        }
     }
 
     private static func yamlLine(_ error: any Error) -> Int? {

@@ -196,6 +196,18 @@ struct ConfigLoaderErrorTests {
         #expect(errors.first?.line != nil, "the line of the syntax error is reported")
     }
 
+    /// A syntax error in a later document is placed in the file, not in its document, and never
+    /// past the file's last line (found by a README walkthrough: line 64 of 63, and the parser's
+    /// own "line 17" counted from the document's start in the reason).
+    @Test func aSyntaxErrorInALaterDocumentIsPlacedInTheFile() {
+        let yaml = "apiVersion: corridor.dev/v1alpha1\nkind: Workload\nmetadata: {name: a, namespace: b}\nspec: {addresses: [10.0.0.1]}\n"
+            + "---\napiVersion: corridor.dev/v1alpha1\nkind: Workload\nspec: {a: [\n"
+        let errors = loadErrors(yaml, file: "two.yaml")
+        #expect(errors.count == 1)
+        #expect(errors.first?.line == 8 && errors.first?.document == 2, "\(errors)")
+        #expect(errors.first?.reason == "not valid YAML: while parsing a flow node: did not find expected node content", "\(errors)")
+    }
+
     @Test("a document that is not a mapping is rejected", arguments: ["- a\n- b\n", "just a string\n", "42\n"])
     func notAMapping(_ yaml: String) {
         let errors = loadErrors(yaml)
