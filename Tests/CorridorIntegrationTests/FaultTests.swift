@@ -130,6 +130,8 @@ struct FaultTests {
             let reason = refused.first?["reason"] as? String ?? ""
             #expect(reason.contains("this source already has 3 open connections (spec.limits.maxConnectionsPerSource)"), "\(reason)")
             #expect((refused.first?["hint"] as? String)?.contains("maxConnectionsPerSource") == true)
+            // Whose connections they were (found by a README walkthrough: "identity":"unknown").
+            #expect((refused.first?["identity"] as? [String: Any])?["workload"] as? String == "checkout", "\(refused.first ?? [:])")
 
             // Another source is still served while 127.0.0.1 holds its three.
             let other = try Self.holdConnections(1, from: "127.0.0.3", to: port)

@@ -184,14 +184,15 @@ struct ConnectionStateMachine {
     mutating func start(now: ContinuousClock.Instant, originalDestination: SocketAddress?) -> Action {
         guard case .new = phase else { preconditionFailure("start: the connection has started already") }
         proxy.metrics.connectionOpened()
+        // The identity first: a connection refused admission is recorded with who it was from.
+        if let ip = record.sourceAddress {
+            record.identity = snapshot.inventory.identity(of: ip)
+        }
         switch proxy.admit(source: record.sourceAddress, gateway: snapshot.gateway) {
         case .success(let taken):
             slot = taken
         case .failure(let refusal):
             return finish(refusal.cause, reason: refusal.reason)
-        }
-        if let ip = record.sourceAddress {
-            record.identity = snapshot.inventory.identity(of: ip)
         }
         let limits = snapshot.gateway.limits
         deadline = now + limits.handshakeTimeout
