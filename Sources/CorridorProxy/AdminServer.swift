@@ -124,7 +124,7 @@ final class AdminHandler: ChannelInboundHandler {
         let channel = context.channel
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         let state: @Sendable () -> FlowStream.ClientState = { !channel.isActive ? .gone : channel.isWritable ? .ready : .behind }
-        let source = channel.remoteAddress.flatMap { IPAddress($0)?.unmapped.description } ?? "unknown"
+        let source = channel.remoteAddress.flatMap { IPAddress($0)?.unmapped }
         let subscribed = flows.stream.subscribe(filter: filter, source: source, eventLoop: context.eventLoop, state: state,
                                                 close: { channel.close(promise: nil) }) { bytes in
             guard channel.isActive else { return }
@@ -140,7 +140,7 @@ final class AdminHandler: ChannelInboundHandler {
             extra.add(name: "Retry-After", value: "30")
             let why = refusal == .full
                 ? "\(FlowStream.maxSubscribers) clients stream /flows/stream already"
-                : "\(FlowStream.maxSubscribersPerSource) clients from \(source) stream /flows/stream already"
+                : "\(FlowStream.maxSubscribersPerSource) clients from \(source.map { "\($0)" } ?? "this address") stream /flows/stream already"
             send(context: context, head: head, status: .serviceUnavailable, contentType: "text/plain",
                  body: Array("\(why); try again later (spec.admin.tokenFile keeps others from taking the places)\n".utf8), extra: extra)
             return

@@ -1,3 +1,4 @@
+import CorridorPolicy
 import NIOCore
 import NIOEmbedded
 import Synchronization
@@ -19,7 +20,7 @@ import Testing
 
     static func subscribedClient(filter: FlowStream.Filter = .init()) -> (FlowStream, EmbeddedEventLoop, Client) {
         let stream = FlowStream(), loop = EmbeddedEventLoop(), client = Client()
-        _ = stream.subscribe(filter: filter, source: "10.0.0.1", eventLoop: loop, state: { client.behind.load(ordering: .relaxed) ? .behind : .ready },
+        _ = stream.subscribe(filter: filter, source: IPAddress(parsing: "10.0.0.1"), eventLoop: loop, state: { client.behind.load(ordering: .relaxed) ? .behind : .ready },
                              close: { client.closed.add(1, ordering: .relaxed) }, write: { client.written.add($0.count, ordering: .relaxed) })
         return (stream, loop, client)
     }
@@ -29,12 +30,12 @@ import Testing
         let loop = EmbeddedEventLoop()
         var ids: [ObjectIdentifier] = []
         for _ in 0..<FlowStream.maxSubscribers {
-            let id = stream.subscribe(filter: .init(), source: "10.0.0.\(ids.count / 4)", eventLoop: loop, state: { .ready }, close: {}, write: { _ in })
+            let id = stream.subscribe(filter: .init(), source: IPAddress(parsing: "10.0.0.\(ids.count / 4)"), eventLoop: loop, state: { .ready }, close: {}, write: { _ in })
             ids.append(try! id.get())
         }
-        #expect(stream.subscribe(filter: .init(), source: "10.9.9.9", eventLoop: loop, state: { .ready }, close: {}, write: { _ in }) == .failure(.full))
+        #expect(stream.subscribe(filter: .init(), source: IPAddress(parsing: "10.9.9.9"), eventLoop: loop, state: { .ready }, close: {}, write: { _ in }) == .failure(.full))
         stream.unsubscribe(ids[0])
-        #expect((try? stream.subscribe(filter: .init(), source: "10.9.9.9", eventLoop: loop, state: { .ready }, close: {}, write: { _ in }).get()) != nil)
+        #expect((try? stream.subscribe(filter: .init(), source: IPAddress(parsing: "10.9.9.9"), eventLoop: loop, state: { .ready }, close: {}, write: { _ in }).get()) != nil)
     }
 
     /// One address cannot take every place (found in review: 32 clients that read nothing kept
@@ -43,13 +44,13 @@ import Testing
         let stream = FlowStream()
         let loop = EmbeddedEventLoop()
         for _ in 0..<FlowStream.maxSubscribersPerSource {
-            #expect((try? stream.subscribe(filter: .init(), source: "10.0.0.1", eventLoop: loop, state: { .ready }, close: {}, write: { _ in }).get()) != nil)
+            #expect((try? stream.subscribe(filter: .init(), source: IPAddress(parsing: "10.0.0.1"), eventLoop: loop, state: { .ready }, close: {}, write: { _ in }).get()) != nil)
         }
-        #expect(stream.subscribe(filter: .init(), source: "10.0.0.1", eventLoop: loop, state: { .ready }, close: {}, write: { _ in }) == .failure(.fullForSource))
-        #expect((try? stream.subscribe(filter: .init(), source: "10.0.0.2", eventLoop: loop, state: { .ready }, close: {}, write: { _ in }).get()) != nil)
+        #expect(stream.subscribe(filter: .init(), source: IPAddress(parsing: "10.0.0.1"), eventLoop: loop, state: { .ready }, close: {}, write: { _ in }) == .failure(.fullForSource))
+        #expect((try? stream.subscribe(filter: .init(), source: IPAddress(parsing: "10.0.0.2"), eventLoop: loop, state: { .ready }, close: {}, write: { _ in }).get()) != nil)
         // Loopback is every port-forwarded client (found in review: the default setup took 4 streams in all).
         for _ in 0..<6 {
-            #expect((try? stream.subscribe(filter: .init(), source: "127.0.0.1", eventLoop: loop, state: { .ready }, close: {}, write: { _ in }).get()) != nil)
+            #expect((try? stream.subscribe(filter: .init(), source: IPAddress(parsing: "127.0.0.1"), eventLoop: loop, state: { .ready }, close: {}, write: { _ in }).get()) != nil)
         }
     }
 

@@ -1,3 +1,4 @@
+import CorridorPolicy
 import NIOCore
 import Synchronization
 
@@ -52,8 +53,8 @@ public final class FlowStream: Sendable {
 
     final class Subscriber: Sendable {
         let filter: Filter
-        /// Where the client connects from (its address), for the per-source bound.
-        let source: String
+        /// Where the client connects from, for the per-source bound (nil: not known).
+        let source: IPAddress?
         let eventLoop: any EventLoop
         /// Writes SSE frames and flushes; called on `eventLoop`.
         let write: @Sendable ([UInt8]) -> Void
@@ -67,7 +68,7 @@ public final class FlowStream: Sendable {
         let pending = Mutex<(bytes: [UInt8], dropped: Int)>(([], 0))
         let scheduled = Atomic<Bool>(false)
 
-        init(filter: Filter, source: String, eventLoop: any EventLoop, state: @escaping @Sendable () -> ClientState,
+        init(filter: Filter, source: IPAddress?, eventLoop: any EventLoop, state: @escaping @Sendable () -> ClientState,
              close: @escaping @Sendable () -> Void, write: @escaping @Sendable ([UInt8]) -> Void) {
             self.filter = filter
             self.source = source
@@ -108,8 +109,7 @@ public final class FlowStream: Sendable {
                     let perBeat = Int(FlowStream.heartbeat.nanoseconds / FlowStream.flushDelay.nanoseconds)
                     let stalled = stalledFlushes.wrappingAdd(perBeat, ordering: .relaxed).newValue
                     if stalled >= FlowStream.maxStalledFlushes + perBeat {
-                        pending.withLock { $0 = ([], 0) }
-                        close()
+                        closeStalled()
                         return
                     }
                 }
@@ -118,6 +118,12 @@ public final class FlowStream: Sendable {
                 write(FlowStream.heartbeatFrame)
             }
             eventLoop.scheduleTask(in: FlowStream.heartbeat) { self.beat() }
+        }
+
+        /// Drops what waits for a client that took nothing for `maxStall`, and closes it.
+        private func closeStalled() {
+            pending.withLock { $0 = ([], 0) }
+            close()
         }
 
         private func flush() {
@@ -129,8 +135,7 @@ public final class FlowStream: Sendable {
                 // (events past the bound are dropped and counted), and this is tried again,
                 // until the client has taken nothing for `maxStall`.
                 if stalledFlushes.wrappingAdd(1, ordering: .relaxed).newValue >= FlowStream.maxStalledFlushes {
-                    pending.withLock { $0 = ([], 0) }
-                    close()
+                    closeStalled()
                     return
                 }
                 eventLoop.scheduleTask(in: FlowStream.flushDelay) { self.flush() }
@@ -179,12 +184,16 @@ public final class FlowStream: Sendable {
 
     /// Whether `source` counts toward ``maxSubscribersPerSource``: every client of a `kubectl
     /// port-forward` (or of anything else on the gateway's host) arrives from loopback.
-    static func isBoundPerSource(_ source: String) -> Bool {
-        !(source.hasPrefix("127.") || source == "::1")
+    static func isBoundPerSource(_ source: IPAddress?) -> Bool {
+        guard let source else { return true }
+        return !loopback.contains { $0.contains(source.unmapped) }
     }
 
+    private static let loopback = [CIDR(address: IPAddress(parsing: "127.0.0.0")!, prefixLength: 8),
+                                   CIDR(address: IPAddress(parsing: "::1")!, prefixLength: 128)]
+
     /// Adds a subscriber from `source` (the client's address); the returned token removes it.
-    func subscribe(filter: Filter, source: String, eventLoop: any EventLoop, state: @escaping @Sendable () -> ClientState,
+    func subscribe(filter: Filter, source: IPAddress?, eventLoop: any EventLoop, state: @escaping @Sendable () -> ClientState,
                    close: @escaping @Sendable () -> Void, write: @escaping @Sendable ([UInt8]) -> Void) -> Result<ObjectIdentifier, Refusal> {
         let subscriber = Subscriber(filter: filter, source: source, eventLoop: eventLoop, state: state, close: close, write: write)
         let refusal = subscribers.withLock { list -> Refusal? in
