@@ -142,6 +142,9 @@ extension KubeEndpoint {
             throw KubeConfigError(file: path, field: "\(clusterField).server", reason: "must be an https:// URL, got '\(cluster["server"] ?? "")'")
         }
         let bareHost = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        if let port = components.port, !(1...65535).contains(port) {
+            throw KubeConfigError(file: path, field: "\(clusterField).server", reason: "port \(port) is not a port number (1-65535)")
+        }
         if scheme == .http && !["127.0.0.1", "::1", "localhost"].contains(bareHost) {
             throw KubeConfigError(file: path, field: "\(clusterField).server", reason: "plain http is allowed only to loopback (kubectl proxy); use https")
         }

@@ -72,6 +72,8 @@ enum Fixtures {
         ("insecure-skip-tls-verify: true", "insecure-skip-tls-verify"),
         ("server: http://10.0.0.1:8080", "plain http is allowed only to loopback"),
         ("server: not a url", "server"),
+        ("server: https://127.0.0.1:0", "port 0 is not a port number"),
+        ("server: https://127.0.0.1:65536", "port 65536 is not a port number"),
         ("tls-server-name: 10.96.0.1", "tls-server-name: must be a DNS name"),
     ])
     func refusedClusterSettings(line: String, expected: String) throws {
