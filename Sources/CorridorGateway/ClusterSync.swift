@@ -11,7 +11,9 @@ import Synchronization
 /// snapshot from the caches whenever they change, swaps it in atomically, and writes each
 /// object's `Accepted` condition. Nothing is installed until every watch has completed its first
 /// full list (until then every connection is denied and /readyz says no). An API outage leaves
-/// the caches, and so the snapshot, as they were; it shows in the metrics and the log.
+/// the caches, and so the snapshot, as they were; it shows in the metrics and the log. With
+/// `spec.kubernetes.maxStaleness`, an outage of any resource longer than that withholds the
+/// policy instead: every connection is denied and /readyz says no, until the watches list again.
 final class ClusterSync: Sendable {
     private let client: KubeAPIClient
     private let logger: Logger
@@ -43,6 +45,11 @@ final class ClusterSync: Sendable {
         let retryPending = Atomic<Bool>(false)
     }
 
+    /// The resources whose outage withholds the policy in force (empty: it is not withheld).
+    private let withheldFor = Mutex<[String]>([])
+    /// The resources a policy build considers, in the order reasons name them.
+    private static let resources = ["pods", "externalservices", "egresspolicies"]
+
     private let shared = Shared()
     /// Each ExternalService and EgressPolicy of the last build, with whether it is accepted (for the console).
     private let objectStatus = Mutex<[ClusterObjectState]>([])
@@ -71,9 +78,13 @@ final class ClusterSync: Sendable {
             failed: { resource, reason in metrics.apiError(resource: resource, reason: reason) },
             healthy: { resource, up in
                 metrics.setUp(resource: resource, up)
-                shared.unhealthySince.withLock { since in
-                    if up { since[resource] = nil } else if since[resource] == nil { since[resource] = .now }
+                let recovered = shared.unhealthySince.withLock { since in
+                    if up { return since.removeValue(forKey: resource) != nil }
+                    if since[resource] == nil { since[resource] = .now }
+                    return false
                 }
+                // A policy withheld for this resource's outage is built again now.
+                if recovered { dirty.yield() }
             },
             rewatched: { resource, why in metrics.rewatch(resource: resource, why: why) },
             unreadable: { resource in metrics.unreadable(resource: resource) }
@@ -86,17 +97,20 @@ final class ClusterSync: Sendable {
                              initialBackoff: initialBackoff, watchIdleLimit: watchIdleLimit)
     }
 
-    /// True once a snapshot built from a full sync of every resource is in force.
+    /// True while a snapshot built from a full sync of every resource is in force (not before the
+    /// first sync, nor while withheld for an outage longer than `spec.kubernetes.maxStaleness`).
     var isSynced: Bool { synced.load(ordering: .acquiring) }
 
-    /// Starts the watches; `onFirstSync` runs once, when the first full build is in force.
-    func start(onFirstSync: @escaping @Sendable () -> Void = {}) {
+    /// Starts the watches; `onSynced` runs when a full build comes into force after none was
+    /// (the first sync, and the recovery from a withheld policy), `onWithheld` when the policy is
+    /// withheld for an outage.
+    func start(onSynced: @escaping @Sendable () -> Void = {}, onWithheld: @escaping @Sendable () -> Void = {}) {
         logger.info("watching the Kubernetes API", metadata: ["server": "\(client.endpoint.url)", "via": "\(client.endpoint.origin)"])
         let started: [Task<Void, Never>] = [
             Task { await self.pods.run() },
             Task { await self.services.run() },
             Task { await self.policies.run() },
-            Task { await self.rebuildLoop(onFirstSync: onFirstSync) },
+            Task { await self.rebuildLoop(onSynced: onSynced, onWithheld: onWithheld) },
             Task { await self.statusLoop() },
             Task { await self.stalenessLoop() },
         ]
@@ -123,13 +137,21 @@ final class ClusterSync: Sendable {
     }
 
     /// `corridor_kubernetes_watch_stale_seconds{resource}`: how long a resource's list/watch has
-    /// been failing (0 while healthy): how stale the identities and policy in force may be.
+    /// been failing (0 while healthy): how stale the identities and policy in force may be. Asks
+    /// for a build when the resources stale beyond `spec.kubernetes.maxStaleness` change (the
+    /// build withholds the policy, or brings it back).
     private func stalenessLoop() async {
         var warned = Set<String>()
+        var lastStale: [String] = []
         while !Task.isCancelled {
             let now = ContinuousClock.now
             let since = shared.unhealthySince.withLock { $0 }
-            for resource in ["pods", "externalservices", "egresspolicies"] {
+            let stale = staleResources(now: now)
+            if stale != lastStale {
+                lastStale = stale
+                dirty.yield()
+            }
+            for resource in Self.resources {
                 let stale = since[resource].map { now - $0 } ?? .zero
                 metrics.setStale(resource: resource, seconds: Double(stale.components.seconds))
                 if stale > .seconds(300) && warned.insert(resource).inserted {
@@ -139,22 +161,53 @@ final class ClusterSync: Sendable {
                     warned.remove(resource)
                 }
             }
-            try? await Task.sleep(for: .seconds(5))
+            try? await Task.sleep(for: .seconds(1))
         }
     }
 
-    private func rebuildLoop(onFirstSync: @Sendable () -> Void) async {
+    /// The resources whose list/watch has failed for longer than `spec.kubernetes.maxStaleness`
+    /// (none when it is not set).
+    private func staleResources(now: ContinuousClock.Instant) -> [String] {
+        guard let limit = base.withLock({ $0.gateway.kubernetes.maxStaleness }) else { return [] }
+        let since = shared.unhealthySince.withLock { $0 }
+        return Self.resources.filter { resource in since[resource].map { now - $0 > limit } ?? false }
+    }
+
+    private func rebuildLoop(onSynced: @Sendable () -> Void, onWithheld: @Sendable () -> Void) async {
         let compiler = ClusterPolicyCompiler()
         for await _ in dirtySignals {
             // Let a burst of events (a rollout, a relist) settle into one build.
             try? await Task.sleep(for: .milliseconds(100))
             if Task.isCancelled { return }
             guard pods.cache.isSynced, services.cache.isSynced, policies.cache.isSynced else { continue }
-            if rebuild(compiler) { onFirstSync() }
+            let stale = staleResources(now: .now)
+            if !stale.isEmpty {
+                if withhold(for: stale) { onWithheld() }
+            } else if rebuild(compiler) {
+                onSynced()
+            }
         }
     }
 
-    /// Builds and installs a snapshot; true when it is the first one from a full sync.
+    /// Installs a snapshot that denies every connection because `stale` have been out of reach
+    /// for longer than `spec.kubernetes.maxStaleness`; true when a full build was in force until now.
+    private func withhold(for stale: [String]) -> Bool {
+        let base = self.base.withLock { $0 }
+        guard let limit = base.gateway.kubernetes.maxStaleness,
+              withheldFor.withLock({ withheld in defer { withheld = stale }; return withheld != stale }) else { return false }
+        var source = base
+        source.withheld = .stale(resources: stale, limit: limit)
+        let generation = nextGeneration()
+        install(PolicySnapshot(source: source, generation: generation), .empty)
+        let wasSynced = synced.exchange(false, ordering: .acquiringAndReleasing)
+        metrics.setSynced(false)
+        logger.error("the Kubernetes API has been out of reach for longer than spec.kubernetes.maxStaleness; every connection is denied until the watches list again",
+                     metadata: ["resources": "\(stale.joined(separator: ", "))", "maxStaleness": "\(DurationSyntax.format(limit))", "generation": "\(generation)"])
+        return wasSynced
+    }
+
+    /// Builds and installs a snapshot; true when it is the first one from a full sync since none
+    /// was in force (at start, or after the policy was withheld).
     private func rebuild(_ compiler: ClusterPolicyCompiler) -> Bool {
         let started = ContinuousClock.now
         let objects = ClusterObjects(pods: pods.cache.objects, externalServices: services.cache.objects, egressPolicies: policies.cache.objects)
@@ -190,6 +243,7 @@ final class ClusterSync: Sendable {
         let status = names.map { ClusterObjectState(object: $0, accepted: !rejected.contains($0), enforcing: policy.enforcedInstead[$0]) }
         objectStatus.withLock { $0 = status }
         install(snapshot, origination)
+        let wasWithheld = withheldFor.withLock { withheld in defer { withheld = [] }; return !withheld.isEmpty }
         let first = !synced.exchange(true, ordering: .acquiringAndReleasing)
         let took = ContinuousClock.now - started
         metrics.built(objects: objects, policy: policy, duration: took)
@@ -202,7 +256,8 @@ final class ClusterSync: Sendable {
                 "addresses": "\(shown)\(conflicts.count > 10 ? "; and \(conflicts.count - 10) more" : "")",
             ])
         }
-        logger.log(level: first ? .info : .debug, first ? "policy synced from the Kubernetes API" : "policy rebuilt", metadata: [
+        logger.log(level: first ? .info : .debug, wasWithheld ? "the Kubernetes API is reachable again; policy synced from it"
+                   : first ? "policy synced from the Kubernetes API" : "policy rebuilt", metadata: [
             "generation": "\(generation)", "externalServices": "\(policy.source.externalServices.count)",
             "egressPolicies": "\(policy.source.egressPolicies.count)", "podIdentities": "\(policy.podIdentities)",
             "rejected": "\(policy.rejected.count)", "took": "\(took)",
@@ -306,7 +361,8 @@ struct ClusterMetrics: Sendable {
 
     init(registry: PrometheusCollectorRegistry) {
         self.registry = registry
-        synced = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_synced", unitName: "", helpText: "1 once a policy built from a full sync of the API is in force"))
+        synced = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_synced", unitName: "",
+                                                      helpText: "1 while a policy built from a full sync of the API is in force (0 before it, and while withheld for an API outage past spec.kubernetes.maxStaleness)"))
         lastBuild = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_last_build_timestamp_seconds", unitName: "", helpText: "When the policy was last rebuilt from the API caches"))
         rejected = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_rejected_objects", unitName: "", helpText: "ExternalServices and EgressPolicies whose current spec is invalid"))
         identities = registry.makeGauge(descriptor: .init(metricName: "corridor_kubernetes_pod_identities", unitName: "", helpText: "Pods whose addresses map to an identity"))
@@ -353,6 +409,8 @@ struct ClusterMetrics: Sendable {
     }
 
     func contested(_ count: Int) { contestedAddresses.set(to: Double(count)) }
+
+    func setSynced(_ on: Bool) { synced.set(to: on ? 1 : 0) }
 
     func built(objects: ClusterObjects, policy: ClusterPolicy, duration: Duration) {
         synced.set(to: 1)

@@ -103,7 +103,7 @@ public final class Gateway: Sendable {
         if options.kubernetes != nil {
             // Until the first sync everything is denied, with that reason.
             var waiting = try PolicyFile.loadKubernetesBase(options.configPath)
-            waiting.awaitingSync = true
+            waiting.withheld = .awaitingSync
             (snapshot, origination) = (PolicySnapshot(source: waiting, generation: 1), .empty)
         } else {
             (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: 1, cache: configCache)
@@ -129,7 +129,7 @@ public final class Gateway: Sendable {
         if let endpoint = options.kubernetes {
             let generations = self.generations
             var base = snapshot.source
-            base.awaitingSync = false
+            base.withheld = nil
             cluster = ClusterSync(
                 client: try KubeAPIClient(endpoint: endpoint, group: group, maxBodyBytes: options.apiMaxBodyBytes), base: base, registry: metrics.registry, logger: logger,
                 nextGeneration: { generations.next() },
@@ -198,10 +198,12 @@ public final class Gateway: Sendable {
         if gateway.mode == .audit { logger.warning("\(GatewayModeText.auditWarning)") }
         if let cluster {
             proxy.metrics.setReady(false)
-            // The ready gauge follows /readyz: up once the first sync is in force (unless draining).
+            // The ready gauge follows /readyz: up while a synced policy is in force (unless draining).
             let metrics = proxy.metrics
-            cluster.start(onFirstSync: { [weak self] in
+            cluster.start(onSynced: { [weak self] in
                 if self?.state.withLock({ $0.ready }) == true { metrics.setReady(true) }
+            }, onWithheld: {
+                metrics.setReady(false)
             })
         } else {
             proxy.metrics.setReady(true)

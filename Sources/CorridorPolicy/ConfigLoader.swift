@@ -6,8 +6,9 @@ public struct PolicySource: Sendable, Equatable {
     public var externalServices: [ExternalService] = []
     public var egressPolicies: [EgressPolicy] = []
     public var workloads: [Workload] = []
-    /// Kubernetes mode before the first full sync: every connection is denied, and says why.
-    public var awaitingSync = false
+    /// Kubernetes mode before the first full sync, or with the API out of reach for longer than
+    /// `spec.kubernetes.maxStaleness`: every connection is denied, and says why.
+    public var withheld: PolicyWithheld?
 
     public init() {}
 }

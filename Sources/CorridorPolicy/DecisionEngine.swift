@@ -2,7 +2,7 @@
 /// Every early exit is a deny; the reason names what was missing.
 public enum DecisionEngine {
     public static func decide(source: SourceIdentity?, sourceAddress: @autoclosure () -> String, facts: DestinationFacts, snapshot: PolicySnapshot) -> Decision {
-        if snapshot.source.awaitingSync { return .deny(awaitingSyncReason, host: facts.connectHost ?? facts.serverName, port: facts.port) }
+        if let withheld = snapshot.source.withheld { return .deny(withheld.reason, host: facts.connectHost ?? facts.serverName, port: facts.port) }
         guard let host = facts.connectHost ?? facts.serverName else {
             return .deny("no destination host name (no SNI, no CONNECT host)", port: facts.port)
         }
@@ -67,7 +67,7 @@ public enum DecisionEngine {
     /// service lists is denied at once.
     public static func decideTCP(source: SourceIdentity?, sourceAddress: @autoclosure () -> String, destination: IPAddress, port: Int,
                                  snapshot: PolicySnapshot) -> Decision? {
-        if snapshot.source.awaitingSync { return .deny(awaitingSyncReason, port: port) }
+        if let withheld = snapshot.source.withheld { return .deny(withheld.reason, port: port) }
         guard let candidates = snapshot.tcpServices[port] else { return nil }
         let matching = candidates.filter { index in snapshot.routes.routes[index].addresses.contains { $0.contains(destination) } }
         let target = "\(destination) port \(port)"
@@ -95,8 +95,6 @@ public enum DecisionEngine {
     static func echAllowed(_ serviceIndex: Int, snapshot: PolicySnapshot) -> Bool {
         snapshot.routes.routes[serviceIndex].ech.map { $0 == .allow } ?? snapshot.gateway.tls.allowECH
     }
-
-    static let awaitingSyncReason = "the policy has not been synced from the Kubernetes API yet (every connection is denied until it is)"
 
     /// The identity a source is judged as: itself, or for an unknown source an empty identity
     /// (namespace "", no labels) where `unknownSources: Allow`; nil means deny.

@@ -178,6 +178,20 @@ public struct GatewayConfig: Sendable, Equatable {
         public var hosts: [String] = []
     }
 
+    /// Kubernetes mode (`corridor run --kubernetes`): how long what the API last said is trusted
+    /// while the API cannot be reached.
+    public struct KubernetesSettings: Sendable, Equatable {
+        /// The shortest ``maxStaleness``: a brief API restart (a list retried with backoff) must
+        /// not become an egress outage.
+        public static let minimumStaleness: Duration = .seconds(10)
+        /// Once the list/watch of any watched resource (pods, ExternalServices, EgressPolicies)
+        /// has failed for this long, the identities and policy it last gave are no longer trusted:
+        /// every connection is denied, saying why, and `/readyz` answers 503, until the watches
+        /// list again. Nil: the last known state stays in force however long the outage (a pod IP
+        /// reused meanwhile keeps the identity of the pod that had it; a revoked grant holds).
+        public var maxStaleness: Duration?
+    }
+
     /// The flow table behind the admin API's `/flows`.
     public struct Flows: Sendable, Equatable {
         /// Flows kept in all (the least recently seen idle ones are evicted beyond it).
@@ -234,16 +248,18 @@ public struct GatewayConfig: Sendable, Equatable {
     public var flows = Flows()
     public var admin = AdminSettings()
     public var signals = Signals()
+    public var kubernetes = KubernetesSettings()
 
     public init() {}
 
     public static func == (lhs: GatewayConfig, rhs: GatewayConfig) -> Bool {
-        lhs.name == rhs.name && lhs.mode == rhs.mode && lhs.listeners == rhs.listeners && lhs.tls == rhs.tls && lhs.transparent == rhs.transparent
+        lhs.name == rhs.name && lhs.mode == rhs.mode && lhs.listeners == rhs.listeners && lhs.tls == rhs.tls && lhs.connect == rhs.connect
+            && lhs.transparent == rhs.transparent
             && lhs.staticHosts.map(\.0) == rhs.staticHosts.map(\.0) && lhs.staticHosts.map(\.1) == rhs.staticHosts.map(\.1)
             && lhs.systemResolver == rhs.systemResolver && lhs.resolverCacheTTL == rhs.resolverCacheTTL && lhs.allowPrivate == rhs.allowPrivate
             && lhs.extraBlocked == rhs.extraBlocked && lhs.unknownSources == rhs.unknownSources
             && lhs.limits == rhs.limits && lhs.reload == rhs.reload && lhs.logging == rhs.logging
-            && lhs.flows == rhs.flows && lhs.signals == rhs.signals && lhs.admin == rhs.admin
+            && lhs.flows == rhs.flows && lhs.signals == rhs.signals && lhs.admin == rhs.admin && lhs.kubernetes == rhs.kubernetes
     }
 }
 

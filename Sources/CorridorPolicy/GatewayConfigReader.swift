@@ -135,6 +135,18 @@ enum GatewayConfigReader {
             try limits.finish()
         }
 
+        if let kubernetes = try spec.fields("kubernetes") {
+            if let staleness = try kubernetes.duration("maxStaleness") {
+                let minimum = GatewayConfig.KubernetesSettings.minimumStaleness
+                guard staleness >= minimum else {
+                    throw reader.error(kubernetes.child("maxStaleness"), kubernetes.node("maxStaleness"),
+                                       "must be at least \(DurationSyntax.format(minimum)) (a brief API restart must not stop all egress), got '\(DurationSyntax.format(staleness))'")
+                }
+                config.kubernetes.maxStaleness = staleness
+            }
+            try kubernetes.finish()
+        }
+
         if let reload = try spec.fields("reload") {
             config.reload.liveConnections = try reload.enumeration("liveConnections", GatewayConfig.ReloadSettings.LiveConnections.self)
                 ?? config.reload.liveConnections

@@ -32,9 +32,7 @@ public struct PolicyHint: Sendable, Equatable {
     public static func make(for decision: Decision, to destination: Destination, identity: SourceIdentity?, address: IPAddress?,
                             snapshot: PolicySnapshot) -> PolicyHint? {
         guard decision.verdict != .allow else { return nil }
-        if snapshot.source.awaitingSync {
-            return PolicyHint(text: "wait until the policy is synced from the Kubernetes API (/readyz says ready); no policy change is needed")
-        }
+        if let withheld = snapshot.source.withheld { return PolicyHint(text: withheld.hint) }
         if case .text(let reason) = decision.why.unaudited {
             if reason.hasPrefix("SNI ") {
                 return PolicyHint(text: "the client must send the CONNECT host as its SNI; no policy change allows a mismatch")

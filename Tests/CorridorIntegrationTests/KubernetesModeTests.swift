@@ -208,6 +208,36 @@ struct KubernetesModeTests {
         #expect(await eventually(timeout: 10) { (try? h.metrics().contains(#"corridor_kubernetes_watch_up{resource="pods"} 1"#)) == true })
     }
 
+    @Test func anOutagePastMaxStalenessDeniesEverythingUntilTheWatchesListAgain() async throws {
+        let h = try await KubernetesHarness(gatewayExtra: "  kubernetes: {maxStaleness: 10s}")
+        defer { Task { await h.stop() } }
+        #expect(await h.waitReady())
+        #expect(try h.connect(from: "127.0.0.1").status == 0)
+        try h.api.control("POST", "/outage", ["on": true])
+        #expect(await eventually(timeout: 15) { (try? h.metrics().contains(#"corridor_kubernetes_watch_up{resource="pods"} 0"#)) == true })
+        // Within the limit the last snapshot still serves.
+        #expect(try h.connect(from: "127.0.0.1").status == 0)
+        #expect(h.gateway.isReady)
+        // Past it, nothing from the API is trusted: not ready, and every connection denied, saying why.
+        #expect(await eventually(timeout: 30) { !h.gateway.isReady })
+        #expect(try runCommand("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+                                        "http://127.0.0.1:\(h.adminPort)/readyz"]).stdout == "503")
+        let metrics = try h.metrics()
+        #expect(metrics.contains("corridor_kubernetes_synced 0"), "\(metrics)")
+        #expect(try h.connect(from: "127.0.0.1").status != 0)
+        let record = try #require(h.record { $0["decision"] as? String == "deny" && ($0["src"] as? String ?? "").hasPrefix("127.0.0.1:") })
+        let reason = record["reason"] as? String ?? ""
+        #expect(reason.contains("spec.kubernetes.maxStaleness") && reason.contains("pods"), "\(record)")
+        #expect((record["hint"] as? String ?? "").contains("restore the gateway's access to the Kubernetes API"), "\(record)")
+        // Once the watches list again, the policy is built afresh, with what changed meanwhile.
+        try h.api.put(K8sObject.pod("payments", "checkout-5", ip: "127.0.0.10", serviceAccount: "checkout", labels: ["app": "checkout"]))
+        try h.api.control("POST", "/outage", ["on": false])
+        #expect(await h.waitReady(timeout: 30))
+        #expect(h.gatewayIdentity(of: "127.0.0.10") == "payments/checkout-5")
+        #expect(try h.connect(from: "127.0.0.1").status == 0)
+        #expect(try h.metrics().contains("corridor_kubernetes_synced 1"))
+    }
+
     @Test func aRotatedTokenIsRereadAfter401() async throws {
         let h = try await KubernetesHarness()
         defer { Task { await h.stop() } }

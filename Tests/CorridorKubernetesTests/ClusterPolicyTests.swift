@@ -221,13 +221,30 @@ func decide(_ snapshot: PolicySnapshot, from address: String, to host: String) -
     @Test func beforeTheFirstSyncEverythingIsDeniedAndSaysWhy() throws {
         var waiting = ClusterPolicyCompiler().build(base: base, objects: ClusterObjects(
             pods: pods, externalServices: [service("api", hosts: ["api.example.com"], extra: [("access", .string("All"))])])).source
-        waiting.awaitingSync = true
+        waiting.withheld = .awaitingSync
         let snapshot = PolicySnapshot(source: waiting, generation: 1)
         let decision = decide(snapshot, from: "10.0.0.1", to: "api.example.com")
         #expect(decision.verdict == .deny && decision.reason.contains("not been synced"))
         let tcp = try #require(DecisionEngine.decideTCP(source: nil, sourceAddress: "10.0.0.1", destination: IPAddress(parsing: "192.0.2.1")!,
                                                          port: 5432, snapshot: snapshot))
         #expect(tcp.verdict == .deny && tcp.reason.contains("not been synced"))
+    }
+
+    @Test func aPolicyWithheldForAStaleAPIDeniesEverythingAndSaysWhy() throws {
+        var stale = ClusterPolicyCompiler().build(base: base, objects: ClusterObjects(
+            pods: pods, externalServices: [service("api", hosts: ["api.example.com"], extra: [("access", .string("All"))])])).source
+        let open = PolicySnapshot(source: stale, generation: 1)
+        #expect(decide(open, from: "10.0.0.1", to: "api.example.com").verdict == .allow)
+        stale.withheld = .stale(resources: ["pods", "egresspolicies"], limit: .seconds(120))
+        let snapshot = PolicySnapshot(source: stale, generation: 2)
+        let decision = decide(snapshot, from: "10.0.0.1", to: "api.example.com")
+        #expect(decision.verdict == .deny)
+        #expect(decision.reason.contains("for pods, egresspolicies for over 120s (spec.kubernetes.maxStaleness)"), "\(decision.reason)")
+        let hint = try #require(PolicyHint.make(for: decision, to: .tcp(address: IPAddress(parsing: "192.0.2.1")!, port: 443), identity: nil, address: nil, snapshot: snapshot))
+        #expect(hint.text.contains("restore the gateway's access to the Kubernetes API"))
+        let tcp = try #require(DecisionEngine.decideTCP(source: nil, sourceAddress: "10.0.0.1", destination: IPAddress(parsing: "192.0.2.1")!,
+                                                         port: 5432, snapshot: snapshot))
+        #expect(tcp.verdict == .deny && tcp.reason.contains("maxStaleness"))
     }
 
     @Test func tenThousandServicesRebuildWithoutReparsing() {

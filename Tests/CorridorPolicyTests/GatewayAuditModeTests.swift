@@ -49,7 +49,7 @@ struct GatewayAuditModeTests {
         #expect(decide(audit, from: checkoutPod, sni: "evil.test", connect: "api.stripe.com").verdict == .deny)
         #expect(decide(audit, from: checkoutPod).verdict == .deny)
         var source = audit.source
-        source.awaitingSync = true
+        source.withheld = .awaitingSync
         #expect(decide(PolicySnapshot(source: source, generation: 2), from: checkoutPod, sni: "api.stripe.com").verdict == .deny)
     }
 

@@ -78,6 +78,9 @@ struct GatewayConfigLoadTests {
         Named("dataPlane lower case", ("  tls: {dataPlane: splice}\n", "spec.tls.dataPlane", 5, "NIO, Splice")),
         Named("connect dataPlane unknown", ("  connect: {dataPlane: Epoll}\n", "spec.connect.dataPlane", 5, "NIO, Splice")),
         Named("connect unknown field", ("  connect: {plane: NIO}\n", "spec.connect.plane", 5, "unknown field")),
+        Named("maxStaleness too short", ("  kubernetes: {maxStaleness: 5s}\n", "spec.kubernetes.maxStaleness", 5, "at least 10s")),
+        Named("maxStaleness not a duration", ("  kubernetes: {maxStaleness: 5}\n", "spec.kubernetes.maxStaleness", 5, "duration")),
+        Named("kubernetes unknown field", ("  kubernetes: {staleness: 5m}\n", "spec.kubernetes.staleness", 5, "unknown field")),
     ])
     func errors(_ example: Named<(String, String, Int, String)>) throws {
         let (spec, field, line, reason) = example.value
@@ -89,6 +92,14 @@ struct GatewayConfigLoadTests {
         #expect(error.field == field)
         #expect(error.line == line)
         #expect(error.reason.contains(reason), "reason: \(error.reason)")
+    }
+
+    @Test("how long the Kubernetes API's last word is trusted")
+    func maxStaleness() throws {
+        #expect(GatewayConfig().kubernetes.maxStaleness == nil)
+        let set = try #require(loadValid(Self.gateway("  kubernetes: {maxStaleness: 2m}\n")))
+        #expect(set.gateway.kubernetes.maxStaleness == .seconds(120))
+        #expect(set.gateway != GatewayConfig())
     }
 
     @Test("the tls and connect listeners' data planes")
