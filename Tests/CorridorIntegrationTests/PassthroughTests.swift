@@ -507,7 +507,10 @@ struct PassthroughTests {
             ports = {}
             def tls(name):
                 ctx = ssl.create_default_context(cafile=ca)
-                raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+                # Longer than the test upstream's own 30 s timeout: under a loaded CI machine its
+                # thread per connection can take seconds to answer a handshake, and a client that
+                # gave up sooner would leave the gateway's connection waiting on that upstream.
+                raw = socket.create_connection(("127.0.0.1", port), timeout=45)
                 ports[threading.get_ident()] = raw.getsockname()[1]
                 return ctx.wrap_socket(raw, server_hostname=name)
             def one(i):
@@ -543,11 +546,11 @@ struct PassthroughTests {
             with ThreadPoolExecutor(20) as pool:
                 results = list(pool.map(one, range(200)))
             print(sum(r == "ok" for r in results), [r for r in results if r != "ok"][:5])
-            """, h.pki.caCert, "\(h.tlsPort)"], timeout: 120)
+            """, h.pki.caCert, "\(h.tlsPort)"], timeout: 150)
         if !result.stdout.hasPrefix("200 ") {
             // What the gateway recorded of the clients that failed, once their connections end.
             let failedPorts = result.stdout.matches(of: /from port (\d+)/).map { ":\($0.1)" }
-            _ = await eventually(timeout: 15) { h.gateway.proxy.openConnections == 0 }
+            _ = await eventually(timeout: 35) { h.gateway.proxy.openConnections == 0 }
             let theirs = h.records().filter { record in failedPorts.contains { (record["src"] as? String ?? "").hasSuffix($0) } }
             Issue.record("""
                 failed clients: \(result.stdout)\(result.stderr)
