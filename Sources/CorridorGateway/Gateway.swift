@@ -79,6 +79,12 @@ public final class Gateway: Sendable {
         private let value = Atomic<Int>(1)
         var current: Int { value.load(ordering: .relaxed) }
         func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).newValue }
+        /// Takes `generation` (``current`` + 1 when the caller read it) for a snapshot that was
+        /// built: a rejected file reload takes none, so generations in force count up by one.
+        func take(_ generation: Int) {
+            let taken = value.compareExchange(expected: generation - 1, desired: generation, ordering: .relaxed).exchanged
+            precondition(taken, "generation \(generation) taken out of turn (file reloads are serialized)")
+        }
     }
 
     public let options: Options
@@ -262,9 +268,11 @@ public final class Gateway: Sendable {
                 return false
             }
         }
-        let next = generations.next()
+        // File mode: reloads, serialized, are the only builds.
+        let next = generations.current + 1
         do {
             let (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: next, cache: configCache, reloading: true)
+            generations.take(next)
             proxy.install(snapshot, origination: origination)
             proxy.metrics.policyReload(succeeded: true, snapshot: snapshot)
             warnIfRestartNeeded(old: old.gateway, new: snapshot.gateway)

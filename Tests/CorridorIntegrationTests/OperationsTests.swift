@@ -129,6 +129,19 @@ struct OperationsTests {
         #expect(gateway.waitForExit(timeout: 20) == 0)
     }
 
+    @Test func aRejectedReloadTakesNoGeneration() async throws {
+        let h = try await GatewayHarness()
+        defer { Task { await h.stop() } }
+        let good = try String(contentsOfFile: h.configPath, encoding: .utf8)
+        let first = h.gateway.proxy.policy.current.generation
+        try good.replacingOccurrences(of: "kind: EgressPolicy", with: "kind: EgressPolicyy").write(toFile: h.configPath, atomically: true, encoding: .utf8)
+        #expect(!h.gateway.reload(reason: "test"))
+        #expect(h.gateway.proxy.policy.current.generation == first)
+        try good.write(toFile: h.configPath, atomically: true, encoding: .utf8)
+        #expect(h.gateway.reload(reason: "test"))
+        #expect(h.gateway.proxy.policy.current.generation == first + 1, "generations in force count up by one")
+    }
+
     @Test func sigtermStopsAcceptingAndDrainsLiveConnections() async throws {
         let dir = try TempDir()
         let pki = try TestPKI(in: dir)
