@@ -13,6 +13,25 @@ struct Corridor: AsyncParsableCommand {
         abstract: "An egress gateway for Kubernetes: TLS-only, SNI-inspecting, identity-aware.",
         subcommands: [Run.self, Check.self, Explain.self, PolicyTest.self, Learn.self, Report.self, IPTables.self, NetPol.self, Version.self]
     )
+
+    /// Runs the subcommand. Bad input exits 2 whoever finds it: the argument parser (a missing or
+    /// malformed option, which it would exit 64 for) or the subcommand itself (a bad file or value).
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                printError(fullMessage(for: error))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }
 
 struct Run: AsyncParsableCommand {

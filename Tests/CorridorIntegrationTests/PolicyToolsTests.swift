@@ -4,6 +4,15 @@ import Testing
 /// `corridor explain` and `corridor test`, run as the binary: exit statuses, output, errors.
 @Suite(.serialized, .timeLimit(.minutes(3)))
 struct PolicyToolsTests {
+    /// Bad input exits 2 whoever finds it: the argument parser or the subcommand itself.
+    @Test(arguments: [["check"], ["explain", "--bogus"], ["nosuch"], ["learn", "--format"], ["explain", "--output", "xml", "--config", "x.yaml"]])
+    func usageErrorsExitTwo(_ arguments: [String]) throws {
+        let result = try runCommand(Repo.corridorBinary.path, arguments)
+        #expect(result.status == 2, "\(arguments): \(result.status) \(result.stderr)")
+        #expect(!result.stderr.isEmpty)
+        #expect(try runCommand(Repo.corridorBinary.path, [arguments[0], "--help"]).status == 0)
+    }
+
     static let quickstart = Repo.root.appendingPathComponent("examples/quickstart.yaml").path
 
     private func corridor(_ arguments: [String]) throws -> CommandResult {
