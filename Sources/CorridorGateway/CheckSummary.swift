@@ -37,6 +37,7 @@ public enum CheckSummary {
         if gateway.mode == .audit {
             lines.append("warning: \(GatewayModeText.auditWarning)")
         }
+        if let warning = gateway.kubernetes.stalenessWarning { lines.append("warning: \(warning)") }
         if gateway.listeners.admin == nil {
             // spec.listeners, once given, lists every listener: none is added by default.
             lines.append("warning: no admin listener (spec.listeners.admin): no /metrics, /healthz, /readyz or console")

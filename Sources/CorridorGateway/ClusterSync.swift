@@ -12,8 +12,9 @@ import Synchronization
 /// object's `Accepted` condition. Nothing is installed until every watch has completed its first
 /// full list (until then every connection is denied and /readyz says no). An API outage leaves
 /// the caches, and so the snapshot, as they were; it shows in the metrics and the log. With
-/// `spec.kubernetes.maxStaleness`, an outage of any resource longer than that withholds the
-/// policy instead: every connection is denied and /readyz says no, until the watches list again.
+/// `spec.kubernetes.maxStaleness`, a resource whose list/watch has shown no progress (a list, an
+/// event, a bookmark: ``ReflectorObserver/progressed``) for longer than that withholds the policy
+/// instead: every connection is denied and /readyz says no, until the watches list again.
 final class ClusterSync: Sendable {
     private let client: KubeAPIClient
     private let logger: Logger
@@ -41,12 +42,14 @@ final class ClusterSync: Sendable {
     private final class Shared: Sendable {
         /// When each resource's list/watch stopped being healthy (absent while healthy).
         let unhealthySince = Mutex<[String: ContinuousClock.Instant]>([:])
+        /// When each resource's list/watch last showed that the cache is current.
+        let lastProgress = Mutex<[String: ContinuousClock.Instant]>([:])
         /// A status-write retry is scheduled.
         let retryPending = Atomic<Bool>(false)
     }
 
-    /// The resources whose outage withholds the policy in force (empty: it is not withheld).
-    private let withheldFor = Mutex<[String]>([])
+    /// The stale resources and the base the policy in force was withheld for (nil: it is not withheld).
+    private let withheldFor = Mutex<(stale: [String], base: PolicySource)?>(nil)
     /// The resources a policy build considers, in the order reasons name them.
     private static let resources = ["pods", "externalservices", "egresspolicies"]
 
@@ -87,7 +90,8 @@ final class ClusterSync: Sendable {
                 if recovered { dirty.yield() }
             },
             rewatched: { resource, why in metrics.rewatch(resource: resource, why: why) },
-            unreadable: { resource in metrics.unreadable(resource: resource) }
+            unreadable: { resource in metrics.unreadable(resource: resource) },
+            progressed: { resource in shared.lastProgress.withLock { $0[resource] = .now } }
         )
         pods = Reflector(resource: .pods, client: client, observer: observer, logger: logger, pageSize: pageSize, initialBackoff: initialBackoff,
                          watchIdleLimit: watchIdleLimit, fieldSelector: nodeName.map { "spec.nodeName=\($0)" })
@@ -165,12 +169,12 @@ final class ClusterSync: Sendable {
         }
     }
 
-    /// The resources whose list/watch has failed for longer than `spec.kubernetes.maxStaleness`
-    /// (none when it is not set).
+    /// The resources whose list/watch has shown no progress for longer than
+    /// `spec.kubernetes.maxStaleness` (none when it is not set, and none before a first list).
     private func staleResources(now: ContinuousClock.Instant) -> [String] {
         guard let limit = base.withLock({ $0.gateway.kubernetes.maxStaleness }) else { return [] }
-        let since = shared.unhealthySince.withLock { $0 }
-        return Self.resources.filter { resource in since[resource].map { now - $0 > limit } ?? false }
+        let progress = shared.lastProgress.withLock { $0 }
+        return Self.resources.filter { resource in progress[resource].map { now - $0 > limit } ?? false }
     }
 
     private func rebuildLoop(onSynced: @Sendable () -> Void, onWithheld: @Sendable () -> Void) async {
@@ -189,19 +193,23 @@ final class ClusterSync: Sendable {
         }
     }
 
-    /// Installs a snapshot that denies every connection because `stale` have been out of reach
-    /// for longer than `spec.kubernetes.maxStaleness`; true when a full build was in force until now.
+    /// Installs a snapshot that denies every connection because `stale` have shown no progress for
+    /// longer than `spec.kubernetes.maxStaleness` (again when they or the base changed, so that a
+    /// reload's settings apply meanwhile); true when a full build was in force until now.
     private func withhold(for stale: [String]) -> Bool {
         let base = self.base.withLock { $0 }
         guard let limit = base.gateway.kubernetes.maxStaleness,
-              withheldFor.withLock({ withheld in defer { withheld = stale }; return withheld != stale }) else { return false }
+              withheldFor.withLock({ withheld in
+                  defer { withheld = (stale, base) }
+                  return withheld.map { $0.stale != stale || $0.base != base } ?? true
+              }) else { return false }
         var source = base
         source.withheld = .stale(resources: stale, limit: limit)
         let generation = nextGeneration()
         install(PolicySnapshot(source: source, generation: generation), .empty)
         let wasSynced = synced.exchange(false, ordering: .acquiringAndReleasing)
         metrics.setSynced(false)
-        logger.error("the Kubernetes API has been out of reach for longer than spec.kubernetes.maxStaleness; every connection is denied until the watches list again",
+        logger.error("the Kubernetes API has sent nothing current for longer than spec.kubernetes.maxStaleness; every connection is denied until the watches list again",
                      metadata: ["resources": "\(stale.joined(separator: ", "))", "maxStaleness": "\(DurationSyntax.format(limit))", "generation": "\(generation)"])
         return wasSynced
     }
@@ -243,7 +251,7 @@ final class ClusterSync: Sendable {
         let status = names.map { ClusterObjectState(object: $0, accepted: !rejected.contains($0), enforcing: policy.enforcedInstead[$0]) }
         objectStatus.withLock { $0 = status }
         install(snapshot, origination)
-        let wasWithheld = withheldFor.withLock { withheld in defer { withheld = [] }; return !withheld.isEmpty }
+        let wasWithheld = withheldFor.withLock { withheld in defer { withheld = nil }; return withheld != nil }
         let first = !synced.exchange(true, ordering: .acquiringAndReleasing)
         let took = ContinuousClock.now - started
         metrics.built(objects: objects, policy: policy, duration: took)

@@ -110,6 +110,7 @@ public final class Gateway: Sendable {
             // Until the first sync everything is denied, with that reason.
             var waiting = try PolicyFile.loadKubernetesBase(options.configPath)
             waiting.withheld = .awaitingSync
+            if let warning = waiting.gateway.kubernetes.stalenessWarning { logger.warning("\(warning)") }
             (snapshot, origination) = (PolicySnapshot(source: waiting, generation: 1), .empty)
         } else {
             (snapshot, origination) = try PolicyFile.loadCompiled(options.configPath, generation: 1, cache: configCache)

@@ -109,15 +109,20 @@ public struct ReflectorObserver: Sendable {
     public var rewatched: @Sendable (_ resource: String, _ why: String) -> Void
     /// An object of a list or watch event could not be read (the others were).
     public var unreadable: @Sendable (_ resource: String) -> Void
+    /// The API server showed that the cache is as new as its own view: a list completed, a watch
+    /// brought an event or a bookmark, or a watch ran to the server's timeout. A watch that brings
+    /// nothing until it is dropped is not progress, however healthy its connection looked.
+    public var progressed: @Sendable (_ resource: String) -> Void
 
     public init(changed: @escaping @Sendable () -> Void = {}, failed: @escaping @Sendable (String, String) -> Void = { _, _ in },
                 healthy: @escaping @Sendable (String, Bool) -> Void = { _, _ in }, rewatched: @escaping @Sendable (String, String) -> Void = { _, _ in },
-                unreadable: @escaping @Sendable (String) -> Void = { _ in }) {
+                unreadable: @escaping @Sendable (String) -> Void = { _ in }, progressed: @escaping @Sendable (String) -> Void = { _ in }) {
         self.changed = changed
         self.failed = failed
         self.healthy = healthy
         self.rewatched = rewatched
         self.unreadable = unreadable
+        self.progressed = progressed
     }
 }
 
@@ -206,11 +211,13 @@ public final class Reflector<Object: KubeObject>: Sendable {
                 if let resourceVersion { listed = resourceVersion } else {
                     listed = try await list()
                     resourceVersion = listed
+                    observer.progressed(name)
                     observer.healthy(name, true)
                 }
                 let started = ContinuousClock.now
                 let outcome = try await watch(from: listed)
                 resourceVersion = outcome.resourceVersion
+                if outcome.end == .completed { observer.progressed(name) }
                 observer.healthy(name, true)
                 if outcome.events == 0 && ContinuousClock.now - started < .seconds(1) {
                     // A watch that ends at once with nothing in it: something is wrong; back off and relist.
@@ -356,11 +363,12 @@ public final class Reflector<Object: KubeObject>: Sendable {
         var query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("resourceVersion", resourceVersion), ("timeoutSeconds", "\(seconds)")]
         if let fieldSelector { query.append(("fieldSelector", fieldSelector)) }
         let progress = Progress(resourceVersion)
-        let cache = self.cache, observer = self.observer, limit = client.maxBodyBytes, kind = resource.kind
+        let cache = self.cache, observer = self.observer, limit = client.maxBodyBytes, kind = resource.kind, name = resource.plural
         let end: StreamEnd
         do {
             end = try await client.stream(resource.listPath, query: query, timeout: .seconds(seconds + 30), idle: watchIdleLimit) { buffer in
-                let (changed, unreadable) = try progress.state.withLock { state throws -> (Bool, [UnreadableObject]) in
+                let (changed, unreadable, decoded) = try progress.state.withLock { state throws -> (Bool, [UnreadableObject], Bool) in
+                    let eventsBefore = state.events
                     state.carry.append(contentsOf: buffer.readableBytesView)
                     var changed = false
                     var unreadable: [UnreadableObject] = []
@@ -405,9 +413,10 @@ public final class Reflector<Object: KubeObject>: Sendable {
                     state.carry.removeFirst(start)
                     state.scanned = state.carry.count
                     if state.carry.count > limit { throw KubeAPIError.tooLarge(limit: limit) }
-                    return (changed, unreadable)
+                    return (changed, unreadable, state.events > eventsBefore)
                 }
                 unreadable.forEach(report)
+                if decoded { observer.progressed(name) }
                 if changed { observer.changed() }
             }
         } catch let error as KubeAPIError where error.isExpired {

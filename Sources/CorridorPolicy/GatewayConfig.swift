@@ -190,6 +190,18 @@ public struct GatewayConfig: Sendable, Equatable {
         /// list again. Nil: the last known state stays in force however long the outage (a pod IP
         /// reused meanwhile keeps the identity of the pod that had it; a revoked grant holds).
         public var maxStaleness: Duration?
+
+        /// A quiet watch shows progress only by its bookmarks, which API servers send about once
+        /// a minute (some only as a watch ends, every 5 to 10 minutes).
+        public static let quietWatchProgress: Duration = .seconds(120)
+
+        /// Why ``maxStaleness`` is risky, if it is: shorter than a quiet watch's bookmarks.
+        public var stalenessWarning: String? {
+            guard let maxStaleness, maxStaleness < Self.quietWatchProgress else { return nil }
+            return "spec.kubernetes.maxStaleness is \(DurationSyntax.format(maxStaleness)): API servers send a quiet watch a bookmark "
+                + "about once a minute (some only as a watch ends, every 5 to 10 minutes), so a quiet cluster can look stale and have every connection denied; "
+                + "use \(DurationSyntax.format(Self.quietWatchProgress)) or more (10m or more where bookmarks come only as a watch ends)"
+        }
     }
 
     /// The flow table behind the admin API's `/flows`.

@@ -3,8 +3,8 @@
 public enum PolicyWithheld: Sendable, Equatable {
     /// Before the first full sync of the API.
     case awaitingSync
-    /// The list/watch of `resources` (plurals: `pods`, ...) has failed for longer than
-    /// `spec.kubernetes.maxStaleness` (`limit`).
+    /// The list/watch of `resources` (plurals: `pods`, ...) has brought nothing current (no list,
+    /// event or bookmark) for longer than `spec.kubernetes.maxStaleness` (`limit`).
     case stale(resources: [String], limit: Duration)
 
     /// The reason every decision gives.
@@ -13,7 +13,7 @@ public enum PolicyWithheld: Sendable, Equatable {
         case .awaitingSync:
             "the policy has not been synced from the Kubernetes API yet (every connection is denied until it is)"
         case .stale(let resources, let limit):
-            "the Kubernetes API has not been reachable for \(resources.joined(separator: ", ")) for over \(DurationSyntax.format(limit)) "
+            "the Kubernetes API has sent nothing current about \(resources.joined(separator: ", ")) for over \(DurationSyntax.format(limit)) "
                 + "(spec.kubernetes.maxStaleness): identities and policy may be stale, so every connection is denied until the watches list again"
         }
     }

@@ -238,6 +238,26 @@ struct KubernetesModeTests {
         #expect(try h.metrics().contains("corridor_kubernetes_synced 1"))
     }
 
+    @Test func aWatchThatBringsNothingCountsAsStaleThoughItsConnectionLooksHealthy() async throws {
+        // The API answers the watch and then sends nothing, not even bookmarks: the stream is
+        // dropped at the idle limit and watched again, never failing, and never current.
+        let h = try await KubernetesHarness(apiExtra: ["--bookmark-interval", "3600"], watchIdleLimit: .seconds(3),
+                                            gatewayExtra: "  kubernetes: {maxStaleness: 10s}")
+        defer { Task { await h.stop() } }
+        #expect(await h.waitReady())
+        #expect(await eventually(timeout: 40) { !h.gateway.isReady }, "a silent watch never counted as stale")
+        #expect(try h.metrics().contains(#"corridor_kubernetes_watch_up{resource="pods"} 1"#), "the connection itself never failed")
+        #expect(try h.connect(from: "127.0.0.1").status != 0)
+        // An event is progress: a new pod brings the policy back (every resource must have news, so
+        // one object of each changes).
+        try h.api.put(K8sObject.pod("payments", "checkout-6", ip: "127.0.0.11", serviceAccount: "checkout", labels: ["app": "checkout"]))
+        #expect(await eventually(timeout: 20) {
+            _ = try? h.api.control("POST", "/bookmark")  // watches come and go every 3 s: ask again
+            return h.gateway.isReady
+        })
+        #expect(try h.connect(from: "127.0.0.1").status == 0)
+    }
+
     @Test func aRotatedTokenIsRereadAfter401() async throws {
         let h = try await KubernetesHarness()
         defer { Task { await h.stop() } }

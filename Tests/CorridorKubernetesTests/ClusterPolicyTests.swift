@@ -239,7 +239,7 @@ func decide(_ snapshot: PolicySnapshot, from address: String, to host: String) -
         let snapshot = PolicySnapshot(source: stale, generation: 2)
         let decision = decide(snapshot, from: "10.0.0.1", to: "api.example.com")
         #expect(decision.verdict == .deny)
-        #expect(decision.reason.contains("for pods, egresspolicies for over 120s (spec.kubernetes.maxStaleness)"), "\(decision.reason)")
+        #expect(decision.reason.contains("about pods, egresspolicies for over 120s (spec.kubernetes.maxStaleness)"), "\(decision.reason)")
         let hint = try #require(PolicyHint.make(for: decision, to: .tcp(address: IPAddress(parsing: "192.0.2.1")!, port: 443), identity: nil, address: nil, snapshot: snapshot))
         #expect(hint.text.contains("restore the gateway's access to the Kubernetes API"))
         let tcp = try #require(DecisionEngine.decideTCP(source: nil, sourceAddress: "10.0.0.1", destination: IPAddress(parsing: "192.0.2.1")!,
