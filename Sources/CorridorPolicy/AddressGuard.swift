@@ -20,6 +20,7 @@ public struct AddressGuard: Sendable {
         ("192.168.0.0/16", "private (RFC 1918)"), ("198.18.0.0/15", "benchmarking"),
         ("198.51.100.0/24", "documentation"), ("203.0.113.0/24", "documentation"),
         ("224.0.0.0/4", "multicast"), ("240.0.0.0/4", "reserved"),
+        ("168.63.129.16/32", "Azure's platform endpoint (WireServer)"),
         ("::/128", "unspecified"), ("::1/128", "loopback"), ("64:ff9b::/96", "NAT64"),
         ("64:ff9b:1::/48", "local NAT64"), ("100::/64", "discard"), ("2001::/32", "Teredo"),
         ("2001:db8::/32", "documentation"), ("2002::/16", "6to4"), ("fc00::/7", "unique local (ULA)"),

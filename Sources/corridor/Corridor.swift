@@ -210,6 +210,11 @@ extension IPTables {
     /// leaves that family's egress neither captured nor refused.
     static func checkFamilies(_ rules: CaptureRules) throws {
         if let problem = rules.emptyProblem { throw ValidationError(problem) }
+        if rules.topology == .pod && !rules.ipv6 {
+            // A pod's own IPv6 egress, where it has IPv6, needs its own run: nothing here says so.
+            printError("corridor iptables: these are the IPv4 rules; where the pod has IPv6 (a dual-stack cluster), install the --ipv6 rules too, "
+                       + "or its IPv6 egress is neither captured nor refused")
+        }
         let left = rules.otherFamily
         guard !left.isEmpty else { return }
         let family = rules.ipv6 ? "IPv6" : "IPv4"
@@ -264,6 +269,15 @@ struct NetPol: ParsableCommand {
     @Flag(name: .long, help: "Only the gateway namespace's own policies (what deploy/base ships).")
     var gatewayOnly = false
 
+    @Flag(name: .long, help: "Leave out the ValidatingAdmissionPolicy (Kubernetes 1.30 and later) that keeps anyone else from adding egress NetworkPolicies, changing or deleting those that govern egress, or creating host-network pods in the application namespaces.")
+    var noAdmissionPolicy = false
+
+    @Option(name: .long, help: "Groups the admission policy does not apply to, comma-separated: who applies this output and may change egress NetworkPolicies.")
+    var admissionExemptGroups = "system:masters"
+
+    @Option(name: .long, help: "Users the admission policy does not apply to, comma-separated (a GitOps controller: system:serviceaccount:NAMESPACE:NAME).")
+    var admissionExemptUsers = ""
+
     mutating func validate() throws {
         if apiServer == nil && !noApiServer {
             throw ValidationError("--api-server: the API server's addresses are needed in Kubernetes mode (kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes); pass --no-api-server in file mode")
@@ -305,7 +319,23 @@ struct NetPol: ParsableCommand {
             apiServerCIDRs: try apiServer.map { try parseCIDRs([$0], flag: "--api-server") } ?? [],
             apiServerPorts: try portList(apiServerPorts, "--api-server-ports"),
             monitoringNamespace: monitoringNamespace.isEmpty ? nil : try names(monitoringNamespace, "--monitoring-namespace")[0])
-        print(gatewayOnly ? policies.gatewayYAML : policies.yaml, terminator: "")
+        if gatewayOnly {
+            print(policies.gatewayYAML, terminator: "")
+            return
+        }
+        print(policies.yaml, terminator: "")
+        if !noAdmissionPolicy {
+            func exempt(_ text: String, _ flag: String) throws -> [String] {
+                let list = text.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+                for name in list {
+                    if let problem = EgressLockdownAdmission.nameProblem(name) { throw ValidationError("\(flag): '\(name)' \(problem)") }
+                }
+                return list
+            }
+            let admission = EgressLockdownAdmission(namespaces: policies.namespaces, exemptUsers: try exempt(admissionExemptUsers, "--admission-exempt-users"),
+                                                    exemptGroups: try exempt(admissionExemptGroups, "--admission-exempt-groups"))
+            print("---\n" + admission.yaml, terminator: "")
+        }
     }
 }
 

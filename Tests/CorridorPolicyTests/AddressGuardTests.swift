@@ -37,6 +37,8 @@ struct AddressGuardTests {
         Named("CGNAT", ("100.64.1.1", "100.64.0.0/10", "carrier-grade NAT")),
         Named("ULA", ("fd00::1", "fc00::/7", "unique local")),
         Named("IPv6 link-local", ("fe80::1", "fe80::/10", "link-local")),
+        Named("Azure WireServer", ("168.63.129.16", "168.63.129.16/32", "Azure's platform endpoint")),
+        Named("Azure WireServer, mapped", ("::ffff:168.63.129.16", "168.63.129.16/32", "WireServer")),
     ])
     func reportsRange(_ example: Named<(String, String, String)>) {
         let (address, range, name) = example.value
