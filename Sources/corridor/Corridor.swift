@@ -269,13 +269,13 @@ struct NetPol: ParsableCommand {
     @Flag(name: .long, help: "Only the gateway namespace's own policies (what deploy/base ships).")
     var gatewayOnly = false
 
-    @Flag(name: .long, help: "Leave out the ValidatingAdmissionPolicy (Kubernetes 1.30 and later) that keeps anyone else from adding egress NetworkPolicies, changing or deleting those that govern egress, or creating host-network pods in the application namespaces.")
+    @Flag(name: .long, help: "Leave out the ValidatingAdmissionPolicies (Kubernetes 1.30 and later) that keep anyone else from adding egress NetworkPolicies, changing or deleting those that govern egress, or creating host-network, host-PID or privileged pods in the application namespaces.")
     var noAdmissionPolicy = false
 
-    @Option(name: .long, help: "Groups the admission policy does not apply to, comma-separated: who applies this output and may change egress NetworkPolicies.")
-    var admissionExemptGroups = "system:masters"
+    @Option(name: .long, help: "Groups the admission policies do not apply to, comma-separated: who applies this output and may change egress NetworkPolicies (your administrators' group: on EKS, GKE or AKS it is neither default).")
+    var admissionExemptGroups = EgressLockdownAdmission.defaultExemptGroups.joined(separator: ",")
 
-    @Option(name: .long, help: "Users the admission policy does not apply to, comma-separated (a GitOps controller: system:serviceaccount:NAMESPACE:NAME).")
+    @Option(name: .long, help: "Users the admission policies do not apply to, comma-separated (a GitOps controller: system:serviceaccount:NAMESPACE:NAME).")
     var admissionExemptUsers = ""
 
     mutating func validate() throws {
@@ -335,6 +335,8 @@ struct NetPol: ParsableCommand {
             let admission = EgressLockdownAdmission(namespaces: policies.namespaces, exemptUsers: try exempt(admissionExemptUsers, "--admission-exempt-users"),
                                                     exemptGroups: try exempt(admissionExemptGroups, "--admission-exempt-groups"))
             print("---\n" + admission.yaml, terminator: "")
+            printError("corridor netpol: once applied, only \(admission.exempt) may create, change or delete egress NetworkPolicies in "
+                       + "\(policies.namespaces.joined(separator: ", ")) (--admission-exempt-groups, --admission-exempt-users)")
         }
     }
 }

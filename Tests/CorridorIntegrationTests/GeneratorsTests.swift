@@ -95,7 +95,7 @@ struct NetPolTests {
         try result.stdout.write(toFile: file, atomically: true, encoding: .utf8)
         let validation = try runCommand("kubernetes-validate", ["--strict", "-k", "1.33.0", file])
         #expect(validation.status == 0, "\(validation.stdout)\(validation.stderr)")
-        #expect(validation.stdout.components(separatedBy: "passed for resource").count - 1 == 10)
+        #expect(validation.stdout.components(separatedBy: "passed for resource").count - 1 == 12)
         // The validator does reject a broken NetworkPolicy (so the check above means something).
         let broken = try runCommand("kubernetes-validate", ["--strict", "-k", "1.33.0",
                                                             Repo.root.appendingPathComponent("../shared/k8s/manifests-invalid/np-wrongtype.yaml").standardized.path])
@@ -129,9 +129,9 @@ struct NetPolTests {
         let openEgress: [String: Any] = ["spec": ["podSelector": [:], "policyTypes": ["Egress"], "egress": [[:]]]]
         let defaultDeny: [String: Any] = ["spec": ["podSelector": [:], "policyTypes": ["Egress"]]]
         func request(_ namespace: String, _ operation: String, _ resource: String, by who: [String: Any] = tenant,
-                     object: [String: Any]? = nil, old: [String: Any]? = nil) -> [String: Any] {
+                     object: [String: Any]? = nil, old: [String: Any]? = nil, namespace namespaceObject: [String: Any]? = nil) -> [String: Any] {
             who.merging(["namespace": namespace, "operation": operation, "resource": resource,
-                         "object": object ?? NSNull(), "oldObject": old ?? NSNull()]) { $1 }
+                         "object": object ?? NSNull(), "oldObject": old ?? NSNull(), "namespaceObject": namespaceObject ?? NSNull()]) { $1 }
         }
         let cases: [(request: [String: Any], expected: String)] = [
             (request("payments", "CREATE", "networkpolicies", object: openEgress), "deny: "),
@@ -139,10 +139,21 @@ struct NetPolTests {
             (request("payments", "DELETE", "networkpolicies", old: defaultDeny), "deny: "),
             (request("payments", "UPDATE", "networkpolicies", object: ["spec": ["podSelector": [:], "policyTypes": ["Ingress"]]], old: defaultDeny), "deny: "),
             (request("shop", "CREATE", "pods", object: ["spec": ["hostNetwork": true, "containers": []]]), "deny: "),
+            (request("shop", "CREATE", "pods", object: ["spec": ["hostPID": true, "containers": [["name": "a"]]]]), "deny: "),
+            (request("shop", "CREATE", "pods", object: ["spec": ["containers": [["name": "a"], ["name": "b", "securityContext": ["privileged": true]]]]]), "deny: "),
+            (request("shop", "CREATE", "pods", object: ["spec": ["containers": [["name": "a"]], "initContainers": [["name": "i", "securityContext": ["privileged": true]]]]]), "deny: "),
+            // A Deployment's pods are created by its controller, no more exempt than the editor.
+            (request("shop", "CREATE", "pods", by: ["user": "system:serviceaccount:kube-system:replicaset-controller", "groups": ["system:serviceaccounts"]],
+                     object: ["spec": ["hostNetwork": true, "containers": []]]), "deny: "),
+            // The namespace controller deletes what a namespace being deleted holds; not before.
+            (request("payments", "DELETE", "networkpolicies", by: ["user": "system:serviceaccount:kube-system:namespace-controller", "groups": ["system:serviceaccounts"]],
+                     old: defaultDeny, namespace: ["metadata": ["name": "payments", "deletionTimestamp": "2026-12-07T23:00:00Z"]]), "admit"),
+            (request("payments", "DELETE", "networkpolicies", by: ["user": "system:serviceaccount:kube-system:namespace-controller", "groups": ["system:serviceaccounts"]],
+                     old: defaultDeny), "deny: "),
             // Still free: ingress-only policies, ordinary pods, other namespaces.
             (request("payments", "CREATE", "networkpolicies", object: ["spec": ["podSelector": [:], "policyTypes": ["Ingress"], "ingress": [[:]]]]), "admit"),
             (request("payments", "DELETE", "networkpolicies", old: ["spec": ["podSelector": [:], "policyTypes": ["Ingress"]]]), "admit"),
-            (request("shop", "CREATE", "pods", object: ["spec": ["containers": []]]), "admit"),
+            (request("shop", "CREATE", "pods", object: ["spec": ["containers": [["name": "a", "securityContext": ["privileged": false]]]]]), "admit"),
             (request("other", "CREATE", "networkpolicies", object: openEgress), "not covered"),
             // Whoever applies corridor netpol's output.
             (request("payments", "UPDATE", "networkpolicies", by: ["user": "root", "groups": ["system:masters"]], object: defaultDeny, old: defaultDeny), "exempt"),
@@ -160,7 +171,10 @@ struct NetPolTests {
             #expect(verdict.hasPrefix(expected), "expected \(expected), got \(verdict)")
             #expect(!verdict.contains("evaluation error"), "\(verdict)")
         }
-        #expect(verdicts[0].contains("only by user system:serviceaccount:argocd:argocd-application-controller, group system:masters"), "\(verdicts[0])")
+        #expect(verdicts[0].contains("only by user system:serviceaccount:argocd:argocd-application-controller, group system:masters, group kubeadm:cluster-admins"),
+                "\(verdicts[0])")
+        #expect(result.stderr.contains("only user system:serviceaccount:argocd:argocd-application-controller, group system:masters, group kubeadm:cluster-admins may"),
+                "who stays exempt is said: \(result.stderr)")
 
         let without = try runCommand(Repo.corridorBinary.path, ["netpol", "--namespaces", "payments", "--pod-cidr", "10.244.0.0/16",
                                                                 "--service-cidr", "10.96.0.0/12", "--no-api-server", "--no-admission-policy"])
