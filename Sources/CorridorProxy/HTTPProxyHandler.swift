@@ -370,7 +370,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 return
             }
             key = UpstreamPool.Key(generation: snapshot.generation, service: service, port: servicePort.number, host: target.host,
-                                   originalDestination: dialled)
+                                   originalDestination: dialled, principal: .init(identity: record.identity, address: record.sourceAddress))
         } else {
             // Audited, with no registered HTTP port to say how to reach the host: the request goes
             // as it would once registered the usual way, over TLS to port 443, verified against
@@ -383,7 +383,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
                 return
             }
             key = UpstreamPool.Key(generation: snapshot.generation, service: nil, port: Self.auditUpstreamPort, host: target.host,
-                                   originalDestination: dialled)
+                                   originalDestination: dialled, principal: .init(identity: record.identity, address: record.sourceAddress))
         }
         let upstreamPort = originate?.port ?? target.port
         // Always HTTP/1.1 upstream: the body's framing (Content-Length or chunked, as the client's
@@ -954,6 +954,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler, UpstreamHTTPDelegate {
             return timedOut ? (.gatewayTimeout, .upstreamTimeout, why) : (.badGateway, .upstreamUnreachable, why)
         case UpstreamHTTPFailure.handshakeTimeout:
             return (.gatewayTimeout, .upstreamTimeout, "the TLS handshake with \(host):\(port) did not complete in time")
+        case UpstreamHTTPFailure.certificateDoesNotName(let name):
+            return (.badGateway, .upstreamTLSVerificationFailed,
+                    "the certificate of \(host):\(port) does not name \(name) in a DNS subject alternative name (an address or common name is not enough)")
         case let error as NIOSSLExtraError where error == .failedToValidateHostname:
             return (.badGateway, .upstreamTLSVerificationFailed, "the certificate of \(host):\(port) is not valid for \(host): \(error)")
         case let error as NIOSSLError:

@@ -146,14 +146,34 @@ final class UpstreamPool {
 
     /// Which idle connections may serve a request: one policy generation's (a reload never hands
     /// a request a connection dialled under the old policy), one service port's (nil: an audited
-    /// host with no registered HTTP port), one host's, and for a redirected client one original
-    /// destination's (the connection was vetted against it).
+    /// host with no registered HTTP port), one host's, for a redirected client one original
+    /// destination's (the connection was vetted against it), and one principal's.
     struct Key: Hashable {
         var generation: Int
         var service: String?
         var port: Int
         var host: String
         var originalDestination: IPAddress? = nil
+        var principal: Principal? = nil
+    }
+
+    /// Whose requests a connection carries. A server may tie state to a connection (NTLM and
+    /// Negotiate authenticate the connection, not each request), so one workload's upstream
+    /// connection never serves another's request: a workload is its namespace and service
+    /// account (its pods share a pool), an unknown source its address.
+    enum Principal: Hashable {
+        case workload(namespace: String, serviceAccount: String)
+        case address(IPAddress)
+
+        init?(identity: SourceIdentity?, address: IPAddress?) {
+            if let identity {
+                self = .workload(namespace: identity.namespace, serviceAccount: identity.serviceAccount)
+            } else if let address {
+                self = .address(address)
+            } else {
+                return nil
+            }
+        }
     }
 
     private var idle: [Key: [UpstreamHTTPConnection]] = [:]
@@ -252,6 +272,14 @@ final class UpstreamPool {
                 timer.cancel()
                 switch result {
                 case .success:
+                    // NIOSSL verified the chain and its idea of the name; the name must also be in
+                    // a DNS alternative name (``CertificateNameCheck``).
+                    let expected = originate?.sni ?? host
+                    guard let leaf = try? channel.pipeline.syncOperations.nioSSL_peerCertificate(),
+                          CertificateNameCheck.names(expected, in: leaf) else {
+                        channel.close(promise: nil)
+                        return promise.fail(UpstreamHTTPFailure.certificateDoesNotName(expected))
+                    }
                     dialer.cancellation?.handedOver()
                     promise.assumeIsolated().succeed(connection)
                 case .failure(let error): promise.fail(error)
@@ -267,4 +295,6 @@ extension UpstreamPool: Sendable {}
 
 enum UpstreamHTTPFailure: Error {
     case handshakeTimeout
+    /// The verified certificate has no DNS alternative name for this name.
+    case certificateDoesNotName(String)
 }

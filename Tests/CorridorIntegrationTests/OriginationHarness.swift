@@ -14,6 +14,10 @@ struct OriginationPKI {
     let serverCert: String, serverKey: String
     let expiredCert: String, expiredKey: String
     let mismatchCert: String, mismatchKey: String
+    /// Valid for the dialled address only (an IP alternative name 127.0.0.1), and with no
+    /// alternative name at all but the right common name.
+    let addressOnlyCert: String, addressOnlyKey: String
+    let commonNameOnlyCert: String, commonNameOnlyKey: String
     let clientCACert: String
     let clientCert: String, clientKey: String
 
@@ -33,12 +37,14 @@ struct OriginationPKI {
         serverCert = p("server"); serverKey = p("server-key")
         expiredCert = p("expired"); expiredKey = p("expired-key")
         mismatchCert = p("mismatch"); mismatchKey = p("mismatch-key")
+        addressOnlyCert = p("address-only"); addressOnlyKey = p("address-only-key")
+        commonNameOnlyCert = p("common-name-only"); commonNameOnlyKey = p("common-name-only-key")
         clientCACert = p("client-ca")
         clientCert = p("client"); clientKey = p("client-key")
     }
 
     private static let script = #"""
-    import datetime, sys
+    import datetime, ipaddress, sys
     from cryptography import x509
     from cryptography.x509.oid import NameOID, ExtendedKeyUsageOID
     from cryptography.hazmat.primitives import hashes, serialization
@@ -74,7 +80,7 @@ struct OriginationPKI {
              .sign(k, hashes.SHA256()))
         return c, k
 
-    def leaf(issuer, issuer_key, cn, dns, eku, before, after):
+    def leaf(issuer, issuer_key, cn, dns, eku, before, after, ips=()):
         k = ec.generate_private_key(ec.SECP256R1())
         b = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(issuer.subject).public_key(k.public_key())
              .serial_number(x509.random_serial_number()).not_valid_before(before).not_valid_after(after)
@@ -83,8 +89,9 @@ struct OriginationPKI {
              .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
              .add_extension(x509.SubjectKeyIdentifier.from_public_key(k.public_key()), critical=False)
              .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False))
-        if dns:
-            b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False)
+        if dns or ips:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns or []]
+                                                            + [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]), critical=False)
         return b.sign(issuer_key, hashes.SHA256()), k
 
     server = ExtendedKeyUsageOID.SERVER_AUTH
@@ -97,6 +104,8 @@ struct OriginationPKI {
     write("expired", *leaf(ca_cert, ca_key, "billing.example.test", names, server,
                            now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)))
     write("mismatch", *leaf(ca_cert, ca_key, "wrong.example.test", ["wrong.example.test"], server, *valid))
+    write("address-only", *leaf(ca_cert, ca_key, "billing.example.test", None, server, *valid, ips=["127.0.0.1", "::1"]))
+    write("common-name-only", *leaf(ca_cert, ca_key, "billing.example.test", None, server, *valid))
     client_ca_cert, client_ca_key = ca("Corridor Client Test CA")
     write("client-ca", client_ca_cert)
     write("client", *leaf(client_ca_cert, client_ca_key, "corridor-gateway", None, ExtendedKeyUsageOID.CLIENT_AUTH, *valid))

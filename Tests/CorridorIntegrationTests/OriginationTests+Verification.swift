@@ -37,6 +37,23 @@ struct OriginationVerificationTests {
         try await expectVerificationFailure(h)
     }
 
+    /// NIOSSL would take an IP alternative name equal to the address dialled: whoever steers the
+    /// gateway's DNS answer to an address of theirs could hold such a certificate.
+    @Test func aCertificateForTheDialledAddressOnlyIsRefusedWith502() async throws {
+        let h = try await OriginationHarness(upstreamCert: { ($0.addressOnlyCert, $0.addressOnlyKey) })
+        defer { Task { await h.stop() } }
+        try await expectVerificationFailure(h)
+        let record = h.record { $0["host"] as? String == "billing.example.test" }
+        #expect((record?["reason"] as? String ?? "").contains("does not name billing.example.test"), "\(String(describing: record))")
+    }
+
+    /// NIOSSL falls back to the common name when a certificate has no alternative names.
+    @Test func aCertificateNamingTheHostOnlyInItsCommonNameIsRefusedWith502() async throws {
+        let h = try await OriginationHarness(upstreamCert: { ($0.commonNameOnlyCert, $0.commonNameOnlyKey) })
+        defer { Task { await h.stop() } }
+        try await expectVerificationFailure(h)
+    }
+
     @Test func sniOverrideDoesNotMakeAMismatchedCertificatePass() async throws {
         // The certificate is for wrong.example.test only; an SNI of other.example.test changes nothing.
         let h = try await OriginationHarness(upstreamCert: { ($0.mismatchCert, $0.mismatchKey) },

@@ -224,6 +224,31 @@ struct OriginationTests {
         #expect(lines.contains { $0["host"] as? String == "billing.example.test" && $0["status"] as? Int == 200 })
     }
 
+    /// Upstream connections are pooled per workload: a server may tie state to a connection (NTLM
+    /// and Negotiate authenticate the connection), so another workload's request never rides one.
+    @Test func pooledUpstreamConnectionsServeOnlyTheWorkloadThatOpenedThem() async throws {
+        let other = """
+            apiVersion: corridor.dev/v1alpha1
+            kind: Workload
+            metadata: {name: other, namespace: shop}
+            spec: {addresses: [127.0.0.2/32], serviceAccount: other, labels: {app: other}}
+            """
+        let h = try await OriginationHarness(workers: 1, moreServices: { _, _ in [other] })
+        defer { Task { await h.stop() } }
+        func fetch(_ extra: [String] = []) throws -> Int? {
+            let result = try h.curlViaProxy("http://billing.example.test/x", extra: extra)
+            #expect(result.status == 200, "\(result.status) \(result.body) \(result.clientError)")
+            usleep(200_000)  // the connection goes back to the pool as the response ends
+            return h.upstream.requests.last?["peerPort"] as? Int
+        }
+        let first = try fetch()
+        let again = try fetch()
+        let otherWorkload = try fetch(["--interface", "127.0.0.2"])
+        #expect(first != nil && first == again, "the workload's second request reuses its connection")
+        #expect(otherWorkload != nil && otherWorkload != first, "another workload gets a connection of its own")
+        #expect(h.upstream.requests.count == 3)
+    }
+
     @Test func keepAliveSwitchBetweenTwoAllowedServicesReachesEachWithItsOwnSNI() async throws {
         let h = try await OriginationHarness(moreServices: { pki, port in
             [originationService(name: "other", hosts: ["other.example.test"], originate: .init(port: port, trust: .caFile(pki.caCert)))]

@@ -125,6 +125,7 @@ class Handler(BaseHTTPRequestHandler):
             "trailers": getattr(self, "trailers", []),
             "contentLength": self.headers.get("Content-Length"),
             "transferEncoding": self.headers.get("Transfer-Encoding"),
+            "peerPort": self.client_address[1],
         }
         with self.server.log_lock, open(self.server.log_path, "a") as f:
             f.write(json.dumps(line) + "\n")
