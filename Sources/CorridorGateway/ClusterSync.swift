@@ -35,7 +35,9 @@ final class ClusterSync: Sendable {
 
     /// The origination contexts of the last build, reused while the ExternalServices are unchanged
     /// (a pod event must not reload every CA bundle).
-    private let lastOrigination = Mutex<(services: [ExternalService], contexts: OriginationContexts)?>(nil)
+    /// and the TLS files they name as they were read (a rotated CA bundle or client certificate
+    /// is read again: ``tlsFilesLoop()``).
+    private let lastOrigination = Mutex<(services: [ExternalService], files: [String: [Int]?], contexts: OriginationContexts)?>(nil)
     /// The contested addresses last logged (logged again only when they change).
     private let loggedConflicts = Mutex<[CIDR]>([])
     /// State the reflectors' callbacks and retry tasks share.
@@ -117,6 +119,7 @@ final class ClusterSync: Sendable {
             Task { await self.rebuildLoop(onSynced: onSynced, onWithheld: onWithheld) },
             Task { await self.statusLoop() },
             Task { await self.stalenessLoop() },
+            Task { await self.tlsFilesLoop() },
         ]
         tasks.withLock { $0 = started }
     }
@@ -166,6 +169,25 @@ final class ClusterSync: Sendable {
                 }
             }
             try? await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    /// Asks for a build when a TLS file the ExternalServices name has changed since it was read
+    /// (a mounted Secret rotated: a CA bundle that drops a compromised root, a renewed client
+    /// certificate). Nothing else would: no object changed.
+    private func tlsFilesLoop() async {
+        var asked: [String: [Int]?]?
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(5))
+            guard let files = lastOrigination.withLock({ $0?.files }), !files.isEmpty else { continue }
+            var now: [String: [Int]?] = [:]
+            for path in files.keys { now[path] = .some(PolicyFile.fingerprint(path)) }
+            // Once per change: a build that cannot take it in (the policy withheld) is not asked again and again.
+            if now != files && now != asked {
+                asked = now
+                logger.info("a TLS file an ExternalService names changed; rebuilding the policy")
+                dirty.yield()
+            }
         }
     }
 
@@ -224,8 +246,10 @@ final class ClusterSync: Sendable {
         let generation = nextGeneration()
         var snapshot = PolicySnapshot(source: policy.source, generation: generation)
         var origination: OriginationContexts
+        // As they are before they are read: a change while reading is seen by the next look.
+        let tlsFiles = PolicyFile.tlsFileFingerprints(policy.source.externalServices)
         do {
-            if let last = lastOrigination.withLock({ $0 }), last.services == policy.source.externalServices {
+            if let last = lastOrigination.withLock({ $0 }), last.services == policy.source.externalServices, last.files == tlsFiles {
                 origination = last.contexts
             } else {
                 origination = try OriginationContexts(snapshot: snapshot)
@@ -245,7 +269,7 @@ final class ClusterSync: Sendable {
             }
             origination = contexts
         }
-        lastOrigination.withLock { $0 = (policy.source.externalServices, origination) }
+        lastOrigination.withLock { $0 = (policy.source.externalServices, tlsFiles, origination) }
         let rejected = Set(policy.rejected)
         let names = objects.externalServices.map { "ExternalService/\($0.metadata.key)" } + objects.egressPolicies.map { "EgressPolicy/\($0.metadata.key)" }
         let status = names.map { ClusterObjectState(object: $0, accepted: !rejected.contains($0), enforcing: policy.enforcedInstead[$0]) }

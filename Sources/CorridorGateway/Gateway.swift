@@ -71,6 +71,8 @@ public final class Gateway: Sendable {
         /// The splice plane, when the tls listener uses it.
         var splice: SplicePlane?
         var fingerprint: [Int]?
+        /// File mode: the TLS files of the policy in force as last read (``PolicyFile/tlsFileFingerprints(_:)``).
+        var tlsFiles: [String: [Int]?] = [:]
         var ready = false
     }
 
@@ -148,7 +150,11 @@ public final class Gateway: Sendable {
         } else {
             cluster = nil
         }
-        state.withLock { $0.fingerprint = fingerprint }
+        let tlsFiles = cluster == nil ? PolicyFile.tlsFileFingerprints(snapshot.source.externalServices) : [:]
+        state.withLock {
+            $0.fingerprint = fingerprint
+            $0.tlsFiles = tlsFiles
+        }
     }
 
     /// Binds the listeners. Their addresses (with the real port when 0 was asked for) are in `boundAddresses`.
@@ -256,6 +262,16 @@ public final class Gateway: Sendable {
         let fingerprint = PolicyFile.fingerprint(options.configPath)
         state.withLock { $0.fingerprint = fingerprint }
         let old = proxy.policy.current
+        // So are the TLS files of whatever is in force after it: as they were before they were read,
+        // so that a change while reading is seen by the next look.
+        let tlsBefore = cluster == nil ? PolicyFile.tlsFileFingerprints(old.source.externalServices) : [:]
+        defer {
+            if cluster == nil {
+                let tlsFiles = PolicyFile.tlsFileFingerprints(proxy.policy.current.source.externalServices)
+                    .reduce(into: [String: [Int]?]()) { files, file in files[file.key] = tlsBefore[file.key] ?? file.value }
+                state.withLock { $0.tlsFiles = tlsFiles }
+            }
+        }
         if let cluster {
             do {
                 let base = try PolicyFile.loadKubernetesBase(options.configPath, reloading: true)
@@ -308,11 +324,17 @@ public final class Gateway: Sendable {
         }
     }
 
-    /// Reloads if the file's inode, size or mtime changed since the last load attempt.
+    /// Reloads if the file's inode, size or mtime changed since the last load attempt, or in file
+    /// mode a TLS file the policy in force names (a CA bundle or client certificate rotated in place).
     public func reloadIfChanged() {
         reloading.withLock { _ in
             let current = PolicyFile.fingerprint(options.configPath)
-            if state.withLock({ $0.fingerprint != current }) { _ = reloadSerialized(reason: "file changed") }
+            if state.withLock({ $0.fingerprint != current }) {
+                _ = reloadSerialized(reason: "file changed")
+            } else if cluster == nil {
+                let tlsFiles = PolicyFile.tlsFileFingerprints(proxy.policy.current.source.externalServices)
+                if state.withLock({ $0.tlsFiles != tlsFiles }) { _ = reloadSerialized(reason: "TLS file changed") }
+            }
         }
     }
 

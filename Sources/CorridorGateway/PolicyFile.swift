@@ -102,6 +102,22 @@ public enum PolicyFile {
         return source
     }
 
+    /// The TLS files `services` name for origination (CA bundles, client certificates and keys),
+    /// each with its ``fingerprint(_:)`` (nil: unreadable): a file rotated in place, such as a
+    /// mounted Secret, is read again although no object changed.
+    public static func tlsFileFingerprints(_ services: [ExternalService]) -> [String: [Int]?] {
+        var files: [String: [Int]?] = [:]
+        for service in services {
+            for port in service.ports {
+                guard let originate = port.originateTLS else { continue }
+                var paths = [originate.clientCertificateFile, originate.clientKeyFile].compactMap { $0 }
+                if case .file(let path)? = originate.caBundle { paths.append(path) }
+                for path in paths where files[path] == nil { files[path] = .some(fingerprint(path)) }
+            }
+        }
+        return files
+    }
+
     /// What identifies a version of the file cheaply: inode, size, mtime. Follows symlinks, so a
     /// Kubernetes ConfigMap's atomic `..data` swap is seen too.
     public static func fingerprint(_ path: String) -> [Int]? {

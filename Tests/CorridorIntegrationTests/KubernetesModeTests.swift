@@ -258,6 +258,27 @@ struct KubernetesModeTests {
         #expect(try h.connect(from: "127.0.0.1").status == 0)
     }
 
+    @Test func aCABundleRotatedInPlaceIsReadAgainThoughNoObjectChanged() async throws {
+        let files = try TempDir()
+        let bundle = files.path("mounted-ca.pem")
+        try FileManager.default.copyItem(atPath: try TestPKI(in: files).caCert, toPath: bundle)
+        let billing = K8sObject.externalService("billing", hosts: ["billing.example.test"], port: 443, extraSpec: [
+            "ports": [["number": 80, "protocol": "HTTP", "originateTLS": ["port": 443, "caBundleFile": bundle]]],
+        ])
+        let h = try await KubernetesHarness(objects: { KubernetesHarness.standardObjects(upstreamPort: $0) + [billing] })
+        defer { Task { await h.stop() } }
+        #expect(await h.waitReady())
+        #expect(await eventually { h.api.accepted("externalservices", name: "billing")?["status"] as? String == "True" })
+        // Quiet: no object changes from here on (the status write's own event has been built).
+        try await Task.sleep(for: .seconds(2))
+        let builds = h.api.statusWrites.count
+        // The mounted Secret is updated to something unusable: the gateway notices, builds, and says so.
+        try "not a certificate\n".write(toFile: bundle, atomically: true, encoding: .utf8)
+        #expect(await eventually(timeout: 20) { h.api.accepted("externalservices", name: "billing")?["reason"] as? String == "InvalidTLSMaterial" },
+                "\(String(describing: h.api.accepted("externalservices", name: "billing")))")
+        #expect(h.api.statusWrites.count > builds)
+    }
+
     @Test func aRotatedTokenIsRereadAfter401() async throws {
         let h = try await KubernetesHarness()
         defer { Task { await h.stop() } }

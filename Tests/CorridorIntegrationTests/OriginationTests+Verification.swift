@@ -54,6 +54,27 @@ struct OriginationVerificationTests {
         try await expectVerificationFailure(h)
     }
 
+    /// A CA bundle rotated in place (a mounted Secret's update) is read again with no change to
+    /// the config file: a root dropped from it is no longer trusted.
+    @Test func aCABundleRotatedInPlaceIsReadAgain() async throws {
+        let h = try await OriginationHarness()
+        defer { Task { await h.stop() } }
+        let bundle = h.dir.path("rotated-ca.pem")
+        try FileManager.default.copyItem(atPath: h.pki.caCert, toPath: bundle)
+        var config = try String(contentsOfFile: h.configPath, encoding: .utf8)
+        config = config.replacingOccurrences(of: h.pki.caCert, with: bundle)
+        try config.write(toFile: h.configPath, atomically: true, encoding: .utf8)
+        #expect(h.gateway.reload(reason: "test"))
+        #expect(try h.curlViaProxy("http://billing.example.test/x").status == 200)
+        // The Secret now holds another CA only.
+        try String(contentsOfFile: h.pki.otherCACert, encoding: .utf8).write(toFile: bundle, atomically: true, encoding: .utf8)
+        #expect(await eventually(timeout: 10) {
+            h.gateway.reloadIfChanged()  // what the file watcher does every second
+            return (try? h.curlViaProxy("http://billing.example.test/x").status) == 502
+        })
+        #expect(try h.curlViaProxy("http://billing.example.test/x").reason == "upstream_tls_verification_failed")
+    }
+
     @Test func sniOverrideDoesNotMakeAMismatchedCertificatePass() async throws {
         // The certificate is for wrong.example.test only; an SNI of other.example.test changes nothing.
         let h = try await OriginationHarness(upstreamCert: { ($0.mismatchCert, $0.mismatchKey) },
