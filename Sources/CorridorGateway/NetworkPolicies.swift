@@ -4,8 +4,8 @@ import CorridorPolicy
 /// send only DNS to the cluster DNS and connections to the gateway's listeners; the gateway
 /// accepts connections only from those namespaces (and the monitoring namespace on the admin
 /// port), and may reach DNS, the API server (Kubernetes mode) and the outside, but not the
-/// cluster's pod and service ranges nor the link-local and cloud platform addresses (metadata
-/// services and their agents). The gateway refuses those itself too (``AddressGuard``); the
+/// cluster's pod and service ranges nor the cloud platform addresses (metadata services and
+/// their agents). The gateway refuses those itself too (``AddressGuard``); the
 /// policy holds if the gateway is compromised. `corridor netpol` prints them as
 /// multi-document YAML for `kubectl apply -f -`; deploy/base ships the gateway's own part.
 public struct NetworkPolicies: Sendable {
@@ -21,10 +21,12 @@ public struct NetworkPolicies: Sendable {
     public var serviceCIDRs: [CIDR]
     /// Never reachable from the gateway, whatever the policy says.
     public var blockedCIDRs: [CIDR]
-    /// ``blockedCIDRs`` by default: link-local (169.254.169.254 and the EKS Pod Identity agent at
-    /// 169.254.170.23 among them), AWS's IPv6 metadata and agent range, Alibaba Cloud's metadata
-    /// address and Azure's platform endpoint (WireServer).
-    public static let platformCIDRs = ["169.254.0.0/16", "100.100.100.200/32", "168.63.129.16/32", "fe80::/10", "fd00:ec2::/64"]
+    /// ``blockedCIDRs`` by default: the cloud metadata service (169.254.169.254), AWS's agents
+    /// beside it (169.254.170.0/24: ECS task metadata, the EKS Pod Identity agent), AWS's IPv6
+    /// metadata and agent range, Alibaba Cloud's metadata address, Azure's platform endpoint
+    /// (WireServer) and IPv6 link-local. Not all of 169.254.0.0/16: NodeLocal DNSCache answers
+    /// the gateway's own lookups at 169.254.20.10.
+    public static let platformCIDRs = ["169.254.169.254/32", "169.254.170.0/24", "100.100.100.200/32", "168.63.129.16/32", "fe80::/10", "fd00:ec2::/64"]
         .map { try! CIDR(parsing: $0) }
     /// The API server's endpoint addresses (Kubernetes mode); empty in file mode. An explicit
     /// rule, because the endpoints may sit in an excluded range, and some CNIs do not count the
