@@ -8,5 +8,5 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 peers="${PEERS_HARNESS:-$root/../shared/bench/peers/run.sh}"
 cd "$root"
-swift build -c release --product corridor
+swift build -c release --static-swift-stdlib --product corridor
 exec "$peers" --candidate-name corridor "$@" "$root/bench/corridor-candidate.sh"

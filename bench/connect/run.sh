@@ -43,7 +43,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     rm -f /usr/sbin/policy-rc.d
 fi
 bin="${CORRIDOR_BIN:-$root/.build/release/corridor}"
-if [ -z "${CORRIDOR_BIN:-}" ]; then (cd "$root" && swift build -c release --product corridor >/dev/null); fi
+if [ -z "${CORRIDOR_BIN:-}" ]; then (cd "$root" && swift build -c release --static-swift-stdlib --product corridor >/dev/null); fi
 
 run=$(mktemp -d /tmp/corridor-connect-bench.XXXXXX)
 base=${CONNECT_BENCH_PORT_BASE:-18543}

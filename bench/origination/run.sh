@@ -64,7 +64,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if [ -z "${CORRIDOR_BIN:-}" ]; then
     log "building corridor (release)"
-    (cd "$ROOT" && swift build -c release --product corridor >&2) || die "swift build failed"
+    (cd "$ROOT" && swift build -c release --static-swift-stdlib --product corridor >&2) || die "swift build failed"
 fi
 for bin in "$BIN" ${BIN_B:+"$BIN_B"}; do [ -x "$bin" ] || die "no Corridor binary at $bin"; done
 

@@ -40,7 +40,7 @@ case "$mode" in conn) n=${n:-300} ;; ka) n=${n:-2000} ;; bulk) n=${n:-1024} ;; *
 for tool in perf strace h2load nginx openssl; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install linux-perf strace nghttp2-client nginx openssl)" >&2; exit 1; }
 done
-[ "$ab" = 1 ] || [ "$memory" = 1 ] || [ -n "${PROFILE_NO_BUILD:-}" ] || (cd "$root" && swift build -c release --product corridor >/dev/null)
+[ "$ab" = 1 ] || [ "$memory" = 1 ] || [ -n "${PROFILE_NO_BUILD:-}" ] || (cd "$root" && swift build -c release --static-swift-stdlib --product corridor >/dev/null)
 run=$(mktemp -d /tmp/corridor-profile.XXXXXX)
 origin_port=${PROFILE_ORIGIN_PORT:-19443}; gw_port=${PROFILE_GATEWAY_PORT:-19444}
 pids=()

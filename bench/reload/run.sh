@@ -6,5 +6,5 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-swift build -c release --product corridor
+swift build -c release --static-swift-stdlib --product corridor
 exec python3 "$root/bench/reload/reload.py" "$@"

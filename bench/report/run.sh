@@ -10,7 +10,7 @@ millions=${1:-10}
 dir=${REPORT_BENCH_DIR:-/tmp/corridor-report-bench}
 mkdir -p "$dir"
 bin="$root/.build/release/corridor"
-[ -x "$bin" ] || (cd "$root" && swift build -c release --product corridor >/dev/null)
+[ -x "$bin" ] || (cd "$root" && swift build -c release --static-swift-stdlib --product corridor >/dev/null)
 log="$dir/access-${millions}m.log"
 if [ ! -s "$log" ]; then
     echo "generating $millions million records into $log"

@@ -6,6 +6,6 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-[ -n "${SOAK_NO_BUILD:-}" ] || swift build -c release --product corridor
+[ -n "${SOAK_NO_BUILD:-}" ] || swift build -c release --static-swift-stdlib --product corridor
 python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install -q matplotlib
 exec python3 "$root/bench/soak/soak.py" "$@"
