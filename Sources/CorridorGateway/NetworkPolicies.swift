@@ -21,13 +21,17 @@ public struct NetworkPolicies: Sendable {
     public var serviceCIDRs: [CIDR]
     /// Never reachable from the gateway, whatever the policy says.
     public var blockedCIDRs: [CIDR]
-    /// ``blockedCIDRs`` by default: the cloud metadata service (169.254.169.254), AWS's agents
-    /// beside it (169.254.170.0/24: ECS task metadata, the EKS Pod Identity agent), AWS's IPv6
-    /// metadata and agent range, Alibaba Cloud's metadata address, Azure's platform endpoint
-    /// (WireServer) and IPv6 link-local. Not all of 169.254.0.0/16: NodeLocal DNSCache answers
-    /// the gateway's own lookups at 169.254.20.10.
-    public static let platformCIDRs = ["169.254.169.254/32", "169.254.170.0/24", "100.100.100.200/32", "168.63.129.16/32", "fe80::/10", "fd00:ec2::/64"]
+    /// ``blockedCIDRs`` by default: link-local (the metadata service at 169.254.169.254 and the
+    /// platform services beside it: AWS's agents, GKE's metadata server, cloud storage targets),
+    /// AWS's IPv6 metadata and agent range, Alibaba Cloud's metadata address and Azure's platform
+    /// endpoint (WireServer). NodeLocal DNSCache, also link-local, gets a rule of its own
+    /// (``nodeLocalDNS``).
+    public static let platformCIDRs = ["169.254.0.0/16", "100.100.100.200/32", "168.63.129.16/32", "fe80::/10", "fd00:ec2::/64"]
         .map { try! CIDR(parsing: $0) }
+    /// NodeLocal DNSCache's address, where the gateway's own lookups go in clusters that run it
+    /// (DNS only, UDP and TCP 53): upstream's default; kubespray's is 169.254.25.10.
+    public static let defaultNodeLocalDNS = [IPAddress(parsing: "169.254.20.10")!]
+    public var nodeLocalDNS: [IPAddress]
     /// The API server's endpoint addresses (Kubernetes mode); empty in file mode. An explicit
     /// rule, because the endpoints may sit in an excluded range, and some CNIs do not count the
     /// API server as an ipBlock address at all.
@@ -40,7 +44,8 @@ public struct NetworkPolicies: Sendable {
                 dnsNamespace: String = "kube-system", dnsLabels: [(String, String)] = [("k8s-app", "kube-dns")],
                 podCIDRs: [CIDR], serviceCIDRs: [CIDR],
                 blockedCIDRs: [CIDR] = NetworkPolicies.platformCIDRs,
-                apiServerCIDRs: [CIDR], apiServerPorts: [Int] = [443, 6443], monitoringNamespace: String? = "monitoring") {
+                apiServerCIDRs: [CIDR], apiServerPorts: [Int] = [443, 6443], monitoringNamespace: String? = "monitoring",
+                nodeLocalDNS: [IPAddress] = NetworkPolicies.defaultNodeLocalDNS) {
         self.namespaces = namespaces
         self.gatewayNamespace = gatewayNamespace
         self.gatewayLabels = gatewayLabels
@@ -53,6 +58,7 @@ public struct NetworkPolicies: Sendable {
         self.apiServerCIDRs = apiServerCIDRs
         self.apiServerPorts = apiServerPorts
         self.monitoringNamespace = monitoringNamespace
+        self.nodeLocalDNS = nodeLocalDNS
     }
 
     /// Every policy: each application namespace's, then the gateway's.
@@ -106,6 +112,11 @@ public struct NetworkPolicies: Sendable {
             if !except.isEmpty { egress.append("            except: [\(except.joined(separator: ", "))]") }
         }
         egress += dnsRule
+        if !nodeLocalDNS.isEmpty {
+            egress.append("    - to:")
+            egress += nodeLocalDNS.map { "        - ipBlock: {cidr: \(quote(CIDR(address: $0, prefixLength: $0.isIPv4 ? 32 : 128).description))}" }
+            egress += ["      ports:", "        - {protocol: UDP, port: 53}", "        - {protocol: TCP, port: 53}"]
+        }
         if !apiServerCIDRs.isEmpty {
             egress.append("    - to:")
             egress += apiServerCIDRs.map { "        - ipBlock: {cidr: \(quote($0.description))}" }

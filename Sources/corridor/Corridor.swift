@@ -266,6 +266,9 @@ struct NetPol: ParsableCommand {
     @Option(name: .long, help: "The cluster DNS pods' labels, key=value[,key=value].")
     var dnsLabels = "k8s-app=kube-dns"
 
+    @Option(name: .long, help: "NodeLocal DNSCache's addresses, comma-separated, which the gateway may send DNS to (the rest of link-local, the metadata services among it, it may not); empty for none.")
+    var nodeLocalDns = NetworkPolicies.defaultNodeLocalDNS.map(\.description).joined(separator: ",")
+
     @Flag(name: .long, help: "Only the gateway namespace's own policies (what deploy/base ships).")
     var gatewayOnly = false
 
@@ -318,7 +321,13 @@ struct NetPol: ParsableCommand {
             podCIDRs: try parseCIDRs([podCIDR], flag: "--pod-cidr"), serviceCIDRs: try parseCIDRs([serviceCIDR], flag: "--service-cidr"),
             apiServerCIDRs: try apiServer.map { try parseCIDRs([$0], flag: "--api-server") } ?? [],
             apiServerPorts: try portList(apiServerPorts, "--api-server-ports"),
-            monitoringNamespace: monitoringNamespace.isEmpty ? nil : try names(monitoringNamespace, "--monitoring-namespace")[0])
+            monitoringNamespace: monitoringNamespace.isEmpty ? nil : try names(monitoringNamespace, "--monitoring-namespace")[0],
+            nodeLocalDNS: try nodeLocalDns.split(separator: ",").map { item in
+                guard let address = IPAddress(parsing: String(item).trimmingCharacters(in: .whitespaces)) else {
+                    throw ValidationError("--node-local-dns: '\(item)' is not an IP address")
+                }
+                return address
+            })
         if gatewayOnly {
             print(policies.gatewayYAML, terminator: "")
             return

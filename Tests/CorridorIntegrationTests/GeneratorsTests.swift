@@ -104,9 +104,11 @@ struct NetPolTests {
         let text = result.stdout
         #expect(text.contains("name: corridor-default-deny-egress\n  namespace: \"payments\""))
         #expect(text.contains("name: corridor-default-deny-egress\n  namespace: \"shop\""))
-        #expect(text.contains(#"except: ["10.244.0.0/16", "10.96.0.0/12", "169.254.169.254/32", "169.254.170.0/24", "100.100.100.200/32", "168.63.129.16/32"]"#))
+        #expect(text.contains(#"except: ["10.244.0.0/16", "10.96.0.0/12", "169.254.0.0/16", "100.100.100.200/32", "168.63.129.16/32"]"#))
         #expect(text.contains(#"except: ["fd00:10:244::/56", "fe80::/10", "fd00:ec2::/64"]"#))
         #expect(text.contains("- {protocol: UDP, port: 53}"))
+        // Link-local is out, but for DNS to NodeLocal DNSCache.
+        #expect(text.contains("- ipBlock: {cidr: \"169.254.20.10/32\"}\n      ports:\n        - {protocol: UDP, port: 53}\n        - {protocol: TCP, port: 53}"), "\(text)")
         #expect(text.contains("- {protocol: TCP, port: 15443}"))
         // The http listener too: TLS origination through the central gateway.
         #expect(text.contains("- {protocol: TCP, port: 15080}"))
