@@ -48,6 +48,8 @@ final class ClusterSync: Sendable {
         let lastProgress = Mutex<[String: ContinuousClock.Instant]>([:])
         /// A status-write retry is scheduled.
         let retryPending = Atomic<Bool>(false)
+        /// Ends every reflector's backoff (``Reflector/nudge()``).
+        let nudgeAll = Mutex<@Sendable () -> Void>({})
     }
 
     /// The stale resources and the base the policy in force was withheld for (nil: it is not withheld).
@@ -88,8 +90,12 @@ final class ClusterSync: Sendable {
                     if since[resource] == nil { since[resource] = .now }
                     return false
                 }
-                // A policy withheld for this resource's outage is built again now.
-                if recovered { dirty.yield() }
+                // A policy withheld for this resource's outage is built again now, and the other
+                // resources, if still failing, try again at once: the API answers again.
+                if recovered {
+                    dirty.yield()
+                    shared.nudgeAll.withLock { $0 }()
+                }
             },
             rewatched: { resource, why in metrics.rewatch(resource: resource, why: why) },
             unreadable: { resource in metrics.unreadable(resource: resource) },
@@ -101,6 +107,8 @@ final class ClusterSync: Sendable {
                              initialBackoff: initialBackoff, watchIdleLimit: watchIdleLimit)
         policies = Reflector(resource: .egressPolicies, client: client, observer: observer, logger: logger, pageSize: pageSize,
                              initialBackoff: initialBackoff, watchIdleLimit: watchIdleLimit)
+        let reflectors: [@Sendable () -> Void] = [pods.nudge, services.nudge, policies.nudge]
+        shared.nudgeAll.withLock { $0 = { for nudge in reflectors { nudge() } } }
     }
 
     /// True while a snapshot built from a full sync of every resource is in force (not before the

@@ -35,6 +35,8 @@ public final class Gateway: Sendable {
         /// Kubernetes mode: a watch that brings no byte (no event, no bookmark) for this long is
         /// ended and started again (see ``Reflector``).
         public var watchIdleLimit: Duration = Reflector<Pod>.defaultWatchIdleLimit
+        /// Kubernetes mode: the first wait after a failed API request (doubling, with jitter, up to 30 s).
+        public var apiInitialBackoff: Duration = .milliseconds(800)
 
         /// One event loop per core.
         public static var defaultWorkers: Int { System.coreCount }
@@ -146,7 +148,8 @@ public final class Gateway: Sendable {
                     proxy.install(snapshot, origination: origination)
                     proxy.metrics.policyReload(succeeded: true, snapshot: snapshot)
                 },
-                nodeName: options.nodeName, pageSize: options.listPageSize, watchIdleLimit: options.watchIdleLimit)
+                nodeName: options.nodeName, pageSize: options.listPageSize, initialBackoff: options.apiInitialBackoff,
+                watchIdleLimit: options.watchIdleLimit)
         } else {
             cluster = nil
         }

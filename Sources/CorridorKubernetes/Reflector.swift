@@ -178,6 +178,8 @@ public final class Reflector<Object: KubeObject>: Sendable {
     /// Objects a list page starts with: ``pageSize``, or fewer once pages of that many were too
     /// large for the client (then it grows back by doubling with each list that completes).
     private let pageLimit: Atomic<Int>
+    /// Set by ``nudge()``: the backoff under way ends now.
+    private let nudged = Atomic<Bool>(false)
 
     public init(resource: APIResource, client: KubeAPIClient, cache: ResourceCache<Object> = ResourceCache(), observer: ReflectorObserver,
                 logger: Logger, pageSize: Int = 500, watchSeconds: ClosedRange<Int> = 300...600, initialBackoff: Duration = .milliseconds(800),
@@ -217,16 +219,18 @@ public final class Reflector<Object: KubeObject>: Sendable {
                 let started = ContinuousClock.now
                 let outcome = try await watch(from: listed)
                 resourceVersion = outcome.resourceVersion
-                if outcome.end == .completed { observer.progressed(name) }
-                observer.healthy(name, true)
                 if outcome.events == 0 && ContinuousClock.now - started < .seconds(1) {
-                    // A watch that ends at once with nothing in it: something is wrong; back off and relist.
+                    // A watch that ends at once with nothing in it: something is wrong (an API going
+                    // away drops it so); not healthy until a relist after the backoff succeeds.
                     logger.warning("watch ended at once; relisting", metadata: ["resource": "\(name)", "end": "\(outcome.end)"])
                     observer.rewatched(name, "short")
+                    observer.healthy(name, false)
                     resourceVersion = nil
-                    try? await Task.sleep(for: backoff.next())
+                    await pause(backoff.next())
                     continue
                 }
+                if outcome.end == .completed { observer.progressed(name) }
+                observer.healthy(name, true)
                 backoff.reset()
                 if case .dropped(let why) = outcome.end {
                     logger.info("watch dropped; resuming from the last resource version", metadata: ["resource": "\(name)", "resourceVersion": "\(outcome.resourceVersion)", "error": "\(why)"])
@@ -238,7 +242,7 @@ public final class Reflector<Object: KubeObject>: Sendable {
                 logger.notice("resource version expired (410); relisting", metadata: ["resource": "\(name)", "status": "\(expired.status?.description ?? "")"])
                 observer.rewatched(name, "expired")
                 resourceVersion = nil
-                try? await Task.sleep(for: backoff.next())
+                await pause(backoff.next())
             } catch {
                 if Task.isCancelled { break }
                 let delay = backoff.next()
@@ -255,8 +259,23 @@ public final class Reflector<Object: KubeObject>: Sendable {
                 // Whatever failed (the list, a refused watch, a bad event), relist: the resource
                 // version may no longer be served, and a fresh list replaces the cache whole.
                 resourceVersion = nil
-                try? await Task.sleep(for: delay)
+                await pause(delay)
             }
+        }
+    }
+
+    /// Ends the backoff under way, if any: the API answered another resource's requests again,
+    /// so this one need not wait out a backoff that grew during an outage (up to a minute).
+    public func nudge() { nudged.store(true, ordering: .releasing) }
+
+    /// Waits `delay`, or until ``nudge()``. A nudge from before the wait does not count.
+    private func pause(_ delay: Duration) async {
+        nudged.store(false, ordering: .relaxed)
+        let end = ContinuousClock.now + delay
+        while !Task.isCancelled {
+            let left = end - ContinuousClock.now
+            if left <= .zero || nudged.exchange(false, ordering: .acquiring) { return }
+            try? await Task.sleep(for: min(left, .milliseconds(250)))
         }
     }
 

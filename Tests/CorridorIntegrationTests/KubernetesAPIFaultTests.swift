@@ -40,6 +40,25 @@ struct KubernetesAPIFaultTests {
         #expect(await eventually(timeout: 10) { (try? h.metrics().contains(#"corridor_kubernetes_watch_up{resource="pods"} 1"#)) == true })
     }
 
+    /// After an outage every watch waits out its own backoff, grown to as much as a minute; the
+    /// first to find the API answering again brings the others back with it.
+    @Test func theFirstWatchBackAfterAnOutageBringsTheOthersAtOnce() async throws {
+        // Backoffs of 20 to 40 s: waited out one by one, the three would come back up to 20 s apart.
+        let h = try await KubernetesHarness(apiInitialBackoff: .seconds(20))
+        defer { Task { await h.stop() } }
+        #expect(await h.waitReady())
+        let resources = ["pods", "externalservices", "egresspolicies"]
+        func up() -> [String] {
+            let metrics = (try? h.metrics()) ?? ""
+            return resources.filter { metrics.contains("corridor_kubernetes_watch_up{resource=\"\($0)\"} 1") }
+        }
+        try h.api.control("POST", "/outage", ["on": true])
+        #expect(await eventually(timeout: 15) { up().isEmpty }, "every watch has failed once and is backing off; up: \(up()) \((try? h.metrics()) ?? "")")
+        try h.api.control("POST", "/outage", ["on": false])
+        #expect(await eventually(timeout: 60) { !up().isEmpty })
+        #expect(await eventually(timeout: 5) { up().count == 3 }, "only \(up()) back")
+    }
+
     @Test func aListCutOffHalfwayIsRetriedNotHalfBelieved() async throws {
         let h = try await KubernetesHarness()
         defer { Task { await h.stop() } }

@@ -130,10 +130,12 @@ final class KubernetesHarness: AccessLogReading, @unchecked Sendable {
     let pageSize: Int
     let apiMaxBodyBytes: Int
     let watchIdleLimit: Duration
+    let apiInitialBackoff: Duration
 
     init(objects: (Int) -> [[String: Any]] = standardObjects, clientCertificate: Bool = false, apiExtra: [String] = [],
          nodeName: String? = nil, pageSize: Int = 500, watchIdleLimit: Duration = .seconds(90), gatewayExtra: String = "",
-         apiMaxBodyBytes: Int = 64 << 20, start: Bool = true) async throws {
+         apiMaxBodyBytes: Int = 64 << 20, apiInitialBackoff: Duration = .milliseconds(800), start: Bool = true) async throws {
+        self.apiInitialBackoff = apiInitialBackoff
         self.nodeName = nodeName
         self.pageSize = pageSize
         self.apiMaxBodyBytes = apiMaxBodyBytes
@@ -182,6 +184,7 @@ final class KubernetesHarness: AccessLogReading, @unchecked Sendable {
         options.listPageSize = pageSize
         options.apiMaxBodyBytes = apiMaxBodyBytes
         options.watchIdleLimit = watchIdleLimit
+        options.apiInitialBackoff = apiInitialBackoff
         gateway = try Gateway(options: options, logger: logger)
         try await gateway.start()
         connectPort = gateway.boundAddresses["connect"]?.port ?? 0
