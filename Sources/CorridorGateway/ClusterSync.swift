@@ -188,8 +188,7 @@ final class ClusterSync: Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(5))
             guard let files = lastOrigination.withLock({ $0?.files }), !files.isEmpty else { continue }
-            var now: [String: [Int]?] = [:]
-            for path in files.keys { now[path] = .some(PolicyFile.fingerprint(path)) }
+            let now = PolicyFile.fingerprints(files.keys)
             // Once per change: a build that cannot take it in (the policy withheld) is not asked again and again.
             if now != files && now != asked {
                 asked = now

@@ -335,8 +335,9 @@ public final class Gateway: Sendable {
             if state.withLock({ $0.fingerprint != current }) {
                 _ = reloadSerialized(reason: "file changed")
             } else if cluster == nil {
-                let tlsFiles = PolicyFile.tlsFileFingerprints(proxy.policy.current.source.externalServices)
-                if state.withLock({ $0.tlsFiles != tlsFiles }) { _ = reloadSerialized(reason: "TLS file changed") }
+                // The files of the policy in force, as recorded by the load that put it there.
+                let read = state.withLock { $0.tlsFiles }
+                if PolicyFile.fingerprints(read.keys) != read { _ = reloadSerialized(reason: "TLS file changed") }
             }
         }
     }

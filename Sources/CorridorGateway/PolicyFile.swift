@@ -106,15 +106,21 @@ public enum PolicyFile {
     /// each with its ``fingerprint(_:)`` (nil: unreadable): a file rotated in place, such as a
     /// mounted Secret, is read again although no object changed.
     public static func tlsFileFingerprints(_ services: [ExternalService]) -> [String: [Int]?] {
-        var files: [String: [Int]?] = [:]
+        var paths = Set<String>()
         for service in services {
             for port in service.ports {
                 guard let originate = port.originateTLS else { continue }
-                var paths = [originate.clientCertificateFile, originate.clientKeyFile].compactMap { $0 }
-                if case .file(let path)? = originate.caBundle { paths.append(path) }
-                for path in paths where files[path] == nil { files[path] = .some(fingerprint(path)) }
+                paths.formUnion([originate.clientCertificateFile, originate.clientKeyFile].compactMap { $0 })
+                if case .file(let path)? = originate.caBundle { paths.insert(path) }
             }
         }
+        return fingerprints(paths)
+    }
+
+    /// Each of `paths` with its ``fingerprint(_:)``; an unreadable file stays in the map, with nil.
+    public static func fingerprints(_ paths: some Sequence<String>) -> [String: [Int]?] {
+        var files: [String: [Int]?] = [:]
+        for path in paths { files[path] = .some(fingerprint(path)) }
         return files
     }
 

@@ -185,7 +185,8 @@ public struct GatewayConfig: Sendable, Equatable {
         /// not become an egress outage.
         public static let minimumStaleness: Duration = .seconds(10)
         /// Once the list/watch of any watched resource (pods, ExternalServices, EgressPolicies)
-        /// has failed for this long, the identities and policy it last gave are no longer trusted:
+        /// has brought nothing current (no list, event or bookmark) for this long, whether the API
+        /// failed or went silent, the identities and policy it last gave are no longer trusted:
         /// every connection is denied, saying why, and `/readyz` answers 503, until the watches
         /// list again. Nil: the last known state stays in force however long the outage (a pod IP
         /// reused meanwhile keeps the identity of the pod that had it; a revoked grant holds).

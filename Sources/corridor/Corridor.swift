@@ -170,10 +170,7 @@ struct IPTables: ParsableCommand {
         }
         let pods = try parseCIDRs(podCIDR, flag: "--pod-cidr")
         if topology == .node && pods.isEmpty { throw ValidationError("--pod-cidr is required for the node topology") }
-        let dnsServers = try dns.flatMap { $0.split(separator: ",") }.map { text in
-            guard let ip = IPAddress(parsing: String(text)) else { throw ValidationError("--dns: '\(text)' is not an IP address") }
-            return ip
-        }
+        let dnsServers = try parseAddresses(dns, flag: "--dns")
         func portList(_ text: String?, flag: String) throws -> [Int] {
             try (text ?? "").split(separator: ",").map { item in
                 guard let port = Int(item.trimmingCharacters(in: .whitespaces)), (1...65535).contains(port) else {
@@ -322,12 +319,7 @@ struct NetPol: ParsableCommand {
             apiServerCIDRs: try apiServer.map { try parseCIDRs([$0], flag: "--api-server") } ?? [],
             apiServerPorts: try portList(apiServerPorts, "--api-server-ports"),
             monitoringNamespace: monitoringNamespace.isEmpty ? nil : try names(monitoringNamespace, "--monitoring-namespace")[0],
-            nodeLocalDNS: try nodeLocalDns.split(separator: ",").map { item in
-                guard let address = IPAddress(parsing: String(item).trimmingCharacters(in: .whitespaces)) else {
-                    throw ValidationError("--node-local-dns: '\(item)' is not an IP address")
-                }
-                return address
-            })
+            nodeLocalDNS: try parseAddresses([nodeLocalDns], flag: "--node-local-dns"))
         if gatewayOnly {
             print(policies.gatewayYAML, terminator: "")
             return
@@ -359,6 +351,14 @@ struct Version: ParsableCommand {
 func parseCIDRs(_ values: [String], flag: String) throws -> [CIDR] {
     try values.flatMap { $0.split(separator: ",") }.map { item in
         do { return try CIDR(parsing: String(item)) } catch { throw ValidationError("\(flag): '\(item)' is not a CIDR") }
+    }
+}
+
+/// IP addresses from repeated and/or comma-separated option values; the error names the flag.
+func parseAddresses(_ values: [String], flag: String) throws -> [IPAddress] {
+    try values.flatMap { $0.split(separator: ",") }.map { item in
+        guard let address = IPAddress(parsing: String(item)) else { throw ValidationError("\(flag): '\(item)' is not an IP address") }
+        return address
     }
 }
 
